@@ -1,0 +1,191 @@
+//! The OpenAPI 3.1 document served at `GET /openapi.json`. It describes exactly what the API
+//! listener serves; an integration test holds the two together.
+
+use serde_json::{json, Value};
+
+use super::ErrorCode;
+
+fn problem_ref() -> Value {
+    json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}})
+}
+
+/// The problem responses an operation can give, by status, with the codes each carries.
+fn problems(codes: &[ErrorCode]) -> serde_json::Map<String, Value> {
+    let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
+    for code in codes {
+        by_status
+            .entry(code.status())
+            .or_default()
+            .push(code.as_str());
+    }
+    by_status
+        .into_iter()
+        .map(|(status, names)| {
+            (
+                status.to_string(),
+                json!({
+                    "description": format!("Problem: {}", names.join(", ")),
+                    "content": problem_ref(),
+                }),
+            )
+        })
+        .collect()
+}
+
+/// The problems every POST step can give, whatever the vendor.
+const COMMON: &[ErrorCode] = &[
+    ErrorCode::InvalidRequest,
+    ErrorCode::Unauthenticated,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::UnsupportedMediaType,
+    ErrorCode::AttemptsExceeded,
+    ErrorCode::UnsupportedStep,
+    ErrorCode::UpstreamError,
+    ErrorCode::UpstreamUnavailable,
+    ErrorCode::UpstreamTimeout,
+];
+
+fn operation(
+    summary: &str,
+    schema: &str,
+    ok_status: &str,
+    ok_schema: &str,
+    extra: &[ErrorCode],
+) -> Value {
+    let mut codes = COMMON.to_vec();
+    codes.extend_from_slice(extra);
+    let mut responses = problems(&codes);
+    responses.insert(
+        ok_status.to_string(),
+        json!({
+            "description": "Success",
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{ok_schema}")}}}
+        }),
+    );
+    json!({
+        "summary": summary,
+        "security": [{"apiKey": []}],
+        "parameters": [
+            {"name": "X-Request-Id", "in": "header", "required": false,
+             "schema": {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]+$"}},
+            {"name": "Accept-Language", "in": "header", "required": false, "schema": {"type": "string"}}
+        ],
+        "requestBody": {
+            "required": true,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+        },
+        "responses": responses,
+    })
+}
+
+pub fn document(max_body_bytes: usize) -> Vec<u8> {
+    let identifier = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["type", "value"],
+        "properties": {
+            "type": {"type": "string", "enum": ["email", "mobile", "username"]},
+            "value": {"type": "string", "minLength": 1, "maxLength": 254}
+        }
+    });
+    let doc = json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "reset-gateway canonical /reset API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": format!(
+                "One password-reset API in front of many vendors. Bodies are JSON of at most {max_body_bytes} bytes; unknown fields are refused. Every error is application/problem+json (RFC 9457) with a stable `code`."
+            )
+        },
+        "paths": {
+            "/reset": {"post": operation(
+                "Start an OTP reset: the vendor sends a one-time code",
+                "StartRequest", "202", "Progress",
+                &[ErrorCode::IdentifierNotFound, ErrorCode::RateLimited])},
+            "/reset/verify": {"post": operation(
+                "Verify the one-time code",
+                "VerifyRequest", "200", "Progress",
+                &[ErrorCode::InvalidResetId, ErrorCode::WrongStep, ErrorCode::ResetExpired,
+                  ErrorCode::InvalidOtp, ErrorCode::RateLimited])},
+            "/reset/complete": {"post": operation(
+                "Set the new password, with a verified reset_id or a vendor-issued reset_code",
+                "CompleteRequest", "200", "Completed",
+                &[ErrorCode::InvalidResetId, ErrorCode::WrongStep, ErrorCode::ResetExpired,
+                  ErrorCode::InvalidOtp, ErrorCode::PasswordRejected, ErrorCode::PasswordReused,
+                  ErrorCode::RateLimited])},
+            "/openapi.json": {"get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "The OpenAPI document",
+                    "content": {"application/json": {"schema": {"type": "object"}}}}}
+            }}
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Identifier": identifier,
+                "StartRequest": {
+                    "type": "object", "additionalProperties": false, "required": ["identifier"],
+                    "properties": {
+                        "identifier": {"$ref": "#/components/schemas/Identifier"},
+                        "device_id": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]+$"}
+                    }
+                },
+                "VerifyRequest": {
+                    "type": "object", "additionalProperties": false, "required": ["reset_id", "otp"],
+                    "properties": {
+                        "reset_id": {"type": "string", "minLength": 1},
+                        "otp": {"type": "string", "minLength": 1, "maxLength": 16, "pattern": "^[A-Za-z0-9]+$"}
+                    }
+                },
+                "CompleteRequest": {
+                    "oneOf": [
+                        {"type": "object", "additionalProperties": false,
+                         "required": ["reset_id", "new_password"],
+                         "properties": {
+                            "reset_id": {"type": "string", "minLength": 1},
+                            "new_password": {"type": "string", "minLength": 1, "maxLength": 256}
+                         }},
+                        {"type": "object", "additionalProperties": false,
+                         "required": ["reset_code", "new_password"],
+                         "properties": {
+                            "reset_code": {"type": "string", "minLength": 1, "maxLength": 512},
+                            "identifier": {"$ref": "#/components/schemas/Identifier"},
+                            "email": {"type": "string"},
+                            "session_id": {"type": "string", "maxLength": 256},
+                            "new_password": {"type": "string", "minLength": 1, "maxLength": 256}
+                         }}
+                    ]
+                },
+                "Progress": {
+                    "type": "object", "required": ["reset_id", "next", "expires_at"],
+                    "properties": {
+                        "reset_id": {"type": "string", "description": "Opaque and sealed; pass it to the next step."},
+                        "next": {"type": "string", "enum": ["verify", "complete"]},
+                        "expires_at": {"type": "string", "format": "date-time"}
+                    }
+                },
+                "Completed": {
+                    "type": "object", "required": ["status"],
+                    "properties": {"status": {"type": "string", "const": "completed"}}
+                },
+                "Problem": {
+                    "type": "object", "required": ["type", "title", "status", "code", "detail", "request_id"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "code": {"type": "string", "enum": ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>()},
+                        "detail": {"type": "string"},
+                        "request_id": {"type": "string"},
+                        "limit": {"type": "string"},
+                        "vendor": {"type": "object", "properties": {
+                            "name": {"type": "string"}, "status": {"type": "integer"},
+                            "code": {"type": "string"}, "message": {"type": "string"}
+                        }}
+                    }
+                }
+            }
+        }
+    });
+    serde_json::to_vec_pretty(&doc).expect("the document serializes")
+}

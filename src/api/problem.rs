@@ -1,0 +1,243 @@
+//! `Problem`: the one error type of the request path, and the one place it becomes an
+//! `application/problem+json` body (RFC 9457).
+//!
+//! Vendor adapters, the flow and the HTTP layer all return `Problem`; nothing else renders errors.
+
+use serde::Serialize;
+
+/// The stable machine codes of the canonical contract, each with its HTTP status and title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidResetId,
+    Unauthenticated,
+    NotFound,
+    MethodNotAllowed,
+    WrongStep,
+    ResetExpired,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidOtp,
+    PasswordRejected,
+    PasswordReused,
+    IdentifierNotFound,
+    RateLimited,
+    AttemptsExceeded,
+    Internal,
+    UnsupportedStep,
+    UpstreamError,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+}
+
+impl ErrorCode {
+    /// Every code, in the order the OpenAPI document lists them.
+    pub const ALL: [ErrorCode; 20] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidResetId,
+        ErrorCode::Unauthenticated,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::WrongStep,
+        ErrorCode::ResetExpired,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::InvalidOtp,
+        ErrorCode::PasswordRejected,
+        ErrorCode::PasswordReused,
+        ErrorCode::IdentifierNotFound,
+        ErrorCode::RateLimited,
+        ErrorCode::AttemptsExceeded,
+        ErrorCode::Internal,
+        ErrorCode::UnsupportedStep,
+        ErrorCode::UpstreamError,
+        ErrorCode::UpstreamUnavailable,
+        ErrorCode::UpstreamTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidResetId => "invalid_reset_id",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::WrongStep => "wrong_step",
+            ErrorCode::ResetExpired => "reset_expired",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::InvalidOtp => "invalid_otp",
+            ErrorCode::PasswordRejected => "password_rejected",
+            ErrorCode::PasswordReused => "password_reused",
+            ErrorCode::IdentifierNotFound => "identifier_not_found",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::AttemptsExceeded => "attempts_exceeded",
+            ErrorCode::Internal => "internal_error",
+            ErrorCode::UnsupportedStep => "unsupported_step",
+            ErrorCode::UpstreamError => "upstream_error",
+            ErrorCode::UpstreamUnavailable => "upstream_unavailable",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidRequest | ErrorCode::InvalidResetId => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::NotFound | ErrorCode::IdentifierNotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::WrongStep => 409,
+            ErrorCode::ResetExpired => 410,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::InvalidOtp | ErrorCode::PasswordRejected | ErrorCode::PasswordReused => 422,
+            ErrorCode::RateLimited | ErrorCode::AttemptsExceeded => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::UnsupportedStep => 501,
+            ErrorCode::UpstreamError => 502,
+            ErrorCode::UpstreamUnavailable => 503,
+            ErrorCode::UpstreamTimeout => 504,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "The request is malformed",
+            ErrorCode::InvalidResetId => "The reset id is not valid",
+            ErrorCode::Unauthenticated => "A valid API key is required",
+            ErrorCode::NotFound => "No such resource",
+            ErrorCode::MethodNotAllowed => "Method not allowed on this resource",
+            ErrorCode::WrongStep => "The reset id is not ready for this step",
+            ErrorCode::ResetExpired => "The reset has expired",
+            ErrorCode::PayloadTooLarge => "The request body is too large",
+            ErrorCode::UnsupportedMediaType => "The request body must be JSON",
+            ErrorCode::InvalidOtp => "The one-time code is wrong",
+            ErrorCode::PasswordRejected => "The new password does not meet the password policy",
+            ErrorCode::PasswordReused => "The new password was used before",
+            ErrorCode::IdentifierNotFound => "No account has this identifier",
+            ErrorCode::RateLimited => "Too many requests",
+            ErrorCode::AttemptsExceeded => "Too many wrong attempts for this reset",
+            ErrorCode::Internal => "The gateway failed unexpectedly",
+            ErrorCode::UnsupportedStep => "The tenant's vendor has no such step",
+            ErrorCode::UpstreamError => "The vendor answered unexpectedly",
+            ErrorCode::UpstreamUnavailable => "The vendor is unavailable",
+            ErrorCode::UpstreamTimeout => "The vendor did not answer in time",
+        }
+    }
+}
+
+/// What the vendor said, carried in the problem's `vendor` member for support staff.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VendorDetail {
+    pub name: &'static str,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A canonical error, on its way to becoming a problem+json response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub code: ErrorCode,
+    pub detail: String,
+    pub vendor: Option<VendorDetail>,
+    /// Seconds for the `Retry-After` header, when the caller should come back later.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    code: &'static str,
+    detail: &'a str,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vendor: Option<&'a VendorDetail>,
+}
+
+impl Problem {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Problem {
+            code,
+            detail: detail.into(),
+            vendor: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_vendor(mut self, vendor: VendorDetail) -> Self {
+        self.vendor = Some(vendor);
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    /// The RFC 9457 body. `include_vendor` is the tenant's choice to show what the vendor said.
+    pub fn to_json(&self, request_id: &str, include_vendor: bool) -> Vec<u8> {
+        let body = ProblemBody {
+            kind: format!("/problems/{}", self.code.as_str()),
+            title: self.code.title(),
+            status: self.code.status(),
+            code: self.code.as_str(),
+            detail: &self.detail,
+            request_id,
+            vendor: if include_vendor {
+                self.vendor.as_ref()
+            } else {
+                None
+            },
+        };
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+impl std::error::Error for Problem {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_the_rfc9457_members_and_hides_vendor_when_asked() {
+        let p = Problem::new(ErrorCode::InvalidOtp, "wrong code").with_vendor(VendorDetail {
+            name: "cbss",
+            status: 200,
+            code: Some("INVALID_OTP".into()),
+            message: Some("Invalid OTP".into()),
+        });
+        let v: serde_json::Value = serde_json::from_slice(&p.to_json("r1", true)).unwrap();
+        assert_eq!(v["type"], "/problems/invalid_otp");
+        assert_eq!(v["status"], 422);
+        assert_eq!(v["code"], "invalid_otp");
+        assert_eq!(v["request_id"], "r1");
+        assert_eq!(v["vendor"]["code"], "INVALID_OTP");
+        let hidden: serde_json::Value = serde_json::from_slice(&p.to_json("r1", false)).unwrap();
+        assert!(hidden.get("vendor").is_none());
+    }
+
+    #[test]
+    fn every_code_has_a_distinct_name() {
+        let mut names: Vec<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
+}

@@ -1,0 +1,311 @@
+//! The canonical request bodies, strict parsing, and input validation.
+//!
+//! Parsing never echoes a value from the body in an error: a wrongly typed `new_password` must not
+//! come back in a problem's `detail`. Field names are echoed only when they look like field names.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::problem::{ErrorCode, Problem};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentifierKind {
+    Email,
+    Mobile,
+    Username,
+}
+
+impl IdentifierKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentifierKind::Email => "email",
+            IdentifierKind::Mobile => "mobile",
+            IdentifierKind::Username => "username",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identifier {
+    #[serde(rename = "type")]
+    pub kind: IdentifierKind,
+    pub value: String,
+}
+
+/// `POST /reset`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    pub identifier: Identifier,
+    #[serde(default)]
+    pub device_id: Option<String>,
+}
+
+/// `POST /reset/verify`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub reset_id: String,
+    pub otp: String,
+}
+
+/// `POST /reset/complete`, in either of its two shapes: with a `reset_id` (OTP flow) or with a
+/// vendor-issued `reset_code` (code flow).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    #[serde(default)]
+    pub reset_id: Option<String>,
+    #[serde(default)]
+    pub reset_code: Option<String>,
+    #[serde(default)]
+    pub identifier: Option<Identifier>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    pub new_password: String,
+}
+
+/// Parses a body strictly into `T`, then validates it.
+pub fn parse<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, Problem> {
+    let value: T = serde_json::from_slice(body).map_err(|e| describe_json_error(&e))?;
+    value.validate()?;
+    Ok(value)
+}
+
+pub trait Validate {
+    fn validate(&self) -> Result<(), Problem>;
+}
+
+fn invalid(detail: impl Into<String>) -> Problem {
+    Problem::new(ErrorCode::InvalidRequest, detail)
+}
+
+impl Validate for Identifier {
+    fn validate(&self) -> Result<(), Problem> {
+        let v = self.value.as_str();
+        let ok = match self.kind {
+            IdentifierKind::Email => is_email(v),
+            IdentifierKind::Mobile => is_mobile(v),
+            IdentifierKind::Username => {
+                !v.is_empty() && v.chars().count() <= 128 && !v.chars().any(char::is_control)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "identifier.value is not a valid {}",
+                self.kind.as_str()
+            )))
+        }
+    }
+}
+
+impl Validate for StartRequest {
+    fn validate(&self) -> Result<(), Problem> {
+        self.identifier.validate()?;
+        if let Some(device) = &self.device_id {
+            if !is_token_like(device, 128) {
+                return Err(invalid(
+                    "device_id must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validate for VerifyRequest {
+    fn validate(&self) -> Result<(), Problem> {
+        if self.reset_id.is_empty() {
+            return Err(invalid("reset_id must not be empty"));
+        }
+        let otp_ok = !self.otp.is_empty()
+            && self.otp.len() <= 16
+            && self.otp.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !otp_ok {
+            return Err(invalid("otp must be 1 to 16 letters or digits"));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for CompleteRequest {
+    fn validate(&self) -> Result<(), Problem> {
+        match (&self.reset_id, &self.reset_code) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("send either reset_id or reset_code, not both"));
+            }
+            (None, None) => return Err(invalid("missing field `reset_id` (or `reset_code`)")),
+            (Some(id), None) => {
+                if id.is_empty() {
+                    return Err(invalid("reset_id must not be empty"));
+                }
+                if self.identifier.is_some() || self.email.is_some() || self.session_id.is_some() {
+                    return Err(invalid(
+                        "identifier, email and session_id go only with reset_code",
+                    ));
+                }
+            }
+            (None, Some(code)) => {
+                if code.is_empty() || code.len() > 512 || code.chars().any(char::is_control) {
+                    return Err(invalid("reset_code must be 1 to 512 printable characters"));
+                }
+                if let Some(identifier) = &self.identifier {
+                    identifier.validate()?;
+                }
+                if let Some(email) = &self.email {
+                    if !is_email(email) {
+                        return Err(invalid("email is not a valid email address"));
+                    }
+                }
+                if let Some(session) = &self.session_id {
+                    if !is_token_like(session, 256) {
+                        return Err(invalid("session_id must be 1 to 256 token characters"));
+                    }
+                }
+            }
+        }
+        let len = self.new_password.chars().count();
+        if len == 0 || len > 256 || self.new_password.chars().any(char::is_control) {
+            return Err(invalid(
+                "new_password must be 1 to 256 characters with no control characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_email(v: &str) -> bool {
+    if v.len() > 254 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return false;
+    }
+    match v.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        }
+        None => false,
+    }
+}
+
+/// A mobile number in international form: an optional '+', then 6 to 15 digits (E.164 length).
+fn is_mobile(v: &str) -> bool {
+    let digits = v.strip_prefix('+').unwrap_or(v);
+    (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_token_like(v: &str, max: usize) -> bool {
+    !v.is_empty()
+        && v.len() <= max
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Turns a serde_json error into a detail that names the problem but never a value from the body.
+pub fn describe_json_error(e: &serde_json::Error) -> Problem {
+    use serde_json::error::Category;
+    let msg = e.to_string();
+    let detail = match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => format!(
+            "the body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+        Category::Data => {
+            if let Some(name) = quoted_after(&msg, "unknown field `") {
+                format!("unknown field `{}`", safe_name(name))
+            } else if let Some(name) = quoted_after(&msg, "missing field `") {
+                format!("missing field `{}`", safe_name(name))
+            } else if msg.starts_with("unknown variant") {
+                "identifier.type must be one of: email, mobile, username".to_string()
+            } else if msg.starts_with("duplicate field") {
+                match quoted_after(&msg, "duplicate field `") {
+                    Some(name) => format!("duplicate field `{}`", safe_name(name)),
+                    None => "a field appears twice".to_string(),
+                }
+            } else {
+                format!(
+                    "a field has the wrong type or value (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+            }
+        }
+    };
+    invalid(detail)
+}
+
+fn quoted_after<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = msg.strip_prefix(prefix)?;
+    rest.split('`').next()
+}
+
+/// Field names come from the client: echo one only if it looks like a field name.
+fn safe_name(name: &str) -> &str {
+    let looks_like_a_name = !name.is_empty()
+        && name.len() <= 40
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if looks_like_a_name {
+        name
+    } else {
+        "(not shown)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_missing_fields_are_named() {
+        let e = parse::<VerifyRequest>(br#"{"reset_id":"x","otp":"1","extra":1}"#).unwrap_err();
+        assert_eq!(e.detail, "unknown field `extra`");
+        let e = parse::<VerifyRequest>(br#"{"reset_id":"x"}"#).unwrap_err();
+        assert_eq!(e.detail, "missing field `otp`");
+    }
+
+    #[test]
+    fn wrong_types_never_echo_the_value() {
+        let e =
+            parse::<CompleteRequest>(br#"{"reset_id":"x","new_password":12345678}"#).unwrap_err();
+        assert!(!e.detail.contains("12345678"), "{}", e.detail);
+        let e = parse::<VerifyRequest>(br#"{"reset_id":"x","otp":"1","hunter2 secret":1}"#)
+            .unwrap_err();
+        assert!(!e.detail.contains("hunter2"), "{}", e.detail);
+    }
+
+    #[test]
+    fn identifiers_are_validated_by_kind() {
+        let ok = |kind: IdentifierKind, value: &str| {
+            Identifier {
+                kind,
+                value: value.into(),
+            }
+            .validate()
+            .is_ok()
+        };
+        assert!(ok(IdentifierKind::Email, "a@example.com"));
+        assert!(!ok(IdentifierKind::Email, "a@example"));
+        assert!(ok(IdentifierKind::Mobile, "+66812345678"));
+        assert!(!ok(IdentifierKind::Mobile, "0812-345"));
+        assert!(!ok(IdentifierKind::Username, ""));
+    }
+
+    #[test]
+    fn complete_takes_exactly_one_of_reset_id_and_reset_code() {
+        assert!(parse::<CompleteRequest>(br#"{"reset_id":"x","new_password":"p"}"#).is_ok());
+        assert!(parse::<CompleteRequest>(br#"{"reset_code":"c","new_password":"p"}"#).is_ok());
+        assert!(parse::<CompleteRequest>(br#"{"new_password":"p"}"#).is_err());
+        assert!(parse::<CompleteRequest>(
+            br#"{"reset_id":"x","reset_code":"c","new_password":"p"}"#
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,669 @@
+//! Configuration: the raw TOML layer (strict: every table denies unknown keys, so a typo is an
+//! error naming the key and its line) and the validated layer the gateway runs on.
+//!
+//! Secrets are never in the file: it names environment variables, read during validation. The
+//! validated `Config` holds them as `Secret`, whose `Debug` redacts.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use serde::Deserialize;
+
+use crate::sandbox;
+use crate::secret::Secret;
+use crate::signing::HexCase;
+use crate::token::TokenKeys;
+use crate::upstream::{BaseUrl, Timeouts};
+use crate::vendors::cbss::CbssSettings;
+use crate::vendors::WireFormat;
+
+// ---------------------------------------------------------------------------------------------
+// The raw layer: what the file says.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    tokens: RawTokens,
+    #[serde(default)]
+    sandbox: Option<RawSandbox>,
+    #[serde(default)]
+    connections: BTreeMap<String, RawConnection>,
+    #[serde(default)]
+    tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    api_listen: String,
+    admin_listen: String,
+    threads: usize,
+    max_body_bytes: usize,
+    shutdown_grace_secs: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            api_listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9091".into(),
+            threads: 2,
+            max_body_bytes: 16 * 1024,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTokens {
+    keys_env: String,
+    lifetime_secs: u64,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        RawTokens {
+            keys_env: "GATEWAY_TOKEN_KEYS".into(),
+            lifetime_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    #[serde(default = "yes")]
+    enabled: bool,
+    listen: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnection {
+    base_url: String,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    /// Exactly one vendor table: the vendor is whichever is present.
+    #[serde(default)]
+    cbss: Option<RawCbss>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimeouts {
+    connect_ms: u64,
+    read_ms: u64,
+    write_ms: u64,
+    total_ms: u64,
+    idle_ms: u64,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        let t = Timeouts::default();
+        RawTimeouts {
+            connect_ms: t.connect.as_millis() as u64,
+            read_ms: t.read.as_millis() as u64,
+            write_ms: t.write.as_millis() as u64,
+            total_ms: t.total.as_millis() as u64,
+            idle_ms: t.idle.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCbss {
+    client_code: Option<String>,
+    #[serde(default)]
+    format: WireFormat,
+    #[serde(default)]
+    signature_case: HexCase,
+    #[serde(default = "default_cbss_offset")]
+    utc_offset: String,
+    #[serde(default = "default_session_secs")]
+    session_lifetime_secs: u64,
+    /// Use the built-in sandbox's public demo credentials instead of secrets from the environment.
+    #[serde(default)]
+    sandbox_credentials: bool,
+    client_key_env: Option<String>,
+    login_salt_env: Option<String>,
+    forgot_salt_env: Option<String>,
+}
+
+fn default_cbss_offset() -> String {
+    "+08:00".into()
+}
+
+fn default_session_secs() -> u64 {
+    600
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: String,
+    connection: String,
+    api_keys: Vec<RawApiKey>,
+    #[serde(default)]
+    reveal_unknown_identifiers: bool,
+    #[serde(default = "yes")]
+    vendor_details: bool,
+    reset_lifetime_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    name: String,
+    key_sha256: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated layer.
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub api_listen: String,
+    pub admin_listen: String,
+    pub threads: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum VendorSettings {
+    Cbss(CbssSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    pub name: String,
+    pub base_url: BaseUrl,
+    pub timeouts: Timeouts,
+    pub vendor: VendorSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantSettings {
+    pub name: String,
+    pub connection: String,
+    pub api_keys: Vec<ApiKey>,
+    pub reveal_unknown_identifiers: bool,
+    pub vendor_details: bool,
+    pub reset_lifetime: Duration,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub token_keys: TokenKeys,
+    pub token_keys_env: String,
+    pub sandbox: Option<SandboxSettings>,
+    pub connections: Vec<ConnectionSettings>,
+    pub tenants: Vec<TenantSettings>,
+}
+
+impl Config {
+    /// Reads and validates a config file; on failure, every problem found, one per entry.
+    pub fn load(path: &str) -> Result<Config, Vec<String>> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read {path}: {e}")])?;
+        Config::parse(&text).map_err(|problems| {
+            problems
+                .into_iter()
+                .map(|p| format!("{path}: {p}"))
+                .collect()
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, Vec<String>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| vec![describe_toml_error(&e)])?;
+        validate(raw)
+    }
+}
+
+fn describe_toml_error(e: &toml::de::Error) -> String {
+    // toml's message already names the key; it reports the position as a span, so add the line.
+    let message = e.message().to_string();
+    match e.span() {
+        Some(span) => format!("{message} (at {})", line_col(e, span.start)),
+        None => message,
+    }
+}
+
+fn line_col(e: &toml::de::Error, _offset: usize) -> String {
+    // The Display form starts with "TOML parse error at line L, column C".
+    let shown = e.to_string();
+    shown
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("TOML parse error at "))
+        .unwrap_or("an unknown position")
+        .to_string()
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
+    let mut problems = Vec::new();
+
+    let s = &raw.server;
+    for (key, addr) in [
+        ("server.api_listen", &s.api_listen),
+        ("server.admin_listen", &s.admin_listen),
+    ] {
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "{key}: `{addr}` is not an address like 127.0.0.1:8080"
+            ));
+        }
+    }
+    if !(1..=256).contains(&s.threads) {
+        problems.push("server.threads: must be between 1 and 256".into());
+    }
+    if !(256..=1024 * 1024).contains(&s.max_body_bytes) {
+        problems.push("server.max_body_bytes: must be between 256 and 1048576".into());
+    }
+    if s.shutdown_grace_secs > 300 {
+        problems.push("server.shutdown_grace_secs: must be at most 300".into());
+    }
+    if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+        problems.push(format!(
+            "log.level: `{}` is not a log filter",
+            raw.log.level
+        ));
+    }
+
+    let token_keys = match std::env::var(&raw.tokens.keys_env) {
+        Ok(spec) if !spec.trim().is_empty() => match TokenKeys::parse(&spec) {
+            Ok(keys) => Some(keys),
+            Err(e) => {
+                problems.push(format!("tokens.keys_env ({}): {e}", raw.tokens.keys_env));
+                None
+            }
+        },
+        _ => Some(TokenKeys::ephemeral()),
+    };
+    if !(10..=86_400).contains(&raw.tokens.lifetime_secs) {
+        problems.push("tokens.lifetime_secs: must be between 10 and 86400".into());
+    }
+
+    let sandbox = match &raw.sandbox {
+        Some(sb) if sb.enabled => {
+            if sb.listen.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(format!("sandbox.listen: `{}` is not an address", sb.listen));
+            }
+            Some(SandboxSettings {
+                listen: sb.listen.clone(),
+            })
+        }
+        _ => None,
+    };
+
+    let mut connections = Vec::new();
+    for (name, conn) in &raw.connections {
+        match validate_connection(name, conn, sandbox.is_some()) {
+            Ok(c) => connections.push(c),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+
+    let mut tenants = Vec::new();
+    let mut tenant_names = HashSet::new();
+    let mut key_hashes = HashSet::new();
+    for (i, t) in raw.tenants.iter().enumerate() {
+        let at = format!("tenants[{i}] ({})", t.name);
+        if !is_name(&t.name) {
+            problems.push(format!(
+                "{at}: name must be 1 to 64 letters, digits, '-' or '_'"
+            ));
+        }
+        if !tenant_names.insert(t.name.clone()) {
+            problems.push(format!("{at}: another tenant has this name"));
+        }
+        if !raw.connections.contains_key(&t.connection) {
+            problems.push(format!(
+                "{at}: connection `{}` is not defined",
+                t.connection
+            ));
+        }
+        if t.api_keys.is_empty() {
+            problems.push(format!("{at}: api_keys must list at least one key"));
+        }
+        let mut keys = Vec::new();
+        for key in &t.api_keys {
+            match decode_sha256(&key.key_sha256) {
+                Some(sha) => {
+                    if !key_hashes.insert(sha) {
+                        problems.push(format!(
+                            "{at}: api key `{}` is also configured elsewhere",
+                            key.name
+                        ));
+                    }
+                    keys.push(ApiKey {
+                        name: key.name.clone(),
+                        sha256: sha,
+                    });
+                }
+                None => problems.push(format!(
+                    "{at}: api key `{}`: key_sha256 must be 64 hex digits (see `reset-gateway hash-key`)",
+                    key.name
+                )),
+            }
+        }
+        let lifetime = t.reset_lifetime_secs.unwrap_or(raw.tokens.lifetime_secs);
+        if !(1..=86_400).contains(&lifetime) {
+            problems.push(format!(
+                "{at}: reset_lifetime_secs must be between 1 and 86400"
+            ));
+        }
+        tenants.push(TenantSettings {
+            name: t.name.clone(),
+            connection: t.connection.clone(),
+            api_keys: keys,
+            reveal_unknown_identifiers: t.reveal_unknown_identifiers,
+            vendor_details: t.vendor_details,
+            reset_lifetime: Duration::from_secs(lifetime),
+        });
+    }
+
+    if problems.is_empty() {
+        Ok(Config {
+            server: ServerSettings {
+                api_listen: s.api_listen.clone(),
+                admin_listen: s.admin_listen.clone(),
+                threads: s.threads,
+                max_body_bytes: s.max_body_bytes,
+                shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+            },
+            log: LogSettings {
+                format: raw.log.format,
+                level: raw.log.level.clone(),
+            },
+            token_keys: token_keys.expect("no problems means the keys parsed"),
+            token_keys_env: raw.tokens.keys_env.clone(),
+            sandbox,
+            connections,
+            tenants,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+fn validate_connection(
+    name: &str,
+    conn: &RawConnection,
+    sandbox_enabled: bool,
+) -> Result<ConnectionSettings, Vec<String>> {
+    let at = format!("connections.{name}");
+    let mut problems = Vec::new();
+    if !is_name(name) {
+        problems.push(format!(
+            "{at}: name must be 1 to 64 letters, digits, '-' or '_'"
+        ));
+    }
+    let base_url = BaseUrl::parse(&conn.base_url)
+        .map_err(|e| problems.push(format!("{at}.base_url: {e}")))
+        .ok();
+    let t = &conn.timeouts;
+    for (key, ms) in [
+        ("connect_ms", t.connect_ms),
+        ("read_ms", t.read_ms),
+        ("write_ms", t.write_ms),
+        ("total_ms", t.total_ms),
+        ("idle_ms", t.idle_ms),
+    ] {
+        if !(1..=300_000).contains(&ms) {
+            problems.push(format!("{at}.timeouts.{key}: must be between 1 and 300000"));
+        }
+    }
+    let timeouts = Timeouts {
+        connect: Duration::from_millis(t.connect_ms),
+        read: Duration::from_millis(t.read_ms),
+        write: Duration::from_millis(t.write_ms),
+        total: Duration::from_millis(t.total_ms),
+        idle: Duration::from_millis(t.idle_ms),
+    };
+    let vendor = match &conn.cbss {
+        Some(cbss) => {
+            validate_cbss(&at, cbss, sandbox_enabled, &mut problems).map(VendorSettings::Cbss)
+        }
+        None => {
+            problems.push(format!(
+                "{at}: add the vendor's table, for example [{at}.cbss]"
+            ));
+            None
+        }
+    };
+    match (problems.is_empty(), base_url, vendor) {
+        (true, Some(base_url), Some(vendor)) => Ok(ConnectionSettings {
+            name: name.to_string(),
+            base_url,
+            timeouts,
+            vendor,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn validate_cbss(
+    at: &str,
+    raw: &RawCbss,
+    sandbox_enabled: bool,
+    problems: &mut Vec<String>,
+) -> Option<CbssSettings> {
+    let at = format!("{at}.cbss");
+    let utc_offset = parse_offset(&raw.utc_offset);
+    if utc_offset.is_none() {
+        problems.push(format!(
+            "{at}.utc_offset: `{}` is not like +08:00",
+            raw.utc_offset
+        ));
+    }
+    if !(10..=86_400).contains(&raw.session_lifetime_secs) {
+        problems.push(format!(
+            "{at}.session_lifetime_secs: must be between 10 and 86400"
+        ));
+    }
+    let (client_code, client_key, login_salt, forgot_salt) = if raw.sandbox_credentials {
+        if !sandbox_enabled {
+            problems.push(format!(
+                "{at}.sandbox_credentials: needs the built-in sandbox ([sandbox] enabled)"
+            ));
+        }
+        let env_given = raw.client_key_env.is_some()
+            || raw.login_salt_env.is_some()
+            || raw.forgot_salt_env.is_some();
+        if env_given {
+            problems.push(format!(
+                "{at}: sandbox_credentials and *_env secrets exclude each other"
+            ));
+        }
+        let demo = &sandbox::cbss::DEMO_CLIENT;
+        (
+            raw.client_code
+                .clone()
+                .unwrap_or_else(|| demo.client_code.to_string()),
+            Some(Secret::new(demo.client_key)),
+            Some(Secret::new(demo.login_salt)),
+            Some(Secret::new(demo.forgot_salt)),
+        )
+    } else {
+        let mut secret = |key: &str, env: &Option<String>| match env {
+            Some(name) => Secret::from_env(name)
+                .map_err(|e| problems.push(format!("{at}.{key}: {e}")))
+                .ok(),
+            None => {
+                problems.push(format!(
+                    "{at}.{key}: name the environment variable that holds it"
+                ));
+                None
+            }
+        };
+        let key = secret("client_key_env", &raw.client_key_env);
+        let login = secret("login_salt_env", &raw.login_salt_env);
+        let forgot = secret("forgot_salt_env", &raw.forgot_salt_env);
+        let code = raw.client_code.clone().unwrap_or_default();
+        if code.is_empty() {
+            problems.push(format!("{at}.client_code: required"));
+        }
+        (code, key, login, forgot)
+    };
+    Some(CbssSettings {
+        client_code,
+        client_key: client_key?,
+        login_salt: login_salt?,
+        forgot_salt: forgot_salt?,
+        format: raw.format,
+        signature_case: raw.signature_case,
+        utc_offset: utc_offset?,
+        session_lifetime: Duration::from_secs(raw.session_lifetime_secs),
+    })
+}
+
+fn parse_offset(s: &str) -> Option<FixedOffset> {
+    let sign = match s.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = s[1..].split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let h: i32 = h.parse().ok()?;
+    let m: i32 = m.parse().ok()?;
+    if h > 14 || m > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn decode_sha256(s: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(s).ok()?;
+    bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[sandbox]
+listen = "127.0.0.1:0"
+
+[connections.c1]
+base_url = "http://127.0.0.1:1/cbss/"
+
+[connections.c1.cbss]
+sandbox_credentials = true
+
+[[tenants]]
+name = "t1"
+connection = "c1"
+api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000000000000000000000000000" }]
+"#;
+
+    #[test]
+    fn a_minimal_config_validates_with_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.server.api_listen, "127.0.0.1:8080");
+        assert_eq!(c.server.max_body_bytes, 16384);
+        assert_eq!(c.tenants[0].reset_lifetime, Duration::from_secs(600));
+        let VendorSettings::Cbss(cbss) = &c.connections[0].vendor;
+        assert_eq!(cbss.client_code, "DEMO");
+        assert!(!format!("{:?}", c.connections).contains(sandbox::cbss::DEMO_CLIENT.client_key));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let text = MINIMAL.replace("api_keys", "colour = 1\napi_keys");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert!(err[0].contains("unknown field `colour`"), "{}", err[0]);
+        assert!(err[0].contains("line 14"), "{}", err[0]);
+    }
+
+    #[test]
+    fn every_semantic_problem_is_listed() {
+        let text = MINIMAL
+            .replace("connection = \"c1\"", "connection = \"nope\"")
+            .replace(
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                "xyz",
+            )
+            .replace("http://127.0.0.1:1/cbss/", "ftp://x");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.len(), 3, "{err:#?}");
+    }
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(parse_offset("+08:00"), FixedOffset::east_opt(8 * 3600));
+        assert_eq!(
+            parse_offset("-03:30"),
+            FixedOffset::east_opt(-(3 * 3600 + 1800))
+        );
+        assert!(parse_offset("08:00").is_none());
+        assert!(parse_offset("+8").is_none());
+    }
+}

@@ -1,0 +1,313 @@
+//! The API listener's handler: the order of the layers, written once.
+//!
+//! request id -> route -> authenticate (API key -> tenant) -> content type -> bounded body ->
+//! strict parse -> the step (with the connection's total timeout) -> reply. Every error becomes a
+//! response in `problem_reply`, nowhere else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::protocols::http::ServerSession;
+use subtle::ConstantTimeEq;
+
+use crate::api::types::{parse, CompleteRequest, StartRequest, VerifyRequest};
+use crate::api::{openapi, ErrorCode, Problem};
+use crate::config::{Config, TenantSettings, VendorSettings};
+use crate::flow;
+use crate::http::{path, read_body, BodyError, Handler, Reply};
+use crate::signing::sha256;
+use crate::token::TokenKeys;
+use crate::upstream::UpstreamClient;
+use crate::vendors::cbss::Cbss;
+use crate::vendors::{StepContext, VendorAdapter};
+use crate::{language, request_id};
+
+/// A tenant, ready to serve: its settings and its vendor connection.
+pub struct Tenant {
+    pub settings: TenantSettings,
+    pub adapter: Arc<dyn VendorAdapter>,
+    /// The connection's time budget for a whole step.
+    pub step_timeout: Duration,
+}
+
+struct KeyEntry {
+    sha256: [u8; 32],
+    tenant: usize,
+}
+
+pub struct Gateway {
+    tenants: Vec<Tenant>,
+    keys: Vec<KeyEntry>,
+    token_keys: TokenKeys,
+    max_body_bytes: usize,
+    openapi: Bytes,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Start,
+    Verify,
+    Complete,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Start => "start",
+            Route::Verify => "verify",
+            Route::Complete => "complete",
+        }
+    }
+}
+
+/// What the request log line says about a request, filled in as it goes.
+#[derive(Default)]
+struct Outcome {
+    tenant: Option<String>,
+    step: Option<&'static str>,
+    code: Option<&'static str>,
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated config, taking its token keys.
+    pub fn new(config: &mut Config) -> Gateway {
+        let mut adapters: Vec<(String, Arc<dyn VendorAdapter>, Duration)> = Vec::new();
+        for conn in &config.connections {
+            let client = UpstreamClient::new(conn.base_url.clone(), conn.timeouts);
+            let adapter: Arc<dyn VendorAdapter> = match &conn.vendor {
+                VendorSettings::Cbss(settings) => Arc::new(Cbss::new(settings.clone(), client)),
+            };
+            adapters.push((conn.name.clone(), adapter, conn.timeouts.total));
+        }
+        let mut tenants = Vec::new();
+        let mut keys = Vec::new();
+        for settings in &config.tenants {
+            let (_, adapter, step_timeout) = adapters
+                .iter()
+                .find(|(name, _, _)| *name == settings.connection)
+                .expect("validated config: every tenant's connection exists");
+            for key in &settings.api_keys {
+                keys.push(KeyEntry {
+                    sha256: key.sha256,
+                    tenant: tenants.len(),
+                });
+            }
+            tenants.push(Tenant {
+                settings: settings.clone(),
+                adapter: adapter.clone(),
+                step_timeout: *step_timeout,
+            });
+        }
+        Gateway {
+            tenants,
+            keys,
+            token_keys: std::mem::replace(&mut config.token_keys, TokenKeys::ephemeral()),
+            max_body_bytes: config.server.max_body_bytes,
+            openapi: Bytes::from(openapi::document(config.server.max_body_bytes)),
+        }
+    }
+
+    /// Finds the tenant of a bearer key. Every configured key hash is compared, in constant time,
+    /// so the time taken says nothing about which key (if any) matched.
+    fn authenticate(&self, authorization: Option<&[u8]>) -> Result<&Tenant, Problem> {
+        let unauthenticated = |detail: &str| Problem::new(ErrorCode::Unauthenticated, detail);
+        let header =
+            authorization.ok_or_else(|| unauthenticated("send Authorization: Bearer <api key>"))?;
+        let key = header
+            .strip_prefix(b"Bearer ")
+            .or_else(|| header.strip_prefix(b"bearer "))
+            .map(|k| k.trim_ascii())
+            .filter(|k| !k.is_empty() && k.len() <= 512)
+            .ok_or_else(|| unauthenticated("the Authorization header must be Bearer <api key>"))?;
+        let presented = sha256(key);
+        let mut found: Option<usize> = None;
+        for entry in &self.keys {
+            if bool::from(entry.sha256.ct_eq(&presented)) {
+                found = Some(entry.tenant);
+            }
+        }
+        found
+            .map(|i| &self.tenants[i])
+            .ok_or_else(|| unauthenticated("the API key is not known"))
+    }
+
+    async fn step(
+        &self,
+        route: Route,
+        session: &mut ServerSession,
+        peer: Option<SocketAddr>,
+        request_id: &str,
+        outcome: &mut Outcome,
+    ) -> Result<(u16, Vec<u8>), (Problem, bool, bool)> {
+        // The bool pair: (show the vendor member, close the connection).
+        let tenant = self
+            .authenticate(session.get_header("Authorization").map(|v| v.as_bytes()))
+            .map_err(|p| (p, false, true))?;
+        outcome.tenant = Some(tenant.settings.name.clone());
+        let show_vendor = tenant.settings.vendor_details;
+
+        let content_type = session.get_header_bytes("Content-Type");
+        if !is_json(content_type) {
+            return Err((
+                Problem::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "send the body as Content-Type: application/json",
+                ),
+                show_vendor,
+                true,
+            ));
+        }
+        let body = match read_body(session, self.max_body_bytes).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                let detail = format!("the body must be at most {} bytes", self.max_body_bytes);
+                return Err((
+                    Problem::new(ErrorCode::PayloadTooLarge, detail),
+                    show_vendor,
+                    true,
+                ));
+            }
+            Err(BodyError::Incomplete) => {
+                let detail = "the body ended early or arrived too slowly";
+                return Err((
+                    Problem::new(ErrorCode::InvalidRequest, detail),
+                    show_vendor,
+                    true,
+                ));
+            }
+        };
+
+        let ctx = StepContext {
+            request_id: request_id.to_string(),
+            language: language::vendor_language(
+                session.get_header("Accept-Language").map(|v| v.as_bytes()),
+            ),
+            client_ip: peer.map(|p| p.ip()),
+            user_agent: session
+                .get_header("User-Agent")
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect()),
+        };
+        let keys = &self.token_keys;
+        let work = async {
+            match route {
+                Route::Start => {
+                    flow::start(keys, tenant, &ctx, parse::<StartRequest>(&body)?).await
+                }
+                Route::Verify => {
+                    flow::verify(keys, tenant, &ctx, parse::<VerifyRequest>(&body)?).await
+                }
+                Route::Complete => {
+                    flow::complete(keys, tenant, &ctx, parse::<CompleteRequest>(&body)?).await
+                }
+            }
+        };
+        match tokio::time::timeout(tenant.step_timeout, work).await {
+            Ok(Ok(reply)) => Ok((reply.status, reply.body)),
+            Ok(Err(problem)) => Err((problem, show_vendor, false)),
+            Err(_) => Err((
+                Problem::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!(
+                        "{} did not answer within the step's {} ms",
+                        tenant.adapter.vendor(),
+                        tenant.step_timeout.as_millis()
+                    ),
+                ),
+                show_vendor,
+                false,
+            )),
+        }
+    }
+}
+
+/// `application/json`, optionally with parameters such as `; charset=utf-8`.
+fn is_json(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
+}
+
+/// The one place a `Problem` becomes a response.
+fn problem_reply(problem: &Problem, request_id: &str, show_vendor: bool, close: bool) -> Reply {
+    let mut reply = Reply::new(
+        problem.status(),
+        "application/problem+json",
+        problem.to_json(request_id, show_vendor),
+    );
+    if let Some(seconds) = problem.retry_after {
+        reply = reply.header("Retry-After", seconds.to_string());
+    }
+    if problem.code == ErrorCode::Unauthenticated {
+        reply = reply.header("WWW-Authenticate", "Bearer");
+    }
+    reply.close = close;
+    reply
+}
+
+#[async_trait]
+impl Handler for Gateway {
+    async fn handle(&self, session: &mut ServerSession, peer: Option<SocketAddr>) -> Reply {
+        let started = Instant::now();
+        let request_id = request_id::accept_or_generate(
+            session.get_header("X-Request-Id").map(|v| v.as_bytes()),
+        );
+        let method = session.req_header().method.as_str().to_string();
+        let route = match path(session) {
+            "/reset" => Some(Route::Start),
+            "/reset/verify" => Some(Route::Verify),
+            "/reset/complete" => Some(Route::Complete),
+            _ => None,
+        };
+        let mut outcome = Outcome::default();
+        let reply = match (method.as_str(), route, path(session)) {
+            ("POST", Some(route), _) => {
+                outcome.step = Some(route.name());
+                match self
+                    .step(route, session, peer, &request_id, &mut outcome)
+                    .await
+                {
+                    Ok((status, body)) => Reply::json(status, body),
+                    Err((problem, show_vendor, close)) => {
+                        outcome.code = Some(problem.code.as_str());
+                        problem_reply(&problem, &request_id, show_vendor, close)
+                    }
+                }
+            }
+            ("GET", None, "/openapi.json") => {
+                Reply::new(200, "application/json", self.openapi.clone())
+            }
+            (_, Some(_), _) | (_, None, "/openapi.json") => {
+                let allow = if route.is_some() { "POST" } else { "GET" };
+                let p = Problem::new(ErrorCode::MethodNotAllowed, format!("use {allow}"));
+                outcome.code = Some(p.code.as_str());
+                problem_reply(&p, &request_id, false, true).header("Allow", allow)
+            }
+            _ => {
+                let p = Problem::new(ErrorCode::NotFound, "see /openapi.json for this API");
+                outcome.code = Some(p.code.as_str());
+                problem_reply(&p, &request_id, false, true)
+            }
+        };
+        tracing::info!(
+            request_id = %request_id,
+            method = %method,
+            step = outcome.step.unwrap_or("-"),
+            tenant = outcome.tenant.as_deref().unwrap_or("-"),
+            status = reply.status,
+            code = outcome.code.unwrap_or("-"),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+        reply
+            .header("X-Request-Id", request_id)
+            .header("Cache-Control", "no-store")
+    }
+}

@@ -1,0 +1,235 @@
+//! HTTP serving on pingora: a listening service over a socket we bound ourselves (so port 0 works
+//! and the bound address is known before the server starts), the `Handler` trait every listener's
+//! logic implements, `Reply`, and bounded body reading.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::Stream;
+use pingora::server::ListenFds;
+use pingora::server::ShutdownWatch;
+use pingora::services::Service;
+
+/// How long a connection may sit idle (or take to send a request's header) before it is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take between chunks of a request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A complete response, built before any byte is written.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+    /// Close the connection after this reply (for example when the request body was not read).
+    pub close: bool,
+}
+
+impl Reply {
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Self {
+        Reply {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: body.into(),
+            close: false,
+        }
+    }
+
+    pub fn json(status: u16, body: impl Into<Bytes>) -> Self {
+        Reply::new(status, "application/json", body)
+    }
+
+    pub fn text(status: u16, body: &'static str) -> Self {
+        Reply::new(
+            status,
+            "text/plain; charset=utf-8",
+            Bytes::from_static(body.as_bytes()),
+        )
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// What a listener does with one request whose header has been read.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, session: &mut ServerSession, peer: Option<SocketAddr>) -> Reply;
+}
+
+/// A pingora service that serves a `Handler` on a listener bound before the server starts.
+pub struct HttpService<H: Handler> {
+    name: String,
+    listener: Option<std::net::TcpListener>,
+    handler: Arc<H>,
+}
+
+impl<H: Handler> HttpService<H> {
+    pub fn new(name: &str, listener: std::net::TcpListener, handler: Arc<H>) -> Self {
+        HttpService {
+            name: name.to_string(),
+            listener: Some(listener),
+            handler,
+        }
+    }
+}
+
+/// Binds a TCP listener now, so that the caller learns the real address of a `:0` binding.
+pub fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+#[async_trait]
+impl<H: Handler> Service for HttpService<H> {
+    async fn start_service(
+        &mut self,
+        _fds: Option<ListenFds>,
+        mut shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let Some(std_listener) = self.listener.take() else {
+            return;
+        };
+        let listener = match tokio::net::TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(service = %self.name, error = %e, "cannot listen");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let handler = self.handler.clone();
+                        let shutdown = shutdown.clone();
+                        pingora_runtime::current_handle().spawn(async move {
+                            serve_connection(tcp, peer, handler, shutdown).await;
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(service = %self.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        tracing::info!(service = %self.name, "stopped accepting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn threads(&self) -> Option<usize> {
+        None
+    }
+}
+
+async fn serve_connection<H: Handler>(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+    shutdown: ShutdownWatch,
+) {
+    let _ = tcp.set_nodelay(true);
+    let l4: L4Stream = tcp.into();
+    let mut stream: Stream = Box::new(l4);
+    loop {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_read_timeout(Some(BODY_READ_TIMEOUT));
+        match tokio::time::timeout(HEADER_READ_TIMEOUT, session.read_request()).await {
+            Ok(Ok(true)) => {}
+            // Closed, timed out or a malformed header: nothing to answer on this connection.
+            _ => return,
+        }
+        let reply = handler.handle(&mut session, Some(peer)).await;
+        let closing = reply.close || *shutdown.borrow();
+        if write_reply(&mut session, reply, closing).await.is_err() {
+            return;
+        }
+        match session.finish().await {
+            Ok(Some(reusable)) if !closing => {
+                let (s, _prefix) = reusable.into_parts();
+                stream = s;
+            }
+            _ => return,
+        }
+    }
+}
+
+async fn write_reply(
+    session: &mut ServerSession,
+    reply: Reply,
+    close: bool,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+    header.insert_header("Content-Type", reply.content_type)?;
+    header.insert_header("Content-Length", reply.body.len().to_string())?;
+    for (name, value) in reply.headers {
+        header.append_header(name, value)?;
+    }
+    if close {
+        header.insert_header("Connection", "close")?;
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(header)).await?;
+    session.write_response_body(reply.body, true).await?;
+    Ok(())
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    /// The client went away or stalled.
+    Incomplete,
+}
+
+/// Reads the whole request body, refusing it as soon as it passes `limit` bytes (by its declared
+/// length or by what arrives).
+pub async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = session
+        .get_header("Content-Length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(_) => return Err(BodyError::Incomplete),
+        }
+    }
+}
+
+/// The request's path without its query.
+pub fn path(session: &ServerSession) -> &str {
+    session.req_header().uri.path()
+}

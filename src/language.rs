@@ -1,0 +1,77 @@
+//! `Accept-Language` to a vendor language such as `en_US`.
+
+/// The language used when the caller sends none, or none we can map.
+pub const DEFAULT: &str = "en_US";
+
+/// Regions for bare language tags, for the languages the vendors are known to serve.
+const DEFAULT_REGIONS: &[(&str, &str)] = &[
+    ("en", "en_US"),
+    ("th", "th_TH"),
+    ("zh", "zh_TW"),
+    ("ja", "ja_JP"),
+    ("ko", "ko_KR"),
+    ("id", "id_ID"),
+    ("ms", "ms_MY"),
+    ("vi", "vi_VN"),
+    ("tr", "tr_TR"),
+    ("he", "he_IL"),
+];
+
+/// Picks the caller's most preferred language (highest q, first on ties) and maps it to the
+/// `ll_RR` form. Anything unparseable falls back to `DEFAULT`; the result is always safe to put in
+/// a URL query unescaped.
+pub fn vendor_language(accept_language: Option<&[u8]>) -> String {
+    let Some(raw) = accept_language.and_then(|b| std::str::from_utf8(b).ok()) else {
+        return DEFAULT.to_string();
+    };
+    let mut best: Option<(&str, f32)> = None;
+    for item in raw.split(',').take(16) {
+        let mut parts = item.split(';');
+        let tag = parts.next().unwrap_or("").trim();
+        let q = parts
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .and_then(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if tag.is_empty() || tag == "*" || q <= 0.0 {
+            continue;
+        }
+        if best.is_none_or(|(_, bq)| q > bq) {
+            best = Some((tag, q));
+        }
+    }
+    best.and_then(|(tag, _)| map_tag(tag))
+        .unwrap_or_else(|| DEFAULT.to_string())
+}
+
+fn map_tag(tag: &str) -> Option<String> {
+    let mut pieces = tag.split(['-', '_']);
+    let lang = pieces.next()?.to_ascii_lowercase();
+    if !(2..=3).contains(&lang.len()) || !lang.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    // The region is the first two-letter subtag after the language (skipping a script like Hant).
+    let region = pieces.find(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_alphabetic()));
+    match region {
+        Some(r) => Some(format!("{lang}_{}", r.to_ascii_uppercase())),
+        None => DEFAULT_REGIONS
+            .iter()
+            .find(|(l, _)| *l == lang)
+            .map(|(_, full)| full.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_tags_to_vendor_form() {
+        assert_eq!(vendor_language(Some(b"th-TH")), "th_TH");
+        assert_eq!(vendor_language(Some(b"en")), "en_US");
+        assert_eq!(vendor_language(Some(b"zh-Hant-TW")), "zh_TW");
+        assert_eq!(vendor_language(Some(b"fr;q=0.5, th;q=0.9")), "th_TH");
+        assert_eq!(vendor_language(None), "en_US");
+        assert_eq!(vendor_language(Some(b"x-klingon")), "en_US");
+        assert_eq!(vendor_language(Some(b"../../etc")), "en_US");
+    }
+}

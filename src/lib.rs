@@ -1,0 +1,22 @@
+//! A password-reset gateway: one canonical `/reset` API in front of many vendors' reset APIs.
+//!
+//! The binary in `main.rs` is a thin command line over this library; the integration tests start that
+//! binary as a real process. ARCHITECTURE.md has the codemap and the invariants.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod flow;
+pub mod gateway;
+pub mod http;
+pub mod language;
+pub mod request_id;
+pub mod run;
+pub mod sandbox;
+pub mod secret;
+pub mod signing;
+pub mod token;
+pub mod upstream;
+pub mod vendors;
+pub mod xml;

@@ -1,0 +1,121 @@
+//! `reset-gateway`: run the gateway, check a config, hash an API key, or run the sandbox vendors.
+#![forbid(unsafe_code)]
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use reset_gateway::config::Config;
+use reset_gateway::sandbox::Faults;
+use reset_gateway::signing::sha256;
+use reset_gateway::token::TokenKeys;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A password-reset gateway: one canonical /reset API in front of many vendors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: String,
+    },
+    /// Validate a configuration file (and the environment variables it names); list every problem.
+    CheckConfig {
+        #[arg(default_value = "gateway.toml")]
+        config: String,
+    },
+    /// Print the key_sha256 of an API key for gateway.toml. Reads the key from standard input
+    /// when none is given, so it stays out of the shell history.
+    HashKey { key: Option<String> },
+    /// Print a new token key for GATEWAY_TOKEN_KEYS, as `kid:base64key`.
+    GenTokenKey {
+        /// The key id.
+        #[arg(default_value = "k1")]
+        id: String,
+    },
+    /// Run only the sandbox vendors on one listener.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: String,
+        /// Delay every vendor answer by this many milliseconds (to try timeouts).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run {
+        config: "gateway.toml".into(),
+    });
+    match command {
+        Command::Run { config } => fail(reset_gateway::run::gateway(&config)),
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{config}: OK ({} tenants, {} connections)",
+                    c.tenants.len(),
+                    c.connections.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                eprintln!("{} problem(s) found", problems.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::HashKey { key } => {
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let mut s = String::new();
+                    if std::io::stdin().read_to_string(&mut s).is_err() {
+                        eprintln!("cannot read the key from standard input");
+                        return ExitCode::FAILURE;
+                    }
+                    s.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            if key.is_empty() {
+                eprintln!("the key is empty");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", hex::encode(sha256(key.as_bytes())));
+            ExitCode::SUCCESS
+        }
+        Command::GenTokenKey { id } => {
+            println!("{}", TokenKeys::generate_spec(&id));
+            ExitCode::SUCCESS
+        }
+        Command::Sandbox { listen, delay_ms } => fail(reset_gateway::run::sandbox(
+            &listen,
+            Faults {
+                delay: Duration::from_millis(delay_ms),
+            },
+        )),
+    }
+}
+
+fn fail(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("reset-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Starting processes: the gateway (API, admin and optionally the sandbox listeners on one pingora
+//! server) and the standalone sandbox.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+
+use crate::admin::Admin;
+use crate::config::{Config, LogFormat};
+use crate::gateway::Gateway;
+use crate::http::{bind, HttpService};
+use crate::sandbox::{Faults, Sandbox};
+
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn pingora_server(threads: usize, grace: Duration) -> Server {
+    let conf = ServerConf {
+        threads,
+        // One single-threaded runtime per thread: no cross-thread hand-offs on the request path.
+        work_stealing: false,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(grace.as_secs()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    server
+}
+
+/// Runs the gateway until it is told to stop. Returns only on a start-up error.
+pub fn gateway(config_path: &str) -> Result<(), String> {
+    let mut config = Config::load(config_path).map_err(|problems| problems.join("\n"))?;
+    init_logging(config.log.format, &config.log.level);
+    if config.token_keys.is_ephemeral() {
+        tracing::warn!(
+            "{} is not set: reset ids are sealed with a random key made at start-up. Resets in \
+             progress will not survive a restart and will not work across replicas. Set it to the \
+             output of `reset-gateway gen-token-key`.",
+            config.token_keys_env
+        );
+    } else {
+        tracing::info!(key_ids = ?config.token_keys.key_ids(), "token keys loaded");
+    }
+
+    let bind_named = |what: &str, addr: &str| {
+        bind(addr).map_err(|e| format!("cannot listen on {addr} for the {what} listener: {e}"))
+    };
+    let api = bind_named("API", &config.server.api_listen)?;
+    let admin = bind_named("admin", &config.server.admin_listen)?;
+    let sandbox = match &config.sandbox {
+        Some(sb) => Some(bind_named("sandbox", &sb.listen)?),
+        None => None,
+    };
+    let addr =
+        |l: &std::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut announce = format!(
+        "reset-gateway listening api=http://{} admin=http://{}",
+        addr(&api),
+        addr(&admin)
+    );
+
+    let mut server = pingora_server(config.server.threads, config.server.shutdown_grace);
+    let mut outbox = None;
+    if let Some(listener) = sandbox {
+        announce.push_str(&format!(" sandbox=http://{}", addr(&listener)));
+        let sandbox = Arc::new(Sandbox::new(Faults::default()));
+        outbox = Some(sandbox.outbox.clone());
+        server.add_service(HttpService::new("sandbox", listener, sandbox));
+    }
+    let gateway = Arc::new(Gateway::new(&mut config));
+    server.add_service(HttpService::new("api", api, gateway));
+    server.add_service(HttpService::new("admin", admin, Arc::new(Admin { outbox })));
+
+    tracing::info!(
+        tenants = config.tenants.len(),
+        connections = config.connections.len(),
+        "configuration loaded"
+    );
+    println!("{announce}");
+    let _ = std::io::stdout().flush();
+    server.run_forever()
+}
+
+/// Runs only the sandbox vendors, for tests and for developing against them.
+pub fn sandbox(listen: &str, faults: Faults) -> Result<(), String> {
+    init_logging(LogFormat::Text, "info");
+    let listener = bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut server = pingora_server(1, Duration::from_secs(1));
+    server.add_service(HttpService::new(
+        "sandbox",
+        listener,
+        Arc::new(Sandbox::new(faults)),
+    ));
+    println!("reset-gateway sandbox listening http://{local}");
+    let _ = std::io::stdout().flush();
+    server.run_forever()
+}

@@ -1,0 +1,57 @@
+//! `Secret`: a string that never prints. Its `Debug` and `Display` show a fixed placeholder, so a
+//! secret that ends up in a log line or a config dump by mistake still leaks nothing.
+
+use subtle::ConstantTimeEq;
+
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// Reads a secret from the environment variable `name`.
+    pub fn from_env(name: &str) -> Result<Self, String> {
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => Ok(Secret(v)),
+            Ok(_) => Err(format!("environment variable {name} is empty")),
+            Err(_) => Err(format!("environment variable {name} is not set")),
+        }
+    }
+
+    /// The secret's value, for signing and sending. Never format it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares with another value in time that does not depend on where they differ.
+    pub fn ct_eq(&self, other: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(other).into()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_formats_its_value() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?} {s}").contains("hunter2"));
+        assert!(s.ct_eq(b"hunter2"));
+        assert!(!s.ct_eq(b"hunter3"));
+    }
+}

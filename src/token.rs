@@ -1,0 +1,274 @@
+//! Sealed reset ids: XChaCha20-Poly1305 over the reset's claims, under keys with ids so they can
+//! rotate. The first key seals; every key opens.
+//!
+//! Wire form (base64url, no padding): `version(1) | kid_len(1) | kid | nonce(24) | ciphertext+tag`.
+//! The header bytes before the nonce are the AEAD's associated data, so a key id cannot be swapped.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+/// A token longer than this is refused before any decoding: it cannot be one of ours.
+pub const MAX_TOKEN_CHARS: usize = 4096;
+
+/// The step a reset id is ready for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    #[serde(rename = "v")]
+    Verify,
+    #[serde(rename = "c")]
+    Complete,
+}
+
+/// What a reset id carries. Field names are short because they travel in every token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResetClaims {
+    /// A random id for this reset, for logs and single-use bookkeeping.
+    #[serde(rename = "i")]
+    pub id: String,
+    #[serde(rename = "t")]
+    pub tenant: String,
+    #[serde(rename = "s")]
+    pub step: Step,
+    /// Expiry, seconds since the Unix epoch.
+    #[serde(rename = "x")]
+    pub expires_at: i64,
+    /// True when the vendor did not know the identifier and the tenant conceals that.
+    #[serde(rename = "c", default, skip_serializing_if = "std::ops::Not::not")]
+    pub concealed: bool,
+    /// The vendor adapter's own state (session ids, request ids), opaque to the flow.
+    #[serde(rename = "v", default)]
+    pub vendor: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a token of ours, altered, or sealed under a key we do not hold.
+    Invalid,
+}
+
+struct Key {
+    id: String,
+    cipher: XChaCha20Poly1305,
+}
+
+/// The gateway's token keys.
+pub struct TokenKeys {
+    keys: Vec<Key>,
+    ephemeral: bool,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("key_ids", &self.key_ids())
+            .field("ephemeral", &self.ephemeral)
+            .finish()
+    }
+}
+
+impl TokenKeys {
+    /// Parses `kid:base64key[,kid:base64key...]`; each key is 32 bytes. The first one seals.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut keys = Vec::new();
+        for (n, item) in spec.split(',').map(str::trim).enumerate() {
+            if item.is_empty() {
+                continue;
+            }
+            let (id, b64) = item
+                .split_once(':')
+                .ok_or_else(|| format!("token key #{} is not of the form kid:base64key", n + 1))?;
+            let id_ok = !id.is_empty()
+                && id.len() <= 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !id_ok {
+                return Err(format!(
+                    "token key #{}: the key id must be 1 to 32 letters, digits, '-' or '_'",
+                    n + 1
+                ));
+            }
+            let raw = STANDARD
+                .decode(b64)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(b64))
+                .map_err(|_| format!("token key {id}: the key is not base64"))?;
+            if raw.len() != 32 {
+                return Err(format!(
+                    "token key {id}: the key must be 32 bytes, not {}",
+                    raw.len()
+                ));
+            }
+            if keys.iter().any(|k: &Key| k.id == id) {
+                return Err(format!("token key {id} appears twice"));
+            }
+            let cipher = XChaCha20Poly1305::new_from_slice(&raw)
+                .map_err(|_| format!("token key {id}: unusable key"))?;
+            keys.push(Key {
+                id: id.to_string(),
+                cipher,
+            });
+        }
+        if keys.is_empty() {
+            return Err("no token key given".into());
+        }
+        Ok(TokenKeys {
+            keys,
+            ephemeral: false,
+        })
+    }
+
+    /// One random key that lives as long as this process.
+    pub fn ephemeral() -> Self {
+        let mut raw = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut raw);
+        TokenKeys {
+            keys: vec![Key {
+                id: "ephemeral".into(),
+                cipher: XChaCha20Poly1305::new((&raw).into()),
+            }],
+            ephemeral: true,
+        }
+    }
+
+    /// A fresh key in the form `parse` reads, for operators (`reset-gateway gen-token-key`).
+    pub fn generate_spec(id: &str) -> String {
+        let mut raw = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut raw);
+        format!("{id}:{}", STANDARD.encode(raw))
+    }
+
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    pub fn key_ids(&self) -> Vec<&str> {
+        self.keys.iter().map(|k| k.id.as_str()).collect()
+    }
+
+    pub fn seal(&self, claims: &ResetClaims) -> String {
+        let key = &self.keys[0];
+        let plaintext = serde_json::to_vec(claims).expect("claims always serialize");
+        let mut header = Vec::with_capacity(2 + key.id.len());
+        header.push(VERSION);
+        header.push(key.id.len() as u8);
+        header.extend_from_slice(key.id.as_bytes());
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let ciphertext = key
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: &header,
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption does not fail for in-memory buffers");
+        let mut out = header;
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    pub fn open(&self, token: &str) -> Result<ResetClaims, TokenError> {
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(TokenError::Invalid);
+        }
+        let raw = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| TokenError::Invalid)?;
+        let (&version, rest) = raw.split_first().ok_or(TokenError::Invalid)?;
+        let (&kid_len, rest) = rest.split_first().ok_or(TokenError::Invalid)?;
+        let kid_len = kid_len as usize;
+        if version != VERSION || rest.len() < kid_len + NONCE_LEN + 16 {
+            return Err(TokenError::Invalid);
+        }
+        let (kid, rest) = rest.split_at(kid_len);
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id.as_bytes() == kid)
+            .ok_or(TokenError::Invalid)?;
+        let header = &raw[..2 + kid_len];
+        let plaintext = key
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: header,
+                },
+            )
+            .map_err(|_| TokenError::Invalid)?;
+        serde_json::from_slice(&plaintext).map_err(|_| TokenError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> ResetClaims {
+        ResetClaims {
+            id: "r1".into(),
+            tenant: "t".into(),
+            step: Step::Verify,
+            expires_at: 1_900_000_000,
+            concealed: false,
+            vendor: serde_json::json!({"id": 7}),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rotates() {
+        let old = TokenKeys::parse(&TokenKeys::generate_spec("old")).unwrap();
+        let old_spec_key = TokenKeys::generate_spec("new");
+        // A gateway that has rotated: "new" seals, "old" still opens.
+        let old_token = old.seal(&claims());
+        let rotated = TokenKeys::parse(&format!(
+            "{old_spec_key},old:{}",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+        ))
+        .unwrap();
+        assert!(
+            rotated.open(&old_token).is_err(),
+            "a different 'old' key must not open"
+        );
+        assert_eq!(old.open(&old_token).unwrap(), claims());
+        let fresh = rotated.seal(&claims());
+        assert_eq!(rotated.open(&fresh).unwrap(), claims());
+        assert!(old.open(&fresh).is_err());
+    }
+
+    #[test]
+    fn any_altered_byte_is_refused() {
+        let keys = TokenKeys::ephemeral();
+        let token = keys.seal(&claims());
+        let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        for i in 0..raw.len() {
+            raw[i] ^= 0x01;
+            assert_eq!(
+                keys.open(&URL_SAFE_NO_PAD.encode(&raw)),
+                Err(TokenError::Invalid),
+                "byte {i}"
+            );
+            raw[i] ^= 0x01;
+        }
+        assert!(keys.open("").is_err());
+        assert!(keys.open("not a token").is_err());
+    }
+
+    #[test]
+    fn parse_reports_bad_specs() {
+        assert!(TokenKeys::parse("").is_err());
+        assert!(TokenKeys::parse("k1:short").is_err());
+        assert!(TokenKeys::parse("bad id:AAAA").is_err());
+    }
+}

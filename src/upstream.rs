@@ -1,0 +1,314 @@
+//! HTTP/1.1 to vendors through pingora's pooled connector, with every timeout set.
+//!
+//! A call either returns the vendor's whole answer (status, content type, body up to a cap) or an
+//! `UpstreamFailure` saying whether the vendor was unreachable, slow, or spoke broken HTTP. Adapters
+//! turn those into canonical problems; this module knows nothing about vendors.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::v1::Connector;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType;
+
+/// The largest vendor answer the gateway reads; anything bigger is refused as an upstream error.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// Timeouts for one vendor connection. Every one is set: pingora's own defaults are "none".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    /// The whole canonical step, all its vendor calls included.
+    pub total: Duration,
+    /// How long an idle pooled connection is kept.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_millis(1_000),
+            read: Duration::from_millis(5_000),
+            write: Duration::from_millis(5_000),
+            total: Duration::from_millis(10_000),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A vendor's base URL, split into what the connector needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Always starts and ends with '/'.
+    pub path: String,
+}
+
+impl BaseUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("`{url}` must start with http:// or https://"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if path.contains(['?', '#']) {
+            return Err(format!("`{url}` must not have a query or fragment"));
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{url}` has an unclosed IPv6 address"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| format!("`{url}` has a bad port"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(format!("`{url}` has a bad authority")),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().map_err(|_| format!("`{url}` has a bad port"))?,
+                ),
+                None => (authority.to_string(), default_port),
+            }
+        };
+        if host.is_empty() || authority.contains('@') {
+            return Err(format!("`{url}` must name a host (and no user info)"));
+        }
+        let mut path = path.to_string();
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        Ok(BaseUrl {
+            tls,
+            host,
+            port,
+            path,
+        })
+    }
+
+    fn host_header(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Why a vendor call produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No connection could be made (refused, unreachable, connect timeout, TLS failure).
+    Unavailable(String),
+    /// Connected, but the vendor did not answer within the read or write timeout.
+    Timeout,
+    /// The vendor answered with broken HTTP or closed mid-answer.
+    Protocol(String),
+    /// The answer passed `MAX_RESPONSE_BYTES`.
+    TooLarge,
+}
+
+/// One vendor's answer.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub retry_after: Option<u64>,
+    pub body: Bytes,
+}
+
+/// A request to send: path and query relative to the base URL, and the exact body bytes.
+pub struct UpstreamRequest<'a> {
+    pub path_and_query: &'a str,
+    pub content_type: &'static str,
+    pub body: &'a [u8],
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+/// A pooled HTTP/1.1 client for one vendor connection.
+pub struct UpstreamClient {
+    connector: Connector,
+    base: BaseUrl,
+    timeouts: Timeouts,
+}
+
+impl UpstreamClient {
+    pub fn new(base: BaseUrl, timeouts: Timeouts) -> Self {
+        UpstreamClient {
+            connector: Connector::new(None),
+            base,
+            timeouts,
+        }
+    }
+
+    pub fn base(&self) -> &BaseUrl {
+        &self.base
+    }
+
+    async fn peer(&self) -> Result<HttpPeer, UpstreamFailure> {
+        let addr: SocketAddr = match self.base.host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, self.base.port),
+            Err(_) => {
+                let lookup = tokio::time::timeout(
+                    self.timeouts.connect,
+                    tokio::net::lookup_host((self.base.host.as_str(), self.base.port)),
+                )
+                .await
+                .map_err(|_| UpstreamFailure::Unavailable("DNS lookup timed out".into()))?;
+                lookup
+                    .map_err(|e| UpstreamFailure::Unavailable(format!("DNS lookup failed: {e}")))?
+                    .next()
+                    .ok_or_else(|| {
+                        UpstreamFailure::Unavailable("DNS lookup found nothing".into())
+                    })?
+            }
+        };
+        let mut peer = HttpPeer::new(addr, self.base.tls, self.base.host.clone());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.timeouts.connect);
+        o.total_connection_timeout = Some(self.timeouts.connect);
+        o.read_timeout = Some(self.timeouts.read);
+        o.write_timeout = Some(self.timeouts.write);
+        o.idle_timeout = Some(self.timeouts.idle);
+        Ok(peer)
+    }
+
+    /// Sends one POST and reads the whole answer. Never retried here: a request that may have
+    /// reached the vendor must not be sent twice.
+    pub async fn post(
+        &self,
+        req: &UpstreamRequest<'_>,
+    ) -> Result<UpstreamResponse, UpstreamFailure> {
+        let peer = self.peer().await?;
+        let (mut session, _reused) = self
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(|e| connect_failure(&e))?;
+
+        let path = format!("{}{}", self.base.path, req.path_and_query);
+        let mut header = RequestHeader::build("POST", path.as_bytes(), Some(6 + req.headers.len()))
+            .map_err(|e| UpstreamFailure::Protocol(e.to_string()))?;
+        let host = self.base.host_header();
+        let set = |h: &mut RequestHeader, name: &str, value: &str| {
+            h.insert_header(name.to_string(), value)
+                .map_err(|e| UpstreamFailure::Protocol(e.to_string()))
+        };
+        set(&mut header, "Host", &host)?;
+        set(&mut header, "Content-Type", req.content_type)?;
+        set(&mut header, "Accept", req.content_type)?;
+        set(&mut header, "Content-Length", &req.body.len().to_string())?;
+        for (name, value) in req.headers {
+            set(&mut header, name, value)?;
+        }
+
+        session
+            .write_request_header(Box::new(header))
+            .await
+            .map_err(|e| io_failure(&e))?;
+        session
+            .write_body(req.body)
+            .await
+            .map_err(|e| io_failure(&e))?;
+        session.finish_body().await.map_err(|e| io_failure(&e))?;
+        session.read_response().await.map_err(|e| io_failure(&e))?;
+
+        let head = session
+            .resp_header()
+            .ok_or_else(|| UpstreamFailure::Protocol("no response header".into()))?;
+        let status = head.status.as_u16();
+        let content_type = head
+            .headers
+            .get("Content-Type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let retry_after = head
+            .headers
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session
+            .read_body_bytes()
+            .await
+            .map_err(|e| io_failure(&e))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(UpstreamFailure::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        self.connector
+            .release_http_session(session, &peer, Some(self.timeouts.idle))
+            .await;
+        Ok(UpstreamResponse {
+            status,
+            content_type,
+            retry_after,
+            body: body.freeze(),
+        })
+    }
+}
+
+fn connect_failure(e: &pingora::Error) -> UpstreamFailure {
+    UpstreamFailure::Unavailable(e.etype().as_str().to_string())
+}
+
+fn io_failure(e: &pingora::Error) -> UpstreamFailure {
+    match e.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => UpstreamFailure::Timeout,
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError => UpstreamFailure::Unavailable(e.etype().as_str().to_string()),
+        other => UpstreamFailure::Protocol(other.as_str().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_base_urls() {
+        let b = BaseUrl::parse("http://127.0.0.1:9100/cbss").unwrap();
+        assert_eq!(
+            (b.tls, b.host.as_str(), b.port, b.path.as_str()),
+            (false, "127.0.0.1", 9100, "/cbss/")
+        );
+        let b = BaseUrl::parse("https://api.example.com").unwrap();
+        assert_eq!((b.tls, b.port, b.path.as_str()), (true, 443, "/"));
+        assert_eq!(b.host_header(), "api.example.com");
+        let b = BaseUrl::parse("http://[::1]:8080/x/").unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port, b.host_header()),
+            ("::1", 8080, "[::1]:8080".to_string())
+        );
+        assert!(BaseUrl::parse("ftp://x").is_err());
+        assert!(BaseUrl::parse("http://u:p@x/").is_err());
+        assert!(BaseUrl::parse("http://x/?a=1").is_err());
+        assert!(BaseUrl::parse("http://:80/").is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! The one trait every vendor adapter implements, and the registry that builds adapters from
+//! configuration.
+//!
+//! Invariant: adapters know nothing of pingora's server side or of the canonical HTTP layer. They
+//! take canonical inputs, speak their vendor's wire format through `upstream`, and return canonical
+//! results or a `Problem`. Vendor wire structs stay private to their vendor's file.
+
+pub mod cbss;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::api::types::Identifier;
+use crate::api::{ErrorCode, Problem, VendorDetail};
+use crate::upstream::{UpstreamFailure, UpstreamResponse};
+
+/// Per-request facts an adapter may pass on to its vendor.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    pub request_id: String,
+    /// The caller's language in vendor form, such as `en_US`.
+    pub language: String,
+    /// The end user's address, as the gateway sees it.
+    pub client_ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// `POST /reset` after validation.
+#[derive(Debug, Clone)]
+pub struct StartInput {
+    pub identifier: Identifier,
+    /// The app's device id, or one generated for this reset.
+    pub device_id: String,
+}
+
+/// `POST /reset/complete` with a vendor-issued code.
+#[derive(Debug, Clone)]
+pub struct CodeInput {
+    pub reset_code: String,
+    pub identifier: Option<Identifier>,
+    pub email: Option<String>,
+    pub session_id: Option<String>,
+    pub new_password: String,
+}
+
+/// The vendor's state for one reset, carried sealed inside the reset id.
+pub type VendorState = serde_json::Value;
+
+#[async_trait]
+pub trait VendorAdapter: Send + Sync {
+    /// The vendor's name as it appears in problems and metrics (`cbss`, `capillary`, ...).
+    fn vendor(&self) -> &'static str;
+
+    /// How long the vendor keeps a reset session open, if it says; reset ids never outlive it.
+    fn session_lifetime(&self) -> Option<Duration>;
+
+    /// OTP flow, step 1: ask the vendor to send a one-time code. Returns the state the later steps
+    /// need. A vendor that does not know the identifier answers `identifier_not_found`.
+    async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<VendorState, Problem>;
+
+    /// OTP flow, step 2: check the code. Returns the state for completion.
+    async fn verify(
+        &self,
+        ctx: &StepContext,
+        state: &VendorState,
+        otp: &str,
+    ) -> Result<VendorState, Problem>;
+
+    /// OTP flow, step 3: set the new password.
+    async fn complete(
+        &self,
+        ctx: &StepContext,
+        state: &VendorState,
+        new_password: &str,
+    ) -> Result<(), Problem>;
+
+    /// Code flow: set the new password with a vendor-issued reset code.
+    async fn complete_with_code(&self, ctx: &StepContext, input: &CodeInput)
+        -> Result<(), Problem>;
+}
+
+/// The answer for a step this vendor does not have.
+pub fn unsupported(vendor: &str, step: &str) -> Problem {
+    Problem::new(
+        ErrorCode::UnsupportedStep,
+        format!("the tenant's vendor ({vendor}) has no {step} step"),
+    )
+}
+
+/// Maps a failed call to its canonical problem. The detail names the vendor, not its address.
+pub fn failure_problem(vendor: &'static str, failure: UpstreamFailure) -> Problem {
+    match failure {
+        UpstreamFailure::Unavailable(why) => Problem::new(
+            ErrorCode::UpstreamUnavailable,
+            format!("{vendor} could not be reached ({why})"),
+        )
+        .with_retry_after(1),
+        UpstreamFailure::Timeout => Problem::new(
+            ErrorCode::UpstreamTimeout,
+            format!("{vendor} did not answer in time"),
+        ),
+        UpstreamFailure::Protocol(why) => Problem::new(
+            ErrorCode::UpstreamError,
+            format!("{vendor} answered with broken HTTP ({why})"),
+        ),
+        UpstreamFailure::TooLarge => Problem::new(
+            ErrorCode::UpstreamError,
+            format!("{vendor} answered with an oversized body"),
+        ),
+    }
+}
+
+/// The canonical problem for vendor answers that are about transport, not business: HTTP 429 and
+/// 503 (the vendor is throttling or down), and other 5xx. `None` means "parse the body".
+pub fn status_problem(vendor: &'static str, response: &UpstreamResponse) -> Option<Problem> {
+    let detail = VendorDetail {
+        name: vendor,
+        status: response.status,
+        code: None,
+        message: None,
+    };
+    match response.status {
+        429 | 503 => Some(
+            Problem::new(
+                ErrorCode::UpstreamUnavailable,
+                format!(
+                    "{vendor} is throttling or unavailable (HTTP {})",
+                    response.status
+                ),
+            )
+            .with_vendor(detail)
+            .with_retry_after(response.retry_after.unwrap_or(1)),
+        ),
+        500..=599 => Some(
+            Problem::new(
+                ErrorCode::UpstreamError,
+                format!("{vendor} failed (HTTP {})", response.status),
+            )
+            .with_vendor(detail),
+        ),
+        _ => None,
+    }
+}
+
+/// Vendor messages are shown to support staff; clip them and strip anything a user sent that
+/// must never be echoed (a vendor may quote the password or code it refused).
+pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+    for secret in never_echo.iter().filter(|s| !s.is_empty()) {
+        if out.contains(secret) {
+            out = out.replace(secret, "[redacted]");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotnet_timestamps_have_seven_fraction_digits_and_the_offset() {
+        let offset = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+        let ts = dotnet_timestamp(&offset);
+        assert_eq!(ts.len(), "2024-11-18T12:34:23.6965096+08:00".len(), "{ts}");
+        assert!(ts.ends_with("+08:00"));
+        assert!(chrono::DateTime::parse_from_rfc3339(&ts).is_ok());
+    }
+
+    #[test]
+    fn vendor_text_is_clipped_and_redacted() {
+        let out = clip_vendor_text("Password Secr3t! is too weak\n", &["Secr3t!"]);
+        assert_eq!(out, "Password [redacted] is too weak");
+        assert_eq!(clip_vendor_text(&"x".repeat(500), &[]).len(), 200);
+    }
+}
+
+/// Now, in .NET's round-trip form with seven fractional digits and the offset, as ASP.NET vendors
+/// write `DateTime` (for example `2024-11-18T12:34:23.6965096+08:00`).
+pub fn dotnet_timestamp(offset: &chrono::FixedOffset) -> String {
+    use chrono::Timelike;
+    let now = chrono::Utc::now().with_timezone(offset);
+    format!(
+        "{}.{:07}{}",
+        now.format("%Y-%m-%dT%H:%M:%S"),
+        now.nanosecond() % 1_000_000_000 / 100,
+        now.format("%:z")
+    )
+}
+
+/// The body format a vendor connection speaks, for vendors that accept both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormat {
+    #[default]
+    Json,
+    Xml,
+}
