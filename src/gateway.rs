@@ -303,7 +303,7 @@ impl Handler for Gateway {
             tenant = outcome.tenant.as_deref().unwrap_or("-"),
             status = reply.status,
             code = outcome.code.unwrap_or("-"),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_us = started.elapsed().as_micros() as u64,
             "request"
         );
         reply

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
+/// Plaintexts are padded with JSON whitespace to a multiple of this, so a token's length does not
+/// tell a decoy reset (unknown identifier) from a real one.
+const PAD_TO: usize = 128;
 /// A token longer than this is refused before any decoding: it cannot be one of ours.
 pub const MAX_TOKEN_CHARS: usize = 4096;
 
@@ -153,7 +156,9 @@ impl TokenKeys {
 
     pub fn seal(&self, claims: &ResetClaims) -> String {
         let key = &self.keys[0];
-        let plaintext = serde_json::to_vec(claims).expect("claims always serialize");
+        let mut plaintext = serde_json::to_vec(claims).expect("claims always serialize");
+        let padded = plaintext.len().div_ceil(PAD_TO) * PAD_TO;
+        plaintext.resize(padded, b' ');
         let mut header = Vec::with_capacity(2 + key.id.len());
         header.push(VERSION);
         header.push(key.id.len() as u8);
@@ -263,6 +268,18 @@ mod tests {
         }
         assert!(keys.open("").is_err());
         assert!(keys.open("not a token").is_err());
+    }
+
+    #[test]
+    fn token_length_does_not_depend_on_small_differences_in_claims() {
+        let keys = TokenKeys::ephemeral();
+        let decoy = ResetClaims {
+            concealed: true,
+            vendor: serde_json::Value::Null,
+            ..claims()
+        };
+        assert_eq!(keys.seal(&claims()).len(), keys.seal(&decoy).len());
+        assert_eq!(keys.open(&keys.seal(&decoy)).unwrap(), decoy);
     }
 
     #[test]

@@ -1,0 +1,210 @@
+//! API keys, reset id handling, and bad input: each refused with its canonical problem.
+
+use crate::harness::*;
+
+fn gateway_with_short_lived_tenant(sandbox: &Sandbox) -> Gateway {
+    let extra = format!(
+        r#"
+[[tenants]]
+name = "short"
+connection = "json"
+reset_lifetime_secs = 1
+api_keys = [{{ name = "k", key_sha256 = "{}" }}]
+"#,
+        sha256_hex("key-short")
+    );
+    Gateway::start(&cbss_config(sandbox, &extra), CBSS_ENV)
+}
+
+#[test]
+fn missing_malformed_and_unknown_keys_are_unauthenticated() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let none = request(
+        gw.api,
+        "POST",
+        "/reset",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    none.problem(401, "unauthenticated");
+    assert_eq!(none.header("WWW-Authenticate"), Some("Bearer"));
+    let basic = request(
+        gw.api,
+        "POST",
+        "/reset",
+        &[
+            ("Authorization", "Basic a2V5OmtleQ=="),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    );
+    basic.problem(401, "unauthenticated");
+    gw.post("/reset", "not-a-key", &body)
+        .problem(401, "unauthenticated");
+    assert!(
+        sandbox.outbox().is_empty(),
+        "no vendor call without a valid key"
+    );
+    gw.assert_logs_clean(&["not-a-key", "a2V5OmtleQ=="]);
+}
+
+#[test]
+fn a_tampered_reset_id_is_invalid_reset_id() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
+    let mut bytes = reset_id.into_bytes();
+    let mid = bytes.len() / 2;
+    bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(bytes).unwrap();
+    verify(&gw, "key-json", &tampered, "123456").problem(400, "invalid_reset_id");
+    verify(&gw, "key-json", "garbage", "123456").problem(400, "invalid_reset_id");
+}
+
+#[test]
+fn a_reset_id_from_another_tenant_is_refused() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    verify(&gw, "key-xml", &reset_id, &otp).problem(400, "invalid_reset_id");
+    // The rightful tenant can still use it.
+    assert_eq!(verify(&gw, "key-json", &reset_id, &otp).status, 200);
+}
+
+#[test]
+fn a_reset_id_at_the_wrong_step_is_wrong_step() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
+    complete(&gw, "key-json", &reset_id, "Brand-n3w-secret").problem(409, "wrong_step");
+    let otp = sandbox.last_otp(EMAIL);
+    let verified = verify(&gw, "key-json", &reset_id, &otp).json();
+    let next = verified["reset_id"].as_str().unwrap();
+    verify(&gw, "key-json", next, &otp).problem(409, "wrong_step");
+}
+
+#[test]
+fn an_expired_reset_id_is_reset_expired() {
+    let sandbox = Sandbox::start();
+    let gw = gateway_with_short_lived_tenant(&sandbox);
+    let reset_id = start_reset(&gw, "key-short", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    verify(&gw, "key-short", &reset_id, &otp).problem(410, "reset_expired");
+}
+
+#[test]
+fn bad_bodies_get_their_problems() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let p = gw
+        .post("/reset", "key-json", "{not json")
+        .problem(400, "invalid_request");
+    assert!(p["detail"].as_str().unwrap().contains("not valid JSON"));
+    let p = gw
+        .post(
+            "/reset",
+            "key-json",
+            &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}},"colour":"red"}}"#),
+        )
+        .problem(400, "invalid_request");
+    assert_eq!(p["detail"], "unknown field `colour`");
+    let p = gw
+        .post("/reset/verify", "key-json", r#"{"otp":"123456"}"#)
+        .problem(400, "invalid_request");
+    assert_eq!(p["detail"], "missing field `reset_id`");
+    gw.post(
+        "/reset",
+        "key-json",
+        r#"{"identifier":{"type":"email","value":"not-an-email"}}"#,
+    )
+    .problem(400, "invalid_request");
+    gw.post(
+        "/reset",
+        "key-json",
+        r#"{"identifier":{"type":"fax","value":"1"}}"#,
+    )
+    .problem(400, "invalid_request");
+
+    let wrong_type = request(
+        gw.api,
+        "POST",
+        "/reset",
+        &[
+            ("Authorization", "Bearer key-json"),
+            ("Content-Type", "text/plain"),
+        ],
+        b"{}",
+    );
+    wrong_type.problem(415, "unsupported_media_type");
+    let none = request(
+        gw.api,
+        "POST",
+        "/reset",
+        &[("Authorization", "Bearer key-json")],
+        b"{}",
+    );
+    none.problem(415, "unsupported_media_type");
+
+    let big = format!(
+        r#"{{"identifier":{{"type":"email","value":"{}"}}}}"#,
+        "a".repeat(20_000)
+    );
+    gw.post("/reset", "key-json", &big)
+        .problem(413, "payload_too_large");
+    assert!(
+        sandbox.outbox().is_empty(),
+        "no bad body reached the vendor"
+    );
+}
+
+#[test]
+fn an_oversized_chunked_body_is_refused_as_it_arrives() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let chunk = "a".repeat(8_000);
+    let mut wire = String::from(
+        "POST /reset HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-json\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for _ in 0..3 {
+        wire.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    wire.push_str("0\r\n\r\n");
+    raw(gw.api, wire.as_bytes()).problem(413, "payload_too_large");
+}
+
+#[test]
+fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let r = request(
+        gw.api,
+        "POST",
+        "/reset/verify",
+        &[("X-Request-Id", "trace-42")],
+        b"",
+    );
+    assert_eq!(r.header("X-Request-Id"), Some("trace-42"));
+    assert_eq!(r.json()["request_id"], "trace-42");
+    let r = request(
+        gw.api,
+        "POST",
+        "/reset/verify",
+        &[("X-Request-Id", "bad id!")],
+        b"",
+    );
+    assert_ne!(r.header("X-Request-Id"), Some("bad id!"));
+}
+
+#[test]
+fn unknown_paths_and_methods_are_problems_too() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    request(gw.api, "GET", "/nope", &[], b"").problem(404, "not_found");
+    let r = request(gw.api, "GET", "/reset", &[], b"");
+    r.problem(405, "method_not_allowed");
+    assert_eq!(r.header("Allow"), Some("POST"));
+}

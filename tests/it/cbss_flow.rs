@@ -1,0 +1,171 @@
+//! The CBSS OTP flow end to end, in JSON and in XML, and CBSS's answers mapped to canonical codes.
+
+use crate::harness::*;
+
+fn full_flow(key: &str) {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+
+    let r = gw.post(
+        "/reset",
+        key,
+        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
+    );
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    assert!(r.header("X-Request-Id").is_some());
+    let started = r.json();
+    assert_eq!(started["next"], "verify");
+    let expires = started["expires_at"].as_str().unwrap();
+    assert!(expires.ends_with('Z') && expires.len() == 20, "{expires}");
+    let reset_id = started["reset_id"].as_str().unwrap();
+
+    let otp = sandbox.last_otp(EMAIL);
+    let r = verify(&gw, key, reset_id, &otp);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let verified = r.json();
+    assert_eq!(verified["next"], "complete");
+    assert_eq!(verified["expires_at"], started["expires_at"]);
+    let new_password = "Brand-n3w-secret";
+    let r = complete(
+        &gw,
+        key,
+        verified["reset_id"].as_str().unwrap(),
+        new_password,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), serde_json::json!({"status": "completed"}));
+
+    // The sandbox now holds the new password: setting it again is refused as a reuse.
+    let again = start_reset(&gw, key, "email", EMAIL);
+    let otp2 = sandbox.last_otp(EMAIL);
+    let v = verify(&gw, key, &again, &otp2).json();
+    let r = complete(&gw, key, v["reset_id"].as_str().unwrap(), new_password);
+    r.problem(422, "password_reused");
+
+    gw.assert_logs_clean(&[key, &otp, &otp2, new_password, OLD_PASSWORD]);
+}
+
+#[test]
+fn full_flow_in_json() {
+    full_flow("key-json");
+}
+
+#[test]
+fn full_flow_in_xml_with_upper_case_signatures() {
+    full_flow("key-xml");
+}
+
+#[test]
+fn mobile_identifiers_work_and_usernames_are_refused_for_cbss() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let reset_id = start_reset(&gw, "key-json", "mobile", MOBILE);
+    let otp = sandbox.last_otp(MOBILE);
+    assert_eq!(verify(&gw, "key-json", &reset_id, &otp).status, 200);
+    let r = gw.post(
+        "/reset",
+        "key-json",
+        r#"{"identifier":{"type":"username","value":"somchai"}}"#,
+    );
+    r.problem(400, "invalid_request");
+}
+
+#[test]
+fn a_wrong_otp_is_invalid_otp_and_the_right_one_still_works() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let body = verify(&gw, "key-json", &reset_id, wrong).problem(422, "invalid_otp");
+    assert_eq!(body["vendor"]["name"], "cbss");
+    assert_eq!(body["vendor"]["code"], "INVALID_OTP");
+    assert_eq!(verify(&gw, "key-json", &reset_id, &otp).status, 200);
+    gw.assert_logs_clean(&[&otp, wrong]);
+}
+
+#[test]
+fn the_vendor_attempt_limit_is_attempts_exceeded() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        verify(&gw, "key-json", &reset_id, wrong).problem(422, "invalid_otp");
+    }
+    verify(&gw, "key-json", &reset_id, &otp).problem(429, "attempts_exceeded");
+}
+
+#[test]
+fn a_weak_password_is_password_rejected() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let reset_id = start_reset(&gw, "key-xml", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let v = verify(&gw, "key-xml", &reset_id, &otp).json();
+    let token = v["reset_id"].as_str().unwrap();
+    let body = complete(&gw, "key-xml", token, "short").problem(422, "password_rejected");
+    assert!(!body.to_string().contains("\"short\""));
+    // The reset is still usable with an acceptable password.
+    assert_eq!(complete(&gw, "key-xml", token, "Long-enough-1").status, 200);
+}
+
+#[test]
+fn an_unknown_identifier_is_answered_like_a_known_one() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let body = |email: &str| format!(r#"{{"identifier":{{"type":"email","value":"{email}"}}}}"#);
+    let known = gw.post("/reset", "key-json", &body(EMAIL));
+    let unknown = gw.post("/reset", "key-json", &body("nobody@example.com"));
+    assert_eq!(known.status, 202);
+    assert_eq!(unknown.status, 202);
+    let names = |r: &Response| {
+        let mut h: Vec<String> = r
+            .headers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
+        h.sort();
+        h
+    };
+    assert_eq!(names(&known), names(&unknown));
+    let (k, u) = (known.json(), unknown.json());
+    assert_eq!(k["next"], u["next"]);
+    assert_eq!(
+        k["reset_id"].as_str().unwrap().len(),
+        u["reset_id"].as_str().unwrap().len()
+    );
+    // Nothing was sent to the unknown address, and its verification fails like a wrong code.
+    assert!(sandbox
+        .outbox()
+        .iter()
+        .all(|e| e["to"] != "nobody@example.com"));
+    let r = verify(&gw, "key-json", u["reset_id"].as_str().unwrap(), "123456");
+    let problem = r.problem(422, "invalid_otp");
+    assert!(problem.get("vendor").is_none());
+}
+
+#[test]
+fn a_tenant_that_reveals_gets_identifier_not_found() {
+    let sandbox = Sandbox::start();
+    let extra = format!(
+        r#"
+[[tenants]]
+name = "reveal"
+connection = "json"
+reveal_unknown_identifiers = true
+api_keys = [{{ name = "k", key_sha256 = "{}" }}]
+"#,
+        sha256_hex("key-reveal")
+    );
+    let gw = Gateway::start(&cbss_config(&sandbox, &extra), CBSS_ENV);
+    let r = gw.post(
+        "/reset",
+        "key-reveal",
+        r#"{"identifier":{"type":"email","value":"nobody@example.com"}}"#,
+    );
+    r.problem(404, "identifier_not_found");
+}

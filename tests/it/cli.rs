@@ -1,0 +1,144 @@
+//! The command line: check-config, hash-key, and the default gateway.toml.
+
+use std::process::Command;
+
+use crate::harness::*;
+
+#[test]
+fn check_config_lists_every_problem_and_fails() {
+    let path = std::env::temp_dir().join(format!("reset-gateway-bad-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"
+[server]
+api_listen = "nowhere"
+[connections.c]
+base_url = "ftp://x"
+[connections.c.cbss]
+client_code = "C"
+client_key_env = "IT_SURELY_UNSET_KEY"
+login_salt_env = "IT_SURELY_UNSET_LOGIN"
+forgot_salt_env = "IT_SURELY_UNSET_FORGOT"
+[[tenants]]
+name = "t"
+connection = "missing"
+api_keys = [{ name = "k", key_sha256 = "abc" }]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "server.api_listen",
+        "base_url",
+        "IT_SURELY_UNSET_KEY",
+        "IT_SURELY_UNSET_LOGIN",
+        "IT_SURELY_UNSET_FORGOT",
+        "connection `missing`",
+        "key_sha256",
+        "7 problem(s) found",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn check_config_names_an_unknown_key_and_its_line() {
+    let path = std::env::temp_dir().join(format!("reset-gateway-typo-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[server]\napi_listen = \"127.0.0.1:1\"\nthreads = 2\nthread = 3\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown field `thread`") && err.contains("line 4"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_default_gateway_toml_is_valid_and_hash_key_matches_it() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(BIN)
+        .args(["check-config", &format!("{root}/gateway.toml")])
+        .env_remove("GATEWAY_TOKEN_KEYS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = std::fs::read_to_string(format!("{root}/gateway.toml")).unwrap();
+    assert!(toml.contains(&sha256_hex("demo-cbss-key")));
+    // hash-key reads standard input when no key is given.
+    let mut child = Command::new(BIN)
+        .arg("hash-key")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"demo-cbss-key\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        sha256_hex("demo-cbss-key")
+    );
+}
+
+#[test]
+fn the_default_config_serves_the_walkthrough_with_the_in_process_sandbox() {
+    // The README's walk-through on gateway.toml, with the listeners moved to port 0.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let toml = std::fs::read_to_string(format!("{root}/gateway.toml")).unwrap();
+    let toml = toml
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9091", "127.0.0.1:0");
+    // The sandbox has a fixed port in gateway.toml and the demo base_urls name it: move both to a
+    // port the OS just handed out (the one place this suite cannot bind port 0 directly).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = toml.replace("127.0.0.1:9100", &format!("127.0.0.1:{port}"));
+    let (server_table, rest) = toml.split_at(toml.find("[log]").unwrap());
+    assert!(server_table.contains("[server]"));
+    let gw = Gateway::start(rest, &[]);
+
+    let health = request(gw.admin, "GET", "/healthz", &[], b"");
+    assert_eq!(health.status, 200);
+    assert_eq!(request(gw.admin, "GET", "/readyz", &[], b"").status, 200);
+
+    for key in ["demo-cbss-key", "demo-cbss-xml-key"] {
+        let reset_id = start_reset(&gw, key, "email", EMAIL);
+        let outbox = request(gw.admin, "GET", "/sandbox/outbox", &[], b"").json();
+        let otp = outbox.as_array().unwrap().last().unwrap()["otp"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let v = verify(&gw, key, &reset_id, &otp);
+        assert_eq!(v.status, 200);
+        let password = format!("N3w-password-{}", key.len());
+        let r = complete(&gw, key, v.json()["reset_id"].as_str().unwrap(), &password);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+}

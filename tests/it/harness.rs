@@ -1,0 +1,400 @@
+//! Starting the real binary (gateway or sandbox) and talking HTTP/1.1 to it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_reset-gateway");
+
+/// The sandbox CBSS customer every test resets, and its password at the start.
+pub const EMAIL: &str = "somchai@example.com";
+pub const MOBILE: &str = "+66812345678";
+pub const OLD_PASSWORD: &str = "Old-Passw0rd";
+
+/// A child process that is killed when the test ends.
+pub struct Proc {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, announce: &str) -> (Proc, String) {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("the binary starts");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = out.read_line(&mut line).expect("stdout readable");
+            if n == 0 {
+                let _ = child.wait();
+                panic!(
+                    "process exited before announcing; stderr:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+            if line.starts_with(announce) {
+                break;
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink);
+        });
+        (Proc { child, stderr }, line.trim().to_string())
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn addr_after(line: &str, key: &str) -> SocketAddr {
+    let start = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len();
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    rest[..end].parse().expect("an address")
+}
+
+pub struct Sandbox {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Sandbox {
+    pub fn start() -> Sandbox {
+        Sandbox::start_with_delay(0)
+    }
+
+    pub fn start_with_delay(delay_ms: u64) -> Sandbox {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--delay-ms",
+            &delay_ms.to_string(),
+        ]);
+        let (proc, line) = Proc::spawn(cmd, "reset-gateway sandbox listening");
+        let addr = addr_after(&line, "http://");
+        Sandbox { proc, addr }
+    }
+
+    pub fn url(&self, vendor: &str) -> String {
+        format!("http://{}/{vendor}/", self.addr)
+    }
+
+    /// The OTP entries the sandbox "sent", oldest first.
+    pub fn outbox(&self) -> Vec<serde_json::Value> {
+        let r = request(self.addr, "GET", "/sandbox/outbox", &[], b"");
+        assert_eq!(r.status, 200);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&r.body).unwrap()
+    }
+
+    /// The newest OTP sent to `to`.
+    pub fn last_otp(&self, to: &str) -> String {
+        self.outbox()
+            .iter()
+            .rev()
+            .find(|e| e["to"] == to)
+            .and_then(|e| e["otp"].as_str())
+            .unwrap_or_else(|| panic!("no OTP was sent to {to}"))
+            .to_string()
+    }
+}
+
+static CONFIG_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Gateway {
+    pub proc: Proc,
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+    config_path: PathBuf,
+}
+
+impl Gateway {
+    /// Starts the gateway on `config` (TOML without a [server] table: one is added with port-0
+    /// listeners), with extra environment variables.
+    pub fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
+        let path = std::env::temp_dir().join(format!(
+            "reset-gateway-it-{}-{}.toml",
+            std::process::id(),
+            CONFIG_SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let full = format!(
+            "[server]\napi_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nthreads = 1\n\n{config}"
+        );
+        std::fs::write(&path, full).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--config", path.to_str().unwrap()]);
+        cmd.env_remove("GATEWAY_TOKEN_KEYS");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (proc, line) = Proc::spawn(cmd, "reset-gateway listening");
+        Gateway {
+            proc,
+            api: addr_after(&line, "api=http://"),
+            admin: addr_after(&line, "admin=http://"),
+            config_path: path,
+        }
+    }
+
+    /// POSTs a JSON body with an API key.
+    pub fn post(&self, path: &str, key: &str, body: &str) -> Response {
+        let auth = format!("Bearer {key}");
+        request(
+            self.api,
+            "POST",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    /// Asserts that no line the gateway logged contains any of `secrets`, nor anything shaped
+    /// like a SHA-256 hex signature.
+    pub fn assert_logs_clean(&self, secrets: &[&str]) {
+        let logs = self.proc.logs();
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            // A numeric OTP is looked for as a whole number, not inside timestamps.
+            let found = if s.bytes().all(|b| b.is_ascii_digit()) {
+                logs.split(|c: char| !c.is_ascii_digit()).any(|w| w == *s)
+            } else {
+                logs.contains(s)
+            };
+            assert!(!found, "a secret ({s}) appears in the logs:\n{logs}");
+        }
+        let hex_run = logs
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .any(|w| w.len() >= 64);
+        assert!(
+            !hex_run,
+            "something like a signature appears in the logs:\n{logs}"
+        );
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+/// A config with one CBSS connection per format on `sandbox`, and tenants:
+/// `json` (key-json), `xml` (key-xml), and any extra TOML appended.
+pub fn cbss_config(sandbox: &Sandbox, extra: &str) -> String {
+    let url = sandbox.url("cbss");
+    format!(
+        r#"
+[connections.json]
+base_url = "{url}"
+timeouts = {{ connect_ms = 500, read_ms = 2000, write_ms = 2000, total_ms = 3000, idle_ms = 10000 }}
+[connections.json.cbss]
+client_code = "DEMO"
+client_key_env = "IT_CBSS_KEY"
+login_salt_env = "IT_CBSS_LOGIN_SALT"
+forgot_salt_env = "IT_CBSS_FORGOT_SALT"
+
+[connections.xml]
+base_url = "{url}"
+[connections.xml.cbss]
+format = "xml"
+signature_case = "upper"
+client_code = "DEMO"
+client_key_env = "IT_CBSS_KEY"
+login_salt_env = "IT_CBSS_LOGIN_SALT"
+forgot_salt_env = "IT_CBSS_FORGOT_SALT"
+
+[[tenants]]
+name = "json"
+connection = "json"
+api_keys = [{{ name = "k", key_sha256 = "{json}" }}]
+
+[[tenants]]
+name = "xml"
+connection = "xml"
+api_keys = [{{ name = "k", key_sha256 = "{xml}" }}]
+{extra}
+"#,
+        json = sha256_hex("key-json"),
+        xml = sha256_hex("key-xml"),
+    )
+}
+
+/// The sandbox's public demo credentials, as a real deployment would pass them: in the environment.
+pub const CBSS_ENV: &[(&str, &str)] = &[
+    ("IT_CBSS_KEY", "sandbox-client-key"),
+    ("IT_CBSS_LOGIN_SALT", "sandbox-login-salt"),
+    ("IT_CBSS_FORGOT_SALT", "sandbox-forgot-salt"),
+];
+
+pub fn sha256_hex(s: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["hash-key", s])
+        .output()
+        .expect("hash-key runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts a problem+json answer with this status and code, and returns its body.
+    pub fn problem(&self, status: u16, code: &str) -> serde_json::Value {
+        let body = self.json();
+        assert_eq!(
+            (self.status, body["code"].as_str()),
+            (status, Some(code)),
+            "unexpected answer: {body}"
+        );
+        assert_eq!(
+            self.header("Content-Type"),
+            Some("application/problem+json")
+        );
+        assert_eq!(body["status"], status);
+        assert_eq!(body["type"], format!("/problems/{code}"));
+        assert!(body["request_id"].is_string());
+        body
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection, read to the end.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut wire = head.into_bytes();
+    wire.extend_from_slice(body);
+    raw(addr, &wire)
+}
+
+/// Sends raw bytes and parses the answer (which must carry Content-Length or close).
+pub fn raw(addr: SocketAddr, wire: &[u8]) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // The server may answer before reading all of an oversized body and close: ignore write errors.
+    let _ = s.write_all(wire);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> Response {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response: {:?}", String::from_utf8_lossy(buf)));
+    let head = std::str::from_utf8(&buf[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.truncate(len);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Starts a reset for `identifier` and returns the reset_id.
+pub fn start_reset(gw: &Gateway, key: &str, kind: &str, value: &str) -> String {
+    let r = gw.post(
+        "/reset",
+        key,
+        &format!(r#"{{"identifier":{{"type":"{kind}","value":"{value}"}}}}"#),
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["reset_id"].as_str().unwrap().to_string()
+}
+
+pub fn verify(gw: &Gateway, key: &str, reset_id: &str, otp: &str) -> Response {
+    gw.post(
+        "/reset/verify",
+        key,
+        &format!(r#"{{"reset_id":"{reset_id}","otp":"{otp}"}}"#),
+    )
+}
+
+pub fn complete(gw: &Gateway, key: &str, reset_id: &str, password: &str) -> Response {
+    gw.post(
+        "/reset/complete",
+        key,
+        &format!(r#"{{"reset_id":"{reset_id}","new_password":"{password}"}}"#),
+    )
+}

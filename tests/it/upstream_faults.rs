@@ -1,0 +1,82 @@
+//! A misconfigured, stopped or slow vendor: each answered with a clear problem, in bounded time.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+#[test]
+fn a_wrong_client_key_gets_the_vendors_refusal_as_a_clear_problem() {
+    let sandbox = Sandbox::start();
+    let env = [
+        ("IT_CBSS_KEY", "not-the-real-key"),
+        ("IT_CBSS_LOGIN_SALT", "sandbox-login-salt"),
+        ("IT_CBSS_FORGOT_SALT", "sandbox-forgot-salt"),
+    ];
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), &env);
+    let r = gw.post(
+        "/reset",
+        "key-json",
+        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
+    );
+    let p = r.problem(502, "upstream_error");
+    assert!(p["detail"].as_str().unwrap().contains("client_key"), "{p}");
+    assert_eq!(p["vendor"]["status"], 401);
+    assert_eq!(p["vendor"]["code"], "INVALID_SIGNATURE");
+    assert!(sandbox.outbox().is_empty());
+    gw.assert_logs_clean(&[
+        "not-the-real-key",
+        "sandbox-login-salt",
+        "sandbox-forgot-salt",
+    ]);
+}
+
+#[test]
+fn a_stopped_vendor_is_upstream_unavailable() {
+    let mut sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
+    sandbox.proc.kill();
+    let started = Instant::now();
+    let r = verify(&gw, "key-json", &reset_id, "123456");
+    r.problem(503, "upstream_unavailable");
+    assert!(r.header("Retry-After").is_some());
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn a_slow_vendor_is_upstream_timeout_within_the_configured_timeout() {
+    let sandbox = Sandbox::start_with_delay(5_000);
+    let config = cbss_config(&sandbox, "").replace(
+        "read_ms = 2000, write_ms = 2000, total_ms = 3000",
+        "read_ms = 400, write_ms = 400, total_ms = 600",
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let started = Instant::now();
+    let r = gw.post(
+        "/reset",
+        "key-json",
+        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
+    );
+    let elapsed = started.elapsed();
+    r.problem(504, "upstream_timeout");
+    // Bounded by the configured timeouts, not by the vendor's 5 s delay.
+    assert!(elapsed < Duration::from_millis(2_500), "took {elapsed:?}");
+}
+
+#[test]
+fn a_slow_step_is_bounded_by_the_total_step_timeout() {
+    let sandbox = Sandbox::start_with_delay(5_000);
+    let config = cbss_config(&sandbox, "").replace(
+        "read_ms = 2000, write_ms = 2000, total_ms = 3000",
+        "read_ms = 4000, write_ms = 4000, total_ms = 500",
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let started = Instant::now();
+    let r = gw.post(
+        "/reset",
+        "key-json",
+        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
+    );
+    r.problem(504, "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_millis(2_500));
+}
