@@ -123,17 +123,37 @@ impl Sandbox {
 
     /// The newest OTP sent to `to`.
     pub fn last_otp(&self, to: &str) -> String {
-        self.outbox()
+        let otp = self
+            .outbox()
             .iter()
             .rev()
             .find(|e| e["to"] == to)
             .and_then(|e| e["otp"].as_str())
             .unwrap_or_else(|| panic!("no OTP was sent to {to}"))
-            .to_string()
+            .to_string();
+        remember_secret(&otp);
+        otp
     }
 }
 
 static CONFIG_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// Every API key, OTP and password the suite has sent or read. Each gateway's logs are checked
+/// against all of them when the gateway is dropped, so no test can leak one unnoticed.
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn remember_secrets(secrets: &[&str]) {
+    for s in secrets {
+        remember_secret(s);
+    }
+}
+
+pub fn remember_secret(s: &str) {
+    let mut all = SECRETS.lock().unwrap();
+    if !s.is_empty() && !all.iter().any(|x| x == s) {
+        all.push(s.to_string());
+    }
+}
 
 pub struct Gateway {
     pub proc: Proc,
@@ -172,6 +192,7 @@ impl Gateway {
 
     /// POSTs a JSON body with an API key.
     pub fn post(&self, path: &str, key: &str, body: &str) -> Response {
+        remember_secret(key);
         let auth = format!("Bearer {key}");
         request(
             self.api,
@@ -188,13 +209,16 @@ impl Gateway {
     /// Asserts that no line the gateway logged contains any of `secrets`, nor anything shaped
     /// like a SHA-256 hex signature.
     pub fn assert_logs_clean(&self, secrets: &[&str]) {
+        remember_secrets(secrets);
         let logs = self.proc.logs();
         for s in secrets.iter().filter(|s| !s.is_empty()) {
-            // A numeric OTP is looked for as a whole number, not inside timestamps.
-            let found = if s.bytes().all(|b| b.is_ascii_digit()) {
-                logs.split(|c: char| !c.is_ascii_digit()).any(|w| w == *s)
-            } else {
+            // Short secrets (OTPs, test passwords like "weak") are looked for as whole words, so
+            // that timestamps and ordinary words do not match them by accident.
+            let found = if s.len() >= 8 {
                 logs.contains(s)
+            } else {
+                logs.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                    .any(|w| w == *s)
             };
             assert!(!found, "a secret ({s}) appears in the logs:\n{logs}");
         }
@@ -211,6 +235,11 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.config_path);
+        if !std::thread::panicking() {
+            let secrets = SECRETS.lock().unwrap().clone();
+            let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            self.assert_logs_clean(&refs);
+        }
     }
 }
 
@@ -384,6 +413,7 @@ pub fn start_reset(gw: &Gateway, key: &str, kind: &str, value: &str) -> String {
 }
 
 pub fn verify(gw: &Gateway, key: &str, reset_id: &str, otp: &str) -> Response {
+    remember_secret(otp);
     gw.post(
         "/reset/verify",
         key,
@@ -392,6 +422,7 @@ pub fn verify(gw: &Gateway, key: &str, reset_id: &str, otp: &str) -> Response {
 }
 
 pub fn complete(gw: &Gateway, key: &str, reset_id: &str, password: &str) -> Response {
+    remember_secret(password);
     gw.post(
         "/reset/complete",
         key,

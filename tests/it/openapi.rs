@@ -160,7 +160,7 @@ fn every_status_the_api_answers_is_documented_for_its_path() {
     let next = v.json()["reset_id"].as_str().unwrap().to_string();
     seen.push((
         "/reset/complete",
-        complete(&gw, "key-json", &next, "weak").status,
+        complete(&gw, "key-json", &next, "weakpw").status,
     ));
     seen.push((
         "/reset/complete",
