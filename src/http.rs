@@ -6,7 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use async_trait::async_trait;
+use futures_util::FutureExt;
+
+use crate::api::{ErrorCode, Problem};
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
@@ -161,7 +166,23 @@ async fn serve_connection<H: Handler>(
             // Closed, timed out or a malformed header: nothing to answer on this connection.
             _ => return,
         }
-        let reply = handler.handle(&mut session, Some(peer)).await;
+        // A bug that panics in a handler costs its caller a 500, not the connection or the thread.
+        let handled = AssertUnwindSafe(handler.handle(&mut session, Some(peer)))
+            .catch_unwind()
+            .await;
+        let reply = handled.unwrap_or_else(|_| {
+            tracing::error!("a request handler panicked");
+            let problem = Problem::new(ErrorCode::Internal, "the request failed unexpectedly");
+            let request_id = crate::request_id::generate();
+            let mut reply = Reply::new(
+                500,
+                "application/problem+json",
+                problem.to_json(&request_id, false),
+            )
+            .header("X-Request-Id", request_id);
+            reply.close = true;
+            reply
+        });
         let closing = reply.close || *shutdown.borrow();
         if write_reply(&mut session, reply, closing).await.is_err() {
             return;
