@@ -10,11 +10,13 @@ use std::time::Duration;
 use chrono::FixedOffset;
 use serde::Deserialize;
 
+use crate::limit::Quota;
 use crate::sandbox;
 use crate::secret::Secret;
 use crate::signing::HexCase;
 use crate::token::TokenKeys;
 use crate::upstream::{BaseUrl, Timeouts};
+use crate::vendors::capillary::{CapillarySettings, Variant};
 use crate::vendors::cbss::CbssSettings;
 use crate::vendors::WireFormat;
 
@@ -32,6 +34,8 @@ struct RawConfig {
     tokens: RawTokens,
     #[serde(default)]
     sandbox: Option<RawSandbox>,
+    #[serde(default)]
+    limits: RawLimits,
     #[serde(default)]
     connections: BTreeMap<String, RawConnection>,
     #[serde(default)]
@@ -99,6 +103,51 @@ impl Default for RawTokens {
     }
 }
 
+/// `{ count = 1000, period_secs = 60 }`
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    count: u32,
+    period_secs: u64,
+}
+
+impl RawQuota {
+    const fn new(count: u32, period_secs: u64) -> Self {
+        RawQuota { count, period_secs }
+    }
+
+    fn validate(self, at: &str, problems: &mut Vec<String>) -> Quota {
+        if self.count == 0 || self.count > 1_000_000_000 {
+            problems.push(format!("{at}.count: must be between 1 and 1000000000"));
+        }
+        if !(1..=86_400 * 7).contains(&self.period_secs) {
+            problems.push(format!("{at}.period_secs: must be between 1 and 604800"));
+        }
+        Quota::new(self.count.max(1), Duration::from_secs(self.period_secs))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    per_key: RawQuota,
+    per_identifier: RawQuota,
+    wrong_otps_per_reset: u32,
+    /// Per-key limits by Capillary brand, for tenants on a connection with that brand.
+    brands: BTreeMap<String, RawQuota>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            per_key: RawQuota::new(1000, 60),
+            per_identifier: RawQuota::new(5, 900),
+            wrong_otps_per_reset: 5,
+            brands: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSandbox {
@@ -117,9 +166,37 @@ struct RawConnection {
     base_url: String,
     #[serde(default)]
     timeouts: RawTimeouts,
+    /// The gateway's budget of calls to this vendor account; defaults to the vendor's own limit
+    /// where it is documented (Capillary: 1000 per minute).
+    outbound_limit: Option<RawQuota>,
     /// Exactly one vendor table: the vendor is whichever is present.
     #[serde(default)]
     cbss: Option<RawCbss>,
+    #[serde(default)]
+    capillary: Option<RawCapillary>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapillary {
+    brand: String,
+    #[serde(default)]
+    variant: Variant,
+    #[serde(default = "default_api_key_header")]
+    api_key_header: String,
+    api_key_env: Option<String>,
+    #[serde(default)]
+    sandbox_credentials: bool,
+    #[serde(default = "default_capillary_session_secs")]
+    session_lifetime_secs: u64,
+}
+
+fn default_api_key_header() -> String {
+    "X-Api-Key".into()
+}
+
+fn default_capillary_session_secs() -> u64 {
+    900
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +261,8 @@ struct RawTenant {
     #[serde(default = "yes")]
     vendor_details: bool,
     reset_lifetime_secs: Option<u64>,
+    /// Overrides `limits.per_key` (and any brand's) for this tenant's keys.
+    per_key_limit: Option<RawQuota>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +270,8 @@ struct RawTenant {
 struct RawApiKey {
     name: String,
     key_sha256: String,
+    /// Overrides every other per-key limit for this key.
+    limit: Option<RawQuota>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -219,6 +300,24 @@ pub struct SandboxSettings {
 #[derive(Debug, Clone)]
 pub enum VendorSettings {
     Cbss(CbssSettings),
+    Capillary(CapillarySettings),
+}
+
+impl VendorSettings {
+    /// The vendor's own documented rate limit, used as the outbound budget by default.
+    fn default_outbound(&self) -> Option<Quota> {
+        match self {
+            VendorSettings::Cbss(_) => None,
+            VendorSettings::Capillary(_) => Some(Quota::new(1000, Duration::from_secs(60))),
+        }
+    }
+
+    fn brand(&self) -> Option<&str> {
+        match self {
+            VendorSettings::Cbss(_) => None,
+            VendorSettings::Capillary(c) => Some(&c.brand),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +325,8 @@ pub struct ConnectionSettings {
     pub name: String,
     pub base_url: BaseUrl,
     pub timeouts: Timeouts,
+    /// The gateway's budget of calls to this vendor account, if any.
+    pub outbound: Option<Quota>,
     pub vendor: VendorSettings,
 }
 
@@ -233,6 +334,13 @@ pub struct ConnectionSettings {
 pub struct ApiKey {
     pub name: String,
     pub sha256: [u8; 32],
+    /// This key's per-key limit, overrides resolved.
+    pub quota: Quota,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub per_identifier: Quota,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +351,8 @@ pub struct TenantSettings {
     pub reveal_unknown_identifiers: bool,
     pub vendor_details: bool,
     pub reset_lifetime: Duration,
+    /// Wrong one-time codes: `count` per reset, a cell returning only after a whole reset lifetime.
+    pub wrong_otp_quota: Quota,
 }
 
 #[derive(Debug)]
@@ -252,6 +362,7 @@ pub struct Config {
     pub token_keys: TokenKeys,
     pub token_keys_env: String,
     pub sandbox: Option<SandboxSettings>,
+    pub limits: LimitSettings,
     pub connections: Vec<ConnectionSettings>,
     pub tenants: Vec<TenantSettings>,
 }
@@ -351,6 +462,25 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         _ => None,
     };
 
+    let l = &raw.limits;
+    let default_per_key = l.per_key.validate("limits.per_key", &mut problems);
+    let per_identifier = l
+        .per_identifier
+        .validate("limits.per_identifier", &mut problems);
+    if !(1..=100).contains(&l.wrong_otps_per_reset) {
+        problems.push("limits.wrong_otps_per_reset: must be between 1 and 100".into());
+    }
+    let brands: BTreeMap<&str, Quota> = l
+        .brands
+        .iter()
+        .map(|(brand, q)| {
+            (
+                brand.as_str(),
+                q.validate(&format!("limits.brands.{brand}"), &mut problems),
+            )
+        })
+        .collect();
+
     let mut connections = Vec::new();
     for (name, conn) in &raw.connections {
         match validate_connection(name, conn, sandbox.is_some()) {
@@ -381,8 +511,26 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         if t.api_keys.is_empty() {
             problems.push(format!("{at}: api_keys must list at least one key"));
         }
+        let brand = connections
+            .iter()
+            .find(|c: &&ConnectionSettings| c.name == t.connection)
+            .and_then(|c| c.vendor.brand());
+        let tenant_quota = match t.per_key_limit {
+            Some(q) => q.validate(&format!("{at}.per_key_limit"), &mut problems),
+            None => brand
+                .and_then(|b| brands.get(b).copied())
+                .unwrap_or(default_per_key),
+        };
         let mut keys = Vec::new();
+        let mut key_names = HashSet::new();
         for key in &t.api_keys {
+            if !key_names.insert(key.name.as_str()) {
+                problems.push(format!("{at}: two api keys are named `{}`", key.name));
+            }
+            let quota = match key.limit {
+                Some(q) => q.validate(&format!("{at}.api_keys.{}.limit", key.name), &mut problems),
+                None => tenant_quota,
+            };
             match decode_sha256(&key.key_sha256) {
                 Some(sha) => {
                     if !key_hashes.insert(sha) {
@@ -394,6 +542,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
                     keys.push(ApiKey {
                         name: key.name.clone(),
                         sha256: sha,
+                        quota,
                     });
                 }
                 None => problems.push(format!(
@@ -415,6 +564,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
             reveal_unknown_identifiers: t.reveal_unknown_identifiers,
             vendor_details: t.vendor_details,
             reset_lifetime: Duration::from_secs(lifetime),
+            wrong_otp_quota: Quota::new(
+                l.wrong_otps_per_reset.max(1),
+                Duration::from_secs(lifetime) * l.wrong_otps_per_reset.max(1),
+            ),
         });
     }
 
@@ -434,6 +587,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
             token_keys: token_keys.expect("no problems means the keys parsed"),
             token_keys_env: raw.tokens.keys_env.clone(),
             sandbox,
+            limits: LimitSettings { per_identifier },
             connections,
             tenants,
         })
@@ -476,22 +630,32 @@ fn validate_connection(
         total: Duration::from_millis(t.total_ms),
         idle: Duration::from_millis(t.idle_ms),
     };
-    let vendor = match &conn.cbss {
-        Some(cbss) => {
+    let vendor = match (&conn.cbss, &conn.capillary) {
+        (Some(cbss), None) => {
             validate_cbss(&at, cbss, sandbox_enabled, &mut problems).map(VendorSettings::Cbss)
         }
-        None => {
+        (None, Some(cap)) => validate_capillary(&at, cap, sandbox_enabled, &mut problems)
+            .map(VendorSettings::Capillary),
+        (None, None) => {
             problems.push(format!(
-                "{at}: add the vendor's table, for example [{at}.cbss]"
+                "{at}: add one vendor's table, for example [{at}.cbss] or [{at}.capillary]"
             ));
             None
         }
+        _ => {
+            problems.push(format!("{at}: a connection has exactly one vendor table"));
+            None
+        }
     };
+    let outbound = conn
+        .outbound_limit
+        .map(|q| q.validate(&format!("{at}.outbound_limit"), &mut problems));
     match (problems.is_empty(), base_url, vendor) {
         (true, Some(base_url), Some(vendor)) => Ok(ConnectionSettings {
             name: name.to_string(),
             base_url,
             timeouts,
+            outbound: outbound.or_else(|| vendor.default_outbound()),
             vendor,
         }),
         _ => Err(problems),
@@ -573,6 +737,63 @@ fn validate_cbss(
     })
 }
 
+fn validate_capillary(
+    at: &str,
+    raw: &RawCapillary,
+    sandbox_enabled: bool,
+    problems: &mut Vec<String>,
+) -> Option<CapillarySettings> {
+    let at = format!("{at}.capillary");
+    if raw.brand.is_empty() || raw.brand.len() > 128 {
+        problems.push(format!("{at}.brand: required, at most 128 characters"));
+    }
+    let header_ok = !raw.api_key_header.is_empty()
+        && raw
+            .api_key_header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !header_ok {
+        problems.push(format!("{at}.api_key_header: must be a header name"));
+    }
+    if !(10..=86_400).contains(&raw.session_lifetime_secs) {
+        problems.push(format!(
+            "{at}.session_lifetime_secs: must be between 10 and 86400"
+        ));
+    }
+    let api_key = match (raw.sandbox_credentials, &raw.api_key_env) {
+        (true, None) => {
+            if !sandbox_enabled {
+                problems.push(format!(
+                    "{at}.sandbox_credentials: needs the built-in sandbox ([sandbox] enabled)"
+                ));
+            }
+            Some(Secret::new(sandbox::capillary::DEMO_API_KEY))
+        }
+        (true, Some(_)) => {
+            problems.push(format!(
+                "{at}: sandbox_credentials and api_key_env exclude each other"
+            ));
+            None
+        }
+        (false, Some(env)) => Secret::from_env(env)
+            .map_err(|e| problems.push(format!("{at}.api_key_env: {e}")))
+            .ok(),
+        (false, None) => {
+            problems.push(format!(
+                "{at}.api_key_env: name the environment variable that holds it"
+            ));
+            None
+        }
+    };
+    Some(CapillarySettings {
+        brand: raw.brand.clone(),
+        variant: raw.variant,
+        api_key: api_key?,
+        api_key_header: raw.api_key_header.clone(),
+        session_lifetime: Duration::from_secs(raw.session_lifetime_secs),
+    })
+}
+
 fn parse_offset(s: &str) -> Option<FixedOffset> {
     let sign = match s.as_bytes().first()? {
         b'+' => 1,
@@ -629,8 +850,19 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
         assert_eq!(c.server.api_listen, "127.0.0.1:8080");
         assert_eq!(c.server.max_body_bytes, 16384);
         assert_eq!(c.tenants[0].reset_lifetime, Duration::from_secs(600));
-        let VendorSettings::Cbss(cbss) = &c.connections[0].vendor;
+        let VendorSettings::Cbss(cbss) = &c.connections[0].vendor else {
+            panic!("a CBSS connection");
+        };
         assert_eq!(cbss.client_code, "DEMO");
+        assert_eq!(
+            c.tenants[0].api_keys[0].quota,
+            Quota::new(1000, Duration::from_secs(60))
+        );
+        assert_eq!(
+            c.limits.per_identifier,
+            Quota::new(5, Duration::from_secs(900))
+        );
+        assert_eq!(c.connections[0].outbound, None);
         assert!(!format!("{:?}", c.connections).contains(sandbox::cbss::DEMO_CLIENT.client_key));
     }
 

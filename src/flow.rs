@@ -1,4 +1,5 @@
-//! The canonical steps: open the reset id, call the tenant's vendor adapter, seal the next reset id.
+//! The canonical steps: check the step's limits, open the reset id, call the tenant's vendor
+//! adapter, seal the next reset id.
 //!
 //! The gateway keeps no per-reset state: everything a later step needs travels sealed in the
 //! reset id. Concealment lives here: a vendor's "no such identifier" becomes an ordinary-looking
@@ -8,11 +9,19 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::api::types::{CompleteRequest, StartRequest, VerifyRequest};
+use crate::api::types::{CompleteRequest, Identifier, IdentifierKind, StartRequest, VerifyRequest};
 use crate::api::{ErrorCode, Problem};
 use crate::gateway::Tenant;
+use crate::limit::{LimitName, LimitState, Limiter, Mode, Quota};
 use crate::token::{ResetClaims, Step, TokenKeys};
-use crate::vendors::{CodeInput, StartInput, StepContext};
+use crate::vendors::{CanonicalStep, CodeInput, StartInput, StepContext};
+
+/// What every step needs from the gateway besides the tenant.
+pub struct Env<'a> {
+    pub keys: &'a TokenKeys,
+    pub limiter: &'a dyn Limiter,
+    pub per_identifier: Quota,
+}
 
 /// A successful step's answer: its status and JSON body.
 pub struct StepReply {
@@ -67,6 +76,70 @@ fn lifetime(tenant: &Tenant) -> Duration {
     }
 }
 
+/// A stable, non-reversible name for "this identifier at this tenant", for limiter keys.
+fn subject(tenant: &str, identifier: &Identifier) -> String {
+    let normalized = match identifier.kind {
+        IdentifierKind::Mobile => identifier.value.trim_start_matches('+').to_string(),
+        _ => identifier.value.to_lowercase(),
+    };
+    let digest = crate::signing::sha256(
+        format!("{tenant}\0{}\0{normalized}", identifier.kind.as_str()).as_bytes(),
+    );
+    hex::encode(&digest[..16])
+}
+
+async fn check(
+    env: &Env<'_>,
+    name: LimitName,
+    key: &str,
+    quota: Quota,
+    mode: Mode,
+) -> Result<LimitState, LimitState> {
+    let decision = env.limiter.check(key, quota, mode).await;
+    let state = LimitState {
+        name,
+        quota,
+        decision,
+    };
+    if decision.allowed {
+        Ok(state)
+    } else {
+        Err(state)
+    }
+}
+
+/// Spends the connection's outbound budget for all of `step`'s vendor calls at once.
+async fn spend_outbound(
+    env: &Env<'_>,
+    tenant: &Tenant,
+    step: CanonicalStep,
+) -> Result<(), Problem> {
+    let calls = tenant.adapter.vendor_calls(step);
+    let Some((key, quota)) = &tenant.outbound else {
+        return Ok(());
+    };
+    if calls == 0 {
+        return Ok(());
+    }
+    check(env, LimitName::Outbound, key, *quota, Mode::Consume(calls))
+        .await
+        .map(|_| ())
+        .map_err(|state| {
+            Problem::limited(
+                ErrorCode::UpstreamUnavailable,
+                format!(
+                    "the gateway's budget of calls to {} is spent for now",
+                    tenant.adapter.vendor()
+                ),
+                state,
+            )
+        })
+}
+
+fn wrong_otp_key(claims: &ResetClaims) -> String {
+    format!("per-reset:{}:{}", claims.tenant, claims.subject)
+}
+
 /// Opens a reset id presented under `tenant`'s key and checks it is ready for `step`.
 fn open(
     keys: &TokenKeys,
@@ -101,11 +174,30 @@ fn open(
 }
 
 pub async fn start(
-    keys: &TokenKeys,
+    env: &Env<'_>,
     tenant: &Tenant,
     ctx: &StepContext,
     req: StartRequest,
 ) -> Result<StepReply, Problem> {
+    let subject = subject(&tenant.settings.name, &req.identifier);
+    let key = format!("per-identifier:{}:{subject}", tenant.settings.name);
+    check(
+        env,
+        LimitName::PerIdentifier,
+        &key,
+        env.per_identifier,
+        Mode::Consume(1),
+    )
+    .await
+    .map_err(|state| {
+        Problem::limited(
+            ErrorCode::RateLimited,
+            "too many resets for this identifier; try again later",
+            state,
+        )
+    })?;
+    spend_outbound(env, tenant, CanonicalStep::Start).await?;
+
     let input = StartInput {
         identifier: req.identifier,
         device_id: req.device_id.unwrap_or_else(crate::request_id::generate),
@@ -126,46 +218,84 @@ pub async fn start(
     let claims = ResetClaims {
         id: crate::request_id::generate(),
         tenant: tenant.settings.name.clone(),
+        subject,
         step: Step::Verify,
         expires_at: now_secs() + lifetime(tenant).as_secs() as i64,
         concealed,
         vendor,
     };
-    Ok(progress(keys, &claims, 202))
+    Ok(progress(env.keys, &claims, 202))
 }
 
 pub async fn verify(
-    keys: &TokenKeys,
+    env: &Env<'_>,
     tenant: &Tenant,
     ctx: &StepContext,
     req: VerifyRequest,
 ) -> Result<StepReply, Problem> {
-    let claims = open(keys, tenant, &req.reset_id, Step::Verify)?;
-    if claims.concealed {
+    let claims = open(env.keys, tenant, &req.reset_id, Step::Verify)?;
+    let otp_key = wrong_otp_key(&claims);
+    let otp_quota = tenant.settings.wrong_otp_quota;
+    let exceeded = |state| {
+        Problem::limited(
+            ErrorCode::AttemptsExceeded,
+            "too many wrong codes for this reset; try again later",
+            state,
+        )
+    };
+    check(env, LimitName::PerReset, &otp_key, otp_quota, Mode::Peek)
+        .await
+        .map_err(exceeded)?;
+
+    let result = if claims.concealed {
         // The vendor never knew this identifier: fail exactly as a wrong code would.
-        return Err(Problem::new(
+        Err(Problem::new(
             ErrorCode::InvalidOtp,
             "the one-time code is wrong",
-        ));
-    }
-    let vendor = tenant.adapter.verify(ctx, &claims.vendor, &req.otp).await?;
-    let next = ResetClaims {
-        step: Step::Complete,
-        vendor,
-        ..claims
+        ))
+    } else {
+        spend_outbound(env, tenant, CanonicalStep::Verify).await?;
+        tenant.adapter.verify(ctx, &claims.vendor, &req.otp).await
     };
-    Ok(progress(keys, &next, 200))
+    match result {
+        Ok(vendor) => {
+            let next = ResetClaims {
+                step: Step::Complete,
+                vendor,
+                ..claims
+            };
+            Ok(progress(env.keys, &next, 200))
+        }
+        Err(p) if p.code == ErrorCode::InvalidOtp => {
+            // Count the wrong code. The peek above let it through, so this spends the cell; if a
+            // concurrent request took the last one first, this attempt is over the limit too.
+            match check(
+                env,
+                LimitName::PerReset,
+                &otp_key,
+                otp_quota,
+                Mode::Consume(1),
+            )
+            .await
+            {
+                Ok(_) => Err(p),
+                Err(state) => Err(exceeded(state)),
+            }
+        }
+        Err(p) => Err(p),
+    }
 }
 
 pub async fn complete(
-    keys: &TokenKeys,
+    env: &Env<'_>,
     tenant: &Tenant,
     ctx: &StepContext,
     req: CompleteRequest,
 ) -> Result<StepReply, Problem> {
     match (req.reset_id, req.reset_code) {
         (Some(reset_id), None) => {
-            let claims = open(keys, tenant, &reset_id, Step::Complete)?;
+            let claims = open(env.keys, tenant, &reset_id, Step::Complete)?;
+            spend_outbound(env, tenant, CanonicalStep::Complete).await?;
             tenant
                 .adapter
                 .complete(ctx, &claims.vendor, &req.new_password)
@@ -179,6 +309,7 @@ pub async fn complete(
                 session_id: req.session_id,
                 new_password: req.new_password,
             };
+            spend_outbound(env, tenant, CanonicalStep::CompleteWithCode).await?;
             tenant.adapter.complete_with_code(ctx, &input).await?;
         }
         _ => {

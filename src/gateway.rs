@@ -18,9 +18,11 @@ use crate::api::{openapi, ErrorCode, Problem};
 use crate::config::{Config, TenantSettings, VendorSettings};
 use crate::flow;
 use crate::http::{path, read_body, BodyError, Handler, Reply};
+use crate::limit::{self, LimitName, LimitState, Limiter, Mode, Quota};
 use crate::signing::sha256;
 use crate::token::TokenKeys;
 use crate::upstream::UpstreamClient;
+use crate::vendors::capillary::Capillary;
 use crate::vendors::cbss::Cbss;
 use crate::vendors::{StepContext, VendorAdapter};
 use crate::{language, request_id};
@@ -31,17 +33,24 @@ pub struct Tenant {
     pub adapter: Arc<dyn VendorAdapter>,
     /// The connection's time budget for a whole step.
     pub step_timeout: Duration,
+    /// The connection's outbound budget: its limiter key and quota.
+    pub outbound: Option<(String, Quota)>,
 }
 
 struct KeyEntry {
     sha256: [u8; 32],
     tenant: usize,
+    /// The limiter key of this API key's per-key limit (names, never the key itself).
+    limit_key: String,
+    quota: Quota,
 }
 
 pub struct Gateway {
     tenants: Vec<Tenant>,
     keys: Vec<KeyEntry>,
     token_keys: TokenKeys,
+    limiter: Arc<dyn Limiter>,
+    per_identifier: Quota,
     max_body_bytes: usize,
     openapi: Bytes,
 }
@@ -69,42 +78,55 @@ struct Outcome {
     tenant: Option<String>,
     step: Option<&'static str>,
     code: Option<&'static str>,
+    /// The API key's per-key limit after this request, for the RateLimit fields.
+    per_key: Option<LimitState>,
 }
 
 impl Gateway {
     /// Builds the gateway from a validated config, taking its token keys.
-    pub fn new(config: &mut Config) -> Gateway {
-        let mut adapters: Vec<(String, Arc<dyn VendorAdapter>, Duration)> = Vec::new();
+    pub fn new(config: &mut Config, limiter: Arc<dyn Limiter>) -> Gateway {
+        let mut adapters = Vec::new();
         for conn in &config.connections {
             let client = UpstreamClient::new(conn.base_url.clone(), conn.timeouts);
             let adapter: Arc<dyn VendorAdapter> = match &conn.vendor {
                 VendorSettings::Cbss(settings) => Arc::new(Cbss::new(settings.clone(), client)),
+                VendorSettings::Capillary(settings) => {
+                    Arc::new(Capillary::new(settings.clone(), client))
+                }
             };
-            adapters.push((conn.name.clone(), adapter, conn.timeouts.total));
+            let outbound = conn
+                .outbound
+                .map(|quota| (format!("outbound:{}", conn.name), quota));
+            adapters.push((conn.name.clone(), adapter, conn.timeouts.total, outbound));
         }
         let mut tenants = Vec::new();
         let mut keys = Vec::new();
         for settings in &config.tenants {
-            let (_, adapter, step_timeout) = adapters
+            let (_, adapter, step_timeout, outbound) = adapters
                 .iter()
-                .find(|(name, _, _)| *name == settings.connection)
+                .find(|(name, _, _, _)| *name == settings.connection)
                 .expect("validated config: every tenant's connection exists");
             for key in &settings.api_keys {
                 keys.push(KeyEntry {
                     sha256: key.sha256,
                     tenant: tenants.len(),
+                    limit_key: format!("per-key:{}:{}", settings.name, key.name),
+                    quota: key.quota,
                 });
             }
             tenants.push(Tenant {
                 settings: settings.clone(),
                 adapter: adapter.clone(),
                 step_timeout: *step_timeout,
+                outbound: outbound.clone(),
             });
         }
         Gateway {
             tenants,
             keys,
             token_keys: std::mem::replace(&mut config.token_keys, TokenKeys::ephemeral()),
+            limiter,
+            per_identifier: config.limits.per_identifier,
             max_body_bytes: config.server.max_body_bytes,
             openapi: Bytes::from(openapi::document(config.server.max_body_bytes)),
         }
@@ -112,7 +134,7 @@ impl Gateway {
 
     /// Finds the tenant of a bearer key. Every configured key hash is compared, in constant time,
     /// so the time taken says nothing about which key (if any) matched.
-    fn authenticate(&self, authorization: Option<&[u8]>) -> Result<&Tenant, Problem> {
+    fn authenticate(&self, authorization: Option<&[u8]>) -> Result<&KeyEntry, Problem> {
         let unauthenticated = |detail: &str| Problem::new(ErrorCode::Unauthenticated, detail);
         let header =
             authorization.ok_or_else(|| unauthenticated("send Authorization: Bearer <api key>"))?;
@@ -123,15 +145,13 @@ impl Gateway {
             .filter(|k| !k.is_empty() && k.len() <= 512)
             .ok_or_else(|| unauthenticated("the Authorization header must be Bearer <api key>"))?;
         let presented = sha256(key);
-        let mut found: Option<usize> = None;
+        let mut found: Option<&KeyEntry> = None;
         for entry in &self.keys {
             if bool::from(entry.sha256.ct_eq(&presented)) {
-                found = Some(entry.tenant);
+                found = Some(entry);
             }
         }
-        found
-            .map(|i| &self.tenants[i])
-            .ok_or_else(|| unauthenticated("the API key is not known"))
+        found.ok_or_else(|| unauthenticated("the API key is not known"))
     }
 
     async fn step(
@@ -143,11 +163,28 @@ impl Gateway {
         outcome: &mut Outcome,
     ) -> Result<(u16, Vec<u8>), (Problem, bool, bool)> {
         // The bool pair: (show the vendor member, close the connection).
-        let tenant = self
+        let key = self
             .authenticate(session.get_header("Authorization").map(|v| v.as_bytes()))
             .map_err(|p| (p, false, true))?;
+        let tenant = &self.tenants[key.tenant];
         outcome.tenant = Some(tenant.settings.name.clone());
         let show_vendor = tenant.settings.vendor_details;
+
+        let decision = self
+            .limiter
+            .check(&key.limit_key, key.quota, Mode::Consume(1))
+            .await;
+        let per_key = LimitState {
+            name: LimitName::PerKey,
+            quota: key.quota,
+            decision,
+        };
+        outcome.per_key = Some(per_key);
+        if !decision.allowed {
+            let detail = "this API key's request rate is over its limit";
+            let problem = Problem::limited(ErrorCode::RateLimited, detail, per_key);
+            return Err((problem, show_vendor, true));
+        }
 
         let content_type = session.get_header_bytes("Content-Type");
         if !is_json(content_type) {
@@ -191,17 +228,21 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok())
                 .map(|s| s.chars().take(512).collect()),
         };
-        let keys = &self.token_keys;
+        let env = flow::Env {
+            keys: &self.token_keys,
+            limiter: self.limiter.as_ref(),
+            per_identifier: self.per_identifier,
+        };
         let work = async {
             match route {
                 Route::Start => {
-                    flow::start(keys, tenant, &ctx, parse::<StartRequest>(&body)?).await
+                    flow::start(&env, tenant, &ctx, parse::<StartRequest>(&body)?).await
                 }
                 Route::Verify => {
-                    flow::verify(keys, tenant, &ctx, parse::<VerifyRequest>(&body)?).await
+                    flow::verify(&env, tenant, &ctx, parse::<VerifyRequest>(&body)?).await
                 }
                 Route::Complete => {
-                    flow::complete(keys, tenant, &ctx, parse::<CompleteRequest>(&body)?).await
+                    flow::complete(&env, tenant, &ctx, parse::<CompleteRequest>(&body)?).await
                 }
             }
         };
@@ -233,6 +274,25 @@ fn is_json(content_type: &[u8]) -> bool {
     essence
         .trim_ascii()
         .eq_ignore_ascii_case(b"application/json")
+}
+
+/// The RateLimit fields: the key's own limit on every answer, and the limit that refused the
+/// request when it was another.
+fn rate_limit_headers(
+    mut reply: Reply,
+    per_key: Option<LimitState>,
+    hit: Option<LimitState>,
+) -> Reply {
+    let mut states: Vec<LimitState> = per_key.into_iter().collect();
+    if let Some(hit) = hit.filter(|h| h.name != LimitName::PerKey) {
+        states.push(hit);
+    }
+    if !states.is_empty() {
+        for (name, value) in limit::headers(&states) {
+            reply = reply.header(name, value);
+        }
+    }
+    reply
 }
 
 /// The one place a `Problem` becomes a response.
@@ -274,10 +334,13 @@ impl Handler for Gateway {
                     .step(route, session, peer, &request_id, &mut outcome)
                     .await
                 {
-                    Ok((status, body)) => Reply::json(status, body),
+                    Ok((status, body)) => {
+                        rate_limit_headers(Reply::json(status, body), outcome.per_key, None)
+                    }
                     Err((problem, show_vendor, close)) => {
                         outcome.code = Some(problem.code.as_str());
-                        problem_reply(&problem, &request_id, show_vendor, close)
+                        let reply = problem_reply(&problem, &request_id, show_vendor, close);
+                        rate_limit_headers(reply, outcome.per_key, problem.limit.as_deref().copied())
                     }
                 }
             }

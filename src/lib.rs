@@ -11,6 +11,7 @@ pub mod flow;
 pub mod gateway;
 pub mod http;
 pub mod language;
+pub mod limit;
 pub mod request_id;
 pub mod run;
 pub mod sandbox;

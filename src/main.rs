@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use reset_gateway::config::Config;
-use reset_gateway::sandbox::Faults;
+use reset_gateway::sandbox::capillary::CapillaryOptions;
+use reset_gateway::sandbox::SandboxOptions;
 use reset_gateway::signing::sha256;
 use reset_gateway::token::TokenKeys;
 
@@ -51,6 +52,12 @@ enum Command {
         /// Delay every vendor answer by this many milliseconds (to try timeouts).
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Capillary's requests per minute per API key.
+        #[arg(long, default_value_t = 1000)]
+        capillary_rate_limit: u32,
+        /// How long a Capillary sessionId lives, in seconds.
+        #[arg(long, default_value_t = 900)]
+        capillary_session_secs: u64,
     },
 }
 
@@ -101,10 +108,19 @@ fn main() -> ExitCode {
             println!("{}", TokenKeys::generate_spec(&id));
             ExitCode::SUCCESS
         }
-        Command::Sandbox { listen, delay_ms } => fail(reset_gateway::run::sandbox(
+        Command::Sandbox {
+            listen,
+            delay_ms,
+            capillary_rate_limit,
+            capillary_session_secs,
+        } => fail(reset_gateway::run::sandbox(
             &listen,
-            Faults {
+            SandboxOptions {
                 delay: Duration::from_millis(delay_ms),
+                capillary: CapillaryOptions {
+                    rate_limit_per_minute: capillary_rate_limit.max(1),
+                    session_ttl: Duration::from_secs(capillary_session_secs.max(1)),
+                },
             },
         )),
     }

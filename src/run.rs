@@ -12,7 +12,8 @@ use crate::admin::Admin;
 use crate::config::{Config, LogFormat};
 use crate::gateway::Gateway;
 use crate::http::{bind, HttpService};
-use crate::sandbox::{Faults, Sandbox};
+use crate::limit::memory::MemoryLimiter;
+use crate::sandbox::{Sandbox, SandboxOptions};
 
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
@@ -78,11 +79,12 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     let mut outbox = None;
     if let Some(listener) = sandbox {
         announce.push_str(&format!(" sandbox=http://{}", addr(&listener)));
-        let sandbox = Arc::new(Sandbox::new(Faults::default()));
+        let sandbox = Arc::new(Sandbox::new(SandboxOptions::default()));
         outbox = Some(sandbox.outbox.clone());
         server.add_service(HttpService::new("sandbox", listener, sandbox));
     }
-    let gateway = Arc::new(Gateway::new(&mut config));
+    let limiter = Arc::new(MemoryLimiter::new());
+    let gateway = Arc::new(Gateway::new(&mut config, limiter));
     server.add_service(HttpService::new("api", api, gateway));
     server.add_service(HttpService::new("admin", admin, Arc::new(Admin { outbox })));
 
@@ -97,7 +99,7 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
 }
 
 /// Runs only the sandbox vendors, for tests and for developing against them.
-pub fn sandbox(listen: &str, faults: Faults) -> Result<(), String> {
+pub fn sandbox(listen: &str, options: SandboxOptions) -> Result<(), String> {
     init_logging(LogFormat::Text, "info");
     let listener = bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -105,7 +107,7 @@ pub fn sandbox(listen: &str, faults: Faults) -> Result<(), String> {
     server.add_service(HttpService::new(
         "sandbox",
         listener,
-        Arc::new(Sandbox::new(faults)),
+        Arc::new(Sandbox::new(options)),
     ));
     println!("reset-gateway sandbox listening http://{local}");
     let _ = std::io::stdout().flush();

@@ -36,6 +36,10 @@ pub struct ResetClaims {
     pub id: String,
     #[serde(rename = "t")]
     pub tenant: String,
+    /// A hash of the tenant and identifier this reset is for: the key of its wrong-code limit, so
+    /// starting a new reset (a fresh code) does not reset the count.
+    #[serde(rename = "u", default)]
+    pub subject: String,
     #[serde(rename = "s")]
     pub step: Step,
     /// Expiry, seconds since the Unix epoch.
@@ -224,6 +228,7 @@ mod tests {
         ResetClaims {
             id: "r1".into(),
             tenant: "t".into(),
+            subject: "0123456789abcdef0123456789abcdef".into(),
             step: Step::Verify,
             expires_at: 1_900_000_000,
             concealed: false,

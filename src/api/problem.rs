@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use crate::limit::LimitState;
+
 /// The stable machine codes of the canonical contract, each with its HTTP status and title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -142,9 +144,11 @@ pub struct VendorDetail {
 pub struct Problem {
     pub code: ErrorCode,
     pub detail: String,
-    pub vendor: Option<VendorDetail>,
+    pub vendor: Option<Box<VendorDetail>>,
     /// Seconds for the `Retry-After` header, when the caller should come back later.
     pub retry_after: Option<u64>,
+    /// The gateway limit that refused the request, named in the body and the RateLimit fields.
+    pub limit: Option<Box<LimitState>>,
 }
 
 #[derive(Serialize)]
@@ -157,6 +161,8 @@ struct ProblemBody<'a> {
     detail: &'a str,
     request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     vendor: Option<&'a VendorDetail>,
 }
 
@@ -167,11 +173,21 @@ impl Problem {
             detail: detail.into(),
             vendor: None,
             retry_after: None,
+            limit: None,
+        }
+    }
+
+    /// A refusal by one of the gateway's limits: `code` with `Retry-After` and the limit's state.
+    pub fn limited(code: ErrorCode, detail: impl Into<String>, state: LimitState) -> Self {
+        Problem {
+            retry_after: Some(state.retry_after_secs()),
+            limit: Some(Box::new(state)),
+            ..Problem::new(code, detail)
         }
     }
 
     pub fn with_vendor(mut self, vendor: VendorDetail) -> Self {
-        self.vendor = Some(vendor);
+        self.vendor = Some(Box::new(vendor));
         self
     }
 
@@ -193,8 +209,9 @@ impl Problem {
             code: self.code.as_str(),
             detail: &self.detail,
             request_id,
+            limit: self.limit.as_ref().map(|l| l.name.as_str()),
             vendor: if include_vendor {
-                self.vendor.as_ref()
+                self.vendor.as_deref()
             } else {
                 None
             },

@@ -6,9 +6,10 @@
 //! Invariant: the sandbox shares no wire code with the adapters. It implements each vendor from
 //! the vendor's documentation on its own, so an adapter that gets the protocol wrong fails here.
 
+pub mod capillary;
 pub mod cbss;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +67,8 @@ pub struct Customer {
     pub mobile: &'static str,
     pub username: &'static str,
     pub password: String,
+    /// A customer whose password the vendor cannot reset (Capillary answers 1532).
+    pub locked: bool,
 }
 
 /// The demo customers every sandbox vendor starts with. Documented in the README.
@@ -76,37 +79,90 @@ pub fn demo_customers() -> Vec<Customer> {
             mobile: "+66812345678",
             username: "somchai",
             password: "Old-Passw0rd".into(),
+            locked: false,
         },
         Customer {
             email: "mei@example.com",
             mobile: "+886912345678",
             username: "mei",
             password: "Old-Passw0rd".into(),
+            locked: false,
+        },
+        Customer {
+            email: "locked@example.com",
+            mobile: "+66800000000",
+            username: "locked",
+            password: "Old-Passw0rd".into(),
+            locked: true,
         },
     ]
 }
 
-/// Knobs for exercising the gateway against a misbehaving vendor.
+/// How the sandbox vendors behave, including knobs for exercising the gateway against a slow or
+/// strict vendor.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Faults {
+pub struct SandboxOptions {
     /// Wait this long before answering any vendor request.
     pub delay: Duration,
+    pub capillary: capillary::CapillaryOptions,
 }
 
 /// All sandbox vendors behind one listener, each under its own path prefix (`/cbss/...`).
 pub struct Sandbox {
     pub outbox: Arc<Outbox>,
     cbss: cbss::CbssSandbox,
-    faults: Faults,
+    capillary: capillary::CapillarySandbox,
+    /// Vendor requests received, by vendor: proof of whether the gateway called.
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+    options: SandboxOptions,
 }
 
 impl Sandbox {
-    pub fn new(faults: Faults) -> Self {
+    pub fn new(options: SandboxOptions) -> Self {
         let outbox = Arc::new(Outbox::default());
         Sandbox {
             cbss: cbss::CbssSandbox::new(outbox.clone()),
+            capillary: capillary::CapillarySandbox::new(outbox.clone(), options.capillary),
             outbox,
-            faults,
+            calls: Mutex::new(BTreeMap::new()),
+            options,
+        }
+    }
+
+    fn count(&self, vendor: &'static str) {
+        *self
+            .calls
+            .lock()
+            .expect("calls lock")
+            .entry(vendor)
+            .or_default() += 1;
+    }
+
+    /// The sandbox's own control endpoints, under `/sandbox/`.
+    fn control(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        match (method, path) {
+            ("GET", "/sandbox/outbox") => Reply::json(200, self.outbox.to_json()),
+            ("GET", "/sandbox/calls") => {
+                let calls = self.calls.lock().expect("calls lock");
+                Reply::json(200, serde_json::to_vec(&*calls).unwrap_or_default())
+            }
+            ("POST", "/sandbox/capillary/next-status") => {
+                let code = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v.get("code").and_then(|c| c.as_u64()));
+                match code {
+                    Some(code) => {
+                        self.capillary.force_next(code as u32);
+                        Reply::json(200, &b"{}"[..])
+                    }
+                    None => Reply::text(400, "send {\"code\": 1506}\n"),
+                }
+            }
+            ("POST", "/sandbox/capillary/drop-sessions") => {
+                self.capillary.drop_sessions();
+                Reply::json(200, &b"{}"[..])
+            }
+            _ => Reply::text(404, "no such sandbox control\n"),
         }
     }
 }
@@ -115,11 +171,11 @@ impl Sandbox {
 impl Handler for Sandbox {
     async fn handle(&self, session: &mut ServerSession, _peer: Option<SocketAddr>) -> Reply {
         let path = path(session).to_string();
-        let method = session.req_header().method.clone();
-        if path == "/sandbox/outbox" {
+        let method = session.req_header().method.as_str().to_string();
+        if path == "/sandbox/outbox" && method == "GET" {
             return Reply::json(200, self.outbox.to_json());
         }
-        if method != "POST" {
+        if method != "POST" && !path.starts_with("/sandbox/") {
             return Reply::text(405, "sandbox vendors take POST\n");
         }
         let body = match read_body(session, MAX_BODY).await {
@@ -130,10 +186,21 @@ impl Handler for Sandbox {
                 return reply;
             }
         };
-        if !self.faults.delay.is_zero() {
-            tokio::time::sleep(self.faults.delay).await;
+        if path.starts_with("/sandbox/") {
+            return self.control(&method, &path, &body);
+        }
+        if !self.options.delay.is_zero() {
+            tokio::time::sleep(self.options.delay).await;
+        }
+        if let Some(rest) = path.strip_prefix("/capillary/") {
+            self.count("capillary");
+            let api_key = session
+                .get_header(capillary::API_KEY_HEADER)
+                .map(|v| v.as_bytes().to_vec());
+            return self.capillary.handle(rest, api_key.as_deref(), &body);
         }
         if let Some(rest) = path.strip_prefix("/cbss/") {
+            self.count("cbss");
             let query = session.req_header().uri.query().unwrap_or("").to_string();
             let content_type = session
                 .get_header("Content-Type")

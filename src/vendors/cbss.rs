@@ -12,8 +12,8 @@ use chrono::FixedOffset;
 use serde::Deserialize;
 
 use super::{
-    clip_vendor_text, dotnet_timestamp, failure_problem, status_problem, unsupported, CodeInput,
-    StartInput, StepContext, VendorAdapter, VendorState, WireFormat,
+    clip_vendor_text, dotnet_timestamp, failure_problem, status_problem, unsupported,
+    CanonicalStep, CodeInput, StartInput, StepContext, VendorAdapter, VendorState, WireFormat,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem, VendorDetail};
@@ -453,6 +453,13 @@ impl VendorAdapter for Cbss {
 
     fn session_lifetime(&self) -> Option<Duration> {
         Some(self.settings.session_lifetime)
+    }
+
+    fn vendor_calls(&self, step: CanonicalStep) -> u32 {
+        match step {
+            CanonicalStep::CompleteWithCode => 0,
+            _ => 1,
+        }
     }
 
     async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<VendorState, Problem> {

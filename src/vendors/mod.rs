@@ -5,6 +5,7 @@
 //! take canonical inputs, speak their vendor's wire format through `upstream`, and return canonical
 //! results or a `Problem`. Vendor wire structs stay private to their vendor's file.
 
+pub mod capillary;
 pub mod cbss;
 
 use std::time::Duration;
@@ -44,6 +45,15 @@ pub struct CodeInput {
     pub new_password: String,
 }
 
+/// The canonical steps, for what differs per step (such as how many vendor calls one makes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanonicalStep {
+    Start,
+    Verify,
+    Complete,
+    CompleteWithCode,
+}
+
 /// The vendor's state for one reset, carried sealed inside the reset id.
 pub type VendorState = serde_json::Value;
 
@@ -54,6 +64,10 @@ pub trait VendorAdapter: Send + Sync {
 
     /// How long the vendor keeps a reset session open, if it says; reset ids never outlive it.
     fn session_lifetime(&self) -> Option<Duration>;
+
+    /// How many vendor calls `step` makes: the outbound budget is spent before the first, all at
+    /// once, so a step is never left half done for want of budget. 0 for a step it does not have.
+    fn vendor_calls(&self, step: CanonicalStep) -> u32;
 
     /// OTP flow, step 1: ask the vendor to send a one-time code. Returns the state the later steps
     /// need. A vendor that does not know the identifier answers `identifier_not_found`.

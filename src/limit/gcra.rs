@@ -1,0 +1,133 @@
+//! The generic cell rate algorithm (GCRA): one pure function that every limiter backend uses, so
+//! the in-memory and shared backends decide alike.
+//!
+//! A quota of `count` per `period` emits one cell every `period / count` and tolerates a burst of
+//! `count`. The state is one number per key: the theoretical arrival time (TAT) of the next cell.
+//! A key whose TAT is not after now is the same as a key never seen, so it can be forgotten.
+
+use std::time::Duration;
+
+/// `count` requests per `period`, smooth (no window edges), bursting up to `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl Quota {
+    pub fn new(count: u32, period: Duration) -> Quota {
+        Quota { count, period }
+    }
+
+    /// Nanoseconds between cells (at least 1).
+    pub fn interval_ns(&self) -> u64 {
+        (self.period.as_nanos() as u64 / u64::from(self.count.max(1))).max(1)
+    }
+
+    /// The burst tolerance: how far the TAT may run ahead of now.
+    pub fn tolerance_ns(&self) -> u64 {
+        self.interval_ns() * u64::from(self.count.max(1))
+    }
+}
+
+/// What one check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Requests still allowed right now after this one.
+    pub remaining: u32,
+    /// Until the quota is whole again (allowed), or until one request is allowed (refused).
+    pub reset: Duration,
+    /// When refused: how long until a request would be allowed.
+    pub retry_after: Duration,
+}
+
+/// Decides a request of `cost` cells at `now` against the stored TAT. Returns the decision and,
+/// when the request is allowed, the TAT to store.
+pub fn decide(tat: Option<u64>, now: u64, quota: Quota, cost: u32) -> (Decision, Option<u64>) {
+    let interval = quota.interval_ns();
+    let tolerance = quota.tolerance_ns();
+    let tat = tat.unwrap_or(now).max(now);
+    let new_tat = tat.saturating_add(interval.saturating_mul(u64::from(cost)));
+    let ahead = new_tat - now;
+    if ahead <= tolerance {
+        let decision = Decision {
+            allowed: true,
+            remaining: ((tolerance - ahead) / interval) as u32,
+            reset: Duration::from_nanos(ahead),
+            retry_after: Duration::ZERO,
+        };
+        (decision, Some(new_tat))
+    } else {
+        let retry = ahead - tolerance;
+        let decision = Decision {
+            allowed: false,
+            remaining: (tolerance.saturating_sub(tat - now) / interval) as u32,
+            reset: Duration::from_nanos(retry),
+            retry_after: Duration::from_nanos(retry),
+        };
+        (decision, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_fresh_key_bursts_to_the_quota_and_no_further() {
+        let q = Quota::new(1000, Duration::from_secs(60));
+        let now = 100 * SEC;
+        let mut tat = None;
+        for i in 0..1000 {
+            let (d, next) = decide(tat, now, q, 1);
+            assert!(d.allowed, "request {i}");
+            assert_eq!(d.remaining, 999 - i);
+            tat = next;
+        }
+        let (d, next) = decide(tat, now, q, 1);
+        assert!(!d.allowed);
+        assert_eq!(next, None);
+        assert_eq!(d.remaining, 0);
+        assert_eq!(d.retry_after, Duration::from_millis(60));
+    }
+
+    #[test]
+    fn cells_come_back_smoothly() {
+        let q = Quota::new(5, Duration::from_secs(10));
+        let mut tat = None;
+        for _ in 0..5 {
+            tat = decide(tat, 0, q, 1).1;
+        }
+        assert!(!decide(tat, 0, q, 1).0.allowed);
+        // One cell per 2 s: refused just before, allowed at 2 s, one at a time.
+        assert!(!decide(tat, 2 * SEC - 1, q, 1).0.allowed);
+        let (d, t2) = decide(tat, 2 * SEC, q, 1);
+        assert!(d.allowed && d.remaining == 0);
+        assert!(!decide(t2, 2 * SEC, q, 1).0.allowed);
+        // After a whole period idle the key is fresh again.
+        let (d, _) = decide(t2, 12 * SEC, q, 1);
+        assert_eq!(d.remaining, 4);
+    }
+
+    #[test]
+    fn a_multi_cell_request_is_all_or_nothing() {
+        let q = Quota::new(3, Duration::from_secs(3));
+        let (d, tat) = decide(None, 0, q, 2);
+        assert!(d.allowed && d.remaining == 1);
+        let (d, none) = decide(tat, 0, q, 2);
+        assert!(!d.allowed && none.is_none() && d.remaining == 1);
+        assert!(decide(tat, 0, q, 1).0.allowed);
+    }
+
+    #[test]
+    fn a_stored_tat_in_the_past_is_a_fresh_key() {
+        let q = Quota::new(2, Duration::from_secs(2));
+        assert_eq!(
+            decide(Some(0), 50 * SEC, q, 1),
+            decide(None, 50 * SEC, q, 1)
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! The in-process limiter backend: GCRA state in a sharded map, idle keys swept away.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::gcra::{decide, Decision, Quota};
+use super::{Limiter, Mode};
+
+const SHARDS: usize = 64;
+/// How often a shard drops keys whose state has fully recovered.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+struct Shard {
+    /// Key hash -> TAT in nanoseconds since `epoch`.
+    tats: HashMap<u64, u64>,
+    last_sweep: u64,
+}
+
+/// Keys are stored as 64-bit keyed hashes: memory stays small and fixed per key, and no
+/// identifier is kept in memory in the clear.
+pub struct MemoryLimiter {
+    shards: Vec<Mutex<Shard>>,
+    hasher: RandomState,
+    epoch: Instant,
+}
+
+impl Default for MemoryLimiter {
+    fn default() -> Self {
+        MemoryLimiter::new()
+    }
+}
+
+impl MemoryLimiter {
+    pub fn new() -> Self {
+        MemoryLimiter {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        tats: HashMap::new(),
+                        last_sweep: 0,
+                    })
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// The synchronous decision, for callers outside async code (and benchmarks).
+    pub fn check_now(&self, key: &str, quota: Quota, mode: Mode) -> Decision {
+        let hash = self.hasher.hash_one(key);
+        let now = self.now_ns();
+        let mut shard = self.shards[(hash % SHARDS as u64) as usize]
+            .lock()
+            .expect("limiter shard lock");
+        if now.saturating_sub(shard.last_sweep) >= SWEEP_EVERY.as_nanos() as u64 {
+            shard.tats.retain(|_, tat| *tat > now);
+            shard.last_sweep = now;
+        }
+        let (cost, store) = match mode {
+            Mode::Consume(cost) => (cost, true),
+            Mode::Peek => (1, false),
+        };
+        let (decision, new_tat) = decide(shard.tats.get(&hash).copied(), now, quota, cost);
+        if let (true, Some(tat)) = (store, new_tat) {
+            shard.tats.insert(hash, tat);
+        }
+        decision
+    }
+
+    /// Keys currently held (for tests and memory measurements).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().expect("limiter shard lock").tats.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every key whose state has fully recovered, now.
+    pub fn sweep(&self) {
+        let now = self.now_ns();
+        for shard in &self.shards {
+            let mut shard = shard.lock().expect("limiter shard lock");
+            shard.tats.retain(|_, tat| *tat > now);
+            shard.tats.shrink_to_fit();
+            shard.last_sweep = now;
+        }
+    }
+}
+
+#[async_trait]
+impl Limiter for MemoryLimiter {
+    async fn check(&self, key: &str, quota: Quota, mode: Mode) -> Decision {
+        self.check_now(key, quota, mode)
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_independent_and_peeks_consume_nothing() {
+        let l = MemoryLimiter::new();
+        let q = Quota::new(2, Duration::from_secs(60));
+        assert!(l.check_now("a", q, Mode::Consume(1)).allowed);
+        assert!(l.check_now("a", q, Mode::Consume(1)).allowed);
+        for _ in 0..3 {
+            assert!(!l.check_now("a", q, Mode::Peek).allowed);
+        }
+        assert!(!l.check_now("a", q, Mode::Consume(1)).allowed);
+        assert!(l.check_now("b", q, Mode::Peek).allowed);
+        assert!(l.check_now("b", q, Mode::Consume(1)).allowed);
+    }
+
+    #[test]
+    fn recovered_keys_are_swept() {
+        let l = MemoryLimiter::new();
+        let q = Quota::new(1000, Duration::from_millis(10));
+        for i in 0..1000 {
+            l.check_now(&format!("k{i}"), q, Mode::Consume(1));
+        }
+        assert_eq!(l.len(), 1000);
+        std::thread::sleep(Duration::from_millis(20));
+        l.sweep();
+        assert!(l.is_empty());
+    }
+}

@@ -1,0 +1,131 @@
+//! Rate limits: the `Limiter` seam every backend implements, the names of the gateway's limits,
+//! and the IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-headers).
+//!
+//! Every limit is GCRA (`gcra.rs`). The in-process backend is `memory.rs`; a shared backend
+//! implements the same trait.
+
+pub mod gcra;
+pub mod memory;
+
+use async_trait::async_trait;
+
+pub use gcra::{Decision, Quota};
+
+/// Whether a check spends cells or only looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Spend this many cells if they are all available.
+    Consume(u32),
+    /// Would one cell be allowed? Spends nothing.
+    Peek,
+}
+
+#[async_trait]
+pub trait Limiter: Send + Sync {
+    /// Decides one request for `key` under `quota`. Never fails: a backend that cannot decide
+    /// applies its configured fallback and says so in its decision.
+    async fn check(&self, key: &str, quota: Quota, mode: Mode) -> Decision;
+
+    /// The backend's name, for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+}
+
+/// The gateway's limits, by the name they carry in problems and RateLimit fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitName {
+    /// Requests per API key.
+    PerKey,
+    /// `POST /reset` per identifier.
+    PerIdentifier,
+    /// Wrong one-time codes per reset.
+    PerReset,
+    /// Vendor calls per vendor connection (credential).
+    Outbound,
+}
+
+impl LimitName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitName::PerKey => "per-key",
+            LimitName::PerIdentifier => "per-identifier",
+            LimitName::PerReset => "per-reset",
+            LimitName::Outbound => "outbound",
+        }
+    }
+}
+
+/// A limit's quota and its latest decision, for the RateLimit fields of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitState {
+    pub name: LimitName,
+    pub quota: Quota,
+    pub decision: Decision,
+}
+
+impl LimitState {
+    /// One `RateLimit-Policy` list member: `"per-key";q=1000;w=60`.
+    pub fn policy_item(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.name.as_str(),
+            self.quota.count,
+            self.quota.period.as_secs().max(1)
+        )
+    }
+
+    /// One `RateLimit` list member: `"per-key";r=999;t=1`.
+    pub fn state_item(&self) -> String {
+        format!(
+            "\"{}\";r={};t={}",
+            self.name.as_str(),
+            self.decision.remaining,
+            ceil_secs(self.decision.reset)
+        )
+    }
+
+    /// Whole seconds for `Retry-After`, rounded up so a client that waits is not refused again.
+    pub fn retry_after_secs(&self) -> u64 {
+        ceil_secs(self.decision.retry_after).max(1)
+    }
+}
+
+fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The `RateLimit-Policy` and `RateLimit` header values for these limits.
+pub fn headers(states: &[LimitState]) -> [(&'static str, String); 2] {
+    let policy: Vec<String> = states.iter().map(LimitState::policy_item).collect();
+    let state: Vec<String> = states.iter().map(LimitState::state_item).collect();
+    [
+        ("RateLimit-Policy", policy.join(", ")),
+        ("RateLimit", state.join(", ")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn header_items_follow_the_draft_syntax() {
+        let state = LimitState {
+            name: LimitName::PerKey,
+            quota: Quota::new(1000, Duration::from_secs(60)),
+            decision: Decision {
+                allowed: false,
+                remaining: 0,
+                reset: Duration::from_millis(6_001),
+                retry_after: Duration::from_millis(6_001),
+            },
+        };
+        assert_eq!(state.policy_item(), "\"per-key\";q=1000;w=60");
+        assert_eq!(state.state_item(), "\"per-key\";r=0;t=7");
+        assert_eq!(state.retry_after_secs(), 7);
+        let [(p, pv), (s, sv)] = headers(&[state, state]);
+        assert_eq!((p, s), ("RateLimit-Policy", "RateLimit"));
+        assert_eq!(pv, "\"per-key\";q=1000;w=60, \"per-key\";q=1000;w=60");
+        assert_eq!(sv, "\"per-key\";r=0;t=7, \"per-key\";r=0;t=7");
+    }
+}

@@ -1,0 +1,454 @@
+//! Capillary Auth Engine: token/generate, otp/generate, otp/validate and password/forget, on the
+//! mobile (`/auth/v1/...`) or web (`/auth/v1/web/...`) paths.
+//!
+//! Business errors arrive as `status.success = false` with a `status.code` (often under HTTP 200);
+//! each documented 15xx code maps to the canonical problem it means. The operator's API key travels
+//! in a configurable header; Capillary counts its rate limit per that key.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    clip_vendor_text, failure_problem, status_problem, unsupported, CanonicalStep, CodeInput,
+    StartInput, StepContext, VendorAdapter, VendorState,
+};
+use crate::api::types::IdentifierKind;
+use crate::api::{ErrorCode, Problem, VendorDetail};
+use crate::secret::Secret;
+use crate::upstream::{UpstreamClient, UpstreamRequest};
+
+const VENDOR: &str = "capillary";
+
+/// Which of Capillary's two path families a tenant uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// `auth/v1/web/...`: deviceId optional (the gateway sends one anyway).
+    #[default]
+    Web,
+    /// `auth/v1/...`: deviceId mandatory.
+    Mobile,
+}
+
+#[derive(Debug, Clone)]
+pub struct CapillarySettings {
+    pub brand: String,
+    pub variant: Variant,
+    pub api_key: Secret,
+    pub api_key_header: String,
+    /// Capillary's sessionId lives 15 minutes.
+    pub session_lifetime: Duration,
+}
+
+pub struct Capillary {
+    settings: CapillarySettings,
+    client: UpstreamClient,
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    TokenGenerate,
+    OtpGenerate,
+    OtpValidate,
+    PasswordForget,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::TokenGenerate => "token/generate",
+            Endpoint::OtpGenerate => "otp/generate",
+            Endpoint::OtpValidate => "otp/validate",
+            Endpoint::PasswordForget => "password/forget",
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    identifier_type: &'a str,
+    identifier_value: &'a str,
+    device_id: &'a str,
+    brand: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otp: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confirm_password: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status: Status,
+    #[serde(default)]
+    user: Option<User>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    success: bool,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct User {
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+/// The reset's state at Capillary, sealed in the reset id between steps.
+#[derive(Serialize, Deserialize)]
+struct State {
+    #[serde(rename = "s")]
+    session_id: String,
+    #[serde(rename = "d")]
+    device_id: String,
+    #[serde(rename = "t")]
+    identifier_type: String,
+    #[serde(rename = "v")]
+    identifier_value: String,
+}
+
+/// Capillary's documented status codes and their canonical meaning.
+const STATUS_CODES: &[(u32, ErrorCode, &str)] = &[
+    (
+        1505,
+        ErrorCode::ResetExpired,
+        "Capillary no longer knows this reset's session",
+    ),
+    (1506, ErrorCode::InvalidOtp, "the one-time code is wrong"),
+    (
+        1507,
+        ErrorCode::UpstreamError,
+        "Capillary says the identifier does not match the session",
+    ),
+    (
+        1508,
+        ErrorCode::UpstreamError,
+        "Capillary says the device does not match the session",
+    ),
+    (
+        1509,
+        ErrorCode::UpstreamError,
+        "Capillary says the brand does not match: check the connection's brand",
+    ),
+    (
+        1515,
+        ErrorCode::IdentifierNotFound,
+        "no account has this identifier",
+    ),
+    (
+        1518,
+        ErrorCode::AttemptsExceeded,
+        "too many wrong codes for this reset",
+    ),
+    (
+        1521,
+        ErrorCode::UpstreamError,
+        "Capillary says the password and its confirmation differ",
+    ),
+    (
+        1524,
+        ErrorCode::UnsupportedStep,
+        "passwords are not enabled for this brand at Capillary",
+    ),
+    (
+        1527,
+        ErrorCode::PasswordReused,
+        "the new password equals the old one",
+    ),
+    (
+        1528,
+        ErrorCode::PasswordRejected,
+        "Capillary says the password is invalid",
+    ),
+    (
+        1529,
+        ErrorCode::ResetExpired,
+        "the reset's session expired at Capillary",
+    ),
+    (
+        1530,
+        ErrorCode::AttemptsExceeded,
+        "too many password attempts for this reset",
+    ),
+    (
+        1532,
+        ErrorCode::UpstreamError,
+        "Capillary was unable to reset the password",
+    ),
+    (
+        1534,
+        ErrorCode::RateLimited,
+        "Capillary will send no more codes to this customer for now",
+    ),
+    (
+        1542,
+        ErrorCode::PasswordRejected,
+        "the new password does not meet the brand's requirements",
+    ),
+    (
+        1546,
+        ErrorCode::InvalidRequest,
+        "Capillary does not accept this identifier type",
+    ),
+];
+
+/// The canonical problem for a Capillary status code (`None` for an unknown code).
+pub fn problem_for_code(code: u32) -> Option<(ErrorCode, &'static str)> {
+    STATUS_CODES
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map(|(_, canonical, detail)| (*canonical, *detail))
+}
+
+impl Capillary {
+    pub fn new(settings: CapillarySettings, client: UpstreamClient) -> Self {
+        Capillary { settings, client }
+    }
+
+    fn path(&self, endpoint: Endpoint) -> String {
+        match self.settings.variant {
+            Variant::Web => format!("auth/v1/web/{}", endpoint.path()),
+            Variant::Mobile => format!("auth/v1/{}", endpoint.path()),
+        }
+    }
+
+    async fn call(
+        &self,
+        ctx: &StepContext,
+        endpoint: Endpoint,
+        body: &Body<'_>,
+        never_echo: &[&str],
+    ) -> Result<Answer, Problem> {
+        let bytes = serde_json::to_vec(body).expect("the body serializes");
+        let path = self.path(endpoint);
+        let response = self
+            .client
+            .post(&UpstreamRequest {
+                path_and_query: &path,
+                content_type: "application/json",
+                body: &bytes,
+                headers: &[
+                    (
+                        self.settings.api_key_header.as_str(),
+                        self.settings.api_key.expose(),
+                    ),
+                    ("X-Request-Id", ctx.request_id.as_str()),
+                ],
+            })
+            .await
+            .map_err(|f| failure_problem(VENDOR, f))?;
+        if let Some(problem) = status_problem(VENDOR, &response) {
+            return Err(problem);
+        }
+        let vendor = |code: Option<String>, message: Option<String>| VendorDetail {
+            name: VENDOR,
+            status: response.status,
+            code,
+            message: message.map(|m| clip_vendor_text(&m, never_echo)),
+        };
+        let answer: Answer = serde_json::from_slice(&response.body).map_err(|_| {
+            let detail = if matches!(response.status, 401 | 403) {
+                "Capillary refused the gateway's API key: check the connection's api_key_env"
+            } else {
+                "capillary answered something the gateway could not read"
+            };
+            Problem::new(ErrorCode::UpstreamError, detail).with_vendor(vendor(None, None))
+        })?;
+        if answer.status.success && (200..300).contains(&response.status) {
+            return Ok(answer);
+        }
+        let code = answer.status.code.as_ref().and_then(|c| match c {
+            serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        });
+        let detail = vendor(code.map(|c| c.to_string()), answer.status.message);
+        Err(match code.and_then(problem_for_code) {
+            Some((canonical, text)) => Problem::new(canonical, text).with_vendor(detail),
+            None if matches!(response.status, 401 | 403) => Problem::new(
+                ErrorCode::UpstreamError,
+                "Capillary refused the gateway's API key: check the connection's api_key_env",
+            )
+            .with_vendor(detail),
+            None => Problem::new(
+                ErrorCode::UpstreamError,
+                "capillary refused the request with a status the gateway does not know",
+            )
+            .with_vendor(detail),
+        })
+    }
+
+    fn body<'a>(&'a self, state: &'a State) -> Body<'a> {
+        Body {
+            identifier_type: &state.identifier_type,
+            identifier_value: &state.identifier_value,
+            device_id: &state.device_id,
+            brand: &self.settings.brand,
+            session_id: Some(&state.session_id),
+            otp: None,
+            password: None,
+            confirm_password: None,
+        }
+    }
+}
+
+fn open_state(state: &VendorState) -> Result<State, Problem> {
+    serde_json::from_value(state.clone()).map_err(|_| {
+        Problem::new(
+            ErrorCode::InvalidResetId,
+            "the reset id carries no Capillary session",
+        )
+    })
+}
+
+#[async_trait]
+impl VendorAdapter for Capillary {
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn session_lifetime(&self) -> Option<Duration> {
+        Some(self.settings.session_lifetime)
+    }
+
+    fn vendor_calls(&self, step: CanonicalStep) -> u32 {
+        match step {
+            CanonicalStep::Start => 2,
+            CanonicalStep::Verify | CanonicalStep::Complete => 1,
+            CanonicalStep::CompleteWithCode => 0,
+        }
+    }
+
+    async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<VendorState, Problem> {
+        let (identifier_type, value) = match input.identifier.kind {
+            IdentifierKind::Email => ("EMAIL", input.identifier.value.clone()),
+            // Capillary writes mobile numbers as digits with the country code and no '+'.
+            IdentifierKind::Mobile => (
+                "MOBILE",
+                input.identifier.value.trim_start_matches('+').to_string(),
+            ),
+            IdentifierKind::Username => ("USERNAME", input.identifier.value.clone()),
+        };
+        let mut body = Body {
+            identifier_type,
+            identifier_value: &value,
+            device_id: &input.device_id,
+            brand: &self.settings.brand,
+            session_id: None,
+            otp: None,
+            password: None,
+            confirm_password: None,
+        };
+        let token = self.call(ctx, Endpoint::TokenGenerate, &body, &[]).await?;
+        let session_id = token
+            .user
+            .and_then(|u| u.session_id)
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .ok_or_else(|| {
+                Problem::new(
+                    ErrorCode::UpstreamError,
+                    "capillary generated a token but returned no sessionId",
+                )
+            })?;
+        body.session_id = Some(&session_id);
+        self.call(ctx, Endpoint::OtpGenerate, &body, &[]).await?;
+        let state = State {
+            session_id: session_id.clone(),
+            device_id: input.device_id.clone(),
+            identifier_type: identifier_type.to_string(),
+            identifier_value: value.clone(),
+        };
+        Ok(serde_json::to_value(state).expect("the state serializes"))
+    }
+
+    async fn verify(
+        &self,
+        ctx: &StepContext,
+        state: &VendorState,
+        otp: &str,
+    ) -> Result<VendorState, Problem> {
+        let open = open_state(state)?;
+        let body = Body {
+            otp: Some(otp),
+            ..self.body(&open)
+        };
+        self.call(ctx, Endpoint::OtpValidate, &body, &[otp]).await?;
+        Ok(state.clone())
+    }
+
+    async fn complete(
+        &self,
+        ctx: &StepContext,
+        state: &VendorState,
+        new_password: &str,
+    ) -> Result<(), Problem> {
+        let open = open_state(state)?;
+        let body = Body {
+            password: Some(new_password),
+            confirm_password: Some(new_password),
+            ..self.body(&open)
+        };
+        self.call(ctx, Endpoint::PasswordForget, &body, &[new_password])
+            .await?;
+        Ok(())
+    }
+
+    async fn complete_with_code(
+        &self,
+        _ctx: &StepContext,
+        _input: &CodeInput,
+    ) -> Result<(), Problem> {
+        Err(unsupported(VENDOR, "reset_code completion"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_code_has_a_mapping() {
+        for code in [
+            1505, 1506, 1507, 1508, 1509, 1515, 1518, 1521, 1524, 1527, 1528, 1529, 1530, 1532,
+            1534, 1542, 1546,
+        ] {
+            assert!(problem_for_code(code).is_some(), "{code}");
+        }
+        assert_eq!(problem_for_code(1506).unwrap().0, ErrorCode::InvalidOtp);
+        assert_eq!(problem_for_code(1527).unwrap().0, ErrorCode::PasswordReused);
+        assert!(problem_for_code(1999).is_none());
+    }
+
+    #[test]
+    fn bodies_use_capillary_field_names() {
+        let body = Body {
+            identifier_type: "MOBILE",
+            identifier_value: "919999922332",
+            device_id: "d1",
+            brand: "DocDemo",
+            session_id: Some("P-1"),
+            otp: None,
+            password: Some("pw"),
+            confirm_password: Some("pw"),
+        };
+        let v = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"identifierType": "MOBILE", "identifierValue": "919999922332",
+                "deviceId": "d1", "brand": "DocDemo", "sessionId": "P-1",
+                "password": "pw", "confirmPassword": "pw"})
+        );
+    }
+}
