@@ -340,7 +340,11 @@ impl Handler for Gateway {
                     Err((problem, show_vendor, close)) => {
                         outcome.code = Some(problem.code.as_str());
                         let reply = problem_reply(&problem, &request_id, show_vendor, close);
-                        rate_limit_headers(reply, outcome.per_key, problem.limit.as_deref().copied())
+                        rate_limit_headers(
+                            reply,
+                            outcome.per_key,
+                            problem.limit.as_deref().copied(),
+                        )
                     }
                 }
             }

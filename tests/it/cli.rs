@@ -128,7 +128,7 @@ fn the_default_config_serves_the_walkthrough_with_the_in_process_sandbox() {
     assert_eq!(health.status, 200);
     assert_eq!(request(gw.admin, "GET", "/readyz", &[], b"").status, 200);
 
-    for key in ["demo-cbss-key", "demo-cbss-xml-key"] {
+    for key in ["demo-cbss-key", "demo-cbss-xml-key", "demo-capillary-key"] {
         let reset_id = start_reset(&gw, key, "email", EMAIL);
         let outbox = request(gw.admin, "GET", "/sandbox/outbox", &[], b"").json();
         let otp = outbox.as_array().unwrap().last().unwrap()["otp"]

@@ -97,14 +97,13 @@ impl Sandbox {
     }
 
     pub fn start_with_delay(delay_ms: u64) -> Sandbox {
+        Sandbox::start_with(&["--delay-ms", &delay_ms.to_string()])
+    }
+
+    /// Starts the sandbox with extra command-line flags.
+    pub fn start_with(flags: &[&str]) -> Sandbox {
         let mut cmd = Command::new(BIN);
-        cmd.args([
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--delay-ms",
-            &delay_ms.to_string(),
-        ]);
+        cmd.args(["sandbox", "--listen", "127.0.0.1:0"]).args(flags);
         let (proc, line) = Proc::spawn(cmd, "reset-gateway sandbox listening");
         let addr = addr_after(&line, "http://");
         Sandbox { proc, addr }
@@ -119,6 +118,26 @@ impl Sandbox {
         let r = request(self.addr, "GET", "/sandbox/outbox", &[], b"");
         assert_eq!(r.status, 200);
         serde_json::from_slice::<Vec<serde_json::Value>>(&r.body).unwrap()
+    }
+
+    /// How many requests each sandbox vendor has received.
+    pub fn calls(&self, vendor: &str) -> u64 {
+        let r = request(self.addr, "GET", "/sandbox/calls", &[], b"");
+        assert_eq!(r.status, 200);
+        r.json()[vendor].as_u64().unwrap_or(0)
+    }
+
+    /// Makes the sandbox's Capillary answer its next business request with `code`.
+    pub fn force_capillary_status(&self, code: u32) {
+        let body = format!(r#"{{"code":{code}}}"#);
+        let r = request(
+            self.addr,
+            "POST",
+            "/sandbox/capillary/next-status",
+            &[],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200);
     }
 
     /// The newest OTP sent to `to`.
@@ -283,6 +302,45 @@ api_keys = [{{ name = "k", key_sha256 = "{xml}" }}]
         xml = sha256_hex("key-xml"),
     )
 }
+
+/// A config with Capillary connections on `sandbox`: tenants `web` (key-web) and `mobile`
+/// (key-mobile), and any extra TOML appended.
+pub fn capillary_config(sandbox: &Sandbox, extra: &str) -> String {
+    let url = sandbox.url("capillary");
+    format!(
+        r#"
+[connections.web]
+base_url = "{url}"
+timeouts = {{ connect_ms = 500, read_ms = 2000, write_ms = 2000, total_ms = 3000 }}
+[connections.web.capillary]
+brand = "DocDemo"
+variant = "web"
+api_key_env = "IT_CAPILLARY_KEY"
+
+[connections.mobile]
+base_url = "{url}"
+[connections.mobile.capillary]
+brand = "DocDemo"
+variant = "mobile"
+api_key_env = "IT_CAPILLARY_KEY"
+
+[[tenants]]
+name = "web"
+connection = "web"
+api_keys = [{{ name = "k", key_sha256 = "{web}" }}]
+
+[[tenants]]
+name = "mobile"
+connection = "mobile"
+api_keys = [{{ name = "k", key_sha256 = "{mobile}" }}]
+{extra}
+"#,
+        web = sha256_hex("key-web"),
+        mobile = sha256_hex("key-mobile"),
+    )
+}
+
+pub const CAPILLARY_ENV: &[(&str, &str)] = &[("IT_CAPILLARY_KEY", "sandbox-capillary-key")];
 
 /// The sandbox's public demo credentials, as a real deployment would pass them: in the environment.
 pub const CBSS_ENV: &[(&str, &str)] = &[

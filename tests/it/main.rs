@@ -4,7 +4,9 @@
 mod harness;
 
 mod auth_and_input;
+mod capillary_flow;
 mod cbss_flow;
 mod cli;
+mod limits;
 mod openapi;
 mod upstream_faults;

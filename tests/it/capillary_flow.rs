@@ -1,0 +1,194 @@
+//! Capillary end to end on both path variants, and every documented status code mapped.
+
+use crate::harness::*;
+
+fn full_flow(key: &str, kind: &str, value: &str) {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, key, kind, value);
+    // Capillary writes mobile numbers without '+': that is where its outbox sends the code.
+    let otp = sandbox.last_otp(value.trim_start_matches('+'));
+    let v = verify(&gw, key, &reset_id, &otp);
+    assert_eq!(v.status, 200, "{}", String::from_utf8_lossy(&v.body));
+    let next = v.json()["reset_id"].as_str().unwrap().to_string();
+    let r = complete(&gw, key, &next, "Capillary-n3w");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["status"], "completed");
+    // token/generate + otp/generate + otp/validate + password/forget.
+    assert_eq!(sandbox.calls("capillary"), 4);
+}
+
+#[test]
+fn full_flow_on_the_web_paths() {
+    full_flow("key-web", "email", EMAIL);
+}
+
+#[test]
+fn full_flow_on_the_mobile_paths() {
+    full_flow("key-mobile", "mobile", MOBILE);
+}
+
+#[test]
+fn usernames_work_at_capillary() {
+    full_flow("key-web", "username", "somchai");
+}
+
+#[test]
+fn realistic_refusals_map_to_their_problems() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let p = verify(&gw, "key-web", &reset_id, wrong).problem(422, "invalid_otp");
+    assert_eq!(p["vendor"]["code"], "1506");
+    let next = verify(&gw, "key-web", &reset_id, &otp).json()["reset_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = complete(&gw, "key-web", &next, "has space 1").problem(422, "password_rejected");
+    assert_eq!(p["vendor"]["code"], "1528");
+    let p = complete(&gw, "key-web", &next, "weakpw").problem(422, "password_rejected");
+    assert_eq!(p["vendor"]["code"], "1542");
+    let p = complete(&gw, "key-web", &next, OLD_PASSWORD).problem(422, "password_reused");
+    assert_eq!(p["vendor"]["code"], "1527");
+    assert_eq!(complete(&gw, "key-web", &next, "Capillary-n3w").status, 200);
+
+    // A customer Capillary cannot reset.
+    let reset_id = start_reset(&gw, "key-web", "email", "locked@example.com");
+    let otp = sandbox.last_otp("locked@example.com");
+    let next = verify(&gw, "key-web", &reset_id, &otp).json()["reset_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = complete(&gw, "key-web", &next, "Capillary-n3w").problem(502, "upstream_error");
+    assert_eq!(p["vendor"]["code"], "1532");
+}
+
+#[test]
+fn unknown_users_are_concealed() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", "nobody@example.com");
+    verify(&gw, "key-web", &reset_id, "123456").problem(422, "invalid_otp");
+    // token/generate only: the decoy's verification never reaches the vendor.
+    assert_eq!(sandbox.calls("capillary"), 1);
+}
+
+#[test]
+fn a_brand_without_passwords_is_unsupported_step() {
+    let sandbox = Sandbox::start();
+    let config = capillary_config(&sandbox, "").replacen("DocDemo", "NoPasswordDemo", 1);
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let next = verify(&gw, "key-web", &reset_id, &otp).json()["reset_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = complete(&gw, "key-web", &next, "Capillary-n3w").problem(501, "unsupported_step");
+    assert_eq!(p["vendor"]["code"], "1524");
+}
+
+#[test]
+fn an_expired_or_lost_session_is_reset_expired() {
+    let sandbox = Sandbox::start_with(&["--capillary-session-secs", "1"]);
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let p = verify(&gw, "key-web", &reset_id, &otp).problem(410, "reset_expired");
+    assert_eq!(p["vendor"]["code"], "1529");
+
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let r = request(
+        sandbox.addr,
+        "POST",
+        "/sandbox/capillary/drop-sessions",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let p = verify(&gw, "key-web", &reset_id, &otp).problem(410, "reset_expired");
+    assert_eq!(p["vendor"]["code"], "1505");
+}
+
+#[test]
+fn every_documented_status_code_maps_to_its_canonical_problem() {
+    let sandbox = Sandbox::start();
+    let more_starts = "[limits]\nper_identifier = { count = 100, period_secs = 60 }\n";
+    let gw = Gateway::start(&capillary_config(&sandbox, more_starts), CAPILLARY_ENV);
+    let expected: &[(u32, u16, &str)] = &[
+        (1505, 410, "reset_expired"),
+        (1506, 422, "invalid_otp"),
+        (1507, 502, "upstream_error"),
+        (1508, 502, "upstream_error"),
+        (1509, 502, "upstream_error"),
+        (1518, 429, "attempts_exceeded"),
+        (1521, 502, "upstream_error"),
+        (1524, 501, "unsupported_step"),
+        (1527, 422, "password_reused"),
+        (1528, 422, "password_rejected"),
+        (1529, 410, "reset_expired"),
+        (1530, 429, "attempts_exceeded"),
+        (1532, 502, "upstream_error"),
+        (1534, 429, "rate_limited"),
+        (1542, 422, "password_rejected"),
+        (1546, 400, "invalid_request"),
+        (1999, 502, "upstream_error"),
+    ];
+    for (i, (code, status, canonical)) in expected.iter().enumerate() {
+        // A fresh reset for each code, spread over the customers to stay under the sandbox's
+        // limit of OTPs per customer.
+        let email = [EMAIL, "mei@example.com", "locked@example.com"][i % 3];
+        let reset_id = start_reset(&gw, "key-web", "email", email);
+        sandbox.force_capillary_status(*code);
+        let p = verify(&gw, "key-web", &reset_id, "123456").problem(*status, canonical);
+        assert_eq!(p["vendor"]["code"], code.to_string(), "{code}");
+        assert_eq!(p["vendor"]["name"], "capillary");
+    }
+    // 1515 at the start is concealed like any unknown identifier.
+    sandbox.force_capillary_status(1515);
+    let r = gw.post(
+        "/reset",
+        "key-mobile",
+        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
+    );
+    assert_eq!(r.status, 202);
+}
+
+#[test]
+fn capillarys_own_rate_limit_is_upstream_unavailable_with_retry_after() {
+    let sandbox = Sandbox::start_with(&["--capillary-rate-limit", "3"]);
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    start_reset(&gw, "key-web", "email", EMAIL);
+    let r = gw.post(
+        "/reset",
+        "key-web",
+        r#"{"identifier":{"type":"email","value":"mei@example.com"}}"#,
+    );
+    let p = r.problem(503, "upstream_unavailable");
+    assert_eq!(p["vendor"]["status"], 429);
+    let retry: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "Retry-After: {retry}");
+}
+
+#[test]
+fn a_wrong_api_key_is_a_clear_upstream_error() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(
+        &capillary_config(&sandbox, ""),
+        &[("IT_CAPILLARY_KEY", "not-the-capillary-key")],
+    );
+    let r = gw.post(
+        "/reset",
+        "key-web",
+        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
+    );
+    let p = r.problem(502, "upstream_error");
+    assert!(p["detail"].as_str().unwrap().contains("api_key_env"), "{p}");
+    gw.assert_logs_clean(&["not-the-capillary-key", "sandbox-capillary-key"]);
+}

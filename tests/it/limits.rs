@@ -1,0 +1,197 @@
+//! The gateway's rate limits: per API key, per identifier, wrong codes per reset, and the outbound
+//! budget per vendor connection, with the IETF RateLimit fields.
+
+use std::time::Instant;
+
+use crate::harness::*;
+
+const CHEAP: &str = r#"{"reset_id":"not-a-reset","otp":"123456"}"#;
+
+#[test]
+fn the_1001st_request_of_a_key_is_refused_while_another_key_is_served() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let started = Instant::now();
+    // 1000 requests as fast as four clients can send them: all inside the burst.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..250 {
+                    let r = gw.post("/reset/verify", "key-web", CHEAP);
+                    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+                }
+            });
+        }
+    });
+    // GCRA gives a cell back every 60 ms: the next refusal comes within those returned cells.
+    let mut extra = 0u128;
+    let refused = loop {
+        let r = gw.post("/reset/verify", "key-web", CHEAP);
+        if r.status == 429 {
+            break r;
+        }
+        extra += 1;
+        assert!(extra < 1000, "never refused");
+    };
+    let elapsed_ms = started.elapsed().as_millis();
+    assert!(
+        extra <= elapsed_ms / 60 + 1,
+        "{extra} more in {elapsed_ms} ms"
+    );
+
+    let p = refused.problem(429, "rate_limited");
+    assert_eq!(p["limit"], "per-key");
+    assert_eq!(
+        refused.header("RateLimit-Policy"),
+        Some("\"per-key\";q=1000;w=60")
+    );
+    assert_eq!(refused.header("RateLimit"), Some("\"per-key\";r=0;t=1"));
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+
+    let other = gw.post("/reset/verify", "key-mobile", CHEAP);
+    assert_eq!(other.status, 400);
+    assert_eq!(
+        other.header("RateLimit-Policy"),
+        Some("\"per-key\";q=1000;w=60")
+    );
+    assert_eq!(other.header("RateLimit"), Some("\"per-key\";r=999;t=1"));
+    assert_eq!(sandbox.calls("capillary"), 0);
+}
+
+#[test]
+fn successful_answers_carry_ratelimit_and_limits_follow_the_config() {
+    let sandbox = Sandbox::start();
+    let extra = format!(
+        r#"
+[[tenants]]
+name = "small"
+connection = "web"
+per_key_limit = {{ count = 3, period_secs = 30 }}
+api_keys = [
+  {{ name = "a", key_sha256 = "{a}" }},
+  {{ name = "b", key_sha256 = "{b}", limit = {{ count = 2, period_secs = 10 }} }},
+]
+"#,
+        a = sha256_hex("key-small-a"),
+        b = sha256_hex("key-small-b"),
+    );
+    let gw = Gateway::start(&capillary_config(&sandbox, &extra), CAPILLARY_ENV);
+    let r = gw.post(
+        "/reset",
+        "key-small-a",
+        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
+    );
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("RateLimit-Policy"), Some("\"per-key\";q=3;w=30"));
+    assert_eq!(r.header("RateLimit"), Some("\"per-key\";r=2;t=10"));
+    assert_eq!(gw.post("/reset/verify", "key-small-b", CHEAP).status, 400);
+    let r = gw.post("/reset/verify", "key-small-b", CHEAP);
+    assert_eq!(r.header("RateLimit"), Some("\"per-key\";r=0;t=10"));
+    let refused = gw.post("/reset/verify", "key-small-b", CHEAP);
+    refused.problem(429, "rate_limited");
+    assert_eq!(
+        refused.header("RateLimit-Policy"),
+        Some("\"per-key\";q=2;w=10")
+    );
+    assert_eq!(refused.header("Retry-After"), Some("5"));
+}
+
+#[test]
+fn the_6th_start_for_one_identifier_is_refused() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let body = |email: &str| format!(r#"{{"identifier":{{"type":"email","value":"{email}"}}}}"#);
+    for _ in 0..5 {
+        assert_eq!(gw.post("/reset", "key-web", &body(EMAIL)).status, 202);
+    }
+    let calls = sandbox.calls("capillary");
+    // The same person by another spelling of the address is the same identifier.
+    let r = gw.post("/reset", "key-web", &body("SomChai@Example.com"));
+    let p = r.problem(429, "rate_limited");
+    assert_eq!(p["limit"], "per-identifier");
+    assert_eq!(
+        r.header("RateLimit-Policy"),
+        Some("\"per-key\";q=1000;w=60, \"per-identifier\";q=5;w=900")
+    );
+    let state = r.header("RateLimit").unwrap();
+    assert!(
+        state.starts_with("\"per-key\";r=99") && state.ends_with(", \"per-identifier\";r=0;t=180"),
+        "{state}"
+    );
+    assert_eq!(r.header("Retry-After"), Some("180"));
+    assert_eq!(
+        sandbox.calls("capillary"),
+        calls,
+        "refused without a vendor call"
+    );
+    // Another person is still served, and so is the same person under another tenant.
+    assert_eq!(
+        gw.post("/reset", "key-web", &body("mei@example.com"))
+            .status,
+        202
+    );
+    assert_eq!(gw.post("/reset", "key-mobile", &body(EMAIL)).status, 202);
+}
+
+#[test]
+fn the_6th_wrong_otp_is_refused_even_with_a_fresh_otp_in_between() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let first = start_reset(&gw, "key-web", "email", EMAIL);
+    let wrong = |otp: &str| if otp == "000000" { "111111" } else { "000000" }.to_string();
+    let otp = sandbox.last_otp(EMAIL);
+    for _ in 0..3 {
+        verify(&gw, "key-web", &first, &wrong(&otp)).problem(422, "invalid_otp");
+    }
+    // A new reset sends a fresh code (and resets Capillary's own retry count, not the gateway's).
+    let second = start_reset(&gw, "key-web", "email", EMAIL);
+    let fresh = sandbox.last_otp(EMAIL);
+    for _ in 0..2 {
+        verify(&gw, "key-web", &second, &wrong(&fresh)).problem(422, "invalid_otp");
+    }
+    let calls = sandbox.calls("capillary");
+    let r = verify(&gw, "key-web", &second, &fresh);
+    let p = r.problem(429, "attempts_exceeded");
+    assert_eq!(p["limit"], "per-reset");
+    assert!(r.header("Retry-After").is_some());
+    assert!(r
+        .header("RateLimit-Policy")
+        .unwrap()
+        .contains("\"per-reset\";q=5;w=3000"));
+    assert_eq!(
+        sandbox.calls("capillary"),
+        calls,
+        "the 6th attempt never reached the vendor"
+    );
+}
+
+#[test]
+fn the_outbound_budget_refuses_without_calling_the_vendor() {
+    let sandbox = Sandbox::start();
+    let config = capillary_config(&sandbox, "").replace(
+        "[connections.web.capillary]",
+        "outbound_limit = { count = 3, period_secs = 60 }\n[connections.web.capillary]",
+    );
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    assert_eq!(sandbox.calls("capillary"), 2);
+    // A start needs two calls and one is left: refused whole, nothing half done at the vendor.
+    let r = gw.post(
+        "/reset",
+        "key-web",
+        r#"{"identifier":{"type":"email","value":"mei@example.com"}}"#,
+    );
+    let p = r.problem(503, "upstream_unavailable");
+    assert_eq!(p["limit"], "outbound");
+    assert_eq!(r.header("Retry-After"), Some("20"));
+    assert_eq!(sandbox.calls("capillary"), 2);
+    // One call is left: a verify fits, and then the budget is spent.
+    let otp = sandbox.last_otp(EMAIL);
+    assert_eq!(verify(&gw, "key-web", &reset_id, &otp).status, 200);
+    assert_eq!(sandbox.calls("capillary"), 3);
+    let again = verify(&gw, "key-web", &reset_id, &otp);
+    again.problem(503, "upstream_unavailable");
+    assert_eq!(sandbox.calls("capillary"), 3);
+    // Another connection to the same vendor has its own budget.
+    start_reset(&gw, "key-mobile", "email", EMAIL);
+}
