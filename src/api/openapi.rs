@@ -21,15 +21,36 @@ fn problems(codes: &[ErrorCode]) -> serde_json::Map<String, Value> {
     by_status
         .into_iter()
         .map(|(status, names)| {
+            let mut headers = common_headers();
+            if matches!(status, 429 | 503) {
+                headers.insert(
+                    "Retry-After".into(),
+                    json!({"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}),
+                );
+            }
             (
                 status.to_string(),
                 json!({
                     "description": format!("Problem: {}", names.join(", ")),
+                    "headers": headers,
                     "content": problem_ref(),
                 }),
             )
         })
         .collect()
+}
+
+/// Headers on every answer to an authenticated request.
+fn common_headers() -> serde_json::Map<String, Value> {
+    let text = |d: &str| json!({"description": d, "schema": {"type": "string"}});
+    [
+        ("X-Request-Id", text("The caller's request id when sane, else a new one")),
+        ("RateLimit-Policy", text("The API key's quota, as \"per-key\";q=1000;w=60, then the limit that refused, if another")),
+        ("RateLimit", text("What is left, as \"per-key\";r=999;t=1 (t: seconds until whole again, or until the next request is allowed)")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// The problems every POST step can give, whatever the vendor.
@@ -59,6 +80,7 @@ fn operation(
         ok_status.to_string(),
         json!({
             "description": "Success",
+            "headers": common_headers(),
             "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{ok_schema}")}}}
         }),
     );
