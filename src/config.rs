@@ -10,14 +10,18 @@ use std::time::Duration;
 use chrono::FixedOffset;
 use serde::Deserialize;
 
+use crate::client_ip::Cidr;
 use crate::limit::Quota;
 use crate::sandbox;
 use crate::secret::Secret;
 use crate::signing::HexCase;
+use crate::signing::{Algorithm, Encoding, Mode as SigningMode, Part, Recipe};
 use crate::token::TokenKeys;
 use crate::upstream::{BaseUrl, Timeouts};
+use crate::vendors::amsalem::AmsalemSettings;
 use crate::vendors::capillary::{CapillarySettings, Variant};
 use crate::vendors::cbss::CbssSettings;
+use crate::vendors::hepsiburada::HepsiburadaSettings;
 use crate::vendors::WireFormat;
 
 // ---------------------------------------------------------------------------------------------
@@ -50,6 +54,8 @@ struct RawServer {
     threads: usize,
     max_body_bytes: usize,
     shutdown_grace_secs: u64,
+    /// Peers whose X-Forwarded-For is believed (addresses or CIDR ranges).
+    trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -60,6 +66,7 @@ impl Default for RawServer {
             threads: 2,
             max_body_bytes: 16 * 1024,
             shutdown_grace_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -174,6 +181,54 @@ struct RawConnection {
     cbss: Option<RawCbss>,
     #[serde(default)]
     capillary: Option<RawCapillary>,
+    #[serde(default)]
+    amsalem: Option<RawAmsalem>,
+    #[serde(default)]
+    hepsiburada: Option<RawHepsiburada>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAmsalem {
+    #[serde(default)]
+    format: WireFormat,
+    api_username: Option<String>,
+    secret_env: Option<String>,
+    #[serde(default)]
+    sandbox_credentials: bool,
+    #[serde(default)]
+    digest: RawRecipe,
+}
+
+/// Amsalem's digest recipe; the defaults are vendors.md's assumption.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRecipe {
+    parts: Vec<Part>,
+    algorithm: Algorithm,
+    mode: SigningMode,
+    encoding: Encoding,
+}
+
+impl Default for RawRecipe {
+    fn default() -> Self {
+        let r = Recipe::amsalem_default();
+        RawRecipe {
+            parts: r.parts,
+            algorithm: r.algorithm,
+            mode: r.mode,
+            encoding: r.encoding,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHepsiburada {
+    #[serde(default)]
+    format: WireFormat,
+    #[serde(default = "yes")]
+    request_from_identity_server: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,6 +339,7 @@ pub struct ServerSettings {
     pub threads: usize,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -301,21 +357,25 @@ pub struct SandboxSettings {
 pub enum VendorSettings {
     Cbss(CbssSettings),
     Capillary(CapillarySettings),
+    Amsalem(AmsalemSettings),
+    Hepsiburada(HepsiburadaSettings),
 }
 
 impl VendorSettings {
     /// The vendor's own documented rate limit, used as the outbound budget by default.
     fn default_outbound(&self) -> Option<Quota> {
         match self {
-            VendorSettings::Cbss(_) => None,
             VendorSettings::Capillary(_) => Some(Quota::new(1000, Duration::from_secs(60))),
+            VendorSettings::Cbss(_)
+            | VendorSettings::Amsalem(_)
+            | VendorSettings::Hepsiburada(_) => None,
         }
     }
 
     fn brand(&self) -> Option<&str> {
         match self {
-            VendorSettings::Cbss(_) => None,
             VendorSettings::Capillary(c) => Some(&c.brand),
+            _ => None,
         }
     }
 }
@@ -426,6 +486,15 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     if !(256..=1024 * 1024).contains(&s.max_body_bytes) {
         problems.push("server.max_body_bytes: must be between 256 and 1048576".into());
     }
+    let trusted_proxies: Vec<Cidr> = s
+        .trusted_proxies
+        .iter()
+        .filter_map(|p| {
+            Cidr::parse(p)
+                .map_err(|e| problems.push(format!("server.trusted_proxies: {e}")))
+                .ok()
+        })
+        .collect();
     if s.shutdown_grace_secs > 300 {
         problems.push("server.shutdown_grace_secs: must be at most 300".into());
     }
@@ -579,6 +648,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
                 threads: s.threads,
                 max_body_bytes: s.max_body_bytes,
                 shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+                trusted_proxies,
             },
             log: LogSettings {
                 format: raw.log.format,
@@ -630,17 +700,36 @@ fn validate_connection(
         total: Duration::from_millis(t.total_ms),
         idle: Duration::from_millis(t.idle_ms),
     };
-    let vendor = match (&conn.cbss, &conn.capillary) {
-        (Some(cbss), None) => {
-            validate_cbss(&at, cbss, sandbox_enabled, &mut problems).map(VendorSettings::Cbss)
-        }
-        (None, Some(cap)) => validate_capillary(&at, cap, sandbox_enabled, &mut problems)
-            .map(VendorSettings::Capillary),
-        (None, None) => {
+    let tables = [
+        conn.cbss.is_some(),
+        conn.capillary.is_some(),
+        conn.amsalem.is_some(),
+        conn.hepsiburada.is_some(),
+    ];
+    let vendor = match tables.iter().filter(|t| **t).count() {
+        0 => {
             problems.push(format!(
-                "{at}: add one vendor's table, for example [{at}.cbss] or [{at}.capillary]"
+                "{at}: add one vendor's table: [{at}.cbss], [{at}.capillary], [{at}.amsalem] or [{at}.hepsiburada]"
             ));
             None
+        }
+        1 => {
+            if let Some(raw) = &conn.cbss {
+                validate_cbss(&at, raw, sandbox_enabled, &mut problems).map(VendorSettings::Cbss)
+            } else if let Some(raw) = &conn.capillary {
+                validate_capillary(&at, raw, sandbox_enabled, &mut problems)
+                    .map(VendorSettings::Capillary)
+            } else if let Some(raw) = &conn.amsalem {
+                validate_amsalem(&at, raw, sandbox_enabled, &mut problems)
+                    .map(VendorSettings::Amsalem)
+            } else {
+                conn.hepsiburada.as_ref().map(|raw| {
+                    VendorSettings::Hepsiburada(HepsiburadaSettings {
+                        format: raw.format,
+                        request_from_identity_server: raw.request_from_identity_server,
+                    })
+                })
+            }
         }
         _ => {
             problems.push(format!("{at}: a connection has exactly one vendor table"));
@@ -791,6 +880,65 @@ fn validate_capillary(
         api_key: api_key?,
         api_key_header: raw.api_key_header.clone(),
         session_lifetime: Duration::from_secs(raw.session_lifetime_secs),
+    })
+}
+
+fn validate_amsalem(
+    at: &str,
+    raw: &RawAmsalem,
+    sandbox_enabled: bool,
+    problems: &mut Vec<String>,
+) -> Option<AmsalemSettings> {
+    let at = format!("{at}.amsalem");
+    let recipe = Recipe {
+        parts: raw.digest.parts.clone(),
+        algorithm: raw.digest.algorithm,
+        mode: raw.digest.mode,
+        encoding: raw.digest.encoding,
+    };
+    if let Err(e) = recipe.validate() {
+        problems.push(format!("{at}.digest: {e}"));
+    }
+    let (api_username, secret) = if raw.sandbox_credentials {
+        if !sandbox_enabled {
+            problems.push(format!(
+                "{at}.sandbox_credentials: needs the built-in sandbox ([sandbox] enabled)"
+            ));
+        }
+        if raw.secret_env.is_some() {
+            problems.push(format!(
+                "{at}: sandbox_credentials and secret_env exclude each other"
+            ));
+        }
+        (
+            raw.api_username
+                .clone()
+                .unwrap_or_else(|| sandbox::amsalem::DEMO_API_USERNAME.to_string()),
+            Some(Secret::new(sandbox::amsalem::DEMO_SECRET)),
+        )
+    } else {
+        let secret = match &raw.secret_env {
+            Some(env) => Secret::from_env(env)
+                .map_err(|e| problems.push(format!("{at}.secret_env: {e}")))
+                .ok(),
+            None => {
+                problems.push(format!(
+                    "{at}.secret_env: name the environment variable that holds it"
+                ));
+                None
+            }
+        };
+        let user = raw.api_username.clone().unwrap_or_default();
+        if user.is_empty() {
+            problems.push(format!("{at}.api_username: required"));
+        }
+        (user, secret)
+    };
+    Some(AmsalemSettings {
+        api_username,
+        secret: secret?,
+        format: raw.format,
+        recipe,
     })
 }
 

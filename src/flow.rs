@@ -136,6 +136,15 @@ async fn spend_outbound(
         })
 }
 
+/// `501 unsupported_step` when the tenant's vendor has no such step.
+fn require(tenant: &Tenant, step: CanonicalStep, what: &str) -> Result<(), Problem> {
+    if tenant.adapter.supports(step) {
+        Ok(())
+    } else {
+        Err(crate::vendors::unsupported(tenant.adapter.vendor(), what))
+    }
+}
+
 fn wrong_otp_key(claims: &ResetClaims) -> String {
     format!("per-reset:{}:{}", claims.tenant, claims.subject)
 }
@@ -179,6 +188,7 @@ pub async fn start(
     ctx: &StepContext,
     req: StartRequest,
 ) -> Result<StepReply, Problem> {
+    require(tenant, CanonicalStep::Start, "OTP start (POST /reset)")?;
     let subject = subject(&tenant.settings.name, &req.identifier);
     let key = format!("per-identifier:{}:{subject}", tenant.settings.name);
     check(
@@ -233,6 +243,11 @@ pub async fn verify(
     ctx: &StepContext,
     req: VerifyRequest,
 ) -> Result<StepReply, Problem> {
+    require(
+        tenant,
+        CanonicalStep::Verify,
+        "OTP verification (POST /reset/verify)",
+    )?;
     let claims = open(env.keys, tenant, &req.reset_id, Step::Verify)?;
     let otp_key = wrong_otp_key(&claims);
     let otp_quota = tenant.settings.wrong_otp_quota;
@@ -294,6 +309,11 @@ pub async fn complete(
 ) -> Result<StepReply, Problem> {
     match (req.reset_id, req.reset_code) {
         (Some(reset_id), None) => {
+            require(
+                tenant,
+                CanonicalStep::Complete,
+                "completion with a reset_id",
+            )?;
             let claims = open(env.keys, tenant, &reset_id, Step::Complete)?;
             spend_outbound(env, tenant, CanonicalStep::Complete).await?;
             tenant
@@ -302,6 +322,11 @@ pub async fn complete(
                 .await?;
         }
         (None, Some(reset_code)) => {
+            require(
+                tenant,
+                CanonicalStep::CompleteWithCode,
+                "completion with a reset_code",
+            )?;
             let input = CodeInput {
                 reset_code,
                 identifier: req.identifier,

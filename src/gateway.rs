@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api::types::{parse, CompleteRequest, StartRequest, VerifyRequest};
 use crate::api::{openapi, ErrorCode, Problem};
+use crate::client_ip::{self, Cidr};
 use crate::config::{Config, TenantSettings, VendorSettings};
 use crate::flow;
 use crate::http::{path, read_body, BodyError, Handler, Reply};
@@ -22,8 +23,10 @@ use crate::limit::{self, LimitName, LimitState, Limiter, Mode, Quota};
 use crate::signing::sha256;
 use crate::token::TokenKeys;
 use crate::upstream::UpstreamClient;
+use crate::vendors::amsalem::Amsalem;
 use crate::vendors::capillary::Capillary;
 use crate::vendors::cbss::Cbss;
+use crate::vendors::hepsiburada::Hepsiburada;
 use crate::vendors::{StepContext, VendorAdapter};
 use crate::{language, request_id};
 
@@ -51,6 +54,7 @@ pub struct Gateway {
     token_keys: TokenKeys,
     limiter: Arc<dyn Limiter>,
     per_identifier: Quota,
+    trusted_proxies: Vec<Cidr>,
     max_body_bytes: usize,
     openapi: Bytes,
 }
@@ -93,6 +97,12 @@ impl Gateway {
                 VendorSettings::Capillary(settings) => {
                     Arc::new(Capillary::new(settings.clone(), client))
                 }
+                VendorSettings::Amsalem(settings) => {
+                    Arc::new(Amsalem::new(settings.clone(), client))
+                }
+                VendorSettings::Hepsiburada(settings) => {
+                    Arc::new(Hepsiburada::new(settings.clone(), client))
+                }
             };
             let outbound = conn
                 .outbound
@@ -127,6 +137,7 @@ impl Gateway {
             token_keys: std::mem::replace(&mut config.token_keys, TokenKeys::ephemeral()),
             limiter,
             per_identifier: config.limits.per_identifier,
+            trusted_proxies: config.server.trusted_proxies.clone(),
             max_body_bytes: config.server.max_body_bytes,
             openapi: Bytes::from(openapi::document(config.server.max_body_bytes)),
         }
@@ -222,7 +233,11 @@ impl Gateway {
             language: language::vendor_language(
                 session.get_header("Accept-Language").map(|v| v.as_bytes()),
             ),
-            client_ip: peer.map(|p| p.ip()),
+            client_ip: client_ip::resolve(
+                peer.map(|p| p.ip()),
+                session.get_header("X-Forwarded-For").map(|v| v.as_bytes()),
+                &self.trusted_proxies,
+            ),
             user_agent: session
                 .get_header("User-Agent")
                 .and_then(|v| v.to_str().ok())

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod client_ip;
 pub mod config;
 pub mod flow;
 pub mod gateway;

@@ -76,17 +76,23 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     );
 
     let mut server = pingora_server(config.server.threads, config.server.shutdown_grace);
-    let mut outbox = None;
+    let mut in_process = None;
     if let Some(listener) = sandbox {
         announce.push_str(&format!(" sandbox=http://{}", addr(&listener)));
         let sandbox = Arc::new(Sandbox::new(SandboxOptions::default()));
-        outbox = Some(sandbox.outbox.clone());
+        in_process = Some(sandbox.clone());
         server.add_service(HttpService::new("sandbox", listener, sandbox));
     }
     let limiter = Arc::new(MemoryLimiter::new());
     let gateway = Arc::new(Gateway::new(&mut config, limiter));
     server.add_service(HttpService::new("api", api, gateway));
-    server.add_service(HttpService::new("admin", admin, Arc::new(Admin { outbox })));
+    server.add_service(HttpService::new(
+        "admin",
+        admin,
+        Arc::new(Admin {
+            sandbox: in_process,
+        }),
+    ));
 
     tracing::info!(
         tenants = config.tenants.len(),

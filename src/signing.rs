@@ -2,7 +2,10 @@
 //!
 //! Vendors sign what is sent: callers pass the exact body bytes that go on the wire.
 
-use sha2::{Digest, Sha256};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256, Sha512};
 
 /// The letter case of a hex-encoded signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
@@ -31,9 +34,207 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// One input of a configurable digest recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// The API user name of the operator's account (the request's authentication block).
+    ApiUsername,
+    /// The per-request random salt, in decimal.
+    Salt,
+    /// The vendor-issued reset code (a temporary key).
+    Key,
+    NewPassword,
+    /// The end user's user name.
+    UserName,
+    /// The end user's e-mail (empty when none).
+    Email,
+    /// The operator's shared secret.
+    Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+/// Plain: hash the concatenated parts. Hmac: HMAC keyed by the secret over the other parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Plain,
+    Hmac,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Hex,
+    #[serde(rename = "HEX")]
+    HexUpper,
+    Base64,
+}
+
+/// A digest recipe: which parts, in which order, hashed how, encoded how. Used where a vendor's
+/// formula is not public and must be configuration (Amsalem's `Digest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipe {
+    pub parts: Vec<Part>,
+    pub algorithm: Algorithm,
+    pub mode: Mode,
+    pub encoding: Encoding,
+}
+
+/// The values a recipe's parts draw on.
+pub struct Inputs<'a> {
+    pub api_username: &'a str,
+    pub salt: u64,
+    pub key: &'a str,
+    pub new_password: &'a str,
+    pub user_name: &'a str,
+    pub email: &'a str,
+    pub secret: &'a str,
+}
+
+impl Recipe {
+    /// The recipe vendors.md assumes for Amsalem: lower-case hex SHA-256 of
+    /// UserName + Salt + User.Key + UserNewPassword + secret.
+    pub fn amsalem_default() -> Recipe {
+        Recipe {
+            parts: vec![
+                Part::ApiUsername,
+                Part::Salt,
+                Part::Key,
+                Part::NewPassword,
+                Part::Secret,
+            ],
+            algorithm: Algorithm::Sha256,
+            mode: Mode::Plain,
+            encoding: Encoding::Hex,
+        }
+    }
+
+    /// Checks the recipe makes sense: parts given, and in HMAC mode the secret is the key only.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.parts.is_empty() {
+            return Err("parts must list at least one part".into());
+        }
+        match self.mode {
+            Mode::Plain if !self.parts.contains(&Part::Secret) => {
+                Err("a plain recipe must include the secret among its parts".into())
+            }
+            Mode::Hmac if self.parts.contains(&Part::Secret) => {
+                Err("an hmac recipe keys with the secret: leave it out of the parts".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn compute(&self, inputs: &Inputs<'_>) -> String {
+        let salt = inputs.salt.to_string();
+        let mut message = Vec::with_capacity(128);
+        for part in &self.parts {
+            let value: &str = match part {
+                Part::ApiUsername => inputs.api_username,
+                Part::Salt => &salt,
+                Part::Key => inputs.key,
+                Part::NewPassword => inputs.new_password,
+                Part::UserName => inputs.user_name,
+                Part::Email => inputs.email,
+                Part::Secret => inputs.secret,
+            };
+            message.extend_from_slice(value.as_bytes());
+        }
+        let key = inputs.secret.as_bytes();
+        let digest: Vec<u8> = match (self.mode, self.algorithm) {
+            (Mode::Plain, Algorithm::Sha256) => Sha256::digest(&message).to_vec(),
+            (Mode::Plain, Algorithm::Sha512) => Sha512::digest(&message).to_vec(),
+            (Mode::Hmac, Algorithm::Sha256) => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+                mac.update(&message);
+                mac.finalize().into_bytes().to_vec()
+            }
+            (Mode::Hmac, Algorithm::Sha512) => {
+                let mut mac = Hmac::<Sha512>::new_from_slice(key).expect("HMAC takes any key");
+                mac.update(&message);
+                mac.finalize().into_bytes().to_vec()
+            }
+        };
+        match self.encoding {
+            Encoding::Hex => hex::encode(digest),
+            Encoding::HexUpper => hex::encode_upper(digest),
+            Encoding::Base64 => STANDARD.encode(digest),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inputs() -> Inputs<'static> {
+        Inputs {
+            api_username: "api",
+            salt: 123456789,
+            key: "K",
+            new_password: "P",
+            user_name: "u",
+            email: "",
+            secret: "S",
+        }
+    }
+
+    #[test]
+    fn the_default_amsalem_recipe_hashes_the_documented_concatenation() {
+        let recipe = Recipe::amsalem_default();
+        recipe.validate().unwrap();
+        assert_eq!(
+            recipe.compute(&inputs()),
+            sha256_hex(&[b"api123456789KPS"], HexCase::Lower)
+        );
+    }
+
+    #[test]
+    fn hmac_recipes_match_rfc_4231_test_case_2() {
+        // RFC 4231, test case 2: key "Jefe", data "what do ya want for nothing?".
+        let recipe = Recipe {
+            parts: vec![Part::Key],
+            algorithm: Algorithm::Sha256,
+            mode: Mode::Hmac,
+            encoding: Encoding::Hex,
+        };
+        let i = Inputs {
+            key: "what do ya want for nothing?",
+            secret: "Jefe",
+            ..inputs()
+        };
+        assert_eq!(
+            recipe.compute(&i),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let sha512 = Recipe {
+            algorithm: Algorithm::Sha512,
+            encoding: Encoding::HexUpper,
+            ..recipe
+        };
+        assert!(sha512.compute(&i).starts_with("164B7A7BFCF819E2E395FBE73B56E0A387BD64222E831FD610270CD7EA2505549758BF75C05A994A6D034F65F8F0E6FDCAEAB1A34D4A6B4B636E070A38BCE737"));
+    }
+
+    #[test]
+    fn recipes_are_validated() {
+        let mut r = Recipe::amsalem_default();
+        r.mode = Mode::Hmac;
+        assert!(r.validate().is_err());
+        r.parts.retain(|p| *p != Part::Secret);
+        assert!(r.validate().is_ok());
+        r.parts.clear();
+        assert!(r.validate().is_err());
+    }
 
     #[test]
     fn sha256_hex_matches_the_standard_vector() {

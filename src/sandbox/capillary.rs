@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use super::{demo_customers, random_otp, Customer, Outbox};
+use super::{demo_customers, password_ok, random_otp, Customer, Outbox};
 use crate::http::Reply;
 use crate::limit::memory::MemoryLimiter;
 use crate::limit::{Mode, Quota};
@@ -314,10 +314,7 @@ impl CapillarySandbox {
         }
         let refusal = if password.is_empty() || password.chars().any(char::is_whitespace) {
             Some((1528, "Invalid password"))
-        } else if password.chars().count() < 8
-            || !password.chars().any(char::is_alphabetic)
-            || !password.chars().any(|c| c.is_ascii_digit())
-        {
+        } else if !password_ok(password) {
             Some((1542, "Password does not meet the requirements"))
         } else if state.customers[customer].password == password {
             Some((1527, "Old and new password are the same"))

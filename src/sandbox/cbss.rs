@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{demo_customers, query_param, random_otp, Customer, Outbox};
+use super::{demo_customers, password_ok, query_param, random_otp, Customer, Outbox};
 use crate::http::Reply;
 use crate::vendors::dotnet_timestamp;
 use crate::xml;
@@ -267,10 +267,7 @@ fn change_password(state: &mut State, content: &HashMap<String, String>) -> Outc
     if !p.verified {
         return Outcome::Fail(200, "OTP_NOT_VERIFIED", "Verify the OTP first.");
     }
-    let long_enough = password.chars().count() >= 8;
-    let has_letter = password.chars().any(char::is_alphabetic);
-    let has_digit = password.chars().any(|c| c.is_ascii_digit());
-    if !(long_enough && has_letter && has_digit) {
+    if !password_ok(password) {
         return Outcome::Fail(
             200,
             "PASSWORD_POLICY",

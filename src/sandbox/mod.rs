@@ -6,8 +6,10 @@
 //! Invariant: the sandbox shares no wire code with the adapters. It implements each vendor from
 //! the vendor's documentation on its own, so an adapter that gets the protocol wrong fails here.
 
+pub mod amsalem;
 pub mod capillary;
 pub mod cbss;
+pub mod hepsiburada;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -112,6 +114,8 @@ pub struct Sandbox {
     pub outbox: Arc<Outbox>,
     cbss: cbss::CbssSandbox,
     capillary: capillary::CapillarySandbox,
+    amsalem: amsalem::AmsalemSandbox,
+    hepsiburada: hepsiburada::HepsiburadaSandbox,
     /// Vendor requests received, by vendor: proof of whether the gateway called.
     calls: Mutex<BTreeMap<&'static str, u64>>,
     options: SandboxOptions,
@@ -123,6 +127,8 @@ impl Sandbox {
         Sandbox {
             cbss: cbss::CbssSandbox::new(outbox.clone()),
             capillary: capillary::CapillarySandbox::new(outbox.clone(), options.capillary),
+            amsalem: amsalem::AmsalemSandbox::new(outbox.clone()),
+            hepsiburada: hepsiburada::HepsiburadaSandbox::new(outbox.clone()),
             outbox,
             calls: Mutex::new(BTreeMap::new()),
             options,
@@ -138,8 +144,9 @@ impl Sandbox {
             .or_default() += 1;
     }
 
-    /// The sandbox's own control endpoints, under `/sandbox/`.
-    fn control(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+    /// The sandbox's own control endpoints, under `/sandbox/`. Served on the sandbox's listener,
+    /// and on the gateway's admin listener when the sandbox runs in-process.
+    pub fn control(&self, method: &str, path: &str, body: &[u8]) -> Reply {
         match (method, path) {
             ("GET", "/sandbox/outbox") => Reply::json(200, self.outbox.to_json()),
             ("GET", "/sandbox/calls") => {
@@ -158,6 +165,36 @@ impl Sandbox {
                     None => Reply::text(400, "send {\"code\": 1506}\n"),
                 }
             }
+            ("POST", "/sandbox/amsalem/reset-codes")
+            | ("POST", "/sandbox/hepsiburada/reset-codes") => {
+                let identifier = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("identifier")
+                            .and_then(|i| i.as_str())
+                            .map(str::to_string)
+                    });
+                let Some(identifier) = identifier else {
+                    return Reply::text(400, "send {\"identifier\": \"somchai\"}\n");
+                };
+                let code = if path.contains("amsalem") {
+                    self.amsalem.issue_key(&identifier)
+                } else {
+                    self.hepsiburada.issue_change_request(&identifier)
+                };
+                match code {
+                    Some(code) => Reply::json(
+                        200,
+                        serde_json::to_vec(&serde_json::json!({ "reset_code": code }))
+                            .unwrap_or_default(),
+                    ),
+                    None => Reply::text(404, "no such customer\n"),
+                }
+            }
+            ("GET", "/sandbox/hepsiburada/last-request") => Reply::json(
+                200,
+                serde_json::to_vec(&self.hepsiburada.last_request()).unwrap_or_default(),
+            ),
             ("POST", "/sandbox/capillary/drop-sessions") => {
                 self.capillary.drop_sessions();
                 Reply::json(200, &b"{}"[..])
@@ -199,14 +236,22 @@ impl Handler for Sandbox {
                 .map(|v| v.as_bytes().to_vec());
             return self.capillary.handle(rest, api_key.as_deref(), &body);
         }
+        let content_type = session
+            .get_header("Content-Type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if let Some(rest) = path.strip_prefix("/amsalem/") {
+            self.count("amsalem");
+            return self.amsalem.handle(rest, &content_type, &body);
+        }
+        if let Some(rest) = path.strip_prefix("/hepsiburada/") {
+            self.count("hepsiburada");
+            return self.hepsiburada.handle(rest, &content_type, &body);
+        }
         if let Some(rest) = path.strip_prefix("/cbss/") {
             self.count("cbss");
             let query = session.req_header().uri.query().unwrap_or("").to_string();
-            let content_type = session
-                .get_header("Content-Type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
             return self.cbss.handle(rest, &query, &content_type, &body);
         }
         Reply::text(404, "no sandbox vendor at this path\n")
@@ -220,6 +265,13 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// The sandboxes' password rule: at least 8 characters, with letters and digits.
+pub fn password_ok(password: &str) -> bool {
+    password.chars().count() >= 8
+        && password.chars().any(char::is_alphabetic)
+        && password.chars().any(|c| c.is_ascii_digit())
 }
 
 /// A random numeric code of `digits` digits.

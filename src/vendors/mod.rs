@@ -5,8 +5,13 @@
 //! take canonical inputs, speak their vendor's wire format through `upstream`, and return canonical
 //! results or a `Problem`. Vendor wire structs stay private to their vendor's file.
 
+pub mod amsalem;
 pub mod capillary;
 pub mod cbss;
+pub mod hepsiburada;
+
+/// Every vendor the gateway speaks, by the name of its connection table and its adapter.
+pub const NAMES: [&str; 4] = ["cbss", "capillary", "amsalem", "hepsiburada"];
 
 use std::time::Duration;
 
@@ -68,6 +73,12 @@ pub trait VendorAdapter: Send + Sync {
     /// How many vendor calls `step` makes: the outbound budget is spent before the first, all at
     /// once, so a step is never left half done for want of budget. 0 for a step it does not have.
     fn vendor_calls(&self, step: CanonicalStep) -> u32;
+
+    /// Whether the vendor has `step` at all; a step it lacks is `501 unsupported_step` before any
+    /// other check of the request.
+    fn supports(&self, step: CanonicalStep) -> bool {
+        self.vendor_calls(step) > 0
+    }
 
     /// OTP flow, step 1: ask the vendor to send a one-time code. Returns the state the later steps
     /// need. A vendor that does not know the identifier answers `identifier_not_found`.

@@ -1,0 +1,254 @@
+//! The Amsalem sandbox: `api/Customers/ChangePassword` in JSON and XML, the authentication block
+//! checked (API user, a salt of at least 9 digits never seen before, the digest by vendors.md's
+//! recipe), and keys issued through `POST /sandbox/amsalem/reset-codes` as the vendor's e-mail
+//! would. Failures carry a code in `Extra1`, as README.md lists.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{demo_customers, password_ok, Customer, Outbox};
+use crate::http::Reply;
+use crate::xml;
+
+/// The sandbox's API user and shared secret: public demo values, not secrets.
+pub const DEMO_API_USERNAME: &str = "sandbox-api";
+pub const DEMO_SECRET: &str = "sandbox-amsalem-secret";
+
+const KEY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const SALTS_REMEMBERED: usize = 100_000;
+const MAX_KEYS: usize = 10_000;
+
+struct IssuedKey {
+    customer: usize,
+    expires: Instant,
+}
+
+struct State {
+    customers: Vec<Customer>,
+    keys: HashMap<String, IssuedKey>,
+    salts: HashSet<u64>,
+    salt_order: VecDeque<u64>,
+}
+
+pub struct AmsalemSandbox {
+    state: Mutex<State>,
+    outbox: Arc<Outbox>,
+}
+
+/// A request as Amsalem reads it, whichever format it came in.
+struct Request {
+    user_name: String,
+    email: String,
+    key: String,
+    new_password: String,
+    api_username: String,
+    salt: Option<u64>,
+    digest: String,
+}
+
+enum Format {
+    Json,
+    Xml,
+}
+
+impl AmsalemSandbox {
+    pub fn new(outbox: Arc<Outbox>) -> Self {
+        AmsalemSandbox {
+            state: Mutex::new(State {
+                customers: demo_customers(),
+                keys: HashMap::new(),
+                salts: HashSet::new(),
+                salt_order: VecDeque::new(),
+            }),
+            outbox,
+        }
+    }
+
+    /// Issues a key for a customer (by user name or e-mail) and "e-mails" it to the outbox.
+    pub fn issue_key(&self, identifier: &str) -> Option<String> {
+        let mut state = self.state.lock().expect("amsalem sandbox lock");
+        let customer = state
+            .customers
+            .iter()
+            .position(|c| c.username == identifier || c.email == identifier)?;
+        let now = Instant::now();
+        state.keys.retain(|_, k| k.expires > now);
+        if state.keys.len() >= MAX_KEYS {
+            return None;
+        }
+        let key: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(12)
+            .map(char::from)
+            .collect();
+        state.keys.insert(
+            key.clone(),
+            IssuedKey {
+                customer,
+                expires: now + KEY_LIFETIME,
+            },
+        );
+        self.outbox
+            .push("amsalem", state.customers[customer].email, &key);
+        Some(key)
+    }
+
+    pub fn handle(&self, rest: &str, content_type: &str, body: &[u8]) -> Reply {
+        if rest != "api/Customers/ChangePassword" {
+            return Reply::text(404, "no such Amsalem resource\n");
+        }
+        let (format, request) = if content_type.contains("json") {
+            (Format::Json, read_json(body))
+        } else if content_type.contains("xml") {
+            (Format::Xml, read_xml(body))
+        } else {
+            return Reply::text(415, "Amsalem takes application/json or application/xml\n");
+        };
+        let outcome = match request {
+            Some(req) => self.change_password(req),
+            None => Err(("INVALID_REQUEST", "The request is malformed.")),
+        };
+        answer(format, outcome)
+    }
+
+    fn change_password(&self, req: Request) -> Result<(), (&'static str, &'static str)> {
+        if req.api_username != DEMO_API_USERNAME {
+            return Err(("UNKNOWN_API_USER", "Unknown API user."));
+        }
+        let salt = match req.salt {
+            Some(s) if s >= 100_000_000 => s,
+            _ => {
+                return Err((
+                    "INVALID_REQUEST",
+                    "Salt must be a number of at least 9 digits.",
+                ))
+            }
+        };
+        let mut hasher = Sha256::new();
+        for part in [
+            req.api_username.as_str(),
+            &salt.to_string(),
+            &req.key,
+            &req.new_password,
+            DEMO_SECRET,
+        ] {
+            hasher.update(part.as_bytes());
+        }
+        let expected = hex::encode(hasher.finalize());
+        let given = req.digest.to_ascii_lowercase();
+        if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+            return Err(("INVALID_DIGEST", "Invalid digest."));
+        }
+        let mut state = self.state.lock().expect("amsalem sandbox lock");
+        // A salt is good once: a replayed request is refused even with a valid digest.
+        if !state.salts.insert(salt) {
+            return Err(("SALT_REUSED", "This salt was already used."));
+        }
+        state.salt_order.push_back(salt);
+        if state.salt_order.len() > SALTS_REMEMBERED {
+            if let Some(old) = state.salt_order.pop_front() {
+                state.salts.remove(&old);
+            }
+        }
+        let Some(issued) = state.keys.get(&req.key) else {
+            return Err(("INVALID_KEY", "Invalid key."));
+        };
+        if issued.expires <= Instant::now() {
+            return Err(("KEY_EXPIRED", "The key has expired."));
+        }
+        let customer = issued.customer;
+        let c = &state.customers[customer];
+        let email_ok = req.email.is_empty() || req.email.eq_ignore_ascii_case(c.email);
+        if c.username != req.user_name || !email_ok {
+            return Err(("USER_MISMATCH", "The key does not belong to this user."));
+        }
+        if !password_ok(&req.new_password) {
+            return Err((
+                "PASSWORD_POLICY",
+                "The password needs at least 8 characters with letters and digits.",
+            ));
+        }
+        if c.password == req.new_password {
+            return Err((
+                "PASSWORD_REUSED",
+                "The new password equals the current one.",
+            ));
+        }
+        state.customers[customer].password = req.new_password;
+        state.keys.remove(&req.key);
+        Ok(())
+    }
+}
+
+fn read_json(body: &[u8]) -> Option<Request> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let text = |v: &serde_json::Value, name: &str| {
+        v.get(name)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let user = v.get("User")?;
+    Some(Request {
+        user_name: text(user, "UserName"),
+        email: text(user, "Email"),
+        key: text(user, "Key"),
+        new_password: text(&v, "UserNewPassword"),
+        api_username: text(&v, "UserName"),
+        salt: v.get("Salt").and_then(|s| s.as_u64()),
+        digest: text(&v, "Digest"),
+    })
+}
+
+fn read_xml(body: &[u8]) -> Option<Request> {
+    let root = xml::parse(body).ok()?;
+    if root.name != "ChangePasswordRequest" {
+        return None;
+    }
+    let user = root.child("User")?;
+    let text = |e: &xml::Element, name: &str| e.child_text(name).unwrap_or_default().to_string();
+    Some(Request {
+        user_name: text(user, "UserName"),
+        email: text(user, "Email"),
+        key: text(user, "Key"),
+        new_password: text(&root, "UserNewPassword"),
+        api_username: root.attribute("UserName").unwrap_or_default().to_string(),
+        salt: root.attribute("Salt").and_then(|s| s.parse().ok()),
+        digest: root.attribute("Digest").unwrap_or_default().to_string(),
+    })
+}
+
+fn answer(format: Format, outcome: Result<(), (&'static str, &'static str)>) -> Reply {
+    let (success, message, extra1) = match outcome {
+        Ok(()) => (true, "The password was changed.", None),
+        Err((code, message)) => (false, message, Some(code)),
+    };
+    match format {
+        Format::Json => {
+            let body = serde_json::json!({
+                "Success": success, "Message": message, "Extra1": extra1,
+                "Extra2": null, "Extra3": null,
+            });
+            Reply::json(200, serde_json::to_vec(&body).expect("json"))
+        }
+        Format::Xml => {
+            let extra1 = match extra1 {
+                Some(code) => format!("<Extra1>{code}</Extra1>"),
+                None => "<Extra1 xsi:nil=\"true\" />".to_string(),
+            };
+            let body = format!(
+                "<ChangePasswordResponse xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" \
+                 xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><Success>{success}</Success>\
+                 <Message>{message}</Message>{extra1}<Extra2 xsi:nil=\"true\" /><Extra3 xsi:nil=\"true\" />\
+                 </ChangePasswordResponse>"
+            );
+            Reply::new(200, "application/xml; charset=utf-8", body)
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The Hepsiburada sandbox: `api/Customer/PasswordChange` in JSON and DataContract XML. Change
+//! requests are issued through `POST /sandbox/hepsiburada/reset-codes` as the vendor's reset link
+//! would carry them; the end user's address and user agent must come with the change, and the
+//! last ones received are shown at `GET /sandbox/hepsiburada/last-request` (never the password).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{demo_customers, password_ok, Customer, Outbox};
+use crate::http::Reply;
+use crate::xml;
+
+const REQUEST_LIFETIME: Duration = Duration::from_secs(3600);
+const MAX_REQUESTS: usize = 10_000;
+const NS_RESPONSE: &str = "http://schemas.datacontract.org/2004/07/BusinessLayer.Dto.Response";
+
+/// PasswordChangeResponseCode values the sandbox uses (9000 is the documented sample; the others
+/// are the sandbox's own, as the vendor's full list is not public).
+#[derive(Clone, Copy)]
+enum Code {
+    Success,
+    PasswordUsedBefore,
+    ChangeRequestNotFound,
+    PasswordInvalid,
+    RequestInvalid,
+}
+
+impl Code {
+    fn number(self) -> u32 {
+        match self {
+            Code::Success => 0,
+            Code::PasswordUsedBefore => 9000,
+            Code::ChangeRequestNotFound => 9001,
+            Code::PasswordInvalid => 9002,
+            Code::RequestInvalid => 9003,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Code::Success => "Success",
+            Code::PasswordUsedBefore => "PasswordUsedBefore",
+            Code::ChangeRequestNotFound => "ChangeRequestNotFound",
+            Code::PasswordInvalid => "PasswordInvalid",
+            Code::RequestInvalid => "RequestInvalid",
+        }
+    }
+}
+
+struct ChangeRequest {
+    customer: usize,
+    expires: Instant,
+}
+
+struct State {
+    customers: Vec<Customer>,
+    requests: HashMap<String, ChangeRequest>,
+    last: Option<serde_json::Value>,
+}
+
+pub struct HepsiburadaSandbox {
+    state: Mutex<State>,
+    outbox: Arc<Outbox>,
+}
+
+struct Request {
+    from_identity_server: Option<bool>,
+    password: String,
+    change_request_id: String,
+    ip_address: String,
+    user_agent: String,
+    permanent_session_id: String,
+}
+
+impl HepsiburadaSandbox {
+    pub fn new(outbox: Arc<Outbox>) -> Self {
+        HepsiburadaSandbox {
+            state: Mutex::new(State {
+                customers: demo_customers(),
+                requests: HashMap::new(),
+                last: None,
+            }),
+            outbox,
+        }
+    }
+
+    /// Issues a change request for a customer (by e-mail or user name), as a reset link would.
+    pub fn issue_change_request(&self, identifier: &str) -> Option<String> {
+        let mut state = self.state.lock().expect("hepsiburada sandbox lock");
+        let customer = state
+            .customers
+            .iter()
+            .position(|c| c.email == identifier || c.username == identifier)?;
+        let now = Instant::now();
+        state.requests.retain(|_, r| r.expires > now);
+        if state.requests.len() >= MAX_REQUESTS {
+            return None;
+        }
+        let r = crate::request_id::generate();
+        let id = format!(
+            "{}-{}-{}-{}-{}",
+            &r[..8],
+            &r[8..12],
+            &r[12..16],
+            &r[16..20],
+            &r[20..]
+        );
+        state.requests.insert(
+            id.clone(),
+            ChangeRequest {
+                customer,
+                expires: now + REQUEST_LIFETIME,
+            },
+        );
+        self.outbox
+            .push("hepsiburada", state.customers[customer].email, &id);
+        Some(id)
+    }
+
+    /// The address, user agent and session id of the last change received.
+    pub fn last_request(&self) -> serde_json::Value {
+        let state = self.state.lock().expect("hepsiburada sandbox lock");
+        state.last.clone().unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn handle(&self, rest: &str, content_type: &str, body: &[u8]) -> Reply {
+        if rest != "api/Customer/PasswordChange" {
+            return Reply::text(404, "no such Hepsiburada resource\n");
+        }
+        let xml_format = if content_type.contains("json") {
+            false
+        } else if content_type.contains("xml") {
+            true
+        } else {
+            return Reply::text(
+                415,
+                "Hepsiburada takes application/json or application/xml\n",
+            );
+        };
+        let request = if xml_format {
+            read_xml(body)
+        } else {
+            read_json(body)
+        };
+        let (code, is_valid, message, email) = match request {
+            Some(req) => self.change(req),
+            None => (
+                Code::RequestInvalid,
+                false,
+                "The request is malformed.",
+                None,
+            ),
+        };
+        answer(xml_format, code, is_valid, message, email)
+    }
+
+    fn change(&self, req: Request) -> (Code, bool, &'static str, Option<&'static str>) {
+        let mut state = self.state.lock().expect("hepsiburada sandbox lock");
+        state.last = Some(json!({
+            "IPAddress": req.ip_address,
+            "UserAgent": req.user_agent,
+            "PermanentSessionId": req.permanent_session_id,
+            "RequestFromIdentityServer": req.from_identity_server,
+        }));
+        let ip_ok = req.ip_address.parse::<std::net::IpAddr>().is_ok();
+        if req.from_identity_server.is_none() || !ip_ok || req.user_agent.is_empty() {
+            let why = "IPAddress, UserAgent and RequestFromIdentityServer are required.";
+            return (Code::RequestInvalid, false, why, None);
+        }
+        let Some(found) = state.requests.get(&req.change_request_id) else {
+            return (
+                Code::ChangeRequestNotFound,
+                true,
+                "Change request not found.",
+                None,
+            );
+        };
+        if found.expires <= Instant::now() {
+            return (
+                Code::ChangeRequestNotFound,
+                true,
+                "Change request expired.",
+                None,
+            );
+        }
+        let customer = found.customer;
+        if !password_ok(&req.password) {
+            let why = "The password needs at least 8 characters with letters and digits.";
+            return (Code::PasswordInvalid, false, why, None);
+        }
+        if state.customers[customer].password == req.password {
+            return (
+                Code::PasswordUsedBefore,
+                true,
+                "The password was used before.",
+                None,
+            );
+        }
+        state.customers[customer].password = req.password;
+        state.requests.remove(&req.change_request_id);
+        (
+            Code::Success,
+            true,
+            "",
+            Some(state.customers[customer].email),
+        )
+    }
+}
+
+fn read_json(body: &[u8]) -> Option<Request> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let text = |name: &str| {
+        v.get(name)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(Request {
+        from_identity_server: v.get("RequestFromIdentityServer").and_then(|b| b.as_bool()),
+        password: text("Password"),
+        change_request_id: text("ChangeRequestId"),
+        ip_address: text("IPAddress"),
+        user_agent: text("UserAgent"),
+        permanent_session_id: text("PermanentSessionId"),
+    })
+}
+
+fn read_xml(body: &[u8]) -> Option<Request> {
+    let root = xml::parse(body).ok()?;
+    if root.name != "PasswordChangeRequest" {
+        return None;
+    }
+    let text = |name: &str| root.child_text(name).unwrap_or_default().to_string();
+    Some(Request {
+        from_identity_server: match root.child_text("RequestFromIdentityServer") {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            _ => None,
+        },
+        password: text("Password"),
+        change_request_id: text("ChangeRequestId"),
+        ip_address: text("IPAddress"),
+        user_agent: text("UserAgent"),
+        permanent_session_id: text("PermanentSessionId"),
+    })
+}
+
+fn answer(
+    xml_format: bool,
+    code: Code,
+    is_valid: bool,
+    message: &str,
+    email: Option<&str>,
+) -> Reply {
+    let success = matches!(code, Code::Success);
+    let errors: Vec<&str> = if message.is_empty() {
+        vec![]
+    } else {
+        vec![message]
+    };
+    if xml_format {
+        let list = errors
+            .iter()
+            .map(|m| format!("<d2p1:string>{}</d2p1:string>", xml::escape(m)))
+            .collect::<String>();
+        let arrays = "http://schemas.microsoft.com/2003/10/Serialization/Arrays";
+        let body = format!(
+            "<PasswordChangeResponse xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns=\"{NS_RESPONSE}\">\
+             <Code>{}</Code><Email>{}</Email><ExceptionMessageList xmlns:d2p1=\"{arrays}\">{list}</ExceptionMessageList>\
+             <IsValid>{is_valid}</IsValid><Success>{success}</Success></PasswordChangeResponse>",
+            code.name(),
+            email.unwrap_or_default(),
+        );
+        Reply::new(200, "application/xml; charset=utf-8", body)
+    } else {
+        let body = json!({
+            "Email": email, "UserId": null, "Code": code.number(),
+            "ExceptionMessageList": errors, "IsValid": is_valid, "Success": success,
+            "InformationMessageList": [], "WarningMessageList": [],
+        });
+        Reply::json(200, serde_json::to_vec(&body).expect("json"))
+    }
+}

@@ -1,0 +1,305 @@
+//! Amsalem: `POST api/Customers/ChangePassword`, "new user must change password". The user holds a
+//! vendor-issued key (a temporary credential) and sets a new password with it.
+//!
+//! Every request carries the vendor's authentication block: the operator's API user name, a fresh
+//! random salt of at least 9 digits, and a digest whose recipe is configuration (the vendor's
+//! formula is not public). JSON, or XML with UserName, Salt and Digest as root attributes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    clip_vendor_text, failure_problem, status_problem, unsupported, CanonicalStep, CodeInput,
+    StartInput, StepContext, VendorAdapter, VendorState, WireFormat,
+};
+use crate::api::types::IdentifierKind;
+use crate::api::{ErrorCode, Problem, VendorDetail};
+use crate::secret::Secret;
+use crate::signing::{Inputs, Recipe};
+use crate::upstream::{UpstreamClient, UpstreamRequest};
+use crate::xml;
+
+const VENDOR: &str = "amsalem";
+const PATH: &str = "api/Customers/ChangePassword";
+
+#[derive(Debug, Clone)]
+pub struct AmsalemSettings {
+    /// The operator's API user name: the `UserName` of the authentication block.
+    pub api_username: String,
+    pub secret: Secret,
+    pub format: WireFormat,
+    pub recipe: Recipe,
+}
+
+pub struct Amsalem {
+    settings: AmsalemSettings,
+    client: UpstreamClient,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonUser<'a> {
+    user_name: &'a str,
+    email: &'a str,
+    key: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonRequest<'a> {
+    user: JsonUser<'a>,
+    user_new_password: &'a str,
+    user_name: &'a str,
+    salt: u64,
+    digest: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonAnswer {
+    success: bool,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    extra1: Option<String>,
+}
+
+/// Amsalem's failure codes, carried in `Extra1` (assumed: the excerpt does not list them).
+const CODES: &[(&str, ErrorCode, &str)] = &[
+    ("INVALID_KEY", ErrorCode::InvalidOtp, "the reset code is wrong"),
+    ("USER_MISMATCH", ErrorCode::InvalidOtp, "the reset code is wrong"),
+    ("KEY_EXPIRED", ErrorCode::ResetExpired, "the reset code has expired"),
+    ("PASSWORD_POLICY", ErrorCode::PasswordRejected, "the new password does not meet Amsalem's policy"),
+    ("PASSWORD_REUSED", ErrorCode::PasswordReused, "the new password equals the current one"),
+    (
+        "INVALID_DIGEST",
+        ErrorCode::UpstreamError,
+        "Amsalem refused the request digest: check the connection's api_username, secret and digest recipe",
+    ),
+    (
+        "UNKNOWN_API_USER",
+        ErrorCode::UpstreamError,
+        "Amsalem does not know the connection's api_username",
+    ),
+    ("SALT_REUSED", ErrorCode::UpstreamError, "Amsalem refused a reused salt"),
+    ("INVALID_REQUEST", ErrorCode::UpstreamError, "Amsalem refused the request as malformed"),
+];
+
+/// A fresh salt from the OS-seeded CSPRNG: 12 to 15 digits (the vendor asks for at least 9).
+fn fresh_salt() -> u64 {
+    rand::thread_rng().gen_range(100_000_000_000..1_000_000_000_000_000)
+}
+
+impl Amsalem {
+    pub fn new(settings: AmsalemSettings, client: UpstreamClient) -> Self {
+        Amsalem { settings, client }
+    }
+
+    fn body(&self, user_name: &str, email: &str, key: &str, password: &str, salt: u64) -> Vec<u8> {
+        let s = &self.settings;
+        let digest = s.recipe.compute(&Inputs {
+            api_username: &s.api_username,
+            salt,
+            key,
+            new_password: password,
+            user_name,
+            email,
+            secret: s.secret.expose(),
+        });
+        match s.format {
+            WireFormat::Json => serde_json::to_vec(&JsonRequest {
+                user: JsonUser {
+                    user_name,
+                    email,
+                    key,
+                },
+                user_new_password: password,
+                user_name: &s.api_username,
+                salt,
+                digest: &digest,
+            })
+            .expect("the request serializes"),
+            WireFormat::Xml => format!(
+                "<ChangePasswordRequest xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" \
+                 xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" UserName=\"{}\" Salt=\"{salt}\" \
+                 Digest=\"{}\"><User><UserName>{}</UserName><Email>{}</Email><Key>{}</Key></User>\
+                 <UserNewPassword>{}</UserNewPassword></ChangePasswordRequest>",
+                xml::escape(&s.api_username),
+                xml::escape(&digest),
+                xml::escape(user_name),
+                xml::escape(email),
+                xml::escape(key),
+                xml::escape(password),
+            )
+            .into_bytes(),
+        }
+    }
+}
+
+/// `(Success, Message, Extra1)` from either format.
+fn parse_answer(body: &[u8]) -> Result<(bool, Option<String>, Option<String>), String> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {
+            let a: JsonAnswer =
+                serde_json::from_slice(body).map_err(|_| "bad JSON answer".to_string())?;
+            Ok((a.success, a.message, a.extra1))
+        }
+        Some(b'<') => {
+            let root = xml::parse(body).map_err(|e| e.to_string())?;
+            let success = match root.child_text("Success") {
+                Some("true") => true,
+                Some("false") => false,
+                _ => return Err("no Success in the XML answer".into()),
+            };
+            let text = |name: &str| {
+                root.child(name)
+                    .filter(|c| !c.is_nil())
+                    .map(|c| c.text.trim().to_string())
+                    .filter(|t| !t.is_empty())
+            };
+            Ok((success, text("Message"), text("Extra1")))
+        }
+        _ => Err("neither JSON nor XML".into()),
+    }
+}
+
+#[async_trait]
+impl VendorAdapter for Amsalem {
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn session_lifetime(&self) -> Option<Duration> {
+        None
+    }
+
+    fn vendor_calls(&self, step: CanonicalStep) -> u32 {
+        match step {
+            CanonicalStep::CompleteWithCode => 1,
+            _ => 0,
+        }
+    }
+
+    async fn start(&self, _ctx: &StepContext, _input: &StartInput) -> Result<VendorState, Problem> {
+        Err(unsupported(VENDOR, "OTP start"))
+    }
+
+    async fn verify(
+        &self,
+        _ctx: &StepContext,
+        _state: &VendorState,
+        _otp: &str,
+    ) -> Result<VendorState, Problem> {
+        Err(unsupported(VENDOR, "OTP verification"))
+    }
+
+    async fn complete(
+        &self,
+        _ctx: &StepContext,
+        _state: &VendorState,
+        _new_password: &str,
+    ) -> Result<(), Problem> {
+        Err(unsupported(VENDOR, "reset_id completion"))
+    }
+
+    async fn complete_with_code(
+        &self,
+        ctx: &StepContext,
+        input: &CodeInput,
+    ) -> Result<(), Problem> {
+        let user_name = match &input.identifier {
+            Some(id) if id.kind == IdentifierKind::Username => id.value.as_str(),
+            _ => {
+                return Err(Problem::new(
+                    ErrorCode::InvalidRequest,
+                    "this tenant's vendor needs identifier {\"type\": \"username\", ...} with reset_code",
+                ))
+            }
+        };
+        let email = input.email.as_deref().unwrap_or("");
+        let body = self.body(
+            user_name,
+            email,
+            &input.reset_code,
+            &input.new_password,
+            fresh_salt(),
+        );
+        let content_type = match self.settings.format {
+            WireFormat::Json => "application/json",
+            WireFormat::Xml => "application/xml",
+        };
+        let response = self
+            .client
+            .post(&UpstreamRequest {
+                path_and_query: PATH,
+                content_type,
+                body: &body,
+                headers: &[("X-Request-Id", ctx.request_id.as_str())],
+            })
+            .await
+            .map_err(|f| failure_problem(VENDOR, f))?;
+        if let Some(problem) = status_problem(VENDOR, &response) {
+            return Err(problem);
+        }
+        let never_echo = [input.new_password.as_str(), input.reset_code.as_str()];
+        let (success, message, code) = parse_answer(&response.body).map_err(|why| {
+            Problem::new(
+                ErrorCode::UpstreamError,
+                format!("amsalem answered something the gateway could not read ({why})"),
+            )
+            .with_vendor(VendorDetail {
+                name: VENDOR,
+                status: response.status,
+                code: None,
+                message: None,
+            })
+        })?;
+        if success && (200..300).contains(&response.status) {
+            return Ok(());
+        }
+        let vendor = VendorDetail {
+            name: VENDOR,
+            status: response.status,
+            code: code.as_deref().map(|c| clip_vendor_text(c, &never_echo)),
+            message: message.as_deref().map(|m| clip_vendor_text(m, &never_echo)),
+        };
+        let known = code
+            .as_deref()
+            .and_then(|c| CODES.iter().find(|(name, _, _)| *name == c));
+        Err(match known {
+            Some((_, canonical, detail)) => Problem::new(*canonical, *detail).with_vendor(vendor),
+            None => Problem::new(
+                ErrorCode::UpstreamError,
+                "amsalem refused the request with a reason the gateway does not know",
+            )
+            .with_vendor(vendor),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salts_have_at_least_nine_digits_and_differ() {
+        let a = fresh_salt();
+        assert!(a.to_string().len() >= 9);
+        assert_ne!(a, fresh_salt());
+    }
+
+    #[test]
+    fn answers_parse_in_both_formats() {
+        let json = br#"{"Success":false,"Message":"Bad key","Extra1":"INVALID_KEY","Extra2":null,"Extra3":null}"#;
+        assert_eq!(
+            parse_answer(json).unwrap(),
+            (false, Some("Bad key".into()), Some("INVALID_KEY".into()))
+        );
+        let xml = br#"<ChangePasswordResponse xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><Success>true</Success><Message>OK</Message><Extra1 xsi:nil="true" /></ChangePasswordResponse>"#;
+        assert_eq!(parse_answer(xml).unwrap(), (true, Some("OK".into()), None));
+        assert!(parse_answer(b"<html/>").is_err());
+    }
+}

@@ -1,0 +1,302 @@
+//! Hepsiburada: `POST api/Customer/PasswordChange`. The user arrived from a reset link carrying a
+//! change-request id and sets a new password with it. The end user's address and user agent go
+//! with the request.
+//!
+//! Answers carry `Code` (PasswordChangeResponseCode: a number in JSON, its name in XML), `Success`,
+//! `IsValid` and message lists. Only 9000 (PasswordUsedBefore) is known; other codes are mapped by
+//! `Success`/`IsValid`, and the vendor's code is kept in the problem's `vendor` member.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    clip_vendor_text, failure_problem, status_problem, unsupported, CanonicalStep, CodeInput,
+    StartInput, StepContext, VendorAdapter, VendorState, WireFormat,
+};
+use crate::api::{ErrorCode, Problem, VendorDetail};
+use crate::upstream::{UpstreamClient, UpstreamRequest};
+use crate::xml;
+
+const VENDOR: &str = "hepsiburada";
+const PATH: &str = "api/Customer/PasswordChange";
+const NS_REQUEST: &str = "http://schemas.datacontract.org/2004/07/BusinessLayer.Dto.Request";
+
+#[derive(Debug, Clone)]
+pub struct HepsiburadaSettings {
+    pub format: WireFormat,
+    /// The value of `RequestFromIdentityServer`.
+    pub request_from_identity_server: bool,
+}
+
+pub struct Hepsiburada {
+    settings: HepsiburadaSettings,
+    client: UpstreamClient,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonRequest<'a> {
+    request_from_identity_server: bool,
+    password: &'a str,
+    change_request_id: &'a str,
+    #[serde(rename = "IPAddress")]
+    ip_address: &'a str,
+    user_agent: &'a str,
+    permanent_session_id: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonAnswer {
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+    success: bool,
+    is_valid: bool,
+    #[serde(default)]
+    exception_message_list: Option<Vec<String>>,
+}
+
+/// A parsed answer, whichever format it came in.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    code: Option<String>,
+    success: bool,
+    is_valid: bool,
+    message: Option<String>,
+}
+
+fn parse_answer(body: &[u8]) -> Result<Answer, String> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {
+            let a: JsonAnswer =
+                serde_json::from_slice(body).map_err(|_| "bad JSON answer".to_string())?;
+            let code = a.code.and_then(|c| match c {
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                serde_json::Value::String(s) => Some(s),
+                _ => None,
+            });
+            Ok(Answer {
+                code,
+                success: a.success,
+                is_valid: a.is_valid,
+                message: a.exception_message_list.and_then(|l| l.into_iter().next()),
+            })
+        }
+        Some(b'<') => {
+            let root = xml::parse(body).map_err(|e| e.to_string())?;
+            let flag = |name: &str| match root.child_text(name) {
+                Some("true") => Ok(true),
+                Some("false") => Ok(false),
+                _ => Err(format!("no {name} in the XML answer")),
+            };
+            Ok(Answer {
+                code: root.child_text("Code").map(str::to_string),
+                success: flag("Success")?,
+                is_valid: flag("IsValid")?,
+                message: root
+                    .child("ExceptionMessageList")
+                    .and_then(|l| l.children.first())
+                    .map(|m| m.text.trim().to_string()),
+            })
+        }
+        _ => Err("neither JSON nor XML".into()),
+    }
+}
+
+/// The canonical problem for an unsuccessful answer.
+fn failure(answer: &Answer) -> (ErrorCode, &'static str) {
+    match answer.code.as_deref() {
+        Some("9000") | Some("PasswordUsedBefore") => (
+            ErrorCode::PasswordReused,
+            "the new password was used before",
+        ),
+        _ if !answer.is_valid => (
+            ErrorCode::PasswordRejected,
+            "Hepsiburada found the new password invalid",
+        ),
+        _ => (
+            ErrorCode::ResetExpired,
+            "Hepsiburada could not use this change request; it may be spent or expired",
+        ),
+    }
+}
+
+impl Hepsiburada {
+    pub fn new(settings: HepsiburadaSettings, client: UpstreamClient) -> Self {
+        Hepsiburada { settings, client }
+    }
+
+    fn body(&self, req: &JsonRequest<'_>) -> Vec<u8> {
+        match self.settings.format {
+            WireFormat::Json => serde_json::to_vec(req).expect("the request serializes"),
+            // DataContract XML: members in alphabetical order.
+            WireFormat::Xml => format!(
+                "<PasswordChangeRequest xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns=\"{NS_REQUEST}\">\
+                 <ChangeRequestId>{}</ChangeRequestId><IPAddress>{}</IPAddress><Password>{}</Password>\
+                 <PermanentSessionId>{}</PermanentSessionId><RequestFromIdentityServer>{}</RequestFromIdentityServer>\
+                 <UserAgent>{}</UserAgent></PasswordChangeRequest>",
+                xml::escape(req.change_request_id),
+                xml::escape(req.ip_address),
+                xml::escape(req.password),
+                xml::escape(req.permanent_session_id),
+                req.request_from_identity_server,
+                xml::escape(req.user_agent),
+            )
+            .into_bytes(),
+        }
+    }
+}
+
+#[async_trait]
+impl VendorAdapter for Hepsiburada {
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn session_lifetime(&self) -> Option<Duration> {
+        None
+    }
+
+    fn vendor_calls(&self, step: CanonicalStep) -> u32 {
+        match step {
+            CanonicalStep::CompleteWithCode => 1,
+            _ => 0,
+        }
+    }
+
+    async fn start(&self, _ctx: &StepContext, _input: &StartInput) -> Result<VendorState, Problem> {
+        Err(unsupported(VENDOR, "OTP start"))
+    }
+
+    async fn verify(
+        &self,
+        _ctx: &StepContext,
+        _state: &VendorState,
+        _otp: &str,
+    ) -> Result<VendorState, Problem> {
+        Err(unsupported(VENDOR, "OTP verification"))
+    }
+
+    async fn complete(
+        &self,
+        _ctx: &StepContext,
+        _state: &VendorState,
+        _new_password: &str,
+    ) -> Result<(), Problem> {
+        Err(unsupported(VENDOR, "reset_id completion"))
+    }
+
+    async fn complete_with_code(
+        &self,
+        ctx: &StepContext,
+        input: &CodeInput,
+    ) -> Result<(), Problem> {
+        let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let request = JsonRequest {
+            request_from_identity_server: self.settings.request_from_identity_server,
+            password: &input.new_password,
+            change_request_id: &input.reset_code,
+            ip_address: &ip,
+            user_agent: ctx.user_agent.as_deref().unwrap_or(""),
+            permanent_session_id: input.session_id.as_deref().unwrap_or(""),
+        };
+        let body = self.body(&request);
+        let content_type = match self.settings.format {
+            WireFormat::Json => "application/json",
+            WireFormat::Xml => "application/xml",
+        };
+        let response = self
+            .client
+            .post(&UpstreamRequest {
+                path_and_query: PATH,
+                content_type,
+                body: &body,
+                headers: &[("X-Request-Id", ctx.request_id.as_str())],
+            })
+            .await
+            .map_err(|f| failure_problem(VENDOR, f))?;
+        if let Some(problem) = status_problem(VENDOR, &response) {
+            return Err(problem);
+        }
+        let answer = parse_answer(&response.body).map_err(|why| {
+            Problem::new(
+                ErrorCode::UpstreamError,
+                format!("hepsiburada answered something the gateway could not read ({why})"),
+            )
+            .with_vendor(VendorDetail {
+                name: VENDOR,
+                status: response.status,
+                code: None,
+                message: None,
+            })
+        })?;
+        if answer.success && answer.is_valid && (200..300).contains(&response.status) {
+            return Ok(());
+        }
+        let never_echo = [input.new_password.as_str(), input.reset_code.as_str()];
+        let vendor = VendorDetail {
+            name: VENDOR,
+            status: response.status,
+            code: answer
+                .code
+                .as_deref()
+                .map(|c| clip_vendor_text(c, &never_echo)),
+            message: answer
+                .message
+                .as_deref()
+                .map(|m| clip_vendor_text(m, &never_echo)),
+        };
+        let (code, detail) = failure(&answer);
+        Err(Problem::new(code, detail).with_vendor(vendor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse_in_both_formats_and_map() {
+        let json = br#"{"Email":"e","Code":9000,"ExceptionMessageList":["Used before"],"IsValid":true,"Success":false}"#;
+        let a = parse_answer(json).unwrap();
+        assert_eq!(a.code.as_deref(), Some("9000"));
+        assert_eq!(failure(&a).0, ErrorCode::PasswordReused);
+        let xml = br#"<PasswordChangeResponse xmlns="urn:x"><Code>PasswordUsedBefore</Code><ExceptionMessageList xmlns:d2p1="urn:a"><d2p1:string>Used</d2p1:string></ExceptionMessageList><IsValid>true</IsValid><Success>false</Success></PasswordChangeResponse>"#;
+        let a = parse_answer(xml).unwrap();
+        assert_eq!(a.message.as_deref(), Some("Used"));
+        assert_eq!(failure(&a).0, ErrorCode::PasswordReused);
+        let invalid = Answer {
+            code: Some("9002".into()),
+            success: false,
+            is_valid: false,
+            message: None,
+        };
+        assert_eq!(failure(&invalid).0, ErrorCode::PasswordRejected);
+        let spent = Answer {
+            is_valid: true,
+            ..invalid
+        };
+        assert_eq!(failure(&spent).0, ErrorCode::ResetExpired);
+    }
+
+    #[test]
+    fn json_requests_use_the_documented_names() {
+        let r = JsonRequest {
+            request_from_identity_server: true,
+            password: "p",
+            change_request_id: "c",
+            ip_address: "203.0.113.7",
+            user_agent: "ua",
+            permanent_session_id: "",
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"RequestFromIdentityServer": true, "Password": "p",
+                "ChangeRequestId": "c", "IPAddress": "203.0.113.7", "UserAgent": "ua",
+                "PermanentSessionId": ""})
+        );
+    }
+}
