@@ -4,7 +4,8 @@
 //!
 //! Answers carry `Code` (PasswordChangeResponseCode: a number in JSON, its name in XML), `Success`,
 //! `IsValid` and message lists. Only 9000 (PasswordUsedBefore) is known; other codes are mapped by
-//! `Success`/`IsValid`, and the vendor's code is kept in the problem's `vendor` member.
+//! `Success`/`IsValid` (invalid: the password was refused; valid but unsuccessful: the change
+//! request was not accepted), and the vendor's code is kept in the problem's `vendor` member.
 
 use std::time::Duration;
 
@@ -116,9 +117,11 @@ fn failure(answer: &Answer) -> (ErrorCode, &'static str) {
             ErrorCode::PasswordRejected,
             "Hepsiburada found the new password invalid",
         ),
+        // The request itself was valid, so what failed is the change request: wrong, spent or
+        // expired, which Hepsiburada's answers do not tell apart. The code was not accepted.
         _ => (
-            ErrorCode::ResetExpired,
-            "Hepsiburada could not use this change request; it may be spent or expired",
+            ErrorCode::InvalidOtp,
+            "Hepsiburada did not accept this change request (wrong, spent or expired)",
         ),
     }
 }
@@ -193,13 +196,22 @@ impl VendorAdapter for Hepsiburada {
         ctx: &StepContext,
         input: &CodeInput,
     ) -> Result<(), Problem> {
+        // Hepsiburada records who changed the password: without the end user's agent there is
+        // nothing true to send, so the request is refused here rather than sent half filled.
+        let user_agent = ctx.user_agent.as_deref().unwrap_or("");
+        if user_agent.trim().is_empty() {
+            return Err(Problem::new(
+                ErrorCode::InvalidRequest,
+                "this tenant's vendor needs the end user's User-Agent header",
+            ));
+        }
         let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let request = JsonRequest {
             request_from_identity_server: self.settings.request_from_identity_server,
             password: &input.new_password,
             change_request_id: &input.reset_code,
             ip_address: &ip,
-            user_agent: ctx.user_agent.as_deref().unwrap_or(""),
+            user_agent,
             permanent_session_id: input.session_id.as_deref().unwrap_or(""),
         };
         let body = self.body(&request);
@@ -278,7 +290,7 @@ mod tests {
             is_valid: true,
             ..invalid
         };
-        assert_eq!(failure(&spent).0, ErrorCode::ResetExpired);
+        assert_eq!(failure(&spent).0, ErrorCode::InvalidOtp);
     }
 
     #[test]

@@ -141,4 +141,26 @@ fn the_default_config_serves_the_walkthrough_with_the_in_process_sandbox() {
         let r = complete(&gw, key, v.json()["reset_id"].as_str().unwrap(), &password);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
+
+    // The code-flow demo tenants, with codes issued on the admin listener.
+    for (key, vendor) in [
+        ("demo-amsalem-key", "amsalem"),
+        ("demo-hepsiburada-key", "hepsiburada"),
+    ] {
+        let issued = request(
+            gw.admin,
+            "POST",
+            &format!("/sandbox/{vendor}/reset-codes"),
+            &[],
+            br#"{"identifier":"somchai"}"#,
+        );
+        assert_eq!(issued.status, 200);
+        let code = issued.json()["reset_code"].as_str().unwrap().to_string();
+        remember_secret(&code);
+        let body = format!(
+            r#"{{"reset_code":"{code}","identifier":{{"type":"username","value":"somchai"}},"new_password":"Code-flow-n3w-{vendor}"}}"#
+        );
+        let r = gw.post("/reset/complete", key, &body);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
 }

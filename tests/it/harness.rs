@@ -184,6 +184,7 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway on `config` (TOML without a [server] table: one is added with port-0
     /// listeners), with extra environment variables.
+    /// `config` may begin with more `[server]` keys, before its first table.
     pub fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
         let path = std::env::temp_dir().join(format!(
             "reset-gateway-it-{}-{}.toml",
@@ -405,6 +406,13 @@ pub fn request(
     body: &[u8],
 ) -> Response {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    // Apps pass their end user's agent along, as a browser would send one.
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("User-Agent"))
+    {
+        head.push_str("User-Agent: Mozilla/5.0 (reset-gateway tests)\r\n");
+    }
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -7,6 +7,8 @@ mod auth_and_input;
 mod capillary_flow;
 mod cbss_flow;
 mod cli;
+mod code_flow;
+mod conformance;
 mod limits;
 mod openapi;
 mod upstream_faults;

@@ -1,0 +1,180 @@
+//! What is particular to the code-flow vendors: Hepsiburada's end-user address and agent, and
+//! Amsalem's authentication block (digest recipe, single-use salts).
+
+use crate::harness::*;
+
+fn hepsiburada(sandbox: &Sandbox, trusted: &str) -> Gateway {
+    let config = format!(
+        "[server]\ntrusted_proxies = [{trusted}]\n\
+         [connections.h]\nbase_url = \"{}\"\n[connections.h.hepsiburada]\nformat = \"xml\"\n\
+         [[tenants]]\nname = \"h\"\nconnection = \"h\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sandbox.url("hepsiburada"),
+        sha256_hex("key-h")
+    );
+    // The harness writes its own [server] table first: this key continues it.
+    let config = config.replacen("[server]\n", "", 1);
+    Gateway::start(&config, &[])
+}
+
+fn change(gw: &Gateway, code: &str, headers: &[(&str, &str)]) -> Response {
+    let body = format!(
+        r#"{{"reset_code":"{code}","session_id":"perm-42","new_password":"Hepsi-n3w-pw"}}"#
+    );
+    let mut all = vec![
+        ("Authorization", "Bearer key-h"),
+        ("Content-Type", "application/json"),
+    ];
+    all.extend_from_slice(headers);
+    request(gw.api, "POST", "/reset/complete", &all, body.as_bytes())
+}
+
+fn issue(sandbox: &Sandbox, vendor: &str, identifier: &str) -> String {
+    let r = request(
+        sandbox.addr,
+        "POST",
+        &format!("/sandbox/{vendor}/reset-codes"),
+        &[],
+        format!(r#"{{"identifier":"{identifier}"}}"#).as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    r.json()["reset_code"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn hepsiburada_gets_the_end_users_address_through_trusted_proxies_only() {
+    let sandbox = Sandbox::start();
+    let trusting = hepsiburada(&sandbox, "\"127.0.0.0/8\"");
+    let code = issue(&sandbox, "hepsiburada", EMAIL);
+    let r = change(
+        &trusting,
+        &code,
+        &[
+            ("X-Forwarded-For", "203.0.113.7, 127.0.0.5"),
+            ("User-Agent", "Browser/1.0"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let last = request(
+        sandbox.addr,
+        "GET",
+        "/sandbox/hepsiburada/last-request",
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(last["IPAddress"], "203.0.113.7");
+    assert_eq!(last["UserAgent"], "Browser/1.0");
+    assert_eq!(last["PermanentSessionId"], "perm-42");
+    assert_eq!(last["RequestFromIdentityServer"], true);
+
+    // A gateway that trusts no proxy ignores the header: the peer is the end user.
+    let wary = hepsiburada(&sandbox, "");
+    let code = issue(&sandbox, "hepsiburada", "mei@example.com");
+    let r = change(&wary, &code, &[("X-Forwarded-For", "203.0.113.7")]);
+    assert_eq!(r.status, 200);
+    let last = request(
+        sandbox.addr,
+        "GET",
+        "/sandbox/hepsiburada/last-request",
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(last["IPAddress"], "127.0.0.1");
+}
+
+#[test]
+fn hepsiburada_needs_the_end_users_agent() {
+    let sandbox = Sandbox::start();
+    let gw = hepsiburada(&sandbox, "");
+    let code = issue(&sandbox, "hepsiburada", EMAIL);
+    let r = change(&gw, &code, &[("User-Agent", " ")]);
+    let p = r.problem(400, "invalid_request");
+    assert!(p["detail"].as_str().unwrap().contains("User-Agent"));
+    assert_eq!(sandbox.calls("hepsiburada"), 0);
+}
+
+fn amsalem(sandbox: &Sandbox, digest: &str) -> Gateway {
+    let config = format!(
+        "[connections.a]\nbase_url = \"{}\"\n[connections.a.amsalem]\nformat = \"json\"\n\
+         api_username = \"sandbox-api\"\nsecret_env = \"IT_AMSALEM_SECRET\"\n{digest}\n\
+         [[tenants]]\nname = \"a\"\nconnection = \"a\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sandbox.url("amsalem"),
+        sha256_hex("key-a")
+    );
+    Gateway::start(&config, &[("IT_AMSALEM_SECRET", "sandbox-amsalem-secret")])
+}
+
+fn amsalem_change(gw: &Gateway, code: &str, user: &str) -> Response {
+    gw.post(
+        "/reset/complete",
+        "key-a",
+        &format!(
+            r#"{{"reset_code":"{code}","identifier":{{"type":"username","value":"{user}"}},"email":"{EMAIL}","new_password":"Amsalem-n3w"}}"#
+        ),
+    )
+}
+
+#[test]
+fn amsalem_refuses_a_digest_made_by_another_recipe() {
+    let sandbox = Sandbox::start();
+    let gw = amsalem(
+        &sandbox,
+        "[connections.a.amsalem.digest]\nencoding = \"base64\"",
+    );
+    let code = issue(&sandbox, "amsalem", "somchai");
+    let p = amsalem_change(&gw, &code, "somchai").problem(502, "upstream_error");
+    assert!(p["detail"].as_str().unwrap().contains("digest"), "{p}");
+    assert_eq!(p["vendor"]["code"], "INVALID_DIGEST");
+}
+
+#[test]
+fn amsalem_keys_belong_to_one_user_and_the_identifier_is_required() {
+    let sandbox = Sandbox::start();
+    let gw = amsalem(&sandbox, "");
+    let code = issue(&sandbox, "amsalem", "somchai");
+    amsalem_change(&gw, &code, "mei").problem(422, "invalid_otp");
+    let r = gw.post(
+        "/reset/complete",
+        "key-a",
+        &format!(r#"{{"reset_code":"{code}","new_password":"Amsalem-n3w"}}"#),
+    );
+    r.problem(400, "invalid_request");
+    assert_eq!(amsalem_change(&gw, &code, "somchai").status, 200);
+    // A key is good once.
+    amsalem_change(&gw, &code, "somchai").problem(422, "invalid_otp");
+}
+
+#[test]
+fn the_amsalem_sandbox_refuses_a_replayed_salt() {
+    use reset_gateway::signing::{Inputs, Recipe};
+    let sandbox = Sandbox::start();
+    let code = issue(&sandbox, "amsalem", "somchai");
+    let salt = 987_654_321_012u64;
+    let digest = Recipe::amsalem_default().compute(&Inputs {
+        api_username: "sandbox-api",
+        salt,
+        key: &code,
+        new_password: "Replay-1234",
+        user_name: "somchai",
+        email: "",
+        secret: "sandbox-amsalem-secret",
+    });
+    let body = format!(
+        r#"{{"User":{{"UserName":"somchai","Email":"","Key":"{code}"}},"UserNewPassword":"Replay-1234","UserName":"sandbox-api","Salt":{salt},"Digest":"{digest}"}}"#
+    );
+    let send = || {
+        request(
+            sandbox.addr,
+            "POST",
+            "/amsalem/api/Customers/ChangePassword",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .json()
+    };
+    assert_eq!(send()["Success"], true);
+    let replay = send();
+    assert_eq!(replay["Success"], false);
+    assert_eq!(replay["Extra1"], "SALT_REUSED");
+}

@@ -1,0 +1,232 @@
+//! The conformance suite: every vendor runs through the same code, as vector's components all
+//! pass one compliance test. Each canonical step against the vendor's sandbox either succeeds or
+//! answers 501; wrong codes, weak and reused passwords map to the same canonical problems; nothing
+//! secret reaches the logs; and every wire format the vendor has is exercised.
+
+use crate::harness::*;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Flow {
+    /// start -> verify -> complete with the reset_id.
+    Otp,
+    /// complete with a vendor-issued reset_code.
+    Code,
+}
+
+struct Case {
+    vendor: &'static str,
+    flow: Flow,
+    formats: &'static [&'static str],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        vendor: "cbss",
+        flow: Flow::Otp,
+        formats: &["json", "xml"],
+    },
+    Case {
+        vendor: "capillary",
+        flow: Flow::Otp,
+        formats: &["json"],
+    },
+    Case {
+        vendor: "amsalem",
+        flow: Flow::Code,
+        formats: &["json", "xml"],
+    },
+    Case {
+        vendor: "hepsiburada",
+        flow: Flow::Code,
+        formats: &["json", "xml"],
+    },
+];
+
+const KEY: &str = "key-conformance";
+
+/// Secrets each vendor's connection uses, passed in the environment and looked for in the logs.
+const ENV: &[(&str, &str)] = &[
+    ("IT_CBSS_KEY", "sandbox-client-key"),
+    ("IT_CBSS_LOGIN_SALT", "sandbox-login-salt"),
+    ("IT_CBSS_FORGOT_SALT", "sandbox-forgot-salt"),
+    ("IT_CAPILLARY_KEY", "sandbox-capillary-key"),
+    ("IT_AMSALEM_SECRET", "sandbox-amsalem-secret"),
+];
+
+fn vendor_table(vendor: &str, format: &str) -> String {
+    match vendor {
+        "cbss" => format!(
+            "format = \"{format}\"\nclient_code = \"DEMO\"\nclient_key_env = \"IT_CBSS_KEY\"\n\
+             login_salt_env = \"IT_CBSS_LOGIN_SALT\"\nforgot_salt_env = \"IT_CBSS_FORGOT_SALT\"\n"
+        ),
+        "capillary" => "brand = \"DocDemo\"\napi_key_env = \"IT_CAPILLARY_KEY\"\n".to_string(),
+        "amsalem" => format!(
+            "format = \"{format}\"\napi_username = \"sandbox-api\"\nsecret_env = \"IT_AMSALEM_SECRET\"\n"
+        ),
+        "hepsiburada" => format!("format = \"{format}\"\n"),
+        other => panic!("the conformance suite has no configuration for {other}"),
+    }
+}
+
+fn gateway(sandbox: &Sandbox, vendor: &str, format: &str) -> Gateway {
+    let config = format!(
+        "[connections.c]\nbase_url = \"{}\"\n[connections.c.{vendor}]\n{}\n\
+         [[tenants]]\nname = \"t\"\nconnection = \"c\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sandbox.url(vendor),
+        vendor_table(vendor, format),
+        sha256_hex(KEY),
+    );
+    Gateway::start(&config, ENV)
+}
+
+/// A reset ready to complete: a verified reset id, or a vendor-issued code.
+enum Ready {
+    ResetId(String),
+    Code(String),
+}
+
+fn issue_code(sandbox: &Sandbox, vendor: &str) -> String {
+    let body = format!(r#"{{"identifier":"{EMAIL}"}}"#);
+    let path = format!("/sandbox/{vendor}/reset-codes");
+    let r = request(sandbox.addr, "POST", &path, &[], body.as_bytes());
+    assert_eq!(r.status, 200, "{vendor} issues reset codes");
+    let code = r.json()["reset_code"].as_str().unwrap().to_string();
+    remember_secret(&code);
+    code
+}
+
+fn ready(gw: &Gateway, sandbox: &Sandbox, case: &Case) -> Ready {
+    match case.flow {
+        Flow::Otp => {
+            let reset_id = start_reset(gw, KEY, "email", EMAIL);
+            let otp = sandbox.last_otp(EMAIL);
+            let v = verify(gw, KEY, &reset_id, &otp);
+            assert_eq!(v.status, 200, "{}: verify", case.vendor);
+            Ready::ResetId(v.json()["reset_id"].as_str().unwrap().to_string())
+        }
+        Flow::Code => Ready::Code(issue_code(sandbox, case.vendor)),
+    }
+}
+
+fn finish(gw: &Gateway, ready: &Ready, password: &str) -> Response {
+    remember_secret(password);
+    match ready {
+        Ready::ResetId(id) => complete(gw, KEY, id, password),
+        Ready::Code(code) => gw.post(
+            "/reset/complete",
+            KEY,
+            &format!(
+                r#"{{"reset_code":"{code}","identifier":{{"type":"username","value":"somchai"}},"new_password":"{password}"}}"#
+            ),
+        ),
+    }
+}
+
+/// Every step the vendor lacks answers 501, whatever the body.
+fn unsupported_steps_answer_501(gw: &Gateway, case: &Case) {
+    let start = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let with_code = r#"{"reset_code":"c","identifier":{"type":"username","value":"somchai"},"new_password":"Passw0rd-x"}"#;
+    let with_id = r#"{"reset_id":"x","new_password":"Passw0rd-x"}"#;
+    let verify_body = r#"{"reset_id":"x","otp":"123456"}"#;
+    let lacking: Vec<(&str, &str)> = match case.flow {
+        Flow::Otp => vec![("/reset/complete", with_code)],
+        Flow::Code => vec![
+            ("/reset", start.as_str()),
+            ("/reset/verify", verify_body),
+            ("/reset/complete", with_id),
+        ],
+    };
+    for (path, body) in lacking {
+        gw.post(path, KEY, body).problem(501, "unsupported_step");
+    }
+}
+
+fn wrong_codes_are_invalid_otp(gw: &Gateway, sandbox: &Sandbox, case: &Case) {
+    match case.flow {
+        Flow::Otp => {
+            let reset_id = start_reset(gw, KEY, "email", EMAIL);
+            let otp = sandbox.last_otp(EMAIL);
+            let wrong = if otp == "000000" { "111111" } else { "000000" };
+            verify(gw, KEY, &reset_id, wrong).problem(422, "invalid_otp");
+        }
+        Flow::Code => {
+            finish(gw, &Ready::Code("NOT-A-CODE".into()), "Passw0rd-x").problem(422, "invalid_otp");
+        }
+    }
+}
+
+fn run(case: &Case, format: &str) {
+    let sandbox = Sandbox::start();
+    let gw = gateway(&sandbox, case.vendor, format);
+    let what = format!("{} ({format})", case.vendor);
+
+    unsupported_steps_answer_501(&gw, case);
+    wrong_codes_are_invalid_otp(&gw, &sandbox, case);
+
+    let pending = ready(&gw, &sandbox, case);
+    let weak = finish(&gw, &pending, "weakpw");
+    assert_eq!(
+        weak.json()["code"],
+        "password_rejected",
+        "{what}: weak password"
+    );
+    weak.problem(422, "password_rejected");
+    let reused = finish(&gw, &pending, OLD_PASSWORD);
+    assert_eq!(
+        reused.json()["code"],
+        "password_reused",
+        "{what}: reused password"
+    );
+    let done = finish(&gw, &pending, "Conformance-n3w");
+    assert_eq!(
+        done.status,
+        200,
+        "{what}: {}",
+        String::from_utf8_lossy(&done.body)
+    );
+    assert_eq!(done.json(), serde_json::json!({"status": "completed"}));
+
+    // The vendor now holds the new password.
+    let again = ready(&gw, &sandbox, case);
+    finish(&gw, &again, "Conformance-n3w").problem(422, "password_reused");
+
+    let secrets: Vec<&str> = ENV.iter().map(|(_, v)| *v).collect();
+    gw.assert_logs_clean(&secrets);
+}
+
+#[test]
+fn the_suite_covers_every_vendor_the_gateway_speaks() {
+    let mut suite: Vec<&str> = CASES.iter().map(|c| c.vendor).collect();
+    let mut known = reset_gateway::vendors::NAMES.to_vec();
+    suite.sort();
+    known.sort();
+    assert_eq!(suite, known, "add the new vendor to the conformance suite");
+}
+
+#[test]
+fn cbss_conforms() {
+    for format in CASES[0].formats {
+        run(&CASES[0], format);
+    }
+}
+
+#[test]
+fn capillary_conforms() {
+    for format in CASES[1].formats {
+        run(&CASES[1], format);
+    }
+}
+
+#[test]
+fn amsalem_conforms() {
+    for format in CASES[2].formats {
+        run(&CASES[2], format);
+    }
+}
+
+#[test]
+fn hepsiburada_conforms() {
+    for format in CASES[3].formats {
+        run(&CASES[3], format);
+    }
+}
