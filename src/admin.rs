@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use pingora::protocols::http::ServerSession;
 
 use crate::http::{path, read_body, Handler, Reply};
+use crate::metrics;
+use crate::redis_store::{FailurePolicy, RedisStore};
 use crate::sandbox::Sandbox;
 
 /// Sandbox control bodies are tiny.
@@ -17,6 +19,32 @@ const MAX_BODY: usize = 4096;
 pub struct Admin {
     /// The in-process sandbox, when it runs.
     pub sandbox: Option<Arc<Sandbox>>,
+    /// The shared limiter store, when limits live in Redis.
+    pub redis: Option<Arc<RedisStore>>,
+}
+
+impl Admin {
+    /// Ready once the config is loaded (it was, before this listener started). With Redis, the
+    /// answer reports its state; it is `503` only when Redis is down and the policy is `deny`,
+    /// since under `local` or `allow` this replica still serves correctly.
+    async fn readiness(&self) -> Reply {
+        let Some(redis) = &self.redis else {
+            return Reply::json(200, &br#"{"status":"ready"}"#[..]);
+        };
+        let up = redis.ping().await;
+        let policy = redis.settings().on_failure;
+        let status = if up || policy != FailurePolicy::Deny {
+            200
+        } else {
+            503
+        };
+        let body = serde_json::json!({
+            "status": if status == 200 { "ready" } else { "not ready" },
+            "redis": if up { "up" } else { "down" },
+            "on_redis_failure": policy.as_str(),
+        });
+        Reply::json(status, serde_json::to_vec(&body).unwrap_or_default())
+    }
 }
 
 #[async_trait]
@@ -26,8 +54,12 @@ impl Handler for Admin {
         let path = path(session).to_string();
         match (method.as_str(), path.as_str(), &self.sandbox) {
             ("GET", "/healthz", _) => Reply::json(200, &br#"{"status":"ok"}"#[..]),
-            // The config was loaded and validated before this listener started.
-            ("GET", "/readyz", _) => Reply::json(200, &br#"{"status":"ready"}"#[..]),
+            ("GET", "/readyz", _) => self.readiness().await,
+            ("GET", "/metrics", _) => Reply::new(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics::render(),
+            ),
             (_, p, Some(sandbox)) if p.starts_with("/sandbox/") => {
                 match read_body(session, MAX_BODY).await {
                     Ok(body) => sandbox.control(&method, &path, &body),

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::client_ip::Cidr;
 use crate::limit::Quota;
+use crate::redis_store::{FailurePolicy, RedisSettings};
 use crate::sandbox;
 use crate::secret::Secret;
 use crate::signing::HexCase;
@@ -142,6 +143,41 @@ struct RawLimits {
     wrong_otps_per_reset: u32,
     /// Per-key limits by Capillary brand, for tenants on a connection with that brand.
     brands: BTreeMap<String, RawQuota>,
+    /// Where limiter state lives: this process, or Redis shared by every replica.
+    backend: Backend,
+    redis: Option<RawRedis>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum Backend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRedis {
+    url: String,
+    cluster_nodes: Vec<String>,
+    timeout_ms: u64,
+    on_failure: FailurePolicy,
+    replicas: u32,
+    key_prefix: String,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        RawRedis {
+            url: "redis://127.0.0.1:6379".into(),
+            cluster_nodes: Vec::new(),
+            timeout_ms: 50,
+            on_failure: FailurePolicy::Local,
+            replicas: 3,
+            key_prefix: "reset-gateway".into(),
+        }
+    }
 }
 
 impl Default for RawLimits {
@@ -151,6 +187,8 @@ impl Default for RawLimits {
             per_identifier: RawQuota::new(5, 900),
             wrong_otps_per_reset: 5,
             brands: BTreeMap::new(),
+            backend: Backend::Memory,
+            redis: None,
         }
     }
 }
@@ -401,6 +439,8 @@ pub struct ApiKey {
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
     pub per_identifier: Quota,
+    /// The shared store, when `limits.backend = "redis"`.
+    pub redis: Option<RedisSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -539,6 +579,38 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     if !(1..=100).contains(&l.wrong_otps_per_reset) {
         problems.push("limits.wrong_otps_per_reset: must be between 1 and 100".into());
     }
+    let redis = match (l.backend, &l.redis) {
+        (Backend::Memory, Some(_)) => {
+            problems.push("limits.redis: set limits.backend = \"redis\" to use it".into());
+            None
+        }
+        (Backend::Memory, None) => None,
+        (Backend::Redis, raw) => {
+            let default = RawRedis::default();
+            let r = raw.as_ref().unwrap_or(&default);
+            if !(1..=5_000).contains(&r.timeout_ms) {
+                problems.push("limits.redis.timeout_ms: must be between 1 and 5000".into());
+            }
+            if !(1..=10_000).contains(&r.replicas) {
+                problems.push("limits.redis.replicas: must be between 1 and 10000".into());
+            }
+            if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
+                problems.push("limits.redis.key_prefix: must be non-empty, without braces".into());
+            }
+            let settings = RedisSettings {
+                url: r.url.clone(),
+                cluster_nodes: r.cluster_nodes.clone(),
+                timeout: Duration::from_millis(r.timeout_ms),
+                on_failure: r.on_failure,
+                replicas: r.replicas,
+                key_prefix: r.key_prefix.clone(),
+            };
+            if let Err(e) = crate::redis_store::RedisStore::new(settings.clone()) {
+                problems.push(e);
+            }
+            Some(settings)
+        }
+    };
     let brands: BTreeMap<&str, Quota> = l
         .brands
         .iter()
@@ -657,7 +729,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
             token_keys: token_keys.expect("no problems means the keys parsed"),
             token_keys_env: raw.tokens.keys_env.clone(),
             sandbox,
-            limits: LimitSettings { per_identifier },
+            limits: LimitSettings {
+                per_identifier,
+                redis,
+            },
             connections,
             tenants,
         })

@@ -13,6 +13,7 @@ use crate::api::types::{CompleteRequest, Identifier, IdentifierKind, StartReques
 use crate::api::{ErrorCode, Problem};
 use crate::gateway::Tenant;
 use crate::limit::{LimitName, LimitState, Limiter, Mode, Quota};
+use crate::single_use::UsedIds;
 use crate::token::{ResetClaims, Step, TokenKeys};
 use crate::vendors::{CanonicalStep, CodeInput, StartInput, StepContext};
 
@@ -20,6 +21,7 @@ use crate::vendors::{CanonicalStep, CodeInput, StartInput, StepContext};
 pub struct Env<'a> {
     pub keys: &'a TokenKeys,
     pub limiter: &'a dyn Limiter,
+    pub used: &'a dyn UsedIds,
     pub per_identifier: Quota,
 }
 
@@ -143,6 +145,16 @@ fn require(tenant: &Tenant, step: CanonicalStep, what: &str) -> Result<(), Probl
     } else {
         Err(crate::vendors::unsupported(tenant.adapter.vendor(), what))
     }
+}
+
+/// Whether a failed completion surely left the vendor untouched, so the reset id may be used again
+/// (to choose a better password, say). A timeout or an unreadable answer may hide a change that
+/// happened: those keep the id used.
+fn vendor_surely_did_nothing(p: &Problem) -> bool {
+    !matches!(
+        p.code,
+        ErrorCode::UpstreamTimeout | ErrorCode::UpstreamError
+    )
 }
 
 fn wrong_otp_key(claims: &ResetClaims) -> String {
@@ -315,11 +327,28 @@ pub async fn complete(
                 "completion with a reset_id",
             )?;
             let claims = open(env.keys, tenant, &reset_id, Step::Complete)?;
-            spend_outbound(env, tenant, CanonicalStep::Complete).await?;
-            tenant
-                .adapter
-                .complete(ctx, &claims.vendor, &req.new_password)
-                .await?;
+            let ttl = Duration::from_secs((claims.expires_at - now_secs()).max(1) as u64);
+            if !env.used.claim(&claims.id, ttl).await {
+                return Err(Problem::new(
+                    ErrorCode::WrongStep,
+                    "this reset id was already used to complete the reset",
+                ));
+            }
+            let result = match spend_outbound(env, tenant, CanonicalStep::Complete).await {
+                Ok(()) => {
+                    tenant
+                        .adapter
+                        .complete(ctx, &claims.vendor, &req.new_password)
+                        .await
+                }
+                Err(p) => Err(p),
+            };
+            if let Err(p) = result {
+                if vendor_surely_did_nothing(&p) {
+                    env.used.release(&claims.id).await;
+                }
+                return Err(p);
+            }
         }
         (None, Some(reset_code)) => {
             require(

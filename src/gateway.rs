@@ -21,6 +21,7 @@ use crate::flow;
 use crate::http::{path, read_body, BodyError, Handler, Reply};
 use crate::limit::{self, LimitName, LimitState, Limiter, Mode, Quota};
 use crate::signing::sha256;
+use crate::single_use::UsedIds;
 use crate::token::TokenKeys;
 use crate::upstream::UpstreamClient;
 use crate::vendors::amsalem::Amsalem;
@@ -53,6 +54,7 @@ pub struct Gateway {
     keys: Vec<KeyEntry>,
     token_keys: TokenKeys,
     limiter: Arc<dyn Limiter>,
+    used: Arc<dyn UsedIds>,
     per_identifier: Quota,
     trusted_proxies: Vec<Cidr>,
     max_body_bytes: usize,
@@ -88,7 +90,7 @@ struct Outcome {
 
 impl Gateway {
     /// Builds the gateway from a validated config, taking its token keys.
-    pub fn new(config: &mut Config, limiter: Arc<dyn Limiter>) -> Gateway {
+    pub fn new(config: &mut Config, limiter: Arc<dyn Limiter>, used: Arc<dyn UsedIds>) -> Gateway {
         let mut adapters = Vec::new();
         for conn in &config.connections {
             let client = UpstreamClient::new(conn.base_url.clone(), conn.timeouts);
@@ -136,6 +138,7 @@ impl Gateway {
             keys,
             token_keys: std::mem::replace(&mut config.token_keys, TokenKeys::ephemeral()),
             limiter,
+            used,
             per_identifier: config.limits.per_identifier,
             trusted_proxies: config.server.trusted_proxies.clone(),
             max_body_bytes: config.server.max_body_bytes,
@@ -246,6 +249,7 @@ impl Gateway {
         let env = flow::Env {
             keys: &self.token_keys,
             limiter: self.limiter.as_ref(),
+            used: self.used.as_ref(),
             per_identifier: self.per_identifier,
         };
         let work = async {

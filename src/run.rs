@@ -13,7 +13,11 @@ use crate::config::{Config, LogFormat};
 use crate::gateway::Gateway;
 use crate::http::{bind, HttpService};
 use crate::limit::memory::MemoryLimiter;
+use crate::limit::redis::RedisLimiter;
+use crate::limit::Limiter;
+use crate::redis_store::RedisStore;
 use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::single_use::{MemoryUsedIds, RedisUsedIds, UsedIds};
 
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
@@ -83,14 +87,35 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
         in_process = Some(sandbox.clone());
         server.add_service(HttpService::new("sandbox", listener, sandbox));
     }
-    let limiter = Arc::new(MemoryLimiter::new());
-    let gateway = Arc::new(Gateway::new(&mut config, limiter));
+    let (limiter, used, redis): (Arc<dyn Limiter>, Arc<dyn UsedIds>, _) = match &config.limits.redis
+    {
+        Some(settings) => {
+            let store = Arc::new(RedisStore::new(settings.clone())?);
+            tracing::info!(
+                on_failure = settings.on_failure.as_str(),
+                timeout_ms = settings.timeout.as_millis() as u64,
+                "limits shared through Redis"
+            );
+            (
+                Arc::new(RedisLimiter::new(store.clone())),
+                Arc::new(RedisUsedIds::new(store.clone())),
+                Some(store),
+            )
+        }
+        None => (
+            Arc::new(MemoryLimiter::new()),
+            Arc::new(MemoryUsedIds::default()),
+            None,
+        ),
+    };
+    let gateway = Arc::new(Gateway::new(&mut config, limiter, used));
     server.add_service(HttpService::new("api", api, gateway));
     server.add_service(HttpService::new(
         "admin",
         admin,
         Arc::new(Admin {
             sandbox: in_process,
+            redis,
         }),
     ));
 

@@ -6,6 +6,7 @@
 
 pub mod gcra;
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 

@@ -1,0 +1,120 @@
+//! The shared limiter backend: GCRA in one Lua script, loaded once and called by its hash, so each
+//! decision is one atomic round trip (no read-then-write race between replicas). The clock is
+//! Redis's own (`TIME`), so replicas with skewed clocks still agree.
+//!
+//! When Redis does not answer within its timeout, the configured policy decides: `local` (this
+//! replica's in-process limiter at its share of the quota), `allow` or `deny`; each such decision
+//! is counted in `reset_gateway_limiter_fallback_total`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::gcra::{Decision, Quota};
+use super::memory::MemoryLimiter;
+use super::{Limiter, Mode};
+use crate::metrics;
+use crate::redis_store::{FailurePolicy, RedisStore};
+
+/// GCRA over microseconds (Lua numbers are doubles: exact to 2^53 us, centuries from the epoch).
+/// ARGV: interval, tolerance, cost (0 = look without spending). Returns
+/// {allowed, remaining, reset_us, retry_us}. A key expires when its state has fully recovered.
+const GCRA_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local peek = cost == 0
+if peek then cost = 1 end
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + interval * cost
+local ahead = new_tat - now
+if ahead <= tolerance then
+  if not peek then
+    redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil(ahead / 1000) + 1)
+  end
+  return {1, math.floor((tolerance - ahead) / interval), ahead, 0}
+end
+local retry = ahead - tolerance
+local left = tolerance - (tat - now)
+if left < 0 then left = 0 end
+return {0, math.floor(left / interval), retry, retry}
+"#;
+
+pub struct RedisLimiter {
+    store: Arc<RedisStore>,
+    script: redis::Script,
+    local: MemoryLimiter,
+}
+
+impl RedisLimiter {
+    pub fn new(store: Arc<RedisStore>) -> Self {
+        RedisLimiter {
+            store,
+            script: redis::Script::new(GCRA_LUA),
+            local: MemoryLimiter::new(),
+        }
+    }
+
+    fn fallback(&self, key: &str, quota: Quota, mode: Mode) -> Decision {
+        let policy = self.store.settings().on_failure;
+        metrics::LIMITER_FALLBACK
+            .with_label_values(&[policy.as_str()])
+            .inc();
+        match policy {
+            FailurePolicy::Local => {
+                let replicas = self.store.settings().replicas.max(1);
+                let share = Quota::new((quota.count / replicas).max(1), quota.period);
+                self.local.check_now(key, share, mode)
+            }
+            FailurePolicy::Allow => Decision {
+                allowed: true,
+                remaining: quota.count.saturating_sub(1),
+                reset: Duration::ZERO,
+                retry_after: Duration::ZERO,
+            },
+            FailurePolicy::Deny => Decision {
+                allowed: false,
+                remaining: 0,
+                reset: Duration::from_secs(1),
+                retry_after: Duration::from_secs(1),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Limiter for RedisLimiter {
+    async fn check(&self, key: &str, quota: Quota, mode: Mode) -> Decision {
+        let interval = (quota.interval_ns() / 1_000).max(1) as i64;
+        let tolerance = interval * i64::from(quota.count.max(1));
+        let cost = match mode {
+            Mode::Consume(n) => i64::from(n),
+            Mode::Peek => 0,
+        };
+        let reply: Result<Vec<i64>, String> = self
+            .store
+            .script(
+                &self.script,
+                &self.store.key(key),
+                &[interval, tolerance, cost],
+            )
+            .await;
+        match reply.as_deref() {
+            Ok([allowed, remaining, reset, retry]) => Decision {
+                allowed: *allowed == 1,
+                remaining: (*remaining).clamp(0, i64::from(u32::MAX)) as u32,
+                reset: Duration::from_micros((*reset).max(0) as u64),
+                retry_after: Duration::from_micros((*retry).max(0) as u64),
+            },
+            _ => self.fallback(key, quota, mode),
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}

@@ -1,0 +1,183 @@
+//! The shared store on Redis: one lazily made, self-reconnecting connection (a single server or a
+//! cluster), every call bounded by a short timeout, and whether the last call worked.
+//!
+//! No request ever waits on Redis longer than the timeout: a call that does not finish in time is
+//! a failure, and the caller applies its fallback policy.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::OnceCell;
+
+use crate::metrics;
+
+/// What to do when Redis does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// Each replica enforces its share of the limit in-process.
+    #[default]
+    Local,
+    /// Let the request through.
+    Allow,
+    /// Refuse the request.
+    Deny,
+}
+
+impl FailurePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Local => "local",
+            FailurePolicy::Allow => "allow",
+            FailurePolicy::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port`, `unix:///path/redis.sock`, ...
+    pub url: String,
+    /// When non-empty, a Redis Cluster reached through these nodes (and `url` is not used).
+    pub cluster_nodes: Vec<String>,
+    pub timeout: Duration,
+    pub on_failure: FailurePolicy,
+    /// How many gateway replicas share the limits: the `local` fallback enforces 1/replicas of each.
+    pub replicas: u32,
+    pub key_prefix: String,
+}
+
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+pub struct RedisStore {
+    settings: RedisSettings,
+    client: Option<redis::Client>,
+    cluster: Option<redis::cluster::ClusterClient>,
+    single: OnceCell<ConnectionManager>,
+    clustered: OnceCell<ClusterConnection>,
+    up: AtomicBool,
+}
+
+impl RedisStore {
+    pub fn new(settings: RedisSettings) -> Result<RedisStore, String> {
+        let (client, cluster) = if settings.cluster_nodes.is_empty() {
+            let client = redis::Client::open(settings.url.as_str())
+                .map_err(|e| format!("limits.redis.url: {e}"))?;
+            (Some(client), None)
+        } else {
+            let cluster = redis::cluster::ClusterClientBuilder::new(settings.cluster_nodes.clone())
+                .connection_timeout(settings.timeout)
+                .response_timeout(settings.timeout)
+                .build()
+                .map_err(|e| format!("limits.redis.cluster_nodes: {e}"))?;
+            (None, Some(cluster))
+        };
+        metrics::REDIS_UP.set(0);
+        Ok(RedisStore {
+            settings,
+            client,
+            cluster,
+            single: OnceCell::new(),
+            clustered: OnceCell::new(),
+            up: AtomicBool::new(false),
+        })
+    }
+
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, ok: bool) {
+        self.up.store(ok, Ordering::Relaxed);
+        metrics::REDIS_UP.set(i64::from(ok));
+    }
+
+    /// The connection, made on first use. A single-server connection is made lazily (it never
+    /// blocks); a cluster connection is attempted within the timeout and retried on later calls.
+    async fn conn(&self) -> Result<Conn, String> {
+        if let Some(client) = &self.client {
+            let manager = self
+                .single
+                .get_or_try_init(|| async {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(self.settings.timeout))
+                        .set_response_timeout(Some(self.settings.timeout))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_millis(500));
+                    ConnectionManager::new_lazy_with_config(client.clone(), config)
+                        .map_err(|e| e.to_string())
+                })
+                .await?;
+            return Ok(Conn::Single(manager.clone()));
+        }
+        let cluster = self.cluster.as_ref().ok_or("no Redis configured")?;
+        let conn = self
+            .clustered
+            .get_or_try_init(|| async {
+                cluster
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        Ok(Conn::Cluster(conn.clone()))
+    }
+
+    /// Runs a script within the timeout. `Err` means: apply the fallback policy.
+    pub async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        key: &str,
+        args: &[i64],
+    ) -> Result<T, String> {
+        let work = async {
+            let mut invocation = script.key(key);
+            for a in args {
+                invocation.arg(*a);
+            }
+            match self.conn().await? {
+                Conn::Single(mut c) => invocation.invoke_async(&mut c).await,
+                Conn::Cluster(mut c) => invocation.invoke_async(&mut c).await,
+            }
+            .map_err(|e| e.to_string())
+        };
+        let result = match tokio::time::timeout(self.settings.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".to_string()),
+        };
+        self.record(result.is_ok());
+        result
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> bool {
+        let work = async {
+            let cmd = redis::cmd("PING");
+            match self.conn().await? {
+                Conn::Single(mut c) => cmd.query_async::<String>(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async::<String>(&mut c).await,
+            }
+            .map_err(|e| e.to_string())
+        };
+        let ok = matches!(
+            tokio::time::timeout(self.settings.timeout, work).await,
+            Ok(Ok(_))
+        );
+        self.record(ok);
+        ok
+    }
+
+    /// `prefix:{key}`: the hash tag keeps each decision on one cluster slot.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}:{{{key}}}", self.settings.key_prefix)
+    }
+}
