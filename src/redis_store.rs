@@ -2,10 +2,12 @@
 //! cluster), every call bounded by a short timeout, and whether the last call worked.
 //!
 //! No request ever waits on Redis longer than the timeout: a call that does not finish in time is
-//! a failure, and the caller applies its fallback policy.
+//! a failure, and the caller applies its fallback policy. After a failure, calls fail at once for
+//! a short while (`RETRY_AFTER_FAILURE`) instead of each waiting out the timeout; the first call
+//! after that tries Redis again, so sharing resumes by itself when Redis is back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -49,6 +51,9 @@ pub struct RedisSettings {
     pub key_prefix: String,
 }
 
+/// How long after a failed call the store is not tried (calls fail at once meanwhile).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
+
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
@@ -61,6 +66,9 @@ pub struct RedisStore {
     single: OnceCell<ConnectionManager>,
     clustered: OnceCell<ClusterConnection>,
     up: AtomicBool,
+    /// Milliseconds since `epoch` before which calls fail at once.
+    retry_at_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl RedisStore {
@@ -85,6 +93,8 @@ impl RedisStore {
             single: OnceCell::new(),
             clustered: OnceCell::new(),
             up: AtomicBool::new(false),
+            retry_at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
@@ -96,9 +106,22 @@ impl RedisStore {
         self.up.load(Ordering::Relaxed)
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     fn record(&self, ok: bool) {
         self.up.store(ok, Ordering::Relaxed);
         metrics::REDIS_UP.set(i64::from(ok));
+        if !ok {
+            let retry_at = self.now_ms() + RETRY_AFTER_FAILURE.as_millis() as u64;
+            self.retry_at_ms.store(retry_at, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a recent failure says not to try Redis yet.
+    fn resting(&self) -> bool {
+        self.now_ms() < self.retry_at_ms.load(Ordering::Relaxed)
     }
 
     /// The connection, made on first use. A single-server connection is made lazily (it never
@@ -139,6 +162,9 @@ impl RedisStore {
         key: &str,
         args: &[i64],
     ) -> Result<T, String> {
+        if self.resting() {
+            return Err("Redis failed recently".into());
+        }
         let work = async {
             let mut invocation = script.key(key);
             for a in args {

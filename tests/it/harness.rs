@@ -495,3 +495,87 @@ pub fn complete(gw: &Gateway, key: &str, reset_id: &str, password: &str) -> Resp
         &format!(r#"{{"reset_id":"{reset_id}","new_password":"{password}"}}"#),
     )
 }
+
+/// A Redis server of the test's own, on a unix socket (so no TCP port is ever guessed), killed
+/// when the test ends.
+pub struct Redis {
+    child: Option<Child>,
+    pub socket: PathBuf,
+}
+
+static REDIS_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl Redis {
+    pub fn start() -> Redis {
+        let socket = std::env::temp_dir().join(format!(
+            "reset-gateway-it-redis-{}-{}.sock",
+            std::process::id(),
+            REDIS_SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let mut redis = Redis {
+            child: None,
+            socket,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// The `limits.redis.url` for this server.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Starts (again) on the same socket, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--unixsocket",
+            ])
+            .arg(&self.socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (./dev test installs it when missing)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) {
+                let _ = s.write_all(b"PING\r\n");
+                let mut buf = [0u8; 7];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The value of one sample in a Prometheus text exposition (0 when absent).
+pub fn metric(admin: SocketAddr, sample: &str) -> f64 {
+    let text = String::from_utf8(request(admin, "GET", "/metrics", &[], b"").body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}

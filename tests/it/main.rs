@@ -11,4 +11,5 @@ mod code_flow;
 mod conformance;
 mod limits;
 mod openapi;
+mod shared_limits;
 mod upstream_faults;

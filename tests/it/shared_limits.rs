@@ -1,0 +1,265 @@
+//! Limits shared across replicas through a real Redis: two gateway processes enforce one limit;
+//! Redis stopped mid-run falls back by policy within the Redis timeout; Redis back, sharing resumes.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const CHEAP: &str = r#"{"reset_id":"not-a-reset","otp":"123456"}"#;
+
+/// A config for one replica: limits of `count` per 2 s per key, on `backend`.
+fn replica(sandbox: &Sandbox, count: u32, backend: &str) -> String {
+    capillary_config(
+        sandbox,
+        &format!("[limits]\nper_key = {{ count = {count}, period_secs = 2 }}\n{backend}"),
+    )
+}
+
+fn redis_backend(redis: &Redis, policy: &str) -> String {
+    backend_at(&redis.url(), policy)
+}
+
+fn backend_at(url: &str, policy: &str) -> String {
+    // A prefix of its own, so tests sharing one Redis never share keys.
+    let prefix = format!("it-{}-{}", std::process::id(), next());
+    format!(
+        "backend = \"redis\"\n[limits.redis]\nurl = \"{url}\"\ntimeout_ms = 50\non_failure = \"{policy}\"\nreplicas = 2\nkey_prefix = \"{prefix}\"\n"
+    )
+}
+
+fn next() -> usize {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    SEQ.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The Redis for the shared-limit test: the one `IT_REDIS_URL` names (CI points it at the
+/// machine's Redis on 127.0.0.1:6379), else one of the test's own.
+fn shared_redis() -> (Option<Redis>, String) {
+    match std::env::var("IT_REDIS_URL") {
+        Ok(url) if !url.is_empty() => (None, url),
+        _ => {
+            let redis = Redis::start();
+            let url = redis.url();
+            (Some(redis), url)
+        }
+    }
+}
+
+struct Load {
+    accepted: u64,
+    refused: u64,
+    elapsed: Duration,
+    slowest: Duration,
+}
+
+/// `clients` threads per gateway send cheap requests on one key for `duration`.
+fn load(gateways: &[&Gateway], clients: usize, duration: Duration) -> Load {
+    let accepted = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
+    let slowest = AtomicU64::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for gw in gateways {
+            for _ in 0..clients {
+                s.spawn(|| {
+                    while started.elapsed() < duration {
+                        let t = Instant::now();
+                        let r = gw.post("/reset/verify", "key-web", CHEAP);
+                        slowest.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        match r.status {
+                            429 => refused.fetch_add(1, Ordering::Relaxed),
+                            400 => accepted.fetch_add(1, Ordering::Relaxed),
+                            other => panic!("unexpected status {other}"),
+                        };
+                    }
+                });
+            }
+        }
+    });
+    Load {
+        accepted: accepted.into_inner(),
+        refused: refused.into_inner(),
+        elapsed: started.elapsed(),
+        slowest: Duration::from_micros(slowest.into_inner()),
+    }
+}
+
+/// What GCRA allows over `elapsed` for `count` per 2 s: the burst, plus one cell per interval.
+fn allowance(count: u32, elapsed: Duration) -> f64 {
+    let interval = 2.0 / f64::from(count);
+    f64::from(count) + (elapsed.as_secs_f64() / interval).floor()
+}
+
+#[test]
+fn two_replicas_on_redis_enforce_one_limit_and_on_memory_twice_it() {
+    let sandbox = Sandbox::start();
+    let (_own, url) = shared_redis();
+    let count = 200;
+    // Both replicas share one key prefix: they are one deployment.
+    let backend = backend_at(&url, "deny");
+    let a = Gateway::start(&replica(&sandbox, count, &backend), CAPILLARY_ENV);
+    let b = Gateway::start(&replica(&sandbox, count, &backend), CAPILLARY_ENV);
+    let shared = load(&[&a, &b], 4, Duration::from_secs(3));
+    let expected = allowance(count, shared.elapsed);
+    let error = (shared.accepted as f64 - expected).abs() / expected;
+    assert!(
+        shared.refused > shared.accepted,
+        "the load must exceed the limit"
+    );
+    assert!(
+        error <= 0.01,
+        "shared: accepted {} of {} requests, expected {expected:.0} (error {:.2}%)",
+        shared.accepted,
+        shared.accepted + shared.refused,
+        error * 100.0
+    );
+    assert_eq!(
+        metric(
+            a.admin,
+            "reset_gateway_limiter_fallback_total{policy=\"deny\"}"
+        ),
+        0.0
+    );
+
+    // The same load on two replicas with in-process limits: each enforces the whole limit.
+    let c = Gateway::start(&replica(&sandbox, count, ""), CAPILLARY_ENV);
+    let d = Gateway::start(&replica(&sandbox, count, ""), CAPILLARY_ENV);
+    let separate = load(&[&c, &d], 4, Duration::from_secs(3));
+    let ratio = separate.accepted as f64 / allowance(count, separate.elapsed);
+    assert!(
+        (1.9..=2.05).contains(&ratio),
+        "memory: accepted {} ({ratio:.2} x the limit)",
+        separate.accepted
+    );
+    println!(
+        "shared limit: redis accepted {} (expected {expected:.0}); memory accepted {} ({ratio:.2}x)",
+        shared.accepted, separate.accepted
+    );
+}
+
+/// Redis stopped mid-run under `policy`; returns what was accepted while it was down.
+fn outage(policy: &str) -> (Load, Gateway, Gateway) {
+    let sandbox = Sandbox::start();
+    let mut redis = Redis::start();
+    let backend = redis_backend(&redis, policy);
+    let a = Gateway::start(&replica(&sandbox, 100, &backend), CAPILLARY_ENV);
+    let b = Gateway::start(&replica(&sandbox, 100, &backend), CAPILLARY_ENV);
+    // Spend the shared burst, so that a fallback that allowed more would show.
+    let before = load(&[&a, &b], 2, Duration::from_millis(500));
+    assert!(before.refused > 0);
+    let up = request(a.admin, "GET", "/readyz", &[], b"").json();
+    assert_eq!(up["redis"], "up");
+
+    redis.stop();
+    let down = load(&[&a, &b], 2, Duration::from_secs(2));
+    let ready = request(a.admin, "GET", "/readyz", &[], b"");
+    assert_eq!(ready.json()["redis"], "down");
+    assert_eq!(ready.status, if policy == "deny" { 503 } else { 200 });
+    let fallbacks = metric(
+        a.admin,
+        &format!("reset_gateway_limiter_fallback_total{{policy=\"{policy}\"}}"),
+    );
+    assert!(fallbacks > 0.0, "fallback decisions are counted");
+    assert_eq!(metric(a.admin, "reset_gateway_redis_up"), 0.0);
+
+    // Redis back: decisions are shared again, and no longer made by the fallback.
+    redis.restart();
+    let resumed = AtomicBool::new(false);
+    for _ in 0..50 {
+        a.post("/reset/verify", "key-web", CHEAP);
+        b.post("/reset/verify", "key-web", CHEAP);
+        let up = |gw: &Gateway| metric(gw.admin, "reset_gateway_redis_up") == 1.0;
+        if up(&a) && up(&b) {
+            resumed.store(true, Ordering::Relaxed);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        resumed.into_inner(),
+        "the gateways went back to Redis by themselves"
+    );
+    let counted = metric(
+        a.admin,
+        &format!("reset_gateway_limiter_fallback_total{{policy=\"{policy}\"}}"),
+    );
+    let after = load(&[&a, &b], 2, Duration::from_millis(500));
+    assert!(
+        after.accepted <= allowance(100, after.elapsed) as u64 + 1,
+        "accepted {} once Redis was back",
+        after.accepted
+    );
+    assert_eq!(
+        metric(
+            a.admin,
+            &format!("reset_gateway_limiter_fallback_total{{policy=\"{policy}\"}}")
+        ),
+        counted,
+        "no fallback once Redis is back"
+    );
+    // The Redis timeout bounds every request's wait, outage or not.
+    for l in [&before, &down, &after] {
+        assert!(
+            l.slowest < Duration::from_millis(400),
+            "a request took {:?}",
+            l.slowest
+        );
+    }
+    (down, a, b)
+}
+
+#[test]
+fn with_redis_down_deny_refuses_everything() {
+    let (down, _a, _b) = outage("deny");
+    assert_eq!(down.accepted, 0);
+    assert!(down.refused > 0);
+}
+
+#[test]
+fn with_redis_down_allow_lets_everything_through() {
+    let (down, _a, _b) = outage("allow");
+    assert_eq!(down.refused, 0);
+    assert!(down.accepted > 0);
+}
+
+#[test]
+fn with_redis_down_local_enforces_each_replicas_share() {
+    let (down, _a, _b) = outage("local");
+    // Two replicas, each at half of 100 per 2 s: together about the shared limit, not twice it.
+    let share = 2.0 * allowance(50, down.elapsed);
+    assert!(down.refused > 0);
+    assert!(
+        (down.accepted as f64) <= share * 1.02 + 2.0,
+        "accepted {} with Redis down, shares allow {share:.0}",
+        down.accepted
+    );
+}
+
+#[test]
+fn a_reset_id_completes_once_across_replicas() {
+    let sandbox = Sandbox::start();
+    let redis = Redis::start();
+    let backend = redis_backend(&redis, "deny");
+    let config = capillary_config(&sandbox, &format!("[limits]\n{backend}"));
+    let env = [
+        ("IT_CAPILLARY_KEY", "sandbox-capillary-key"),
+        (
+            "GATEWAY_TOKEN_KEYS",
+            "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ),
+    ];
+    let a = Gateway::start(&config, &env);
+    let b = Gateway::start(&config, &env);
+    let reset_id = start_reset(&a, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    // Any replica continues any reset: verify on b, complete on a, replay on b.
+    let v = verify(&b, "key-web", &reset_id, &otp);
+    assert_eq!(v.status, 200);
+    let next = v.json()["reset_id"].as_str().unwrap().to_string();
+    // A refused password leaves the id usable, so the user can choose another.
+    complete(&a, "key-web", &next, "weakpw").problem(422, "password_rejected");
+    assert_eq!(complete(&a, "key-web", &next, "Shared-n3w-pw").status, 200);
+    let p = complete(&b, "key-web", &next, "Other-n3w-pw").problem(409, "wrong_step");
+    assert!(p["detail"].as_str().unwrap().contains("already used"));
+}
