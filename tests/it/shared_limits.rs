@@ -263,3 +263,137 @@ fn a_reset_id_completes_once_across_replicas() {
     let p = complete(&b, "key-web", &next, "Other-n3w-pw").problem(409, "wrong_step");
     assert!(p["detail"].as_str().unwrap().contains("already used"));
 }
+
+/// A three-node Redis Cluster of the test's own on loopback (TCP: cluster nodes gossip over it).
+struct Cluster {
+    nodes: Vec<std::process::Child>,
+    ports: Vec<u16>,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        // Cluster nodes must listen on TCP, and the bus port is told explicitly: take ports the
+        // OS hands out and release them just before Redis binds them.
+        let ports: Vec<u16> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let dir =
+            std::env::temp_dir().join(format!("reset-gateway-it-cluster-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let conf = dir.join(format!("nodes-{i}.conf"));
+            nodes.push(
+                std::process::Command::new("redis-server")
+                    .args(["--bind", "127.0.0.1", "--port", &ports[i].to_string()])
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-port",
+                        &ports[i + 3].to_string(),
+                    ])
+                    .arg("--cluster-config-file")
+                    .arg(&conf)
+                    .args(["--save", "", "--appendonly", "no"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("redis-server runs"),
+            );
+        }
+        let addrs: Vec<String> = ports[..3]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let mut created = false;
+        for _ in 0..50 {
+            let out = std::process::Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&addrs)
+                .arg("--cluster-yes")
+                .output()
+                .expect("redis-cli runs");
+            if out.status.success() {
+                created = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(created, "the cluster forms");
+        // Wait until every node sees the whole cluster as up.
+        for p in &ports[..3] {
+            for _ in 0..100 {
+                let out = std::process::Command::new("redis-cli")
+                    .args(["-p", &p.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Cluster { nodes, ports, dir }
+    }
+
+    fn nodes_toml(&self) -> String {
+        let list: Vec<String> = self.ports[..3]
+            .iter()
+            .map(|p| format!("\"redis://127.0.0.1:{p}\""))
+            .collect();
+        list.join(", ")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn two_replicas_share_limits_on_a_redis_cluster() {
+    let sandbox = Sandbox::start();
+    let cluster = Cluster::start();
+    let backend = format!(
+        "backend = \"redis\"\n[limits.redis]\ncluster_nodes = [{}]\ntimeout_ms = 200\non_failure = \"deny\"\nkey_prefix = \"it-cluster\"\n",
+        cluster.nodes_toml()
+    );
+    let config = capillary_config(
+        &sandbox,
+        &format!("[limits]\nper_key = {{ count = 10, period_secs = 600 }}\n{backend}"),
+    );
+    let a = Gateway::start(&config, CAPILLARY_ENV);
+    let b = Gateway::start(&config, CAPILLARY_ENV);
+    let mut accepted = 0;
+    for i in 0..20 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        match gw.post("/reset/verify", "key-web", CHEAP).status {
+            400 => accepted += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted, 10, "one limit of 10 across both replicas");
+    assert_eq!(
+        metric(
+            a.admin,
+            "reset_gateway_limiter_fallback_total{policy=\"deny\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        request(a.admin, "GET", "/readyz", &[], b"").json()["redis"],
+        "up"
+    );
+}
