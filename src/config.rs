@@ -400,6 +400,16 @@ pub enum VendorSettings {
 }
 
 impl VendorSettings {
+    /// The vendor's name, as in `vendors::NAMES`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VendorSettings::Cbss(_) => "cbss",
+            VendorSettings::Capillary(_) => "capillary",
+            VendorSettings::Amsalem(_) => "amsalem",
+            VendorSettings::Hepsiburada(_) => "hepsiburada",
+        }
+    }
+
     /// The vendor's own documented rate limit, used as the outbound budget by default.
     fn default_outbound(&self) -> Option<Quota> {
         match self {

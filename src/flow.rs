@@ -98,6 +98,9 @@ async fn check(
     mode: Mode,
 ) -> Result<LimitState, LimitState> {
     let decision = env.limiter.check(key, quota, mode).await;
+    if mode != Mode::Peek {
+        crate::metrics::limiter_decision(name, decision.allowed);
+    }
     let state = LimitState {
         name,
         quota,
@@ -123,19 +126,23 @@ async fn spend_outbound(
     if calls == 0 {
         return Ok(());
     }
-    check(env, LimitName::Outbound, key, *quota, Mode::Consume(calls))
-        .await
-        .map(|_| ())
-        .map_err(|state| {
-            Problem::limited(
-                ErrorCode::UpstreamUnavailable,
-                format!(
-                    "the gateway's budget of calls to {} is spent for now",
-                    tenant.adapter.vendor()
-                ),
-                state,
-            )
-        })
+    let decision = check(env, LimitName::Outbound, key, *quota, Mode::Consume(calls)).await;
+    let state = match &decision {
+        Ok(state) | Err(state) => state,
+    };
+    crate::metrics::OUTBOUND_REMAINING
+        .with_label_values(&[tenant.connection.as_str(), tenant.adapter.vendor()])
+        .set(i64::from(state.decision.remaining));
+    decision.map(|_| ()).map_err(|state| {
+        Problem::limited(
+            ErrorCode::UpstreamUnavailable,
+            format!(
+                "the gateway's budget of calls to {} is spent for now",
+                tenant.adapter.vendor()
+            ),
+            state,
+        )
+    })
 }
 
 /// `501 unsupported_step` when the tenant's vendor has no such step.

@@ -5,6 +5,7 @@
 //! response in `problem_reply`, nowhere else.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use crate::config::{Config, TenantSettings, VendorSettings};
 use crate::flow;
 use crate::http::{path, read_body, BodyError, Handler, Reply};
 use crate::limit::{self, LimitName, LimitState, Limiter, Mode, Quota};
+use crate::metrics;
 use crate::signing::sha256;
 use crate::single_use::UsedIds;
 use crate::token::TokenKeys;
@@ -39,6 +41,8 @@ pub struct Tenant {
     pub step_timeout: Duration,
     /// The connection's outbound budget: its limiter key and quota.
     pub outbound: Option<(String, Quota)>,
+    /// The connection's name (for the outbound budget metric).
+    pub connection: String,
 }
 
 struct KeyEntry {
@@ -82,6 +86,8 @@ impl Route {
 #[derive(Default)]
 struct Outcome {
     tenant: Option<String>,
+    vendor: Option<&'static str>,
+    upstream_us: u64,
     step: Option<&'static str>,
     code: Option<&'static str>,
     /// The API key's per-key limit after this request, for the RateLimit fields.
@@ -93,7 +99,8 @@ impl Gateway {
     pub fn new(config: &mut Config, limiter: Arc<dyn Limiter>, used: Arc<dyn UsedIds>) -> Gateway {
         let mut adapters = Vec::new();
         for conn in &config.connections {
-            let client = UpstreamClient::new(conn.base_url.clone(), conn.timeouts);
+            let client =
+                UpstreamClient::new(conn.vendor.name(), conn.base_url.clone(), conn.timeouts);
             let adapter: Arc<dyn VendorAdapter> = match &conn.vendor {
                 VendorSettings::Cbss(settings) => Arc::new(Cbss::new(settings.clone(), client)),
                 VendorSettings::Capillary(settings) => {
@@ -106,9 +113,15 @@ impl Gateway {
                     Arc::new(Hepsiburada::new(settings.clone(), client))
                 }
             };
-            let outbound = conn
-                .outbound
-                .map(|quota| (format!("outbound:{}", conn.name), quota));
+            let outbound = conn.outbound.map(|quota| {
+                metrics::OUTBOUND_QUOTA
+                    .with_label_values(&[conn.name.as_str(), conn.vendor.name()])
+                    .set(i64::from(quota.count));
+                metrics::OUTBOUND_REMAINING
+                    .with_label_values(&[conn.name.as_str(), conn.vendor.name()])
+                    .set(i64::from(quota.count));
+                (format!("outbound:{}", conn.name), quota)
+            });
             adapters.push((conn.name.clone(), adapter, conn.timeouts.total, outbound));
         }
         let mut tenants = Vec::new();
@@ -131,6 +144,7 @@ impl Gateway {
                 adapter: adapter.clone(),
                 step_timeout: *step_timeout,
                 outbound: outbound.clone(),
+                connection: settings.connection.clone(),
             });
         }
         Gateway {
@@ -182,6 +196,7 @@ impl Gateway {
             .map_err(|p| (p, false, true))?;
         let tenant = &self.tenants[key.tenant];
         outcome.tenant = Some(tenant.settings.name.clone());
+        outcome.vendor = Some(tenant.adapter.vendor());
         let show_vendor = tenant.settings.vendor_details;
 
         let decision = self
@@ -194,6 +209,7 @@ impl Gateway {
             decision,
         };
         outcome.per_key = Some(per_key);
+        metrics::limiter_decision(LimitName::PerKey, decision.allowed);
         if !decision.allowed {
             let detail = "this API key's request rate is over its limit";
             let problem = Problem::limited(ErrorCode::RateLimited, detail, per_key);
@@ -245,6 +261,7 @@ impl Gateway {
                 .get_header("User-Agent")
                 .and_then(|v| v.to_str().ok())
                 .map(|s| s.chars().take(512).collect()),
+            upstream_us: AtomicU64::new(0),
         };
         let env = flow::Env {
             keys: &self.token_keys,
@@ -265,7 +282,9 @@ impl Gateway {
                 }
             }
         };
-        match tokio::time::timeout(tenant.step_timeout, work).await {
+        let result = tokio::time::timeout(tenant.step_timeout, work).await;
+        outcome.upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
+        match result {
             Ok(Ok(reply)) => Ok((reply.status, reply.body)),
             Ok(Err(problem)) => Err((problem, show_vendor, false)),
             Err(_) => Err((
@@ -281,6 +300,15 @@ impl Gateway {
                 false,
             )),
         }
+    }
+}
+
+/// Counts a request out of `reset_gateway_inflight_requests`, however its handling ends.
+struct InflightGuard;
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        metrics::INFLIGHT.dec();
     }
 }
 
@@ -335,6 +363,8 @@ fn problem_reply(problem: &Problem, request_id: &str, show_vendor: bool, close: 
 impl Handler for Gateway {
     async fn handle(&self, session: &mut ServerSession, peer: Option<SocketAddr>) -> Reply {
         let started = Instant::now();
+        metrics::INFLIGHT.inc();
+        let _inflight = InflightGuard;
         let request_id = request_id::accept_or_generate(
             session.get_header("X-Request-Id").map(|v| v.as_bytes()),
         );
@@ -382,14 +412,27 @@ impl Handler for Gateway {
                 problem_reply(&p, &request_id, false, true)
             }
         };
+        let step = outcome.step.unwrap_or("other");
+        let tenant = outcome.tenant.as_deref().unwrap_or("-");
+        let vendor = outcome.vendor.unwrap_or("-");
+        let code = outcome.code.unwrap_or("ok");
+        let elapsed = started.elapsed();
+        metrics::REQUESTS
+            .with_label_values(&[step, tenant, vendor, code])
+            .inc();
+        metrics::REQUEST_DURATION
+            .with_label_values(&[step, tenant, vendor])
+            .observe(elapsed.as_secs_f64());
         tracing::info!(
             request_id = %request_id,
             method = %method,
-            step = outcome.step.unwrap_or("-"),
-            tenant = outcome.tenant.as_deref().unwrap_or("-"),
+            step,
+            tenant,
+            vendor,
             status = reply.status,
-            code = outcome.code.unwrap_or("-"),
-            duration_us = started.elapsed().as_micros() as u64,
+            code,
+            duration_us = elapsed.as_micros() as u64,
+            upstream_us = outcome.upstream_us,
             "request"
         );
         reply

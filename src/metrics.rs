@@ -7,9 +7,137 @@
 use std::sync::LazyLock;
 
 use pingora_prometheus::prometheus::{
-    self, register_int_counter_vec, register_int_gauge, Encoder, IntCounterVec, IntGauge,
+    self, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     TextEncoder,
 };
+
+use crate::limit::LimitName;
+
+/// Buckets for a gateway: 1 ms to 10 s.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Canonical requests by step, tenant, vendor and outcome (`ok` or the problem's code).
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "reset_gateway_requests_total",
+        "Canonical API requests by step, tenant, vendor and outcome code (ok or the problem code).",
+        &["step", "tenant", "vendor", "code"]
+    )
+    .expect("metric registers once")
+});
+
+pub static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "reset_gateway_request_duration_seconds",
+        "Time from reading a request's header to having its answer, by step, tenant and vendor.",
+        &["step", "tenant", "vendor"],
+        BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+/// Calls to vendors by vendor, endpoint and status class (2xx, 4xx, 5xx, timeout, error).
+pub static UPSTREAM_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "reset_gateway_upstream_requests_total",
+        "Calls to vendors by vendor, endpoint and status class (2xx, 3xx, 4xx, 5xx, timeout, error).",
+        &["vendor", "endpoint", "status_class"]
+    )
+    .expect("metric registers once")
+});
+
+pub static UPSTREAM_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "reset_gateway_upstream_duration_seconds",
+        "Time of one call to a vendor, connection included, by vendor and endpoint.",
+        &["vendor", "endpoint"],
+        BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+/// Limiter decisions by limit (per-key, per-identifier, per-reset, outbound) and result.
+pub static LIMITER_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "reset_gateway_limiter_decisions_total",
+        "Rate-limit decisions by limit and result (allowed or refused).",
+        &["limit", "result"]
+    )
+    .expect("metric registers once")
+});
+
+/// What is left of each vendor connection's outbound budget, and its quota.
+pub static OUTBOUND_REMAINING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "reset_gateway_outbound_budget_remaining",
+        "Vendor calls left in the connection's outbound budget after its latest decision.",
+        &["connection", "vendor"]
+    )
+    .expect("metric registers once")
+});
+
+pub static OUTBOUND_QUOTA: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "reset_gateway_outbound_budget_quota",
+        "The connection's outbound budget: vendor calls allowed per its period (the burst).",
+        &["connection", "vendor"]
+    )
+    .expect("metric registers once")
+});
+
+pub static INFLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "reset_gateway_inflight_requests",
+        "Canonical API requests being handled now."
+    )
+    .expect("metric registers once")
+});
+
+pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "reset_gateway_build_info",
+        "Always 1; the labels say which build is running.",
+        &["version"]
+    )
+    .expect("metric registers once")
+});
+
+/// Counts one limiter decision.
+pub fn limiter_decision(limit: LimitName, allowed: bool) {
+    let result = if allowed { "allowed" } else { "refused" };
+    LIMITER_DECISIONS
+        .with_label_values(&[limit.as_str(), result])
+        .inc();
+}
+
+/// The status class of a vendor's answer.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Registers every metric, and the build, so that /metrics lists them before any traffic.
+pub fn init() {
+    BUILD_INFO
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&REQUEST_DURATION);
+    LazyLock::force(&UPSTREAM_REQUESTS);
+    LazyLock::force(&UPSTREAM_DURATION);
+    LazyLock::force(&LIMITER_DECISIONS);
+    LazyLock::force(&OUTBOUND_REMAINING);
+    LazyLock::force(&OUTBOUND_QUOTA);
+    LazyLock::force(&INFLIGHT);
+    LazyLock::force(&LIMITER_FALLBACK);
+}
 
 /// Decisions made without the shared limiter store, by the fallback policy that made them.
 pub static LIMITER_FALLBACK: LazyLock<IntCounterVec> = LazyLock::new(|| {

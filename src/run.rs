@@ -51,6 +51,7 @@ fn pingora_server(threads: usize, grace: Duration) -> Server {
 pub fn gateway(config_path: &str) -> Result<(), String> {
     let mut config = Config::load(config_path).map_err(|problems| problems.join("\n"))?;
     init_logging(config.log.format, &config.log.level);
+    crate::metrics::init();
     if config.token_keys.is_ephemeral() {
         tracing::warn!(
             "{} is not set: reset ids are sealed with a random key made at start-up. Resets in \

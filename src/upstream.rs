@@ -5,13 +5,16 @@
 //! turn those into canonical problems; this module knows nothing about vendors.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::v1::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
+
+use crate::metrics;
 
 /// The largest vendor answer the gateway reads; anything bigger is refused as an upstream error.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -140,10 +143,14 @@ pub struct UpstreamResponse {
 
 /// A request to send: path and query relative to the base URL, and the exact body bytes.
 pub struct UpstreamRequest<'a> {
+    /// The vendor endpoint's name for metrics (a fixed string, never the path with its query).
+    pub endpoint: &'static str,
     pub path_and_query: &'a str,
     pub content_type: &'static str,
     pub body: &'a [u8],
     pub headers: &'a [(&'a str, &'a str)],
+    /// Where to add the call's duration (the request's total time at vendors), if anywhere.
+    pub timing: Option<&'a AtomicU64>,
 }
 
 /// A pooled HTTP/1.1 client for one vendor connection.
@@ -151,14 +158,17 @@ pub struct UpstreamClient {
     connector: Connector,
     base: BaseUrl,
     timeouts: Timeouts,
+    /// The vendor's name, for metrics.
+    vendor: &'static str,
 }
 
 impl UpstreamClient {
-    pub fn new(base: BaseUrl, timeouts: Timeouts) -> Self {
+    pub fn new(vendor: &'static str, base: BaseUrl, timeouts: Timeouts) -> Self {
         UpstreamClient {
             connector: Connector::new(None),
             base,
             timeouts,
+            vendor,
         }
     }
 
@@ -194,12 +204,33 @@ impl UpstreamClient {
         Ok(peer)
     }
 
-    /// Sends one POST and reads the whole answer. Never retried here: a request that may have
-    /// reached the vendor must not be sent twice.
+    /// Sends one POST and reads the whole answer, counting it in the upstream metrics. Never
+    /// retried here: a request that may have reached the vendor must not be sent twice.
     pub async fn post(
         &self,
         req: &UpstreamRequest<'_>,
     ) -> Result<UpstreamResponse, UpstreamFailure> {
+        let started = Instant::now();
+        let result = self.send(req).await;
+        let elapsed = started.elapsed();
+        let class = match &result {
+            Ok(r) => metrics::status_class(r.status),
+            Err(UpstreamFailure::Timeout) => "timeout",
+            Err(_) => "error",
+        };
+        metrics::UPSTREAM_REQUESTS
+            .with_label_values(&[self.vendor, req.endpoint, class])
+            .inc();
+        metrics::UPSTREAM_DURATION
+            .with_label_values(&[self.vendor, req.endpoint])
+            .observe(elapsed.as_secs_f64());
+        if let Some(timing) = req.timing {
+            timing.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn send(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamFailure> {
         let peer = self.peer().await?;
         let (mut session, _reused) = self
             .connector

@@ -234,10 +234,12 @@ impl VendorAdapter for Amsalem {
         let response = self
             .client
             .post(&UpstreamRequest {
+                endpoint: "ChangePassword",
                 path_and_query: PATH,
                 content_type,
                 body: &body,
                 headers: &[("X-Request-Id", ctx.request_id.as_str())],
+                timing: Some(&ctx.upstream_us),
             })
             .await
             .map_err(|f| failure_problem(VENDOR, f))?;

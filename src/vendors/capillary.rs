@@ -236,6 +236,7 @@ impl Capillary {
         let response = self
             .client
             .post(&UpstreamRequest {
+                endpoint: endpoint.path(),
                 path_and_query: &path,
                 content_type: "application/json",
                 body: &bytes,
@@ -246,6 +247,7 @@ impl Capillary {
                     ),
                     ("X-Request-Id", ctx.request_id.as_str()),
                 ],
+                timing: Some(&ctx.upstream_us),
             })
             .await
             .map_err(|f| failure_problem(VENDOR, f))?;

@@ -70,6 +70,15 @@ impl Step {
         }
     }
 
+    /// The endpoint's name in metrics.
+    fn endpoint(self) -> &'static str {
+        match self {
+            Step::Request => "1/EmailAddressOrMobilePhoneNumber",
+            Step::Verify => "2/OTPVerification",
+            Step::Change => "3/ChangePassword",
+        }
+    }
+
     fn xml_root(self) -> &'static str {
         match self {
             Step::Request => "EmailAddressOrMobilePhoneNumber",
@@ -248,10 +257,12 @@ impl Cbss {
         let response = self
             .client
             .post(&UpstreamRequest {
+                endpoint: step.endpoint(),
                 path_and_query: &path_and_query,
                 content_type: self.content_type(),
                 body: &body,
                 headers: &[("X-Request-Id", ctx.request_id.as_str())],
+                timing: Some(&ctx.upstream_us),
             })
             .await
             .map_err(|f| failure_problem(VENDOR, f))?;

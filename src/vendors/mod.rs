@@ -22,7 +22,7 @@ use crate::api::{ErrorCode, Problem, VendorDetail};
 use crate::upstream::{UpstreamFailure, UpstreamResponse};
 
 /// Per-request facts an adapter may pass on to its vendor.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StepContext {
     pub request_id: String,
     /// The caller's language in vendor form, such as `en_US`.
@@ -30,6 +30,8 @@ pub struct StepContext {
     /// The end user's address, as the gateway sees it.
     pub client_ip: Option<std::net::IpAddr>,
     pub user_agent: Option<String>,
+    /// Microseconds this request has spent in vendor calls, for its log line.
+    pub upstream_us: std::sync::atomic::AtomicU64,
 }
 
 /// `POST /reset` after validation.

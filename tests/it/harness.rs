@@ -579,3 +579,32 @@ pub fn metric(admin: SocketAddr, sample: &str) -> f64 {
         .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
 }
+
+/// The value of the sample of `name` whose labels are exactly `labels` (order free), 0 if none.
+pub fn sample(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = String::from_utf8(request(admin, "GET", "/metrics", &[], b"").body).unwrap();
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let (metric, mut got) = match series.split_once('{') {
+            Some((m, rest)) => (
+                m,
+                rest.trim_end_matches('}')
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
+            ),
+            None => (series, Vec::new()),
+        };
+        got.sort();
+        if metric == name && got == want {
+            return value.parse().unwrap();
+        }
+    }
+    0.0
+}

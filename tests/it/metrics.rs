@@ -1,0 +1,110 @@
+//! `/metrics` after known traffic holds exactly the counts that traffic makes.
+
+use crate::harness::*;
+
+#[test]
+fn metrics_count_known_traffic_exactly() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let first = start_reset(&gw, "key-json", "email", EMAIL);
+    start_reset(&gw, "key-json", "mobile", MOBILE);
+    let otp = sandbox.last_otp(EMAIL);
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    verify(&gw, "key-json", &first, wrong).problem(422, "invalid_otp");
+    assert_eq!(verify(&gw, "key-json", &first, &otp).status, 200);
+    gw.post("/reset", "no-such-key", "{}").problem(401, "unauthenticated");
+    for _ in 0..5 {
+        gw.post(
+            "/reset",
+            "key-xml",
+            r#"{"identifier":{"type":"email","value":"mei@example.com"}}"#,
+        );
+    }
+    gw.post(
+        "/reset",
+        "key-xml",
+        r#"{"identifier":{"type":"email","value":"mei@example.com"}}"#,
+    )
+    .problem(429, "rate_limited");
+
+    let requests = |step: &str, tenant: &str, vendor: &str, code: &str| {
+        sample(
+            gw.admin,
+            "reset_gateway_requests_total",
+            &[("step", step), ("tenant", tenant), ("vendor", vendor), ("code", code)],
+        )
+    };
+    assert_eq!(requests("start", "json", "cbss", "ok"), 2.0);
+    assert_eq!(requests("verify", "json", "cbss", "invalid_otp"), 1.0);
+    assert_eq!(requests("verify", "json", "cbss", "ok"), 1.0);
+    assert_eq!(requests("start", "-", "-", "unauthenticated"), 1.0);
+    assert_eq!(requests("start", "xml", "cbss", "ok"), 5.0);
+    assert_eq!(requests("start", "xml", "cbss", "rate_limited"), 1.0);
+
+    let duration_count = sample(
+        gw.admin,
+        "reset_gateway_request_duration_seconds_count",
+        &[("step", "start"), ("tenant", "json"), ("vendor", "cbss")],
+    );
+    assert_eq!(duration_count, 2.0);
+
+    let upstream = |endpoint: &str, class: &str| {
+        sample(
+            gw.admin,
+            "reset_gateway_upstream_requests_total",
+            &[("vendor", "cbss"), ("endpoint", endpoint), ("status_class", class)],
+        )
+    };
+    // 2 starts for json, 5 for xml; 2 verifications (CBSS answers a wrong code with HTTP 200).
+    assert_eq!(upstream("1/EmailAddressOrMobilePhoneNumber", "2xx"), 7.0);
+    assert_eq!(upstream("2/OTPVerification", "2xx"), 2.0);
+    assert_eq!(
+        sample(
+            gw.admin,
+            "reset_gateway_upstream_duration_seconds_count",
+            &[("vendor", "cbss"), ("endpoint", "2/OTPVerification")],
+        ),
+        2.0
+    );
+
+    let decisions = |limit: &str, result: &str| {
+        sample(
+            gw.admin,
+            "reset_gateway_limiter_decisions_total",
+            &[("limit", limit), ("result", result)],
+        )
+    };
+    assert_eq!(decisions("per-key", "allowed"), 10.0);
+    assert_eq!(decisions("per-identifier", "allowed"), 7.0);
+    assert_eq!(decisions("per-identifier", "refused"), 1.0);
+    assert_eq!(decisions("per-reset", "allowed"), 1.0);
+    assert_eq!(sample(gw.admin, "reset_gateway_inflight_requests", &[]), 0.0);
+    assert_eq!(
+        sample(
+            gw.admin,
+            "reset_gateway_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    // No label carries a key, identifier, path or reset id.
+    let text = String::from_utf8(request(gw.admin, "GET", "/metrics", &[], b"").body).unwrap();
+    for leak in ["key-json", EMAIL, "mei@example.com", MOBILE, &first[..20]] {
+        assert!(!text.contains(leak), "{leak} appears in /metrics");
+    }
+}
+
+#[test]
+fn the_outbound_budget_gauges_follow_the_budget() {
+    let sandbox = Sandbox::start();
+    let config = capillary_config(&sandbox, "").replace(
+        "[connections.web.capillary]",
+        "outbound_limit = { count = 10, period_secs = 600 }\n[connections.web.capillary]",
+    );
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let labels = [("connection", "web"), ("vendor", "capillary")];
+    assert_eq!(sample(gw.admin, "reset_gateway_outbound_budget_quota", &labels), 10.0);
+    assert_eq!(sample(gw.admin, "reset_gateway_outbound_budget_remaining", &labels), 10.0);
+    start_reset(&gw, "key-web", "email", EMAIL);
+    assert_eq!(sample(gw.admin, "reset_gateway_outbound_budget_remaining", &labels), 8.0);
+}
