@@ -10,6 +10,7 @@ mod cli;
 mod code_flow;
 mod conformance;
 mod limits;
+mod logs;
 mod metrics;
 mod openapi;
 mod shared_limits;

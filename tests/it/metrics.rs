@@ -12,7 +12,8 @@ fn metrics_count_known_traffic_exactly() {
     let wrong = if otp == "000000" { "111111" } else { "000000" };
     verify(&gw, "key-json", &first, wrong).problem(422, "invalid_otp");
     assert_eq!(verify(&gw, "key-json", &first, &otp).status, 200);
-    gw.post("/reset", "no-such-key", "{}").problem(401, "unauthenticated");
+    gw.post("/reset", "no-such-key", "{}")
+        .problem(401, "unauthenticated");
     for _ in 0..5 {
         gw.post(
             "/reset",
@@ -31,7 +32,12 @@ fn metrics_count_known_traffic_exactly() {
         sample(
             gw.admin,
             "reset_gateway_requests_total",
-            &[("step", step), ("tenant", tenant), ("vendor", vendor), ("code", code)],
+            &[
+                ("step", step),
+                ("tenant", tenant),
+                ("vendor", vendor),
+                ("code", code),
+            ],
         )
     };
     assert_eq!(requests("start", "json", "cbss", "ok"), 2.0);
@@ -52,7 +58,11 @@ fn metrics_count_known_traffic_exactly() {
         sample(
             gw.admin,
             "reset_gateway_upstream_requests_total",
-            &[("vendor", "cbss"), ("endpoint", endpoint), ("status_class", class)],
+            &[
+                ("vendor", "cbss"),
+                ("endpoint", endpoint),
+                ("status_class", class),
+            ],
         )
     };
     // 2 starts for json, 5 for xml; 2 verifications (CBSS answers a wrong code with HTTP 200).
@@ -78,7 +88,10 @@ fn metrics_count_known_traffic_exactly() {
     assert_eq!(decisions("per-identifier", "allowed"), 7.0);
     assert_eq!(decisions("per-identifier", "refused"), 1.0);
     assert_eq!(decisions("per-reset", "allowed"), 1.0);
-    assert_eq!(sample(gw.admin, "reset_gateway_inflight_requests", &[]), 0.0);
+    assert_eq!(
+        sample(gw.admin, "reset_gateway_inflight_requests", &[]),
+        0.0
+    );
     assert_eq!(
         sample(
             gw.admin,
@@ -103,8 +116,17 @@ fn the_outbound_budget_gauges_follow_the_budget() {
     );
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     let labels = [("connection", "web"), ("vendor", "capillary")];
-    assert_eq!(sample(gw.admin, "reset_gateway_outbound_budget_quota", &labels), 10.0);
-    assert_eq!(sample(gw.admin, "reset_gateway_outbound_budget_remaining", &labels), 10.0);
+    assert_eq!(
+        sample(gw.admin, "reset_gateway_outbound_budget_quota", &labels),
+        10.0
+    );
+    assert_eq!(
+        sample(gw.admin, "reset_gateway_outbound_budget_remaining", &labels),
+        10.0
+    );
     start_reset(&gw, "key-web", "email", EMAIL);
-    assert_eq!(sample(gw.admin, "reset_gateway_outbound_budget_remaining", &labels), 8.0);
+    assert_eq!(
+        sample(gw.admin, "reset_gateway_outbound_budget_remaining", &labels),
+        8.0
+    );
 }

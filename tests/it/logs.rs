@@ -1,0 +1,56 @@
+//! Structured logs: with `log.format = "json"`, one JSON line per request naming its request id,
+//! tenant, step, vendor, outcome and durations, and nothing secret.
+
+use crate::harness::*;
+
+#[test]
+fn json_logs_have_one_line_per_request_with_its_facts() {
+    let sandbox = Sandbox::start();
+    let config = format!("[log]\nformat = \"json\"\n{}", cbss_config(&sandbox, ""));
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let r = request(
+        gw.api,
+        "POST",
+        "/reset",
+        &[
+            ("Authorization", "Bearer key-json"),
+            ("Content-Type", "application/json"),
+            ("X-Request-Id", "log-test-1"),
+        ],
+        format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#).as_bytes(),
+    );
+    assert_eq!(r.status, 202);
+    let reset_id = r.json()["reset_id"].as_str().unwrap().to_string();
+    let mut line = None;
+    for _ in 0..50 {
+        line = gw
+            .proc
+            .logs()
+            .lines()
+            .find(|l| l.contains("log-test-1"))
+            .map(str::to_string);
+        if line.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let line = line.expect("a log line for the request");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("the line is JSON");
+    let f = &v["fields"];
+    assert_eq!(f["message"], "request");
+    assert_eq!(f["request_id"], "log-test-1");
+    assert_eq!(f["tenant"], "json");
+    assert_eq!(f["step"], "start");
+    assert_eq!(f["vendor"], "cbss");
+    assert_eq!(f["status"], 202);
+    assert_eq!(f["code"], "ok");
+    assert!(f["duration_us"].as_u64().unwrap() >= f["upstream_us"].as_u64().unwrap());
+    assert!(f["upstream_us"].as_u64().unwrap() > 0);
+    for l in gw.proc.logs().lines() {
+        serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON");
+    }
+    assert!(
+        !gw.proc.logs().contains(&reset_id[..24]),
+        "no reset id in the logs"
+    );
+}
