@@ -114,8 +114,15 @@ impl<H: Handler> Service for HttpService<H> {
                 return;
             }
         };
+        let mut drain = crate::shutdown::drain_signal();
         loop {
             tokio::select! {
+                changed = drain.changed() => {
+                    if changed.is_err() || *drain.borrow() {
+                        tracing::info!(service = %self.name, "draining: stopped accepting");
+                        break;
+                    }
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let handler = self.handler.clone();
@@ -166,6 +173,7 @@ async fn serve_connection<H: Handler>(
             // Closed, timed out or a malformed header: nothing to answer on this connection.
             _ => return,
         }
+        let inflight = crate::shutdown::InflightRequest::start();
         // A bug that panics in a handler costs its caller a 500, not the connection or the thread.
         let handled = AssertUnwindSafe(handler.handle(&mut session, Some(peer)))
             .catch_unwind()
@@ -183,11 +191,13 @@ async fn serve_connection<H: Handler>(
             reply.close = true;
             reply
         });
-        let closing = reply.close || *shutdown.borrow();
+        let closing = reply.close || *shutdown.borrow() || crate::shutdown::draining();
         if write_reply(&mut session, reply, closing).await.is_err() {
             return;
         }
-        match session.finish().await {
+        let finished = session.finish().await;
+        drop(inflight);
+        match finished {
             Ok(Some(reusable)) if !closing => {
                 let (s, _prefix) = reusable.into_parts();
                 stream = s;

@@ -19,6 +19,7 @@ pub mod request_id;
 pub mod run;
 pub mod sandbox;
 pub mod secret;
+pub mod shutdown;
 pub mod signing;
 pub mod single_use;
 pub mod token;

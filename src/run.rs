@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
+
+use crate::shutdown::DrainingShutdown;
 
 use crate::admin::Admin;
 use crate::config::{Config, LogFormat};
@@ -33,13 +35,14 @@ pub fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
-fn pingora_server(threads: usize, grace: Duration) -> Server {
+fn pingora_server(threads: usize) -> Server {
     let conf = ServerConf {
         threads,
         // One single-threaded runtime per thread: no cross-thread hand-offs on the request path.
         work_stealing: false,
+        // `shutdown::DrainingShutdown` has drained every request before pingora sees SIGTERM.
         grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -80,7 +83,8 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
         addr(&admin)
     );
 
-    let mut server = pingora_server(config.server.threads, config.server.shutdown_grace);
+    let grace = config.server.shutdown_grace;
+    let mut server = pingora_server(config.server.threads);
     let mut in_process = None;
     if let Some(listener) = sandbox {
         announce.push_str(&format!(" sandbox=http://{}", addr(&listener)));
@@ -127,7 +131,16 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     );
     println!("{announce}");
     let _ = std::io::stdout().flush();
-    server.run_forever()
+    run_until_drained(server, grace);
+    Ok(())
+}
+
+/// Runs the server until SIGTERM has drained it (or SIGINT stops it).
+fn run_until_drained(server: Server, grace: Duration) {
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainingShutdown { grace }),
+    });
+    tracing::info!("stopped");
 }
 
 /// Runs only the sandbox vendors, for tests and for developing against them.
@@ -135,7 +148,7 @@ pub fn sandbox(listen: &str, options: SandboxOptions) -> Result<(), String> {
     init_logging(LogFormat::Text, "info");
     let listener = bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let mut server = pingora_server(1, Duration::from_secs(1));
+    let mut server = pingora_server(1);
     server.add_service(HttpService::new(
         "sandbox",
         listener,
@@ -143,5 +156,6 @@ pub fn sandbox(listen: &str, options: SandboxOptions) -> Result<(), String> {
     ));
     println!("reset-gateway sandbox listening http://{local}");
     let _ = std::io::stdout().flush();
-    server.run_forever()
+    run_until_drained(server, Duration::from_secs(5));
+    Ok(())
 }

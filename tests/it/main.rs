@@ -14,4 +14,5 @@ mod logs;
 mod metrics;
 mod openapi;
 mod shared_limits;
+mod shutdown;
 mod upstream_faults;

@@ -1,0 +1,97 @@
+//! Graceful shutdown. On SIGTERM every listener stops accepting (new connections are refused),
+//! requests in flight finish, and the process exits 0, all within `server.shutdown_grace_secs`;
+//! a second signal, or SIGINT, stops at once.
+//!
+//! Pingora's own SIGTERM handling sleeps a fixed grace period and then drops every task; this
+//! watcher instead drains first and hands pingora a server with nothing left in flight.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+static DRAIN: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
+static INFLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// A receiver that turns true when draining starts.
+pub fn drain_signal() -> watch::Receiver<bool> {
+    DRAIN.subscribe()
+}
+
+pub fn draining() -> bool {
+    *DRAIN.borrow()
+}
+
+/// Counts one request in flight, on every listener, for as long as it lives.
+pub struct InflightRequest;
+
+impl InflightRequest {
+    pub fn start() -> InflightRequest {
+        INFLIGHT.fetch_add(1, Ordering::SeqCst);
+        InflightRequest
+    }
+}
+
+impl Drop for InflightRequest {
+    fn drop(&mut self) {
+        INFLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The shutdown watcher handed to pingora.
+pub struct DrainingShutdown {
+    pub grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainingShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot watch for signals; stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {
+                tracing::info!("SIGINT: stopping now");
+                return ShutdownSignal::FastShutdown;
+            }
+        }
+        let started = Instant::now();
+        tracing::info!(
+            grace_secs = self.grace.as_secs(),
+            in_flight = INFLIGHT.load(Ordering::SeqCst),
+            "SIGTERM: no longer accepting; finishing requests in flight"
+        );
+        DRAIN.send_replace(true);
+        loop {
+            let left = INFLIGHT.load(Ordering::SeqCst);
+            if left == 0 {
+                tracing::info!(
+                    drained_ms = started.elapsed().as_millis() as u64,
+                    "every request finished; exiting"
+                );
+                return ShutdownSignal::GracefulTerminate;
+            }
+            if started.elapsed() >= self.grace {
+                tracing::warn!(
+                    in_flight = left,
+                    "grace period over; exiting with requests in flight"
+                );
+                return ShutdownSignal::GracefulTerminate;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = term.recv() => return ShutdownSignal::FastShutdown,
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+            }
+        }
+    }
+}

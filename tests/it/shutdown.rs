@@ -1,0 +1,60 @@
+//! SIGTERM with requests in flight against a slow vendor: each one completes, new connections are
+//! refused, and the process exits 0 inside the grace period.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let sandbox = Sandbox::start_with_delay(1_500);
+    let config = format!("shutdown_grace_secs = 5\n{}", cbss_config(&sandbox, ""));
+    let mut gw = Gateway::start(&config, CBSS_ENV);
+    let body = |email: &str| format!(r#"{{"identifier":{{"type":"email","value":"{email}"}}}}"#);
+    let signalled = std::thread::scope(|s| {
+        let in_flight: Vec<_> = [EMAIL, "mei@example.com", "nobody@example.com"]
+            .into_iter()
+            .map(|email| {
+                let gw = &gw;
+                s.spawn(move || gw.post("/reset", "key-json", &body(email)))
+            })
+            .collect();
+        // Let the three requests reach the slow vendor, then ask the gateway to stop.
+        std::thread::sleep(Duration::from_millis(400));
+        gw.proc.signal("TERM");
+        let signalled = Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            TcpStream::connect(gw.api).is_err(),
+            "new connections are refused while draining"
+        );
+        for request in in_flight {
+            let r = request.join().unwrap();
+            assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        }
+        signalled
+    });
+    let code = gw.proc.wait_for_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "exit 0 inside the grace period");
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert!(
+        gw.proc.logs().contains("every request finished"),
+        "{}",
+        gw.proc.logs()
+    );
+}
+
+#[test]
+fn sigterm_with_nothing_in_flight_exits_at_once() {
+    let sandbox = Sandbox::start();
+    let mut gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let started = Instant::now();
+    gw.proc.signal("TERM");
+    assert_eq!(gw.proc.wait_for_exit(Duration::from_secs(5)), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
