@@ -15,7 +15,6 @@ use crate::api::{ErrorCode, Problem};
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::server::ListenFds;
 use pingora::server::ShutdownWatch;
@@ -73,6 +72,11 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// A pingora service that serves a `Handler` on a listener bound before the server starts.
+///
+/// Each service runs on a runtime of its own with one thread, and a connection lives its whole
+/// life on the thread that accepted it: no request crosses threads. To use several cores, a
+/// listener is a group of `SO_REUSEPORT` sockets on one address, one service each, and the kernel
+/// spreads connections over them (as nginx's workers do).
 pub struct HttpService<H: Handler> {
     name: String,
     listener: Option<std::net::TcpListener>,
@@ -89,11 +93,37 @@ impl<H: Handler> HttpService<H> {
     }
 }
 
-/// Binds a TCP listener now, so that the caller learns the real address of a `:0` binding.
+/// Binds `count` listening sockets to one address now (`SO_REUSEPORT`), so that the caller learns
+/// the real address of a `:0` binding and each worker thread can accept on its own socket.
+pub fn bind_group(addr: &str, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut address: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address"))?;
+    let mut group = Vec::with_capacity(count.max(1));
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(
+            Domain::for_address(address),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        // A `:0` binding: the rest of the group joins the port the first one got.
+        address = listener.local_addr()?;
+        group.push(listener);
+    }
+    Ok(group)
+}
+
+/// Binds one listening socket (see `bind_group`).
 pub fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+    let mut group = bind_group(addr, 1)?;
+    Ok(group.remove(0))
 }
 
 #[async_trait]
@@ -127,7 +157,8 @@ impl<H: Handler> Service for HttpService<H> {
                     Ok((tcp, peer)) => {
                         let handler = self.handler.clone();
                         let shutdown = shutdown.clone();
-                        pingora_runtime::current_handle().spawn(async move {
+                        // The service's runtime has one thread: the connection stays on it.
+                        tokio::spawn(async move {
                             serve_connection(tcp, peer, handler, shutdown).await;
                         });
                     }
@@ -152,7 +183,7 @@ impl<H: Handler> Service for HttpService<H> {
     }
 
     fn threads(&self) -> Option<usize> {
-        None
+        Some(1)
     }
 }
 
@@ -163,8 +194,7 @@ async fn serve_connection<H: Handler>(
     shutdown: ShutdownWatch,
 ) {
     let _ = tcp.set_nodelay(true);
-    let l4: L4Stream = tcp.into();
-    let mut stream: Stream = Box::new(l4);
+    let mut stream: Stream = Box::new(crate::conn::GatheringStream::new(tcp));
     loop {
         let mut session = ServerSession::new_http1(stream);
         session.set_read_timeout(Some(BODY_READ_TIMEOUT));

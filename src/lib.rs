@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api;
 pub mod client_ip;
 pub mod config;
+pub mod conn;
 pub mod flow;
 pub mod gateway;
 pub mod http;

@@ -59,6 +59,16 @@ pub static UPSTREAM_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Connections used for vendor calls: taken from the pool (`reused="true"`) or newly made.
+pub static UPSTREAM_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "reset_gateway_upstream_connections_total",
+        "Connections used for vendor calls, by vendor and whether they came from the pool.",
+        &["vendor", "reused"]
+    )
+    .expect("metric registers once")
+});
+
 /// Limiter decisions by limit (per-key, per-identifier, per-reset, outbound) and result.
 pub static LIMITER_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -132,6 +142,7 @@ pub fn init() {
     LazyLock::force(&REQUEST_DURATION);
     LazyLock::force(&UPSTREAM_REQUESTS);
     LazyLock::force(&UPSTREAM_DURATION);
+    LazyLock::force(&UPSTREAM_CONNECTIONS);
     LazyLock::force(&LIMITER_DECISIONS);
     LazyLock::force(&OUTBOUND_REMAINING);
     LazyLock::force(&OUTBOUND_QUOTA);

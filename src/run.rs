@@ -13,7 +13,7 @@ use crate::shutdown::DrainingShutdown;
 use crate::admin::Admin;
 use crate::config::{Config, LogFormat};
 use crate::gateway::Gateway;
-use crate::http::{bind, HttpService};
+use crate::http::{bind, bind_group, HttpService};
 use crate::limit::memory::MemoryLimiter;
 use crate::limit::redis::RedisLimiter;
 use crate::limit::Limiter;
@@ -69,7 +69,11 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     let bind_named = |what: &str, addr: &str| {
         bind(addr).map_err(|e| format!("cannot listen on {addr} for the {what} listener: {e}"))
     };
-    let api = bind_named("API", &config.server.api_listen)?;
+    // One API socket per worker thread, each served by a single-threaded runtime.
+    let api_group = bind_group(&config.server.api_listen, config.server.threads).map_err(|e| {
+        let addr = &config.server.api_listen;
+        format!("cannot listen on {addr} for the API listener: {e}")
+    })?;
     let admin = bind_named("admin", &config.server.admin_listen)?;
     let sandbox = match &config.sandbox {
         Some(sb) => Some(bind_named("sandbox", &sb.listen)?),
@@ -79,7 +83,7 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
         |l: &std::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut announce = format!(
         "reset-gateway listening api=http://{} admin=http://{}",
-        addr(&api),
+        addr(&api_group[0]),
         addr(&admin)
     );
 
@@ -114,7 +118,13 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
         ),
     };
     let gateway = Arc::new(Gateway::new(&mut config, limiter, used));
-    server.add_service(HttpService::new("api", api, gateway));
+    for (i, listener) in api_group.into_iter().enumerate() {
+        server.add_service(HttpService::new(
+            &format!("api-{i}"),
+            listener,
+            gateway.clone(),
+        ));
+    }
     server.add_service(HttpService::new(
         "admin",
         admin,

@@ -4,15 +4,18 @@
 //! `UpstreamFailure` saying whether the vendor was unreachable, slow, or spoke broken HTTP. Adapters
 //! turn those into canonical problems; this module knows nothing about vendors.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::v1::Connector;
-use pingora::http::RequestHeader;
+use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
+use tokio::io::AsyncWriteExt;
 
 use crate::metrics;
 
@@ -153,9 +156,17 @@ pub struct UpstreamRequest<'a> {
     pub timing: Option<&'a AtomicU64>,
 }
 
+static NEXT_CLIENT_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Each worker thread's connection pools, by client: a pooled connection is only ever used on
+    /// the thread (the runtime) it was made on, so its I/O never wakes another thread.
+    static POOLS: RefCell<Vec<(usize, Arc<Connector>)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A pooled HTTP/1.1 client for one vendor connection.
 pub struct UpstreamClient {
-    connector: Connector,
+    id: usize,
     base: BaseUrl,
     timeouts: Timeouts,
     /// The vendor's name, for metrics.
@@ -165,7 +176,7 @@ pub struct UpstreamClient {
 impl UpstreamClient {
     pub fn new(vendor: &'static str, base: BaseUrl, timeouts: Timeouts) -> Self {
         UpstreamClient {
-            connector: Connector::new(None),
+            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
             base,
             timeouts,
             vendor,
@@ -174,6 +185,43 @@ impl UpstreamClient {
 
     pub fn base(&self) -> &BaseUrl {
         &self.base
+    }
+
+    /// The request as it goes on the wire: request line, headers, body.
+    fn request_bytes(&self, req: &UpstreamRequest<'_>) -> Vec<u8> {
+        let mut wire = Vec::with_capacity(256 + req.body.len());
+        let head = format!(
+            "POST {}{} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nAccept: {}\r\nContent-Length: {}\r\n",
+            self.base.path,
+            req.path_and_query,
+            self.base.host_header(),
+            req.content_type,
+            req.content_type,
+            req.body.len()
+        );
+        wire.extend_from_slice(head.as_bytes());
+        for (name, value) in req.headers {
+            wire.extend_from_slice(name.as_bytes());
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(value.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(req.body);
+        wire
+    }
+
+    /// This thread's pool for this client.
+    fn connector(&self) -> Arc<Connector> {
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            if let Some((_, c)) = pools.iter().find(|(id, _)| *id == self.id) {
+                return c.clone();
+            }
+            let c = Arc::new(Connector::new(None));
+            pools.push((self.id, c.clone()));
+            c
+        })
     }
 
     async fn peer(&self) -> Result<HttpPeer, UpstreamFailure> {
@@ -232,37 +280,34 @@ impl UpstreamClient {
 
     async fn send(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamFailure> {
         let peer = self.peer().await?;
-        let (mut session, _reused) = self
-            .connector
+        let connector = self.connector();
+        let (session, reused) = connector
             .get_http_session(&peer)
             .await
             .map_err(|e| connect_failure(&e))?;
+        metrics::UPSTREAM_CONNECTIONS
+            .with_label_values(&[self.vendor, if reused { "true" } else { "false" }])
+            .inc();
 
-        let path = format!("{}{}", self.base.path, req.path_and_query);
-        let mut header = RequestHeader::build("POST", path.as_bytes(), Some(6 + req.headers.len()))
-            .map_err(|e| UpstreamFailure::Protocol(e.to_string()))?;
-        let host = self.base.host_header();
-        let set = |h: &mut RequestHeader, name: &str, value: &str| {
-            h.insert_header(name.to_string(), value)
-                .map_err(|e| UpstreamFailure::Protocol(e.to_string()))
+        // The request goes out in one write (pingora's client would send the header and the
+        // body separately); pingora's session then reads the answer.
+        let wire = self.request_bytes(req);
+        let mut stream = session.into_inner();
+        let write = async {
+            stream.write_all(&wire).await?;
+            stream.flush().await
         };
-        set(&mut header, "Host", &host)?;
-        set(&mut header, "Content-Type", req.content_type)?;
-        set(&mut header, "Accept", req.content_type)?;
-        set(&mut header, "Content-Length", &req.body.len().to_string())?;
-        for (name, value) in req.headers {
-            set(&mut header, name, value)?;
+        match tokio::time::timeout(self.timeouts.write, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(UpstreamFailure::Protocol(format!(
+                    "write failed: {}",
+                    e.kind()
+                )))
+            }
+            Err(_) => return Err(UpstreamFailure::Timeout),
         }
-
-        session
-            .write_request_header(Box::new(header))
-            .await
-            .map_err(|e| io_failure(&e))?;
-        session
-            .write_body(req.body)
-            .await
-            .map_err(|e| io_failure(&e))?;
-        session.finish_body().await.map_err(|e| io_failure(&e))?;
+        let mut session = HttpSession::new_with_options(stream, &peer);
         session.read_response().await.map_err(|e| io_failure(&e))?;
 
         let head = session
@@ -291,7 +336,7 @@ impl UpstreamClient {
             }
             body.extend_from_slice(&chunk);
         }
-        self.connector
+        connector
             .release_http_session(session, &peer, Some(self.timeouts.idle))
             .await;
         Ok(UpstreamResponse {
