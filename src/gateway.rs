@@ -260,7 +260,10 @@ impl Gateway {
             user_agent: session
                 .get_header("User-Agent")
                 .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(512).collect()),
+                .map(|s| match s.char_indices().nth(512) {
+                    Some((cut, _)) => s[..cut].to_string(),
+                    None => s.to_string(),
+                }),
             upstream_us: AtomicU64::new(0),
         };
         let env = flow::Env {

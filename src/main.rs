@@ -13,6 +13,11 @@ use reset_gateway::sandbox::SandboxOptions;
 use reset_gateway::signing::sha256;
 use reset_gateway::token::TokenKeys;
 
+/// mimalloc instead of glibc's malloc: the request path makes many small, short-lived
+/// allocations, and glibc's allocator was a tenth of the gateway's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

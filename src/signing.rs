@@ -23,10 +23,15 @@ pub fn sha256_hex(parts: &[&[u8]], case: HexCase) -> String {
         hasher.update(part);
     }
     let digest = hasher.finalize();
-    match case {
-        HexCase::Lower => hex::encode(digest),
-        HexCase::Upper => hex::encode_upper(digest),
-    }
+    let mut out = [0u8; 64];
+    let encoded = match case {
+        HexCase::Lower => hex::encode_to_slice(digest, &mut out),
+        HexCase::Upper => {
+            hex::encode_to_slice(digest, &mut out).map(|_| out.make_ascii_uppercase())
+        }
+    };
+    encoded.expect("64 bytes hold a SHA-256 digest in hex");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// SHA-256 of `data`, as raw bytes (for API key hashes).

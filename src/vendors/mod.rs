@@ -193,6 +193,8 @@ mod tests {
         assert_eq!(ts.len(), "2024-11-18T12:34:23.6965096+08:00".len(), "{ts}");
         assert!(ts.ends_with("+08:00"));
         assert!(chrono::DateTime::parse_from_rfc3339(&ts).is_ok());
+        let west = chrono::FixedOffset::west_opt(3 * 3600 + 1800).unwrap();
+        assert!(dotnet_timestamp(&west).ends_with("-03:30"));
     }
 
     #[test]
@@ -206,14 +208,27 @@ mod tests {
 /// Now, in .NET's round-trip form with seven fractional digits and the offset, as ASP.NET vendors
 /// write `DateTime` (for example `2024-11-18T12:34:23.6965096+08:00`).
 pub fn dotnet_timestamp(offset: &chrono::FixedOffset) -> String {
-    use chrono::Timelike;
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    // Written field by field: chrono's strftime-style formatting parses its pattern on every call.
     let now = chrono::Utc::now().with_timezone(offset);
-    format!(
-        "{}.{:07}{}",
-        now.format("%Y-%m-%dT%H:%M:%S"),
+    let secs = offset.local_minus_utc();
+    let (sign, secs) = if secs < 0 { ('-', -secs) } else { ('+', secs) };
+    let mut out = String::with_capacity(33);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}{sign}{:02}:{:02}",
+        now.year(),
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
         now.nanosecond() % 1_000_000_000 / 100,
-        now.format("%:z")
-    )
+        secs / 3600,
+        secs % 3600 / 60
+    );
+    out
 }
 
 /// The body format a vendor connection speaks, for vendors that accept both.
