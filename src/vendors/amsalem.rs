@@ -139,6 +139,26 @@ impl Amsalem {
     }
 }
 
+/// Reads an Amsalem answer to its canonical outcome. Public for benchmarks and fuzzing.
+pub fn read_answer(status: u16, body: &[u8]) -> Result<(), Problem> {
+    let (success, _message, code) = parse_answer(body).map_err(|why| {
+        Problem::new(
+            ErrorCode::UpstreamError,
+            format!("unreadable answer ({why})"),
+        )
+    })?;
+    if success && (200..300).contains(&status) {
+        return Ok(());
+    }
+    let known = code
+        .as_deref()
+        .and_then(|c| CODES.iter().find(|(name, _, _)| *name == c));
+    Err(match known {
+        Some((_, canonical, detail)) => Problem::new(*canonical, *detail),
+        None => Problem::new(ErrorCode::UpstreamError, "an unknown refusal"),
+    })
+}
+
 /// `(Success, Message, Extra1)` from either format.
 fn parse_answer(body: &[u8]) -> Result<(bool, Option<String>, Option<String>), String> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {

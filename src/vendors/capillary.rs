@@ -212,6 +212,32 @@ pub fn problem_for_code(code: u32) -> Option<(ErrorCode, &'static str)> {
         .map(|(_, canonical, detail)| (*canonical, *detail))
 }
 
+/// Reads a Capillary answer to its canonical outcome: the sessionId it carries on success (if
+/// any), or the problem it means. Public for benchmarks and fuzzing; never panics.
+pub fn read_answer(status: u16, body: &[u8]) -> Result<Option<String>, Problem> {
+    let answer: Answer = serde_json::from_slice(body).map_err(|_| {
+        Problem::new(
+            ErrorCode::UpstreamError,
+            "capillary answered something the gateway could not read",
+        )
+    })?;
+    if answer.status.success && (200..300).contains(&status) {
+        return Ok(answer.user.and_then(|u| u.session_id));
+    }
+    let code = answer.status.code.as_ref().and_then(|c| match c {
+        serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    });
+    Err(match code.and_then(problem_for_code) {
+        Some((canonical, text)) => Problem::new(canonical, text),
+        None => Problem::new(
+            ErrorCode::UpstreamError,
+            "capillary refused the request with a status the gateway does not know",
+        ),
+    })
+}
+
 impl Capillary {
     pub fn new(settings: CapillarySettings, client: UpstreamClient) -> Self {
         Capillary { settings, client }

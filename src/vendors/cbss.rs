@@ -343,6 +343,22 @@ fn xml_body(step: Step, client_code: &str, date_time: &str, fields: &[Field<'_>]
     out.into_bytes()
 }
 
+/// Reads a CBSS answer (either format) to its canonical outcome: the request id it carries on
+/// success, or the problem it means. Public for benchmarks and fuzzing; never panics.
+pub fn read_answer(status: u16, body: &[u8]) -> Result<Option<u64>, Problem> {
+    let answer = parse_answer(body).map_err(|why| {
+        Problem::new(
+            ErrorCode::UpstreamError,
+            format!("cbss answered something the gateway could not read ({why})"),
+        )
+    })?;
+    if answer.successful && (200..300).contains(&status) {
+        Ok(answer.forgot_id)
+    } else {
+        Err(failure(&answer, status, &[]))
+    }
+}
+
 fn parse_answer(body: &[u8]) -> Result<Answer, String> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {

@@ -68,6 +68,21 @@ struct Answer {
     message: Option<String>,
 }
 
+/// Reads a Hepsiburada answer to its canonical outcome. Public for benchmarks and fuzzing.
+pub fn read_answer(status: u16, body: &[u8]) -> Result<(), Problem> {
+    let answer = parse_answer(body).map_err(|why| {
+        Problem::new(
+            ErrorCode::UpstreamError,
+            format!("unreadable answer ({why})"),
+        )
+    })?;
+    if answer.success && answer.is_valid && (200..300).contains(&status) {
+        return Ok(());
+    }
+    let (code, detail) = failure(&answer);
+    Err(Problem::new(code, detail))
+}
+
 fn parse_answer(body: &[u8]) -> Result<Answer, String> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
