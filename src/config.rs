@@ -57,6 +57,10 @@ struct RawServer {
     shutdown_grace_secs: u64,
     /// Peers whose X-Forwarded-For is believed (addresses or CIDR ranges).
     trusted_proxies: Vec<String>,
+    /// How long a client may take to send a request's header (or stay idle between requests).
+    header_timeout_ms: u64,
+    /// How long a client may pause while sending a body.
+    body_timeout_ms: u64,
 }
 
 impl Default for RawServer {
@@ -68,6 +72,8 @@ impl Default for RawServer {
             max_body_bytes: 16 * 1024,
             shutdown_grace_secs: 10,
             trusted_proxies: Vec::new(),
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
         }
     }
 }
@@ -378,6 +384,7 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<Cidr>,
+    pub client_timeouts: crate::http::ClientTimeouts,
 }
 
 #[derive(Debug, Clone)]
@@ -545,6 +552,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
                 .ok()
         })
         .collect();
+    for (key, ms) in [
+        ("server.header_timeout_ms", s.header_timeout_ms),
+        ("server.body_timeout_ms", s.body_timeout_ms),
+    ] {
+        if !(100..=300_000).contains(&ms) {
+            problems.push(format!("{key}: must be between 100 and 300000"));
+        }
+    }
     if s.shutdown_grace_secs > 300 {
         problems.push("server.shutdown_grace_secs: must be at most 300".into());
     }
@@ -731,6 +746,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
                 max_body_bytes: s.max_body_bytes,
                 shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
                 trusted_proxies,
+                client_timeouts: crate::http::ClientTimeouts {
+                    header: Duration::from_millis(s.header_timeout_ms),
+                    body: Duration::from_millis(s.body_timeout_ms),
+                },
             },
             log: LogSettings {
                 format: raw.log.format,

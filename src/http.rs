@@ -20,10 +20,26 @@ use pingora::server::ListenFds;
 use pingora::server::ShutdownWatch;
 use pingora::services::Service;
 
-/// How long a connection may sit idle (or take to send a request's header) before it is closed.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a client may take between chunks of a request body.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may sit idle, or take to send a request's header, and how long a client
+/// may take between chunks of a body, unless the service is given others.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read timeouts for a listener's clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    pub header: Duration,
+    pub body: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            header: DEFAULT_HEADER_TIMEOUT,
+            body: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+}
 
 /// A complete response, built before any byte is written.
 #[derive(Debug, Clone)]
@@ -34,6 +50,20 @@ pub struct Reply {
     pub body: Bytes,
     /// Close the connection after this reply (for example when the request body was not read).
     pub close: bool,
+    /// How the reply goes on the wire; anything but `Whole` is for sandbox faults.
+    pub shape: WireShape,
+}
+
+/// Ways a reply can be written. The gateway only ever writes `Whole`; the sandbox vendors use the
+/// others to misbehave on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WireShape {
+    #[default]
+    Whole,
+    /// The body one byte at a time, with this pause between bytes.
+    Trickle(Duration),
+    /// Promise more body than is sent, then close the connection.
+    CutShort,
 }
 
 impl Reply {
@@ -44,6 +74,7 @@ impl Reply {
             headers: Vec::new(),
             body: body.into(),
             close: false,
+            shape: WireShape::Whole,
         }
     }
 
@@ -81,6 +112,7 @@ pub struct HttpService<H: Handler> {
     name: String,
     listener: Option<std::net::TcpListener>,
     handler: Arc<H>,
+    timeouts: ClientTimeouts,
 }
 
 impl<H: Handler> HttpService<H> {
@@ -89,7 +121,13 @@ impl<H: Handler> HttpService<H> {
             name: name.to_string(),
             listener: Some(listener),
             handler,
+            timeouts: ClientTimeouts::default(),
         }
+    }
+
+    pub fn with_timeouts(mut self, timeouts: ClientTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 }
 
@@ -157,9 +195,10 @@ impl<H: Handler> Service for HttpService<H> {
                     Ok((tcp, peer)) => {
                         let handler = self.handler.clone();
                         let shutdown = shutdown.clone();
+                        let timeouts = self.timeouts;
                         // The service's runtime has one thread: the connection stays on it.
                         tokio::spawn(async move {
-                            serve_connection(tcp, peer, handler, shutdown).await;
+                            serve_connection(tcp, peer, handler, shutdown, timeouts).await;
                         });
                     }
                     Err(e) => {
@@ -192,13 +231,14 @@ async fn serve_connection<H: Handler>(
     peer: SocketAddr,
     handler: Arc<H>,
     shutdown: ShutdownWatch,
+    timeouts: ClientTimeouts,
 ) {
     let _ = tcp.set_nodelay(true);
     let mut stream: Stream = Box::new(crate::conn::GatheringStream::new(tcp));
     loop {
         let mut session = ServerSession::new_http1(stream);
-        session.set_read_timeout(Some(BODY_READ_TIMEOUT));
-        match tokio::time::timeout(HEADER_READ_TIMEOUT, session.read_request()).await {
+        session.set_read_timeout(Some(timeouts.body));
+        match tokio::time::timeout(timeouts.header, session.read_request()).await {
             Ok(Ok(true)) => {}
             // Closed, timed out or a malformed header: nothing to answer on this connection.
             _ => return,
@@ -252,8 +292,33 @@ async fn write_reply(
         header.insert_header("Connection", "close")?;
         session.set_keepalive(None);
     }
-    session.write_response_header(Box::new(header)).await?;
-    session.write_response_body(reply.body, true).await?;
+    match reply.shape {
+        WireShape::Whole => {
+            session.write_response_header(Box::new(header)).await?;
+            session.write_response_body(reply.body, true).await?;
+        }
+        WireShape::Trickle(pause) => {
+            session.write_response_header(Box::new(header)).await?;
+            for i in 0..reply.body.len() {
+                session
+                    .write_response_body(reply.body.slice(i..i + 1), i + 1 == reply.body.len())
+                    .await?;
+                session.finish_body().await.ok();
+                tokio::time::sleep(pause).await;
+            }
+        }
+        WireShape::CutShort => {
+            let promised = (reply.body.len() + 100).to_string();
+            header.insert_header("Content-Length", promised)?;
+            session.set_keepalive(None);
+            session.write_response_header(Box::new(header)).await?;
+            session.write_response_body(reply.body, false).await?;
+            return pingora::Error::e_explain(
+                pingora::ErrorType::WriteError,
+                "cut short on purpose",
+            );
+        }
+    }
     Ok(())
 }
 

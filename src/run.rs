@@ -1,7 +1,7 @@
 //! Starting processes: the gateway (API, admin and optionally the sandbox listeners on one pingora
 //! server) and the standalone sandbox.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,11 +119,10 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     };
     let gateway = Arc::new(Gateway::new(&mut config, limiter, used));
     for (i, listener) in api_group.into_iter().enumerate() {
-        server.add_service(HttpService::new(
-            &format!("api-{i}"),
-            listener,
-            gateway.clone(),
-        ));
+        server.add_service(
+            HttpService::new(&format!("api-{i}"), listener, gateway.clone())
+                .with_timeouts(config.server.client_timeouts),
+        );
     }
     server.add_service(HttpService::new(
         "admin",
@@ -139,16 +138,15 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
         connections = config.connections.len(),
         "configuration loaded"
     );
-    println!("{announce}");
-    let _ = std::io::stdout().flush();
-    run_until_drained(server, grace);
+    run_until_drained(server, grace, announce);
     Ok(())
 }
 
-/// Runs the server until SIGTERM has drained it (or SIGINT stops it).
-fn run_until_drained(server: Server, grace: Duration) {
+/// Runs the server until SIGTERM has drained it (or SIGINT stops it). `announce` goes to stdout
+/// once signals are handled.
+fn run_until_drained(server: Server, grace: Duration, announce: String) {
     server.run(RunArgs {
-        shutdown_signal: Box::new(DrainingShutdown { grace }),
+        shutdown_signal: Box::new(DrainingShutdown { grace, announce }),
     });
     tracing::info!("stopped");
 }
@@ -164,8 +162,7 @@ pub fn sandbox(listen: &str, options: SandboxOptions) -> Result<(), String> {
         listener,
         Arc::new(Sandbox::new(options)),
     ));
-    println!("reset-gateway sandbox listening http://{local}");
-    let _ = std::io::stdout().flush();
-    run_until_drained(server, Duration::from_secs(5));
+    let announce = format!("reset-gateway sandbox listening http://{local}");
+    run_until_drained(server, Duration::from_secs(5), announce);
     Ok(())
 }

@@ -45,6 +45,9 @@ impl Drop for InflightRequest {
 /// The shutdown watcher handed to pingora.
 pub struct DrainingShutdown {
     pub grace: Duration,
+    /// Printed on stdout once SIGTERM is handled (and the listeners serve): a supervisor or test
+    /// that signals the process after seeing it never kills it by the default action.
+    pub announce: String,
 }
 
 #[async_trait]
@@ -57,6 +60,11 @@ impl ShutdownSignalWatch for DrainingShutdown {
             tracing::error!("cannot watch for signals; stopping");
             return ShutdownSignal::FastShutdown;
         };
+        {
+            use std::io::Write;
+            println!("{}", self.announce);
+            let _ = std::io::stdout().flush();
+        }
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use pingora::protocols::http::ServerSession;
 use serde::Serialize;
 
-use crate::http::{path, read_body, Handler, Reply};
+use crate::http::{path, read_body, Handler, Reply, WireShape};
 
 /// Oldest entries are dropped past this many, so a long-running sandbox stays bounded.
 const OUTBOX_CAPACITY: usize = 1_000;
@@ -109,6 +109,74 @@ pub struct SandboxOptions {
     pub capillary: capillary::CapillaryOptions,
 }
 
+/// A way for a sandbox vendor to misbehave, set through `POST /sandbox/faults`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// An HTML error page with status 200.
+    Html,
+    /// A 1 MiB answer.
+    Huge,
+    /// A valid answer, one byte every 100 ms.
+    Trickle,
+    /// Part of an answer, then the connection closes.
+    CutShort,
+    /// XML with a DOCTYPE defining entities (a "billion laughs" start).
+    Doctype,
+    /// Bytes that are not UTF-8.
+    InvalidUtf8,
+    /// A valid answer labelled text/plain.
+    WrongContentType,
+}
+
+impl Fault {
+    fn parse(name: &str) -> Option<Fault> {
+        Some(match name {
+            "html" => Fault::Html,
+            "huge" => Fault::Huge,
+            "trickle" => Fault::Trickle,
+            "cut-short" => Fault::CutShort,
+            "doctype" => Fault::Doctype,
+            "invalid-utf8" => Fault::InvalidUtf8,
+            "wrong-content-type" => Fault::WrongContentType,
+            _ => return None,
+        })
+    }
+
+    /// Replaces the vendor's real answer (the vendor has already acted on the request).
+    fn apply(self, mut reply: Reply) -> Reply {
+        match self {
+            Fault::Html => Reply::new(
+                200,
+                "text/html",
+                &b"<html><body><h1>502 Bad Gateway</h1></body></html>"[..],
+            ),
+            Fault::Huge => Reply::json(200, vec![b' '; 1024 * 1024]),
+            Fault::Trickle => {
+                reply.shape = WireShape::Trickle(Duration::from_millis(100));
+                reply
+            }
+            Fault::CutShort => {
+                reply.shape = WireShape::CutShort;
+                reply
+            }
+            Fault::Doctype => Reply::new(
+                200,
+                "application/xml",
+                &br#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><EmailAddressOrMobilePhoneNumber><IsSuccessful>&lol2;</IsSuccessful></EmailAddressOrMobilePhoneNumber>"#[..],
+            ),
+            Fault::InvalidUtf8 => Reply::new(
+                200,
+                "application/json",
+                &b"{\"IsSuccessful\":\"\xff\xfe\"}"[..],
+            ),
+            Fault::WrongContentType => {
+                reply.content_type = "text/plain";
+                reply
+            }
+        }
+    }
+}
+
 /// All sandbox vendors behind one listener, each under its own path prefix (`/cbss/...`).
 pub struct Sandbox {
     pub outbox: Arc<Outbox>,
@@ -118,6 +186,8 @@ pub struct Sandbox {
     hepsiburada: hepsiburada::HepsiburadaSandbox,
     /// Vendor requests received, by vendor: proof of whether the gateway called.
     calls: Mutex<BTreeMap<&'static str, u64>>,
+    /// The fault to answer the next vendor requests with, and how many more times.
+    fault: Mutex<Option<(Fault, u32)>>,
     options: SandboxOptions,
 }
 
@@ -131,6 +201,7 @@ impl Sandbox {
             hepsiburada: hepsiburada::HepsiburadaSandbox::new(outbox.clone()),
             outbox,
             calls: Mutex::new(BTreeMap::new()),
+            fault: Mutex::new(None),
             options,
         }
     }
@@ -195,6 +266,21 @@ impl Sandbox {
                 200,
                 serde_json::to_vec(&self.hepsiburada.last_request()).unwrap_or_default(),
             ),
+            ("POST", "/sandbox/faults") => {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+                let fault = v
+                    .get("fault")
+                    .and_then(|f| f.as_str())
+                    .and_then(Fault::parse);
+                let count = v.get("count").and_then(|c| c.as_u64()).unwrap_or(1) as u32;
+                match fault {
+                    Some(f) => {
+                        *self.fault.lock().expect("fault lock") = Some((f, count));
+                        Reply::json(200, &b"{}"[..])
+                    }
+                    None => Reply::text(400, "send {\"fault\": \"html\", \"count\": 1}\n"),
+                }
+            }
             ("POST", "/sandbox/capillary/drop-sessions") => {
                 self.capillary.drop_sessions();
                 Reply::json(200, &b"{}"[..])
@@ -229,30 +315,51 @@ impl Handler for Sandbox {
         if !self.options.delay.is_zero() {
             tokio::time::sleep(self.options.delay).await;
         }
-        if let Some(rest) = path.strip_prefix("/capillary/") {
-            self.count("capillary");
-            let api_key = session
-                .get_header(capillary::API_KEY_HEADER)
-                .map(|v| v.as_bytes().to_vec());
-            return self.capillary.handle(rest, api_key.as_deref(), &body);
+        let reply = self.vendor_reply(session, &path, &body);
+        let fault = {
+            let mut pending = self.fault.lock().expect("fault lock");
+            match pending.as_mut() {
+                Some((fault, left)) if *left > 0 => {
+                    *left -= 1;
+                    Some(*fault)
+                }
+                _ => None,
+            }
+        };
+        match fault {
+            Some(fault) => fault.apply(reply),
+            None => reply,
         }
+    }
+}
+
+impl Sandbox {
+    /// The vendor's own answer to a request under its path prefix.
+    fn vendor_reply(&self, session: &ServerSession, path: &str, body: &[u8]) -> Reply {
         let content_type = session
             .get_header("Content-Type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        if let Some(rest) = path.strip_prefix("/capillary/") {
+            self.count("capillary");
+            let api_key = session
+                .get_header(capillary::API_KEY_HEADER)
+                .map(|v| v.as_bytes().to_vec());
+            return self.capillary.handle(rest, api_key.as_deref(), body);
+        }
         if let Some(rest) = path.strip_prefix("/amsalem/") {
             self.count("amsalem");
-            return self.amsalem.handle(rest, &content_type, &body);
+            return self.amsalem.handle(rest, &content_type, body);
         }
         if let Some(rest) = path.strip_prefix("/hepsiburada/") {
             self.count("hepsiburada");
-            return self.hepsiburada.handle(rest, &content_type, &body);
+            return self.hepsiburada.handle(rest, &content_type, body);
         }
         if let Some(rest) = path.strip_prefix("/cbss/") {
             self.count("cbss");
             let query = session.req_header().uri.query().unwrap_or("").to_string();
-            return self.cbss.handle(rest, &query, &content_type, &body);
+            return self.cbss.handle(rest, &query, &content_type, body);
         }
         Reply::text(404, "no sandbox vendor at this path\n")
     }

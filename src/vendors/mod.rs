@@ -166,8 +166,46 @@ pub fn status_problem(vendor: &'static str, response: &UpstreamResponse) -> Opti
             )
             .with_vendor(detail),
         ),
-        _ => None,
+        _ => content_type_problem(vendor, response),
     }
+}
+
+/// Vendors answer in JSON or XML: an answer that says it is anything else (an HTML error page
+/// from a load balancer, say) is refused before its body is read. A missing type is tolerated.
+fn content_type_problem(vendor: &'static str, response: &UpstreamResponse) -> Option<Problem> {
+    let essence = response
+        .content_type
+        .as_deref()?
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let readable = matches!(
+        essence.as_str(),
+        "application/json" | "text/json" | "application/xml" | "text/xml"
+    ) || essence.ends_with("+json")
+        || essence.ends_with("+xml");
+    if readable {
+        return None;
+    }
+    let shown: String = essence
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(60)
+        .collect();
+    Some(
+        Problem::new(
+            ErrorCode::UpstreamError,
+            format!("{vendor} answered with Content-Type {shown}, not JSON or XML"),
+        )
+        .with_vendor(VendorDetail {
+            name: vendor,
+            status: response.status,
+            code: None,
+            message: None,
+        }),
+    )
 }
 
 /// Vendor messages are shown to support staff; clip them and strip anything a user sent that

@@ -9,6 +9,7 @@ mod cbss_flow;
 mod cli;
 mod code_flow;
 mod conformance;
+mod faults;
 mod limits;
 mod logs;
 mod metrics;

@@ -1,0 +1,216 @@
+//! A vendor that misbehaves after acting, and clients that misbehave on purpose: each answered
+//! with its canonical problem, in bounded time, without a second vendor call, while other clients
+//! are served.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+fn set_fault(sandbox: &Sandbox, fault: &str) {
+    let body = format!(r#"{{"fault":"{fault}","count":1}}"#);
+    let r = request(
+        sandbox.addr,
+        "POST",
+        "/sandbox/faults",
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{fault}");
+}
+
+#[test]
+fn broken_vendor_answers_are_upstream_errors_in_bounded_time() {
+    let sandbox = Sandbox::start();
+    let more_starts = "[limits]\nper_identifier = { count = 100, period_secs = 60 }\n";
+    let config = cbss_config(&sandbox, more_starts).replace(
+        "read_ms = 2000, write_ms = 2000, total_ms = 3000",
+        "read_ms = 1000, write_ms = 1000, total_ms = 1500",
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let start = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    for (fault, status, code) in [
+        ("html", 502, "upstream_error"),
+        ("huge", 502, "upstream_error"),
+        ("cut-short", 502, "upstream_error"),
+        ("doctype", 502, "upstream_error"),
+        ("invalid-utf8", 502, "upstream_error"),
+        ("wrong-content-type", 502, "upstream_error"),
+        ("trickle", 504, "upstream_timeout"),
+    ] {
+        // The JSON tenant reads XML answers too: a DOCTYPE is refused whichever the tenant.
+        let key = if fault == "doctype" {
+            "key-xml"
+        } else {
+            "key-json"
+        };
+        let calls = sandbox.calls("cbss");
+        set_fault(&sandbox, fault);
+        let started = Instant::now();
+        let r = gw.post("/reset", key, &start);
+        let took = started.elapsed();
+        let p = r.problem(status, code);
+        assert!(
+            took < Duration::from_millis(2_500),
+            "{fault}: took {took:?}"
+        );
+        assert_eq!(
+            sandbox.calls("cbss"),
+            calls + 1,
+            "{fault}: one vendor call, never retried"
+        );
+        println!("{fault}: {status} in {took:?}: {}", p["detail"]);
+    }
+    // The gateway is fine afterwards.
+    assert_eq!(gw.post("/reset", "key-json", &start).status, 202);
+}
+
+#[test]
+fn a_completion_cut_short_is_never_retried_and_its_reset_id_stays_used() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let v = verify(&gw, "key-json", &reset_id, &otp).json();
+    let next = v["reset_id"].as_str().unwrap().to_string();
+    let calls = sandbox.calls("cbss");
+    set_fault(&sandbox, "cut-short");
+    // The vendor changed the password, but its answer broke on the way: the gateway cannot know.
+    complete(&gw, "key-json", &next, "Cut-sh0rt-pw").problem(502, "upstream_error");
+    assert_eq!(sandbox.calls("cbss"), calls + 1);
+    complete(&gw, "key-json", &next, "Cut-sh0rt-pw").problem(409, "wrong_step");
+    assert_eq!(
+        sandbox.calls("cbss"),
+        calls + 1,
+        "the second completion never reached the vendor"
+    );
+}
+
+#[test]
+fn hostile_bodies_are_refused_cleanly() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let deep = format!(
+        r#"{{"reset_id":{}1{},"otp":"1"}}"#,
+        "[".repeat(5_000),
+        "]".repeat(5_000)
+    );
+    assert!(deep.len() < 16_384);
+    gw.post("/reset/verify", "key-json", &deep)
+        .problem(400, "invalid_request");
+    let nested = format!(
+        r#"{{"identifier":{}}}"#,
+        "{\"a\":".repeat(1_000) + "1" + &"}".repeat(1_000)
+    );
+    gw.post("/reset", "key-json", &nested)
+        .problem(400, "invalid_request");
+    let p = gw
+        .post(
+            "/reset/verify",
+            "key-json",
+            r#"{"reset_id":"a","reset_id":"b","otp":"123456"}"#,
+        )
+        .problem(400, "invalid_request");
+    assert_eq!(p["detail"], "duplicate field `reset_id`");
+    gw.post(
+        "/reset/verify",
+        "key-json",
+        r#"{"reset_id":"a","otp":1e999999}"#,
+    )
+    .problem(400, "invalid_request");
+    gw.post(
+        "/reset/verify",
+        "key-json",
+        "{\"reset_id\":\"\u{0}\",\"otp\":\"1\"}",
+    )
+    .problem(400, "invalid_request");
+    let invalid_utf8 = b"{\"reset_id\":\"\xff\xfe\",\"otp\":\"123456\"}";
+    request(
+        gw.api,
+        "POST",
+        "/reset/verify",
+        &[
+            ("Authorization", "Bearer key-json"),
+            ("Content-Type", "application/json"),
+        ],
+        invalid_utf8,
+    )
+    .problem(400, "invalid_request");
+    assert_eq!(
+        sandbox.calls("cbss"),
+        0,
+        "nothing hostile reached the vendor"
+    );
+}
+
+#[test]
+fn slow_clients_and_header_floods_are_cut_off_while_others_are_served() {
+    let sandbox = Sandbox::start();
+    let config = format!(
+        "header_timeout_ms = 500\nbody_timeout_ms = 500\n{}",
+        cbss_config(&sandbox, "")
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+
+    // Slow-loris: a header that never ends is cut off after the header timeout.
+    let mut slow = TcpStream::connect(gw.api).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow.write_all(b"POST /reset HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    // A well-behaved client is served meanwhile.
+    let r = gw.post(
+        "/reset/verify",
+        "key-json",
+        r#"{"reset_id":"x","otp":"123456"}"#,
+    );
+    assert_eq!(r.status, 400);
+    let mut buf = [0u8; 64];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the slow connection is closed");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+
+    // A body that stalls is cut off too, with a clear answer.
+    let mut stall = TcpStream::connect(gw.api).unwrap();
+    stall
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stall
+        .write_all(b"POST /reset/verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-json\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"reset")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stall.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+
+    // A header flood: thousands of headers are refused, not parsed forever.
+    let mut flood = String::from("POST /reset HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..5_000 {
+        flood.push_str(&format!("X-Flood-{i}: {}\r\n", "v".repeat(20)));
+    }
+    flood.push_str("\r\n");
+    let mut s = TcpStream::connect(gw.api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(flood.as_bytes());
+    let mut answer = Vec::new();
+    let started = Instant::now();
+    let _ = s.read_to_end(&mut answer);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || text.starts_with("HTTP/1.1 4"),
+        "{text}"
+    );
+    assert_eq!(
+        gw.post(
+            "/reset/verify",
+            "key-json",
+            r#"{"reset_id":"x","otp":"123456"}"#
+        )
+        .status,
+        400,
+        "still serving"
+    );
+}
