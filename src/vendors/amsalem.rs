@@ -12,8 +12,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    clip_vendor_text, failure_problem, status_problem, unsupported, CanonicalStep, CodeInput,
-    StartInput, StepContext, VendorAdapter, VendorState, WireFormat,
+    clip_vendor_text, exchange, unreadable, unsupported, CanonicalStep, CodeInput, StartInput,
+    StepContext, VendorAdapter, VendorState, WireFormat,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem, VendorDetail};
@@ -251,34 +251,22 @@ impl VendorAdapter for Amsalem {
             WireFormat::Json => "application/json",
             WireFormat::Xml => "application/xml",
         };
-        let response = self
-            .client
-            .post(&UpstreamRequest {
+        let response = exchange(
+            &self.client,
+            VENDOR,
+            &UpstreamRequest {
                 endpoint: "ChangePassword",
                 path_and_query: PATH,
                 content_type,
                 body: &body,
                 headers: &[("X-Request-Id", ctx.request_id.as_str())],
                 timing: Some(&ctx.upstream_us),
-            })
-            .await
-            .map_err(|f| failure_problem(VENDOR, f))?;
-        if let Some(problem) = status_problem(VENDOR, &response) {
-            return Err(problem);
-        }
+            },
+        )
+        .await?;
         let never_echo = [input.new_password.as_str(), input.reset_code.as_str()];
-        let (success, message, code) = parse_answer(&response.body).map_err(|why| {
-            Problem::new(
-                ErrorCode::UpstreamError,
-                format!("amsalem answered something the gateway could not read ({why})"),
-            )
-            .with_vendor(VendorDetail {
-                name: VENDOR,
-                status: response.status,
-                code: None,
-                message: None,
-            })
-        })?;
+        let (success, message, code) = parse_answer(&response.body)
+            .map_err(|why| unreadable(VENDOR, response.status, &why))?;
         if success && (200..300).contains(&response.status) {
             return Ok(());
         }

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    clip_vendor_text, failure_problem, status_problem, unsupported, CanonicalStep, CodeInput,
-    StartInput, StepContext, VendorAdapter, VendorState,
+    clip_vendor_text, exchange, unreadable, unsupported, CanonicalStep, CodeInput, StartInput,
+    StepContext, VendorAdapter, VendorState,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem, VendorDetail};
@@ -215,26 +215,54 @@ pub fn problem_for_code(code: u32) -> Option<(ErrorCode, &'static str)> {
 /// Reads a Capillary answer to its canonical outcome: the sessionId it carries on success (if
 /// any), or the problem it means. Public for benchmarks and fuzzing; never panics.
 pub fn read_answer(status: u16, body: &[u8]) -> Result<Option<String>, Problem> {
-    let answer: Answer = serde_json::from_slice(body).map_err(|_| {
-        Problem::new(
-            ErrorCode::UpstreamError,
-            "capillary answered something the gateway could not read",
-        )
-    })?;
+    let answer = parse(status, body)?;
+    judge(status, answer, &[]).map(|a| a.user.and_then(|u| u.session_id))
+}
+
+/// Parses an answer's body; an unreadable 401/403 names the API key as the likely cause.
+fn parse(status: u16, body: &[u8]) -> Result<Answer, Problem> {
+    serde_json::from_slice(body).map_err(|_| {
+        let why = if matches!(status, 401 | 403) {
+            "a refusal of the gateway's API key: check the connection's api_key_env"
+        } else {
+            "not Capillary's JSON"
+        };
+        unreadable(VENDOR, status, why)
+    })
+}
+
+/// A successful answer, or the canonical problem its status code means.
+fn judge(status: u16, answer: Answer, never_echo: &[&str]) -> Result<Answer, Problem> {
     if answer.status.success && (200..300).contains(&status) {
-        return Ok(answer.user.and_then(|u| u.session_id));
+        return Ok(answer);
     }
     let code = answer.status.code.as_ref().and_then(|c| match c {
         serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
     });
+    let detail = VendorDetail {
+        name: VENDOR,
+        status,
+        code: code.map(|c| c.to_string()),
+        message: answer
+            .status
+            .message
+            .as_deref()
+            .map(|m| clip_vendor_text(m, never_echo)),
+    };
     Err(match code.and_then(problem_for_code) {
-        Some((canonical, text)) => Problem::new(canonical, text),
+        Some((canonical, text)) => Problem::new(canonical, text).with_vendor(detail),
+        None if matches!(status, 401 | 403) => Problem::new(
+            ErrorCode::UpstreamError,
+            "Capillary refused the gateway's API key: check the connection's api_key_env",
+        )
+        .with_vendor(detail),
         None => Problem::new(
             ErrorCode::UpstreamError,
             "capillary refused the request with a status the gateway does not know",
-        ),
+        )
+        .with_vendor(detail),
     })
 }
 
@@ -259,9 +287,10 @@ impl Capillary {
     ) -> Result<Answer, Problem> {
         let bytes = serde_json::to_vec(body).expect("the body serializes");
         let path = self.path(endpoint);
-        let response = self
-            .client
-            .post(&UpstreamRequest {
+        let response = exchange(
+            &self.client,
+            VENDOR,
+            &UpstreamRequest {
                 endpoint: endpoint.path(),
                 path_and_query: &path,
                 content_type: "application/json",
@@ -274,48 +303,11 @@ impl Capillary {
                     ("X-Request-Id", ctx.request_id.as_str()),
                 ],
                 timing: Some(&ctx.upstream_us),
-            })
-            .await
-            .map_err(|f| failure_problem(VENDOR, f))?;
-        if let Some(problem) = status_problem(VENDOR, &response) {
-            return Err(problem);
-        }
-        let vendor = |code: Option<String>, message: Option<String>| VendorDetail {
-            name: VENDOR,
-            status: response.status,
-            code,
-            message: message.map(|m| clip_vendor_text(&m, never_echo)),
-        };
-        let answer: Answer = serde_json::from_slice(&response.body).map_err(|_| {
-            let detail = if matches!(response.status, 401 | 403) {
-                "Capillary refused the gateway's API key: check the connection's api_key_env"
-            } else {
-                "capillary answered something the gateway could not read"
-            };
-            Problem::new(ErrorCode::UpstreamError, detail).with_vendor(vendor(None, None))
-        })?;
-        if answer.status.success && (200..300).contains(&response.status) {
-            return Ok(answer);
-        }
-        let code = answer.status.code.as_ref().and_then(|c| match c {
-            serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        });
-        let detail = vendor(code.map(|c| c.to_string()), answer.status.message);
-        Err(match code.and_then(problem_for_code) {
-            Some((canonical, text)) => Problem::new(canonical, text).with_vendor(detail),
-            None if matches!(response.status, 401 | 403) => Problem::new(
-                ErrorCode::UpstreamError,
-                "Capillary refused the gateway's API key: check the connection's api_key_env",
-            )
-            .with_vendor(detail),
-            None => Problem::new(
-                ErrorCode::UpstreamError,
-                "capillary refused the request with a status the gateway does not know",
-            )
-            .with_vendor(detail),
-        })
+            },
+        )
+        .await?;
+        let answer = parse(response.status, &response.body)?;
+        judge(response.status, answer, never_echo)
     }
 
     fn body<'a>(&'a self, state: &'a State) -> Body<'a> {

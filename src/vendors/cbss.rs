@@ -12,8 +12,8 @@ use chrono::FixedOffset;
 use serde::Deserialize;
 
 use super::{
-    clip_vendor_text, dotnet_timestamp, failure_problem, status_problem, unsupported,
-    CanonicalStep, CodeInput, StartInput, StepContext, VendorAdapter, VendorState, WireFormat,
+    clip_vendor_text, dotnet_timestamp, exchange, unreadable, unsupported, CanonicalStep,
+    CodeInput, StartInput, StepContext, VendorAdapter, VendorState, WireFormat,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem, VendorDetail};
@@ -254,33 +254,21 @@ impl Cbss {
             step.path(),
             ctx.language
         );
-        let response = self
-            .client
-            .post(&UpstreamRequest {
+        let response = exchange(
+            &self.client,
+            VENDOR,
+            &UpstreamRequest {
                 endpoint: step.endpoint(),
                 path_and_query: &path_and_query,
                 content_type: self.content_type(),
                 body: &body,
                 headers: &[("X-Request-Id", ctx.request_id.as_str())],
                 timing: Some(&ctx.upstream_us),
-            })
-            .await
-            .map_err(|f| failure_problem(VENDOR, f))?;
-        if let Some(problem) = status_problem(VENDOR, &response) {
-            return Err(problem);
-        }
-        let answer = parse_answer(&response.body).map_err(|why| {
-            Problem::new(
-                ErrorCode::UpstreamError,
-                format!("cbss answered something the gateway could not read ({why})"),
-            )
-            .with_vendor(VendorDetail {
-                name: VENDOR,
-                status: response.status,
-                code: None,
-                message: None,
-            })
-        })?;
+            },
+        )
+        .await?;
+        let answer = parse_answer(&response.body)
+            .map_err(|why| unreadable(VENDOR, response.status, &why))?;
         if answer.successful && (200..300).contains(&response.status) {
             Ok(answer)
         } else {

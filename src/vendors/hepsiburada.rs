@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    clip_vendor_text, failure_problem, status_problem, unsupported, CanonicalStep, CodeInput,
-    StartInput, StepContext, VendorAdapter, VendorState, WireFormat,
+    clip_vendor_text, exchange, unreadable, unsupported, CanonicalStep, CodeInput, StartInput,
+    StepContext, VendorAdapter, VendorState, WireFormat,
 };
 use crate::api::{ErrorCode, Problem, VendorDetail};
 use crate::upstream::{UpstreamClient, UpstreamRequest};
@@ -234,33 +234,21 @@ impl VendorAdapter for Hepsiburada {
             WireFormat::Json => "application/json",
             WireFormat::Xml => "application/xml",
         };
-        let response = self
-            .client
-            .post(&UpstreamRequest {
+        let response = exchange(
+            &self.client,
+            VENDOR,
+            &UpstreamRequest {
                 endpoint: "PasswordChange",
                 path_and_query: PATH,
                 content_type,
                 body: &body,
                 headers: &[("X-Request-Id", ctx.request_id.as_str())],
                 timing: Some(&ctx.upstream_us),
-            })
-            .await
-            .map_err(|f| failure_problem(VENDOR, f))?;
-        if let Some(problem) = status_problem(VENDOR, &response) {
-            return Err(problem);
-        }
-        let answer = parse_answer(&response.body).map_err(|why| {
-            Problem::new(
-                ErrorCode::UpstreamError,
-                format!("hepsiburada answered something the gateway could not read ({why})"),
-            )
-            .with_vendor(VendorDetail {
-                name: VENDOR,
-                status: response.status,
-                code: None,
-                message: None,
-            })
-        })?;
+            },
+        )
+        .await?;
+        let answer = parse_answer(&response.body)
+            .map_err(|why| unreadable(VENDOR, response.status, &why))?;
         if answer.success && answer.is_valid && (200..300).contains(&response.status) {
             return Ok(());
         }

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use crate::api::types::Identifier;
 use crate::api::{ErrorCode, Problem, VendorDetail};
-use crate::upstream::{UpstreamFailure, UpstreamResponse};
+use crate::upstream::{UpstreamClient, UpstreamFailure, UpstreamRequest, UpstreamResponse};
 
 /// Per-request facts an adapter may pass on to its vendor.
 #[derive(Debug)]
@@ -113,6 +113,37 @@ pub fn unsupported(vendor: &str, step: &str) -> Problem {
         ErrorCode::UnsupportedStep,
         format!("the tenant's vendor ({vendor}) has no {step} step"),
     )
+}
+
+/// One vendor call: sends `request` and returns the vendor's answer, or the problem for a call
+/// that failed or an answer that is about transport (throttling, 5xx, neither JSON nor XML).
+pub async fn exchange(
+    client: &UpstreamClient,
+    vendor: &'static str,
+    request: &UpstreamRequest<'_>,
+) -> Result<UpstreamResponse, Problem> {
+    let response = client
+        .post(request)
+        .await
+        .map_err(|f| failure_problem(vendor, f))?;
+    match status_problem(vendor, &response) {
+        Some(problem) => Err(problem),
+        None => Ok(response),
+    }
+}
+
+/// The problem for an answer the gateway could not read.
+pub fn unreadable(vendor: &'static str, status: u16, why: &str) -> Problem {
+    Problem::new(
+        ErrorCode::UpstreamError,
+        format!("{vendor} answered something the gateway could not read ({why})"),
+    )
+    .with_vendor(VendorDetail {
+        name: vendor,
+        status,
+        code: None,
+        message: None,
+    })
 }
 
 /// Maps a failed call to its canonical problem. The detail names the vendor, not its address.
