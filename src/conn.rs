@@ -33,9 +33,15 @@ impl GatheringStream {
     pub fn new(inner: TcpStream) -> Self {
         GatheringStream {
             inner,
-            pending: Vec::with_capacity(1024),
+            // Nothing is held for an idle connection; the first write allocates.
+            pending: Vec::new(),
             sent: 0,
         }
+    }
+
+    /// Waits until the client has sent something, holding no buffer meanwhile.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.inner.readable().await
     }
 
     /// Sends what is gathered; `Ready(Ok)` once all of it is out.

@@ -234,46 +234,80 @@ async fn serve_connection<H: Handler>(
     timeouts: ClientTimeouts,
 ) {
     let _ = tcp.set_nodelay(true);
-    let mut stream: Stream = Box::new(crate::conn::GatheringStream::new(tcp));
+    let mut conn = crate::conn::GatheringStream::new(tcp);
     loop {
-        let mut session = ServerSession::new_http1(stream);
-        session.set_read_timeout(Some(timeouts.body));
-        match tokio::time::timeout(timeouts.header, session.read_request()).await {
-            Ok(Ok(true)) => {}
-            // Closed, timed out or a malformed header: nothing to answer on this connection.
+        // While idle a connection holds only its socket: the HTTP session, its buffers and the
+        // request's (large) future are made, boxed, when the client sends something, so 10,000
+        // idle connections stay cheap.
+        match tokio::time::timeout(timeouts.header, conn.readable()).await {
+            Ok(Ok(())) => {}
             _ => return,
         }
-        let inflight = crate::shutdown::InflightRequest::start();
-        // A bug that panics in a handler costs its caller a 500, not the connection or the thread.
-        let handled = AssertUnwindSafe(handler.handle(&mut session, Some(peer)))
-            .catch_unwind()
-            .await;
-        let reply = handled.unwrap_or_else(|_| {
-            tracing::error!("a request handler panicked");
-            let problem = Problem::new(ErrorCode::Internal, "the request failed unexpectedly");
-            let request_id = crate::request_id::generate();
-            let mut reply = Reply::new(
-                500,
-                "application/problem+json",
-                problem.to_json(&request_id, false),
-            )
-            .header("X-Request-Id", request_id);
-            reply.close = true;
-            reply
-        });
-        let closing = reply.close || *shutdown.borrow() || crate::shutdown::draining();
-        if write_reply(&mut session, reply, closing).await.is_err() {
-            return;
+        match Box::pin(serve_request(
+            conn,
+            peer,
+            handler.as_ref(),
+            &shutdown,
+            timeouts,
+        ))
+        .await
+        {
+            Some(next) => conn = next,
+            None => return,
         }
-        let finished = session.finish().await;
-        drop(inflight);
-        match finished {
-            Ok(Some(reusable)) if !closing => {
-                let (s, _prefix) = reusable.into_parts();
-                stream = s;
-            }
-            _ => return,
+    }
+}
+
+/// Serves one request on `conn`; gives the connection back if it may carry another.
+async fn serve_request<H: Handler>(
+    conn: crate::conn::GatheringStream,
+    peer: SocketAddr,
+    handler: &H,
+    shutdown: &ShutdownWatch,
+    timeouts: ClientTimeouts,
+) -> Option<crate::conn::GatheringStream> {
+    let stream: Stream = Box::new(conn);
+    let mut session = ServerSession::new_http1(stream);
+    session.set_read_timeout(Some(timeouts.body));
+    match tokio::time::timeout(timeouts.header, session.read_request()).await {
+        Ok(Ok(true)) => {}
+        // Closed, timed out or a malformed header: nothing to answer on this connection.
+        _ => return None,
+    }
+    let inflight = crate::shutdown::InflightRequest::start();
+    // A bug that panics in a handler costs its caller a 500, not the connection or the thread.
+    let handled = AssertUnwindSafe(handler.handle(&mut session, Some(peer)))
+        .catch_unwind()
+        .await;
+    let reply = handled.unwrap_or_else(|_| {
+        tracing::error!("a request handler panicked");
+        let problem = Problem::new(ErrorCode::Internal, "the request failed unexpectedly");
+        let request_id = crate::request_id::generate();
+        let mut reply = Reply::new(
+            500,
+            "application/problem+json",
+            problem.to_json(&request_id, false),
+        )
+        .header("X-Request-Id", request_id);
+        reply.close = true;
+        reply
+    });
+    let closing = reply.close || *shutdown.borrow() || crate::shutdown::draining();
+    if write_reply(&mut session, reply, closing).await.is_err() {
+        return None;
+    }
+    let finished = session.finish().await;
+    drop(inflight);
+    match finished {
+        Ok(Some(reusable)) if !closing => {
+            let (stream, _prefix) = reusable.into_parts();
+            stream
+                .into_any()
+                .downcast::<crate::conn::GatheringStream>()
+                .ok()
+                .map(|c| *c)
         }
+        _ => None,
     }
 }
 

@@ -69,6 +69,10 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal by name (TERM, INT, ...).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
