@@ -17,6 +17,7 @@ pub mod limit;
 pub mod metrics;
 pub mod redis_store;
 pub mod request_id;
+mod robustness;
 pub mod run;
 pub mod sandbox;
 pub mod secret;
