@@ -12,8 +12,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    clip_vendor_text, exchange, unreadable, unsupported, CanonicalStep, CodeInput, StartInput,
-    StepContext, VendorAdapter, VendorState, WireFormat,
+    clip_vendor_text, exchange, unreadable, CanonicalStep, CodeInput, StepContext, VendorAdapter,
+    WireFormat,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem, VendorDetail};
@@ -201,28 +201,6 @@ impl VendorAdapter for Amsalem {
             CanonicalStep::CompleteWithCode => 1,
             _ => 0,
         }
-    }
-
-    async fn start(&self, _ctx: &StepContext, _input: &StartInput) -> Result<VendorState, Problem> {
-        Err(unsupported(VENDOR, "OTP start"))
-    }
-
-    async fn verify(
-        &self,
-        _ctx: &StepContext,
-        _state: &VendorState,
-        _otp: &str,
-    ) -> Result<VendorState, Problem> {
-        Err(unsupported(VENDOR, "OTP verification"))
-    }
-
-    async fn complete(
-        &self,
-        _ctx: &StepContext,
-        _state: &VendorState,
-        _new_password: &str,
-    ) -> Result<(), Problem> {
-        Err(unsupported(VENDOR, "reset_id completion"))
     }
 
     async fn complete_with_code(

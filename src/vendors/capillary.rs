@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    clip_vendor_text, exchange, unreadable, unsupported, CanonicalStep, CodeInput, StartInput,
-    StepContext, VendorAdapter, VendorState,
+    clip_vendor_text, exchange, unreadable, CanonicalStep, StartInput, StepContext, VendorAdapter,
+    VendorState,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem, VendorDetail};
@@ -423,14 +423,6 @@ impl VendorAdapter for Capillary {
         self.call(ctx, Endpoint::PasswordForget, &body, &[new_password])
             .await?;
         Ok(())
-    }
-
-    async fn complete_with_code(
-        &self,
-        _ctx: &StepContext,
-        _input: &CodeInput,
-    ) -> Result<(), Problem> {
-        Err(unsupported(VENDOR, "reset_code completion"))
     }
 }
 

@@ -12,8 +12,8 @@ use chrono::FixedOffset;
 use serde::Deserialize;
 
 use super::{
-    clip_vendor_text, dotnet_timestamp, exchange, unreadable, unsupported, CanonicalStep,
-    CodeInput, StartInput, StepContext, VendorAdapter, VendorState, WireFormat,
+    clip_vendor_text, dotnet_timestamp, exchange, unreadable, CanonicalStep, StartInput,
+    StepContext, VendorAdapter, VendorState, WireFormat,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem, VendorDetail};
@@ -528,14 +528,6 @@ impl VendorAdapter for Cbss {
         self.call(ctx, Step::Change, &fields, &[new_password])
             .await?;
         Ok(())
-    }
-
-    async fn complete_with_code(
-        &self,
-        _ctx: &StepContext,
-        _input: &CodeInput,
-    ) -> Result<(), Problem> {
-        Err(unsupported(VENDOR, "reset_code completion"))
     }
 }
 

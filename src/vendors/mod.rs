@@ -82,29 +82,44 @@ pub trait VendorAdapter: Send + Sync {
         self.vendor_calls(step) > 0
     }
 
+    // The step methods answer `501 unsupported_step` unless the vendor has the step. A vendor
+    // declares its steps in `vendor_calls` (the flow refuses a step it lacks before calling), and
+    // the conformance suite fails a vendor that declares a step it does not implement.
+
     /// OTP flow, step 1: ask the vendor to send a one-time code. Returns the state the later steps
     /// need. A vendor that does not know the identifier answers `identifier_not_found`.
-    async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<VendorState, Problem>;
+    async fn start(&self, _ctx: &StepContext, _input: &StartInput) -> Result<VendorState, Problem> {
+        Err(unsupported(self.vendor(), "OTP start"))
+    }
 
     /// OTP flow, step 2: check the code. Returns the state for completion.
     async fn verify(
         &self,
-        ctx: &StepContext,
-        state: &VendorState,
-        otp: &str,
-    ) -> Result<VendorState, Problem>;
+        _ctx: &StepContext,
+        _state: &VendorState,
+        _otp: &str,
+    ) -> Result<VendorState, Problem> {
+        Err(unsupported(self.vendor(), "OTP verification"))
+    }
 
     /// OTP flow, step 3: set the new password.
     async fn complete(
         &self,
-        ctx: &StepContext,
-        state: &VendorState,
-        new_password: &str,
-    ) -> Result<(), Problem>;
+        _ctx: &StepContext,
+        _state: &VendorState,
+        _new_password: &str,
+    ) -> Result<(), Problem> {
+        Err(unsupported(self.vendor(), "reset_id completion"))
+    }
 
     /// Code flow: set the new password with a vendor-issued reset code.
-    async fn complete_with_code(&self, ctx: &StepContext, input: &CodeInput)
-        -> Result<(), Problem>;
+    async fn complete_with_code(
+        &self,
+        _ctx: &StepContext,
+        _input: &CodeInput,
+    ) -> Result<(), Problem> {
+        Err(unsupported(self.vendor(), "reset_code completion"))
+    }
 }
 
 /// The answer for a step this vendor does not have.
