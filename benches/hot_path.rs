@@ -56,24 +56,24 @@ fn hot_path(c: &mut Criterion) {
 
     let cbss_json = br#"{"IsSuccessful":true,"Messages":[],"ClientCode":"DEMO","DateTime":"2024-11-18T12:34:23.7746368+08:00","Content":{"CustomerForgotUsernamePasswordID":1}}"#;
     c.bench_function("cbss answer, JSON -> outcome", |b| {
-        b.iter(|| cbss::read_answer(200, black_box(cbss_json)))
+        b.iter(|| cbss::read_answer(200, black_box(cbss_json), &[]))
     });
     let cbss_xml = br#"<EmailAddressOrMobilePhoneNumber xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns="urn:r"><ClientCode xmlns="urn:a">DEMO</ClientCode><Content xmlns="urn:a"><CustomerForgotUsernamePasswordID>1</CustomerForgotUsernamePasswordID></Content><DateTime xmlns="urn:a">2024-11-18T12:34:23.7746368+08:00</DateTime><IsSuccessful xmlns="urn:b">false</IsSuccessful><Messages xmlns="urn:b"><Message><Code>INVALID_OTP</Code><Message>Invalid OTP.</Message></Message></Messages></EmailAddressOrMobilePhoneNumber>"#;
     c.bench_function("cbss answer, XML -> problem", |b| {
-        b.iter(|| cbss::read_answer(200, black_box(cbss_xml)))
+        b.iter(|| cbss::read_answer(200, black_box(cbss_xml), &[]))
     });
     let capillary_json = br#"{"status":{"success":false,"code":1506,"message":"Invalid OTP"}}"#;
     c.bench_function("capillary answer -> problem", |b| {
-        b.iter(|| capillary::read_answer(200, black_box(capillary_json)))
+        b.iter(|| capillary::read_answer(200, black_box(capillary_json), &[]))
     });
     let amsalem_json =
         br#"{"Success":true,"Message":"OK","Extra1":null,"Extra2":null,"Extra3":null}"#;
     c.bench_function("amsalem answer -> outcome", |b| {
-        b.iter(|| amsalem::read_answer(200, black_box(amsalem_json)))
+        b.iter(|| amsalem::read_answer(200, black_box(amsalem_json), &[]))
     });
     let hepsi_json = br#"{"Email":"e","UserId":null,"Code":9000,"ExceptionMessageList":["Used"],"IsValid":true,"Success":false,"InformationMessageList":[],"WarningMessageList":[]}"#;
     c.bench_function("hepsiburada answer -> problem", |b| {
-        b.iter(|| hepsiburada::read_answer(200, black_box(hepsi_json)))
+        b.iter(|| hepsiburada::read_answer(200, black_box(hepsi_json), &[]))
     });
 
     let keys = TokenKeys::ephemeral();

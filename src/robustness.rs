@@ -124,10 +124,10 @@ mod tests {
                 br#"<PasswordChangeResponse xmlns="urn:x"><Code>PasswordUsedBefore</Code><ExceptionMessageList><string>u</string></ExceptionMessageList><IsValid>true</IsValid><Success>false</Success></PasswordChangeResponse>"#,
             ],
             |b| {
-                let _ = cbss::read_answer(200, b);
-                let _ = capillary::read_answer(200, b);
-                let _ = amsalem::read_answer(200, b);
-                let _ = hepsiburada::read_answer(200, b);
+                let _ = cbss::read_answer(200, b, &[]);
+                let _ = capillary::read_answer(200, b, &[]);
+                let _ = amsalem::read_answer(200, b, &[]);
+                let _ = hepsiburada::read_answer(200, b, &[]);
                 let _ = crate::xml::parse(b);
             },
         );

@@ -12,11 +12,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    clip_vendor_text, exchange, unreadable, CanonicalStep, CodeInput, StepContext, VendorAdapter,
+    exchange, unreadable, vendor_said, CanonicalStep, CodeInput, StepContext, VendorAdapter,
     WireFormat,
 };
 use crate::api::types::IdentifierKind;
-use crate::api::{ErrorCode, Problem, VendorDetail};
+use crate::api::{ErrorCode, Problem};
 use crate::secret::Secret;
 use crate::signing::{Inputs, Recipe};
 use crate::upstream::{UpstreamClient, UpstreamRequest};
@@ -139,23 +139,31 @@ impl Amsalem {
     }
 }
 
-/// Reads an Amsalem answer to its canonical outcome. Public for benchmarks and fuzzing.
-pub fn read_answer(status: u16, body: &[u8]) -> Result<(), Problem> {
-    let (success, _message, code) = parse_answer(body).map_err(|why| {
-        Problem::new(
-            ErrorCode::UpstreamError,
-            format!("unreadable answer ({why})"),
-        )
-    })?;
+/// Reads an Amsalem answer to its canonical outcome. The adapter's own reader, public for
+/// benchmarks and fuzzing.
+pub fn read_answer(status: u16, body: &[u8], never_echo: &[&str]) -> Result<(), Problem> {
+    let (success, message, code) =
+        parse_answer(body).map_err(|why| unreadable(VENDOR, status, &why))?;
     if success && (200..300).contains(&status) {
         return Ok(());
     }
+    let vendor = vendor_said(
+        VENDOR,
+        status,
+        code.as_deref(),
+        message.as_deref(),
+        never_echo,
+    );
     let known = code
         .as_deref()
         .and_then(|c| CODES.iter().find(|(name, _, _)| *name == c));
     Err(match known {
-        Some((_, canonical, detail)) => Problem::new(*canonical, *detail),
-        None => Problem::new(ErrorCode::UpstreamError, "an unknown refusal"),
+        Some((_, canonical, detail)) => Problem::new(*canonical, *detail).with_vendor(vendor),
+        None => Problem::new(
+            ErrorCode::UpstreamError,
+            "amsalem refused the request with a reason the gateway does not know",
+        )
+        .with_vendor(vendor),
     })
 }
 
@@ -243,28 +251,7 @@ impl VendorAdapter for Amsalem {
         )
         .await?;
         let never_echo = [input.new_password.as_str(), input.reset_code.as_str()];
-        let (success, message, code) = parse_answer(&response.body)
-            .map_err(|why| unreadable(VENDOR, response.status, &why))?;
-        if success && (200..300).contains(&response.status) {
-            return Ok(());
-        }
-        let vendor = VendorDetail {
-            name: VENDOR,
-            status: response.status,
-            code: code.as_deref().map(|c| clip_vendor_text(c, &never_echo)),
-            message: message.as_deref().map(|m| clip_vendor_text(m, &never_echo)),
-        };
-        let known = code
-            .as_deref()
-            .and_then(|c| CODES.iter().find(|(name, _, _)| *name == c));
-        Err(match known {
-            Some((_, canonical, detail)) => Problem::new(*canonical, *detail).with_vendor(vendor),
-            None => Problem::new(
-                ErrorCode::UpstreamError,
-                "amsalem refused the request with a reason the gateway does not know",
-            )
-            .with_vendor(vendor),
-        })
+        read_answer(response.status, &response.body, &never_echo)
     }
 }
 

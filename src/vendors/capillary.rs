@@ -11,11 +11,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    clip_vendor_text, exchange, unreadable, CanonicalStep, StartInput, StepContext, VendorAdapter,
+    exchange, unreadable, vendor_said, CanonicalStep, StartInput, StepContext, VendorAdapter,
     VendorState,
 };
 use crate::api::types::IdentifierKind;
-use crate::api::{ErrorCode, Problem, VendorDetail};
+use crate::api::{ErrorCode, Problem};
 use crate::secret::Secret;
 use crate::upstream::{UpstreamClient, UpstreamRequest};
 
@@ -214,9 +214,13 @@ pub fn problem_for_code(code: u32) -> Option<(ErrorCode, &'static str)> {
 
 /// Reads a Capillary answer to its canonical outcome: the sessionId it carries on success (if
 /// any), or the problem it means. Public for benchmarks and fuzzing; never panics.
-pub fn read_answer(status: u16, body: &[u8]) -> Result<Option<String>, Problem> {
+pub fn read_answer(
+    status: u16,
+    body: &[u8],
+    never_echo: &[&str],
+) -> Result<Option<String>, Problem> {
     let answer = parse(status, body)?;
-    judge(status, answer, &[]).map(|a| a.user.and_then(|u| u.session_id))
+    judge(status, answer, never_echo).map(|a| a.user.and_then(|u| u.session_id))
 }
 
 /// Parses an answer's body; an unreadable 401/403 names the API key as the likely cause.
@@ -241,16 +245,13 @@ fn judge(status: u16, answer: Answer, never_echo: &[&str]) -> Result<Answer, Pro
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
     });
-    let detail = VendorDetail {
-        name: VENDOR,
+    let detail = vendor_said(
+        VENDOR,
         status,
-        code: code.map(|c| c.to_string()),
-        message: answer
-            .status
-            .message
-            .as_deref()
-            .map(|m| clip_vendor_text(m, never_echo)),
-    };
+        code.map(|c| c.to_string()).as_deref(),
+        answer.status.message.as_deref(),
+        never_echo,
+    );
     Err(match code.and_then(problem_for_code) {
         Some((canonical, text)) => Problem::new(canonical, text).with_vendor(detail),
         None if matches!(status, 401 | 403) => Problem::new(

@@ -12,11 +12,11 @@ use chrono::FixedOffset;
 use serde::Deserialize;
 
 use super::{
-    clip_vendor_text, dotnet_timestamp, exchange, unreadable, CanonicalStep, StartInput,
-    StepContext, VendorAdapter, VendorState, WireFormat,
+    dotnet_timestamp, exchange, unreadable, vendor_said, CanonicalStep, StartInput, StepContext,
+    VendorAdapter, VendorState, WireFormat,
 };
 use crate::api::types::IdentifierKind;
-use crate::api::{ErrorCode, Problem, VendorDetail};
+use crate::api::{ErrorCode, Problem};
 use crate::secret::Secret;
 use crate::signing::{sha256_hex, HexCase};
 use crate::upstream::{UpstreamClient, UpstreamRequest};
@@ -246,7 +246,7 @@ impl Cbss {
         step: Step,
         fields: &[Field<'_>],
         never_echo: &[&str],
-    ) -> Result<Answer, Problem> {
+    ) -> Result<Option<u64>, Problem> {
         let body = self.body(step, fields);
         let signature = self.sign(step, &body);
         let path_and_query = format!(
@@ -267,13 +267,7 @@ impl Cbss {
             },
         )
         .await?;
-        let answer = parse_answer(&response.body)
-            .map_err(|why| unreadable(VENDOR, response.status, &why))?;
-        if answer.successful && (200..300).contains(&response.status) {
-            Ok(answer)
-        } else {
-            Err(failure(&answer, response.status, never_echo))
-        }
+        read_answer(response.status, &response.body, never_echo)
     }
 }
 
@@ -332,18 +326,14 @@ fn xml_body(step: Step, client_code: &str, date_time: &str, fields: &[Field<'_>]
 }
 
 /// Reads a CBSS answer (either format) to its canonical outcome: the request id it carries on
-/// success, or the problem it means. Public for benchmarks and fuzzing; never panics.
-pub fn read_answer(status: u16, body: &[u8]) -> Result<Option<u64>, Problem> {
-    let answer = parse_answer(body).map_err(|why| {
-        Problem::new(
-            ErrorCode::UpstreamError,
-            format!("cbss answered something the gateway could not read ({why})"),
-        )
-    })?;
+/// success, or the problem it means. The adapter's own reader, public for benchmarks and
+/// fuzzing; never panics.
+pub fn read_answer(status: u16, body: &[u8], never_echo: &[&str]) -> Result<Option<u64>, Problem> {
+    let answer = parse_answer(body).map_err(|why| unreadable(VENDOR, status, &why))?;
     if answer.successful && (200..300).contains(&status) {
         Ok(answer.forgot_id)
     } else {
-        Err(failure(&answer, status, &[]))
+        Err(failure(&answer, status, never_echo))
     }
 }
 
@@ -432,12 +422,13 @@ impl ClassifyStr for serde_json::Error {
 /// Maps an unsuccessful answer to its canonical problem by its first message code.
 fn failure(answer: &Answer, status: u16, never_echo: &[&str]) -> Problem {
     let (code, message) = answer.messages.first().cloned().unwrap_or((None, None));
-    let vendor = VendorDetail {
-        name: VENDOR,
+    let vendor = vendor_said(
+        VENDOR,
         status,
-        code: code.as_deref().map(|c| clip_vendor_text(c, never_echo)),
-        message: message.as_deref().map(|m| clip_vendor_text(m, never_echo)),
-    };
+        code.as_deref(),
+        message.as_deref(),
+        never_echo,
+    );
     let known = code
         .as_deref()
         .and_then(|c| MESSAGE_CODES.iter().find(|(name, _, _)| *name == c));
@@ -489,8 +480,8 @@ impl VendorAdapter for Cbss {
                 ))
             }
         };
-        let answer = self.call(ctx, Step::Request, &[field], &[]).await?;
-        let id = answer.forgot_id.ok_or_else(|| {
+        let forgot_id = self.call(ctx, Step::Request, &[field], &[]).await?;
+        let id = forgot_id.ok_or_else(|| {
             Problem::new(
                 ErrorCode::UpstreamError,
                 "cbss accepted the request but returned no CustomerForgotUsernamePasswordID",

@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    clip_vendor_text, exchange, unreadable, CanonicalStep, CodeInput, StepContext, VendorAdapter,
+    exchange, unreadable, vendor_said, CanonicalStep, CodeInput, StepContext, VendorAdapter,
     WireFormat,
 };
-use crate::api::{ErrorCode, Problem, VendorDetail};
+use crate::api::{ErrorCode, Problem};
 use crate::upstream::{UpstreamClient, UpstreamRequest};
 use crate::xml;
 
@@ -68,19 +68,22 @@ struct Answer {
     message: Option<String>,
 }
 
-/// Reads a Hepsiburada answer to its canonical outcome. Public for benchmarks and fuzzing.
-pub fn read_answer(status: u16, body: &[u8]) -> Result<(), Problem> {
-    let answer = parse_answer(body).map_err(|why| {
-        Problem::new(
-            ErrorCode::UpstreamError,
-            format!("unreadable answer ({why})"),
-        )
-    })?;
+/// Reads a Hepsiburada answer to its canonical outcome. The adapter's own reader, public for
+/// benchmarks and fuzzing.
+pub fn read_answer(status: u16, body: &[u8], never_echo: &[&str]) -> Result<(), Problem> {
+    let answer = parse_answer(body).map_err(|why| unreadable(VENDOR, status, &why))?;
     if answer.success && answer.is_valid && (200..300).contains(&status) {
         return Ok(());
     }
+    let vendor = vendor_said(
+        VENDOR,
+        status,
+        answer.code.as_deref(),
+        answer.message.as_deref(),
+        never_echo,
+    );
     let (code, detail) = failure(&answer);
-    Err(Problem::new(code, detail))
+    Err(Problem::new(code, detail).with_vendor(vendor))
 }
 
 fn parse_answer(body: &[u8]) -> Result<Answer, String> {
@@ -225,26 +228,8 @@ impl VendorAdapter for Hepsiburada {
             },
         )
         .await?;
-        let answer = parse_answer(&response.body)
-            .map_err(|why| unreadable(VENDOR, response.status, &why))?;
-        if answer.success && answer.is_valid && (200..300).contains(&response.status) {
-            return Ok(());
-        }
         let never_echo = [input.new_password.as_str(), input.reset_code.as_str()];
-        let vendor = VendorDetail {
-            name: VENDOR,
-            status: response.status,
-            code: answer
-                .code
-                .as_deref()
-                .map(|c| clip_vendor_text(c, &never_echo)),
-            message: answer
-                .message
-                .as_deref()
-                .map(|m| clip_vendor_text(m, &never_echo)),
-        };
-        let (code, detail) = failure(&answer);
-        Err(Problem::new(code, detail).with_vendor(vendor))
+        read_answer(response.status, &response.body, &never_echo)
     }
 }
 

@@ -153,12 +153,24 @@ pub fn unreadable(vendor: &'static str, status: u16, why: &str) -> Problem {
         ErrorCode::UpstreamError,
         format!("{vendor} answered something the gateway could not read ({why})"),
     )
-    .with_vendor(VendorDetail {
+    .with_vendor(vendor_said(vendor, status, None, None, &[]))
+}
+
+/// What the vendor said, for a problem's `vendor` member: its code and message clipped and
+/// scrubbed of what the caller sent (`never_echo`).
+pub fn vendor_said(
+    vendor: &'static str,
+    status: u16,
+    code: Option<&str>,
+    message: Option<&str>,
+    never_echo: &[&str],
+) -> VendorDetail {
+    VendorDetail {
         name: vendor,
         status,
-        code: None,
-        message: None,
-    })
+        code: code.map(|c| clip_vendor_text(c, never_echo)),
+        message: message.map(|m| clip_vendor_text(m, never_echo)),
+    }
 }
 
 /// Maps a failed call to its canonical problem. The detail names the vendor, not its address.
@@ -187,12 +199,7 @@ pub fn failure_problem(vendor: &'static str, failure: UpstreamFailure) -> Proble
 /// The canonical problem for vendor answers that are about transport, not business: HTTP 429 and
 /// 503 (the vendor is throttling or down), and other 5xx. `None` means "parse the body".
 pub fn status_problem(vendor: &'static str, response: &UpstreamResponse) -> Option<Problem> {
-    let detail = VendorDetail {
-        name: vendor,
-        status: response.status,
-        code: None,
-        message: None,
-    };
+    let detail = vendor_said(vendor, response.status, None, None, &[]);
     match response.status {
         429 | 503 => Some(
             Problem::new(
@@ -245,12 +252,7 @@ fn content_type_problem(vendor: &'static str, response: &UpstreamResponse) -> Op
             ErrorCode::UpstreamError,
             format!("{vendor} answered with Content-Type {shown}, not JSON or XML"),
         )
-        .with_vendor(VendorDetail {
-            name: vendor,
-            status: response.status,
-            code: None,
-            message: None,
-        }),
+        .with_vendor(vendor_said(vendor, response.status, None, None, &[])),
     )
 }
 
