@@ -10,6 +10,7 @@ pub mod client_ip;
 pub mod config;
 pub mod conn;
 pub mod flow;
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod language;

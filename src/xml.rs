@@ -50,8 +50,10 @@ pub enum XmlError {
     TooDeep,
     #[error("the XML has more than {MAX_ELEMENTS} elements")]
     TooLarge,
+    /// What is wrong, in fixed words: never the parser's own message, which quotes the input (and a
+    /// vendor's answer may quote what the caller sent).
     #[error("the XML is not well-formed: {0}")]
-    Malformed(String),
+    Malformed(&'static str),
     #[error("the XML has no root element")]
     Empty,
 }
@@ -70,22 +72,34 @@ fn open(e: &quick_xml::events::BytesStart<'_>) -> Result<Element, XmlError> {
         ..Element::default()
     };
     for attr in e.attributes() {
-        let attr = attr.map_err(|err| XmlError::Malformed(err.to_string()))?;
+        let attr = attr.map_err(|_| XmlError::Malformed("a malformed attribute"))?;
         let key = attr.key.as_ref();
         if key == b"xmlns" || key.starts_with(b"xmlns:") {
             continue;
         }
         let value = attr
             .unescape_value()
-            .map_err(|err| XmlError::Malformed(err.to_string()))?;
+            .map_err(|_| XmlError::Malformed("an unknown entity or character reference"))?;
         el.attributes.push((local(key), value.into_owned()));
     }
     Ok(el)
 }
 
+/// The kind of a parser error, in words that quote nothing of the input.
+fn describe(e: &quick_xml::Error) -> &'static str {
+    match e {
+        quick_xml::Error::Syntax(_) => "a syntax error",
+        quick_xml::Error::IllFormed(_) => "mismatched or misplaced markup",
+        quick_xml::Error::InvalidAttr(_) => "a malformed attribute",
+        quick_xml::Error::Escape(_) => "an unknown entity or character reference",
+        quick_xml::Error::Encoding(_) => "text that is not UTF-8",
+        _ => "an unreadable document",
+    }
+}
+
 /// Parses a whole document into its root element.
 pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
-    let text = std::str::from_utf8(input).map_err(|_| XmlError::Malformed("not UTF-8".into()))?;
+    let text = std::str::from_utf8(input).map_err(|_| XmlError::Malformed("not UTF-8"))?;
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
@@ -93,12 +107,12 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
     loop {
         let event = reader
             .read_event()
-            .map_err(|e| XmlError::Malformed(e.to_string()))?;
+            .map_err(|e| XmlError::Malformed(describe(&e)))?;
         match event {
             Event::DocType(_) => return Err(XmlError::Doctype),
             Event::Start(e) | Event::Empty(e) if root.is_some() => {
                 let _ = e;
-                return Err(XmlError::Malformed("content after the root element".into()));
+                return Err(XmlError::Malformed("content after the root element"));
             }
             Event::Start(e) => {
                 count += 1;
@@ -124,7 +138,7 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
             Event::End(_) => {
                 let el = stack
                     .pop()
-                    .ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
+                    .ok_or(XmlError::Malformed("an unbalanced end tag"))?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),
@@ -132,12 +146,12 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
             }
             Event::Text(t) => {
                 if let Some(top) = stack.last_mut() {
-                    let s = t
-                        .unescape()
-                        .map_err(|e| XmlError::Malformed(e.to_string()))?;
+                    let s = t.unescape().map_err(|_| {
+                        XmlError::Malformed("an unknown entity or character reference")
+                    })?;
                     top.text.push_str(&s);
                 } else if !t.iter().all(|b| b.is_ascii_whitespace()) {
-                    return Err(XmlError::Malformed("text outside the root element".into()));
+                    return Err(XmlError::Malformed("text outside the root element"));
                 }
             }
             Event::CData(c) => {
@@ -150,7 +164,7 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
         }
     }
     if !stack.is_empty() {
-        return Err(XmlError::Malformed("unclosed element".into()));
+        return Err(XmlError::Malformed("an unclosed element"));
     }
     root.ok_or(XmlError::Empty)
 }

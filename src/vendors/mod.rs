@@ -259,13 +259,14 @@ fn content_type_problem(vendor: &'static str, response: &UpstreamResponse) -> Op
 /// Vendor messages are shown to support staff; clip them and strip anything a user sent that
 /// must never be echoed (a vendor may quote the password or code it refused).
 pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
-    let mut out: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+    let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
     for secret in never_echo.iter().filter(|s| !s.is_empty()) {
         if out.contains(secret) {
             out = out.replace(secret, "[redacted]");
         }
     }
-    out
+    // Clipped only after redaction: a secret across the cut would otherwise leave its first part.
+    out.chars().take(200).collect()
 }
 
 #[cfg(test)]
