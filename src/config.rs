@@ -5,6 +5,7 @@
 //! validated `Config` holds them as `Secret`, whose `Debug` redacts.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::FixedOffset;
@@ -61,6 +62,17 @@ struct RawServer {
     header_timeout_ms: u64,
     /// How long a client may pause while sending a body.
     body_timeout_ms: u64,
+    /// TLS on the API listener; plain HTTP when absent.
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    /// PEM: the server certificate, then any intermediates.
+    cert_path: String,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    key_path: String,
 }
 
 impl Default for RawServer {
@@ -74,6 +86,7 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -385,6 +398,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<Cidr>,
     pub client_timeouts: crate::http::ClientTimeouts,
+    /// TLS for the API listener, loaded and checked.
+    pub tls: Option<Arc<pingora::tls::ServerConfig>>,
 }
 
 #[derive(Debug, Clone)]
@@ -560,6 +575,11 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
             problems.push(format!("{key}: must be between 100 and 300000"));
         }
     }
+    let tls = s.tls.as_ref().and_then(|t| {
+        crate::tls::server_config(&t.cert_path, &t.key_path)
+            .map_err(|e| problems.push(e))
+            .ok()
+    });
     if s.shutdown_grace_secs > 300 {
         problems.push("server.shutdown_grace_secs: must be at most 300".into());
     }
@@ -750,6 +770,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
                     header: Duration::from_millis(s.header_timeout_ms),
                     body: Duration::from_millis(s.body_timeout_ms),
                 },
+                tls,
             },
             log: LogSettings {
                 format: raw.log.format,

@@ -1,7 +1,7 @@
-//! The downstream connection type handed to pingora's HTTP/1 session: a TCP stream whose writes
-//! are gathered until a flush, so a response's header and body leave in one `send` (pingora
-//! writes them separately, and each send on loopback wakes the reader and invites a context
-//! switch).
+//! The downstream connection type handed to pingora's HTTP/1 session: a TCP stream (plain, or
+//! TLS when the API listener has a certificate) whose writes are gathered until a flush, so a
+//! response's header and body leave in one `send` (pingora writes them separately, and each send
+//! on loopback wakes the reader and invites a context switch). Under TLS they leave in one record.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -18,19 +18,44 @@ use pingora::protocols::{SocketDigest, TimingDigest};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+/// What carries the bytes: the socket itself, or TLS over it.
+#[derive(Debug)]
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<pingora::tls::ServerTlsStream<TcpStream>>),
+}
+
+impl Transport {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(tcp) => tcp,
+            Transport::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
 /// Writes are gathered up to this size before a flush is forced.
 const MAX_GATHERED: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub struct GatheringStream {
-    inner: TcpStream,
+    inner: Transport,
     pending: Vec<u8>,
     /// How much of `pending` has been sent by a flush in progress.
     sent: usize,
 }
 
 impl GatheringStream {
-    pub fn new(inner: TcpStream) -> Self {
+    pub fn new(tcp: TcpStream) -> Self {
+        Self::over(Transport::Plain(tcp))
+    }
+
+    /// A connection whose TLS handshake is done.
+    pub fn tls(stream: pingora::tls::ServerTlsStream<TcpStream>) -> Self {
+        Self::over(Transport::Tls(Box::new(stream)))
+    }
+
+    fn over(inner: Transport) -> Self {
         GatheringStream {
             inner,
             // Nothing is held for an idle connection; the first write allocates.
@@ -39,9 +64,11 @@ impl GatheringStream {
         }
     }
 
-    /// Waits until the client has sent something, holding no buffer meanwhile.
+    /// Waits until the client has sent something, holding no buffer meanwhile. (Under TLS, the
+    /// socket turning readable means a record has arrived; rustls holds no unread request then,
+    /// because the previous request was read whole.)
     pub async fn readable(&self) -> io::Result<()> {
-        self.inner.readable().await
+        self.inner.socket().readable().await
     }
 
     /// Sends what is gathered; `Ready(Ok)` once all of it is out.
@@ -56,6 +83,46 @@ impl GatheringStream {
         self.pending.clear();
         self.sent = 0;
         Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -105,7 +172,7 @@ impl Shutdown for GatheringStream {
 
 impl UniqueID for GatheringStream {
     fn id(&self) -> UniqueIDType {
-        self.inner.as_raw_fd() as UniqueIDType
+        self.inner.socket().as_raw_fd() as UniqueIDType
     }
 }
 

@@ -113,6 +113,7 @@ pub struct HttpService<H: Handler> {
     listener: Option<std::net::TcpListener>,
     handler: Arc<H>,
     timeouts: ClientTimeouts,
+    tls: Option<pingora::tls::TlsAcceptor>,
 }
 
 impl<H: Handler> HttpService<H> {
@@ -122,7 +123,14 @@ impl<H: Handler> HttpService<H> {
             listener: Some(listener),
             handler,
             timeouts: ClientTimeouts::default(),
+            tls: None,
         }
+    }
+
+    /// Serves TLS: each connection's handshake must finish within the header timeout.
+    pub fn with_tls(mut self, acceptor: Option<pingora::tls::TlsAcceptor>) -> Self {
+        self.tls = acceptor;
+        self
     }
 
     pub fn with_timeouts(mut self, timeouts: ClientTimeouts) -> Self {
@@ -196,9 +204,13 @@ impl<H: Handler> Service for HttpService<H> {
                         let handler = self.handler.clone();
                         let shutdown = shutdown.clone();
                         let timeouts = self.timeouts;
+                        let tls = self.tls.clone();
                         // The service's runtime has one thread: the connection stays on it.
                         tokio::spawn(async move {
-                            serve_connection(tcp, peer, handler, shutdown, timeouts).await;
+                            let Some(conn) = connect(tcp, tls, timeouts).await else {
+                                return;
+                            };
+                            serve_connection(conn, peer, handler, shutdown, timeouts).await;
                         });
                     }
                     Err(e) => {
@@ -226,15 +238,38 @@ impl<H: Handler> Service for HttpService<H> {
     }
 }
 
-async fn serve_connection<H: Handler>(
+/// Makes an accepted socket ready for HTTP: TLS's handshake first when the listener has a
+/// certificate. A client that does not finish it in time, or speaks something else, is dropped.
+async fn connect(
     tcp: tokio::net::TcpStream,
+    tls: Option<pingora::tls::TlsAcceptor>,
+    timeouts: ClientTimeouts,
+) -> Option<crate::conn::GatheringStream> {
+    let _ = tcp.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return Some(crate::conn::GatheringStream::new(tcp));
+    };
+    match tokio::time::timeout(timeouts.header, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(crate::conn::GatheringStream::tls(stream)),
+        Ok(Err(e)) => {
+            crate::metrics::tls_handshake_failed();
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            crate::metrics::tls_handshake_failed();
+            None
+        }
+    }
+}
+
+async fn serve_connection<H: Handler>(
+    mut conn: crate::conn::GatheringStream,
     peer: SocketAddr,
     handler: Arc<H>,
     shutdown: ShutdownWatch,
     timeouts: ClientTimeouts,
 ) {
-    let _ = tcp.set_nodelay(true);
-    let mut conn = crate::conn::GatheringStream::new(tcp);
     loop {
         // While idle a connection holds only its socket: the HTTP session, its buffers and the
         // request's (large) future are made, boxed, when the client sends something, so 10,000

@@ -25,6 +25,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod signing;
 pub mod single_use;
+pub mod tls;
 pub mod token;
 pub mod upstream;
 pub mod vendors;

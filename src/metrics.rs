@@ -7,9 +7,9 @@
 use std::sync::LazyLock;
 
 use pingora_prometheus::prometheus::{
-    self, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    TextEncoder,
+    self, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, Encoder, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, TextEncoder,
 };
 
 use crate::limit::LimitName;
@@ -115,6 +115,20 @@ pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// TLS handshakes on the API listener that failed or did not finish in time (a plain-HTTP client
+/// on the TLS port, a certificate the client refused, a scanner).
+pub static TLS_HANDSHAKE_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "reset_gateway_tls_handshake_failures_total",
+        "TLS handshakes on the API listener that failed or timed out."
+    )
+    .expect("metric registers once")
+});
+
+pub fn tls_handshake_failed() {
+    TLS_HANDSHAKE_FAILURES.inc();
+}
+
 /// Counts one limiter decision.
 pub fn limiter_decision(limit: LimitName, allowed: bool) {
     let result = if allowed { "allowed" } else { "refused" };
@@ -148,6 +162,7 @@ pub fn init() {
     LazyLock::force(&OUTBOUND_QUOTA);
     LazyLock::force(&INFLIGHT);
     LazyLock::force(&LIMITER_FALLBACK);
+    LazyLock::force(&TLS_HANDSHAKE_FAILURES);
 }
 
 /// Decisions made without the shared limiter store, by the fallback policy that made them.

@@ -81,8 +81,13 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     };
     let addr =
         |l: &std::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let api_scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut announce = format!(
-        "reset-gateway listening api=http://{} admin=http://{}",
+        "reset-gateway listening api={api_scheme}://{} admin=http://{}",
         addr(&api_group[0]),
         addr(&admin)
     );
@@ -118,10 +123,12 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
         ),
     };
     let gateway = Arc::new(Gateway::new(&mut config, limiter, used));
+    let tls = config.server.tls.as_ref().map(crate::tls::acceptor);
     for (i, listener) in api_group.into_iter().enumerate() {
         server.add_service(
             HttpService::new(&format!("api-{i}"), listener, gateway.clone())
-                .with_timeouts(config.server.client_timeouts),
+                .with_timeouts(config.server.client_timeouts)
+                .with_tls(tls.clone()),
         );
     }
     server.add_service(HttpService::new(

@@ -231,7 +231,11 @@ impl Gateway {
         let (proc, line) = Proc::spawn(cmd, "reset-gateway listening");
         Gateway {
             proc,
-            api: addr_after(&line, "api=http://"),
+            api: if line.contains("api=https://") {
+                addr_after(&line, "api=https://")
+            } else {
+                addr_after(&line, "api=http://")
+            },
             admin: addr_after(&line, "admin=http://"),
             config_path: path,
         }

@@ -16,4 +16,5 @@ mod metrics;
 mod openapi;
 mod shared_limits;
 mod shutdown;
+mod tls;
 mod upstream_faults;
