@@ -117,8 +117,9 @@ pub fn xml(data: &[u8]) {
     assert!(elements <= 2_000, "accepted XML has {elements} elements");
 }
 
-/// Whether `<!DOCTYPE` appears as markup: outside processing instructions, comments and CDATA
-/// sections, whose content may hold the same characters without declaring anything.
+/// Whether `<!DOCTYPE` appears as markup: outside processing instructions, comments, CDATA
+/// sections and tags (whose quoted attribute values may hold the same characters), none of which
+/// declares anything.
 fn declares_doctype(data: &[u8]) -> bool {
     let mut rest = data;
     while let Some(at) = rest.iter().position(|&b| b == b'<') {
@@ -137,7 +138,7 @@ fn declares_doctype(data: &[u8]) -> bool {
         } else if rest.len() >= 9 && rest[..9].eq_ignore_ascii_case(b"<!DOCTYPE") {
             return true;
         } else {
-            Some(1)
+            end_of_tag(rest)
         };
         match skipped {
             Some(n) => rest = &rest[n..],
@@ -146,6 +147,20 @@ fn declares_doctype(data: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// Where the tag `rest` starts with ends, just past its `>`: quoted values may hold a `>`.
+fn end_of_tag(rest: &[u8]) -> Option<usize> {
+    let mut quote = None;
+    for (i, &b) in rest.iter().enumerate().skip(1) {
+        match (quote, b) {
+            (None, b'"' | b'\'') => quote = Some(b),
+            (Some(q), _) if b == q => quote = None,
+            (None, b'>') => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The depth and element count of a tree.
@@ -199,6 +214,8 @@ mod tests {
         assert!(!declares_doctype(
             b"<a><!-- <!DOCTYPE --><![CDATA[<!DOCTYPE]]></a>"
         ));
+        assert!(!declares_doctype(b"<a b=\"<!DOCTYPE x>\" c='>'/>"));
+        assert!(declares_doctype(b"<a b=\">\"/><!DOCTYPE a>"));
     }
 
     #[test]
