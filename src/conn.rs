@@ -64,11 +64,16 @@ impl GatheringStream {
         }
     }
 
-    /// Waits until the client has sent something, holding no buffer meanwhile. (Under TLS, the
-    /// socket turning readable means a record has arrived; rustls holds no unread request then,
-    /// because the previous request was read whole.)
-    pub async fn readable(&self) -> io::Result<()> {
-        self.inner.socket().readable().await
+    /// Waits until the client has sent something, holding no buffer meanwhile; `false` if it
+    /// closed instead. (Under TLS, a byte to peek is a record; rustls holds no unread request
+    /// then, because the previous request was read whole.)
+    ///
+    /// A peek, not `readable()`: tokio reports a socket readable as soon as it is registered, and
+    /// keeps a readiness until a read finds nothing, so `readable()` on a fresh or just-served
+    /// connection returns at once. Only a peek (which clears a stale readiness) waits for bytes.
+    pub async fn wait_for_data(&self) -> io::Result<bool> {
+        let mut probe = [0u8; 1];
+        Ok(self.inner.socket().peek(&mut probe).await? > 0)
     }
 
     /// Sends what is gathered; `Ready(Ok)` once all of it is out.

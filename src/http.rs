@@ -273,9 +273,10 @@ async fn serve_connection<H: Handler>(
     loop {
         // While idle a connection holds only its socket: the HTTP session, its buffers and the
         // request's (large) future are made, boxed, when the client sends something, so 10,000
-        // idle connections stay cheap.
-        match tokio::time::timeout(timeouts.header, conn.readable()).await {
-            Ok(Ok(())) => {}
+        // idle connections stay cheap. One deadline covers the wait and the whole header.
+        let header_deadline = tokio::time::Instant::now() + timeouts.header;
+        match tokio::time::timeout_at(header_deadline, conn.wait_for_data()).await {
+            Ok(Ok(true)) => {}
             _ => return,
         }
         match Box::pin(serve_request(
@@ -284,6 +285,7 @@ async fn serve_connection<H: Handler>(
             handler.as_ref(),
             &shutdown,
             timeouts,
+            header_deadline,
         ))
         .await
         {
@@ -300,11 +302,12 @@ async fn serve_request<H: Handler>(
     handler: &H,
     shutdown: &ShutdownWatch,
     timeouts: ClientTimeouts,
+    header_deadline: tokio::time::Instant,
 ) -> Option<crate::conn::GatheringStream> {
     let stream: Stream = Box::new(conn);
     let mut session = ServerSession::new_http1(stream);
     session.set_read_timeout(Some(timeouts.body));
-    match tokio::time::timeout(timeouts.header, session.read_request()).await {
+    match tokio::time::timeout_at(header_deadline, session.read_request()).await {
         Ok(Ok(true)) => {}
         // Closed, timed out or a malformed header: nothing to answer on this connection.
         _ => return None,

@@ -222,6 +222,7 @@ fn ten_thousand_idle_connections_are_held_in_bounded_memory_and_released() {
     let gw = Gateway::start(&config, CBSS_ENV);
     let pid = gw.proc.pid();
     let baseline_fds = open_files(pid);
+    let baseline_rss = rss_mib(pid);
     let mut idle = Vec::with_capacity(10_000);
     for _ in 0..10_000 {
         match TcpStream::connect(gw.api) {
@@ -241,11 +242,16 @@ fn ten_thousand_idle_connections_are_held_in_bounded_memory_and_released() {
         r#"{"reset_id":"x","otp":"123456"}"#,
     );
     assert_eq!(r.status, 400);
-    let rss = rss_mib(pid);
-    println!("10,000 idle connections: {rss:.1} MiB resident");
-    // Measured: about 11 KiB per idle connection (BENCHMARKS.md); the bound catches a leak or a
-    // buffer per connection, not the figure itself.
-    assert!(rss < 256.0, "{rss:.1} MiB for 10,000 idle connections");
+    let grown = rss_mib(pid) - baseline_rss;
+    println!("10,000 idle connections: {grown:.1} MiB more resident");
+    // An idle connection holds its socket and a small task (about 1.3 KiB in a release build),
+    // not an HTTP session and its 4 KiB read buffer: those wait for the client's first byte.
+    // (They did not while the wait was tokio's `readable()`, which is true at once for a new
+    // socket: 12 KiB per idle connection.)
+    assert!(
+        grown < 50.0,
+        "{grown:.1} MiB more for 10,000 idle connections"
+    );
     // Closing them gives every descriptor back.
     drop(idle);
     let started = Instant::now();
