@@ -63,6 +63,10 @@ enum Command {
         /// How long a Capillary sessionId lives, in seconds.
         #[arg(long, default_value_t = 900)]
         capillary_session_secs: u64,
+        /// How long a client connection may stay idle before the sandbox closes it, as vendors'
+        /// servers do (the gateway must then not use it).
+        #[arg(long, default_value_t = 10_000)]
+        idle_timeout_ms: u64,
     },
 }
 
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
             delay_ms,
             capillary_rate_limit,
             capillary_session_secs,
+            idle_timeout_ms,
         } => fail(reset_gateway::run::sandbox(
             &listen,
             SandboxOptions {
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
                     session_ttl: Duration::from_secs(capillary_session_secs.max(1)),
                 },
             },
+            Duration::from_millis(idle_timeout_ms.max(1)),
         )),
     }
 }

@@ -159,16 +159,19 @@ fn run_until_drained(server: Server, grace: Duration, announce: String) {
 }
 
 /// Runs only the sandbox vendors, for tests and for developing against them.
-pub fn sandbox(listen: &str, options: SandboxOptions) -> Result<(), String> {
+pub fn sandbox(listen: &str, options: SandboxOptions, idle: Duration) -> Result<(), String> {
     init_logging(LogFormat::Text, "info");
     let listener = bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let mut server = pingora_server(1);
-    server.add_service(HttpService::new(
-        "sandbox",
-        listener,
-        Arc::new(Sandbox::new(options)),
-    ));
+    let timeouts = crate::http::ClientTimeouts {
+        header: idle,
+        ..crate::http::ClientTimeouts::default()
+    };
+    server.add_service(
+        HttpService::new("sandbox", listener, Arc::new(Sandbox::new(options)))
+            .with_timeouts(timeouts),
+    );
     let announce = format!("reset-gateway sandbox listening http://{local}");
     run_until_drained(server, Duration::from_secs(5), announce);
     Ok(())

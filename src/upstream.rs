@@ -1,4 +1,11 @@
-//! HTTP/1.1 to vendors through pingora's pooled connector, with every timeout set.
+//! HTTP/1.1 to vendors over pingora's connections and HTTP/1 client session, with every timeout
+//! set, and a per-thread pool of idle connections.
+//!
+//! The pool is the gateway's own rather than pingora's `Connector`: pingora's pool spawns a task
+//! per released connection to watch it while idle, and takes locks and a channel on every reuse,
+//! which the load harness measured as a large share of a request's cost. Here a worker thread
+//! keeps its idle connections in a plain list, checks one is still open (a non-blocking read)
+//! when it takes it, and a sweeper per thread closes those idle too long or closed by the vendor.
 //!
 //! A call either returns the vendor's whole answer (status, content type, body up to a cap) or an
 //! `UpstreamFailure` saying whether the vendor was unreachable, slow, or spoke broken HTTP. Adapters
@@ -11,16 +18,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::v1::Connector;
+use futures_util::FutureExt;
+use pingora::connectors::TransportConnector;
 use pingora::protocols::http::v1::client::HttpSession;
+use pingora::protocols::Stream;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
-use tokio::io::AsyncWriteExt;
+use pingora_prometheus::prometheus::IntCounter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics;
 
 /// The largest vendor answer the gateway reads; anything bigger is refused as an upstream error.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// Idle connections kept per vendor connection per worker thread; the oldest go first.
+const MAX_IDLE_PER_THREAD: usize = 128;
 
 /// Timeouts for one vendor connection. Every one is set: pingora's own defaults are "none".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,10 +171,35 @@ pub struct UpstreamRequest<'a> {
 
 static NEXT_CLIENT_ID: AtomicUsize = AtomicUsize::new(0);
 
+/// A connection back from a finished exchange, waiting for the next.
+struct IdleConnection {
+    stream: Stream,
+    since: Instant,
+}
+
+/// One worker thread's connections to one vendor connection (`UpstreamClient`).
+struct ThreadPool {
+    client: usize,
+    connector: Arc<TransportConnector>,
+    /// Most recently used last: taken from the end, so busy connections stay warm and the
+    /// oldest age out at the front.
+    idle: Vec<IdleConnection>,
+}
+
 thread_local! {
-    /// Each worker thread's connection pools, by client: a pooled connection is only ever used on
-    /// the thread (the runtime) it was made on, so its I/O never wakes another thread.
-    static POOLS: RefCell<Vec<(usize, Arc<Connector>)>> = const { RefCell::new(Vec::new()) };
+    /// Each worker thread's pools, by client: a connection is only ever used on the thread (the
+    /// single-threaded runtime) that made it, so its I/O never wakes another thread.
+    static POOLS: RefCell<Vec<ThreadPool>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether an idle connection is still usable: nothing to read (not closed by the vendor, and
+/// no stray bytes) without waiting.
+fn still_open(stream: &mut Stream) -> bool {
+    let mut probe = [0u8; 1];
+    // `unconstrained`: tokio's co-operative budget must not turn a ready read into "pending".
+    tokio::task::unconstrained(stream.read(&mut probe))
+        .now_or_never()
+        .is_none()
 }
 
 /// A pooled HTTP/1.1 client for one vendor connection.
@@ -171,6 +209,9 @@ pub struct UpstreamClient {
     timeouts: Timeouts,
     /// The vendor's name, for metrics.
     vendor: &'static str,
+    /// `reset_gateway_upstream_connections_total{reused="true"|"false"}` for this vendor.
+    reused_connections: IntCounter,
+    new_connections: IntCounter,
 }
 
 impl UpstreamClient {
@@ -180,6 +221,8 @@ impl UpstreamClient {
             base,
             timeouts,
             vendor,
+            reused_connections: metrics::UPSTREAM_CONNECTIONS.with_label_values(&[vendor, "true"]),
+            new_connections: metrics::UPSTREAM_CONNECTIONS.with_label_values(&[vendor, "false"]),
         }
     }
 
@@ -211,17 +254,60 @@ impl UpstreamClient {
         wire
     }
 
-    /// This thread's pool for this client.
-    fn connector(&self) -> Arc<Connector> {
+    /// Runs `f` on this thread's pool for this client, making the pool (and its sweeper) first.
+    fn with_pool<T>(&self, f: impl FnOnce(&mut ThreadPool) -> T) -> T {
         POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
-            if let Some((_, c)) = pools.iter().find(|(id, _)| *id == self.id) {
-                return c.clone();
-            }
-            let c = Arc::new(Connector::new(None));
-            pools.push((self.id, c.clone()));
-            c
+            let index = match pools.iter().position(|p| p.client == self.id) {
+                Some(i) => i,
+                None => {
+                    pools.push(ThreadPool {
+                        client: self.id,
+                        connector: Arc::new(TransportConnector::new(None)),
+                        idle: Vec::new(),
+                    });
+                    spawn_sweeper(self.id, self.timeouts.idle);
+                    pools.len() - 1
+                }
+            };
+            f(&mut pools[index])
         })
+    }
+
+    /// An idle connection that is still open and not idle too long, if this thread has one.
+    fn take_idle(&self) -> Option<Stream> {
+        let max_idle = self.timeouts.idle;
+        self.with_pool(|pool| {
+            while let Some(IdleConnection { mut stream, since }) = pool.idle.pop() {
+                if since.elapsed() < max_idle && still_open(&mut stream) {
+                    return Some(stream);
+                }
+            }
+            None
+        })
+    }
+
+    /// Keeps a connection whose exchange finished cleanly for the next call on this thread.
+    fn put_idle(&self, stream: Stream) {
+        self.with_pool(|pool| {
+            if pool.idle.len() >= MAX_IDLE_PER_THREAD {
+                pool.idle.remove(0);
+            }
+            pool.idle.push(IdleConnection {
+                stream,
+                since: Instant::now(),
+            });
+        })
+    }
+
+    /// A fresh connection (TCP, and TLS for https), within the connect timeout.
+    async fn connect(&self) -> Result<Stream, UpstreamFailure> {
+        let peer = self.peer().await?;
+        let connector = self.with_pool(|pool| pool.connector.clone());
+        connector
+            .new_stream(&peer)
+            .await
+            .map_err(|e| connect_failure(&e))
     }
 
     async fn peer(&self) -> Result<HttpPeer, UpstreamFailure> {
@@ -279,20 +365,22 @@ impl UpstreamClient {
     }
 
     async fn send(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamFailure> {
-        let peer = self.peer().await?;
-        let connector = self.connector();
-        let (session, reused) = connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| connect_failure(&e))?;
-        metrics::UPSTREAM_CONNECTIONS
-            .with_label_values(&[self.vendor, if reused { "true" } else { "false" }])
-            .inc();
+        // A vendor is only looked up (DNS) and connected to when no idle connection is left.
+        let mut stream = match self.take_idle() {
+            Some(stream) => {
+                self.reused_connections.inc();
+                stream
+            }
+            None => {
+                let stream = self.connect().await?;
+                self.new_connections.inc();
+                stream
+            }
+        };
 
         // The request goes out in one write (pingora's client would send the header and the
         // body separately); pingora's session then reads the answer.
         let wire = self.request_bytes(req);
-        let mut stream = session.into_inner();
         let write = async {
             stream.write_all(&wire).await?;
             stream.flush().await
@@ -307,7 +395,9 @@ impl UpstreamClient {
             }
             Err(_) => return Err(UpstreamFailure::Timeout),
         }
-        let mut session = HttpSession::new_with_options(stream, &peer);
+        let mut session = HttpSession::new(stream);
+        session.read_timeout = Some(self.timeouts.read);
+        session.write_timeout = Some(self.timeouts.write);
         session.read_response().await.map_err(|e| io_failure(&e))?;
 
         let head = session
@@ -336,9 +426,10 @@ impl UpstreamClient {
             }
             body.extend_from_slice(&chunk);
         }
-        connector
-            .release_http_session(session, &peer, Some(self.timeouts.idle))
-            .await;
+        session.respect_keepalive();
+        if let Some(stream) = session.reuse().await {
+            self.put_idle(stream);
+        }
         Ok(UpstreamResponse {
             status,
             content_type,
@@ -346,6 +437,27 @@ impl UpstreamClient {
             body: body.freeze(),
         })
     }
+}
+
+/// Closes, every so often, this thread's idle connections to one client that have been idle too
+/// long or that the vendor closed, so none lingers after traffic stops. It runs on the runtime
+/// of the thread that made the pool: the API's runtimes have one thread each.
+fn spawn_sweeper(client: usize, max_idle: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let every = (max_idle / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            POOLS.with(|pools| {
+                if let Some(pool) = pools.borrow_mut().iter_mut().find(|p| p.client == client) {
+                    pool.idle
+                        .retain_mut(|c| c.since.elapsed() < max_idle && still_open(&mut c.stream));
+                }
+            });
+        }
+    });
 }
 
 fn connect_failure(e: &pingora::Error) -> UpstreamFailure {

@@ -18,3 +18,4 @@ mod shared_limits;
 mod shutdown;
 mod tls;
 mod upstream_faults;
+mod upstream_pool;
