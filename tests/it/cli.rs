@@ -164,3 +164,52 @@ fn the_default_config_serves_the_walkthrough_with_the_in_process_sandbox() {
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
 }
+
+#[test]
+fn a_second_gateway_on_a_port_in_use_refuses_to_start() {
+    // SO_REUSEPORT must not let a second process silently share the first one's port.
+    let sandbox = Sandbox::start();
+    let first = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let path = std::env::temp_dir().join(format!(
+        "reset-gateway-it-second-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\napi_listen = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+            first.api,
+            cbss_config(&sandbox, "")
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config", path.to_str().unwrap()]);
+    for (k, v) in CBSS_ENV {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut second = cmd.spawn().unwrap();
+    // It must exit at once; one that starts serving instead is stopped and the test fails.
+    let started = std::time::Instant::now();
+    while second.try_wait().unwrap().is_none() && started.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let running = second.try_wait().unwrap().is_none();
+    if running {
+        second.kill().unwrap();
+    }
+    let out = second.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(!running, "a second gateway started on a port in use");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {} for the API listener",
+            first.api
+        )) && err.to_lowercase().contains("in use"),
+        "{err}"
+    );
+}
