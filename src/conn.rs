@@ -32,6 +32,19 @@ impl Transport {
             Transport::Tls(tls) => tls.get_ref().0,
         }
     }
+
+    /// Whether TLS has decrypted bytes that no one has read yet. A TLS error counts as "yes": the
+    /// read that follows reports it.
+    fn holds_plaintext(&mut self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(tls) => tls
+                .get_mut()
+                .1
+                .process_new_packets()
+                .map_or(true, |state| state.plaintext_bytes_to_read() > 0),
+        }
+    }
 }
 
 /// Writes are gathered up to this size before a flush is forced.
@@ -65,13 +78,17 @@ impl GatheringStream {
     }
 
     /// Waits until the client has sent something, holding no buffer meanwhile; `false` if it
-    /// closed instead. (Under TLS, a byte to peek is a record; rustls holds no unread request
-    /// then, because the previous request was read whole.)
+    /// closed instead.
     ///
     /// A peek, not `readable()`: tokio reports a socket readable as soon as it is registered, and
     /// keeps a readiness until a read finds nothing, so `readable()` on a fresh or just-served
     /// connection returns at once. Only a peek (which clears a stale readiness) waits for bytes.
-    pub async fn wait_for_data(&self) -> io::Result<bool> {
+    /// Under TLS, rustls may already hold a request it decrypted along with the handshake's last
+    /// flight, which no peek at the socket would see: then there is no wait.
+    pub async fn wait_for_data(&mut self) -> io::Result<bool> {
+        if self.inner.holds_plaintext() {
+            return Ok(true);
+        }
         let mut probe = [0u8; 1];
         Ok(self.inner.socket().peek(&mut probe).await? > 0)
     }

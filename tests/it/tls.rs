@@ -141,6 +141,30 @@ fn the_reset_flow_runs_over_tls_on_one_kept_alive_connection() {
 }
 
 #[test]
+fn a_request_sent_with_the_handshakes_last_flight_is_answered_at_once() {
+    // rustls queues what is written before the handshake ends and sends it right after the
+    // client's Finished, in the same write: the gateway decrypts the request while finishing the
+    // handshake, so nothing is left on the socket to wait for.
+    let certificate = Certificate::generate("early");
+    let sandbox = Sandbox::start();
+    let config = format!(
+        "header_timeout_ms = 5000\n{}{}",
+        certificate.server_toml(),
+        cbss_config(&sandbox, "")
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let mut stream = tls_connect(gw.api, &certificate.der);
+    let wire = "POST /reset HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer key-json\r\n\
+                Content-Type: application/json\r\nContent-Length: 1\r\n\r\n{";
+    stream.conn.writer().write_all(wire.as_bytes()).unwrap();
+    // Were the gateway to wait for more bytes on the socket, its header timeout would close the
+    // connection unanswered.
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 400");
+}
+
+#[test]
 fn plain_http_on_the_tls_port_gets_no_http_answer_and_is_counted() {
     let certificate = Certificate::generate("plain");
     let sandbox = Sandbox::start();
