@@ -32,8 +32,11 @@ use crate::metrics;
 /// The largest vendor answer the gateway reads; anything bigger is refused as an upstream error.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
-/// Idle connections kept per vendor connection per worker thread; the oldest go first.
-const MAX_IDLE_PER_THREAD: usize = 128;
+/// Idle connections kept per vendor connection per worker thread; the oldest go first. As many
+/// as a thread may have in use at its busiest: a smaller pool closes connections after every
+/// burst and opens them again for the next (128 gave 88% reuse at 1,000 client connections).
+/// The sweeper closes those idle longer than the connection's `idle_ms`.
+const MAX_IDLE_PER_THREAD: usize = 2048;
 
 /// Timeouts for one vendor connection. Every one is set: pingora's own defaults are "none".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
