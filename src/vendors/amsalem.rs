@@ -12,8 +12,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    exchange, unreadable, vendor_said, CanonicalStep, CodeInput, StepContext, VendorAdapter,
-    WireFormat,
+    exchange, refusal, unreadable, vendor_said, CanonicalStep, CodeInput, StepContext,
+    VendorAdapter, WireFormat,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem};
@@ -154,17 +154,12 @@ pub fn read_answer(status: u16, body: &[u8], never_echo: &[&str]) -> Result<(), 
         message.as_deref(),
         never_echo,
     );
-    let known = code
-        .as_deref()
-        .and_then(|c| CODES.iter().find(|(name, _, _)| *name == c));
-    Err(match known {
-        Some((_, canonical, detail)) => Problem::new(*canonical, *detail).with_vendor(vendor),
-        None => Problem::new(
-            ErrorCode::UpstreamError,
-            "amsalem refused the request with a reason the gateway does not know",
-        )
-        .with_vendor(vendor),
-    })
+    Err(refusal(
+        CODES,
+        code.as_deref(),
+        vendor,
+        "amsalem refused the request with a reason the gateway does not know",
+    ))
 }
 
 /// `(Success, Message, Extra1)` from either format.

@@ -12,8 +12,8 @@ use chrono::FixedOffset;
 use serde::Deserialize;
 
 use super::{
-    dotnet_timestamp, exchange, unreadable, vendor_said, CanonicalStep, StartInput, StepContext,
-    VendorAdapter, VendorState, WireFormat,
+    dotnet_timestamp, exchange, refusal, unreadable, vendor_said, CanonicalStep, StartInput,
+    StepContext, VendorAdapter, VendorState, WireFormat,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem};
@@ -429,17 +429,12 @@ fn failure(answer: &Answer, status: u16, never_echo: &[&str]) -> Problem {
         message.as_deref(),
         never_echo,
     );
-    let known = code
-        .as_deref()
-        .and_then(|c| MESSAGE_CODES.iter().find(|(name, _, _)| *name == c));
-    match known {
-        Some((_, canonical, detail)) => Problem::new(*canonical, *detail).with_vendor(vendor),
-        None => Problem::new(
-            ErrorCode::UpstreamError,
-            "cbss refused the request with a message the gateway does not know",
-        )
-        .with_vendor(vendor),
-    }
+    refusal(
+        MESSAGE_CODES,
+        code.as_deref(),
+        vendor,
+        "cbss refused the request with a message the gateway does not know",
+    )
 }
 
 fn forgot_id(state: &VendorState) -> Result<u64, Problem> {

@@ -173,6 +173,23 @@ pub fn vendor_said(
     }
 }
 
+/// A vendor's refusal as its canonical problem: the entry for `code` in the vendor's table of
+/// `(code, canonical code, detail)`, or an upstream error saying the reason is unknown (`unknown`);
+/// either way carrying what the vendor said.
+pub fn refusal(
+    table: &[(&str, ErrorCode, &'static str)],
+    code: Option<&str>,
+    said: VendorDetail,
+    unknown: &'static str,
+) -> Problem {
+    let known = code.and_then(|c| table.iter().find(|(name, _, _)| *name == c));
+    match known {
+        Some((_, canonical, detail)) => Problem::new(*canonical, *detail),
+        None => Problem::new(ErrorCode::UpstreamError, unknown),
+    }
+    .with_vendor(said)
+}
+
 /// Maps a failed call to its canonical problem. The detail names the vendor, not its address.
 pub fn failure_problem(vendor: &'static str, failure: UpstreamFailure) -> Problem {
     match failure {
