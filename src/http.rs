@@ -146,26 +146,24 @@ pub fn bind_group(addr: &str, count: usize) -> std::io::Result<Vec<std::net::Tcp
     let mut address: std::net::SocketAddr = addr
         .parse()
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address"))?;
-    // SO_REUSEPORT would let this group join a port another process (an older gateway left
-    // running, say) already serves, and the kernel would split connections between the two. A
-    // probe socket without it finds the port taken first.
-    if address.port() != 0 {
-        let probe = Socket::new(
-            Domain::for_address(address),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )?;
-        probe.set_reuse_address(true)?;
-        probe.bind(&address.into())?;
-    }
-    let mut group = Vec::with_capacity(count.max(1));
-    for _ in 0..count.max(1) {
+    let tcp_socket = |address: std::net::SocketAddr| {
         let socket = Socket::new(
             Domain::for_address(address),
             Type::STREAM,
             Some(Protocol::TCP),
         )?;
         socket.set_reuse_address(true)?;
+        std::io::Result::Ok(socket)
+    };
+    // SO_REUSEPORT would let this group join a port another process (an older gateway left
+    // running, say) already serves, and the kernel would split connections between the two. A
+    // probe socket without it finds the port taken first.
+    if address.port() != 0 {
+        tcp_socket(address)?.bind(&address.into())?;
+    }
+    let mut group = Vec::with_capacity(count.max(1));
+    for _ in 0..count.max(1) {
+        let socket = tcp_socket(address)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
         socket.bind(&address.into())?;

@@ -331,13 +331,11 @@ impl UpstreamClient {
                     })?
             }
         };
+        // Only the connect timeouts: read and write timeouts are set on each exchange's session,
+        // and idle connections are the pool's (`idle_ms`).
         let mut peer = HttpPeer::new(addr, self.base.tls, self.base.host.clone());
-        let o = &mut peer.options;
-        o.connection_timeout = Some(self.timeouts.connect);
-        o.total_connection_timeout = Some(self.timeouts.connect);
-        o.read_timeout = Some(self.timeouts.read);
-        o.write_timeout = Some(self.timeouts.write);
-        o.idle_timeout = Some(self.timeouts.idle);
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.total_connection_timeout = Some(self.timeouts.connect);
         Ok(peer)
     }
 
