@@ -6,9 +6,7 @@ use crate::harness::*;
 
 #[test]
 fn check_config_lists_every_problem_and_fails() {
-    let path = std::env::temp_dir().join(format!("reset-gateway-bad-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
+    let (passed, err) = check_config(
         r#"
 [server]
 api_listen = "nowhere"
@@ -24,15 +22,8 @@ name = "t"
 connection = "missing"
 api_keys = [{ name = "k", key_sha256 = "abc" }]
 "#,
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    assert!(!passed);
     for expected in [
         "server.api_listen",
         "base_url",
@@ -49,19 +40,9 @@ api_keys = [{ name = "k", key_sha256 = "abc" }]
 
 #[test]
 fn check_config_names_an_unknown_key_and_its_line() {
-    let path = std::env::temp_dir().join(format!("reset-gateway-typo-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
-        "[server]\napi_listen = \"127.0.0.1:1\"\nthreads = 2\nthread = 3\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (passed, err) =
+        check_config("[server]\napi_listen = \"127.0.0.1:1\"\nthreads = 2\nthread = 3\n");
+    assert!(!passed);
     assert!(
         err.contains("unknown field `thread`") && err.contains("line 4"),
         "{err}"

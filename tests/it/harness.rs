@@ -201,6 +201,27 @@ pub fn remember_secret(s: &str) {
     }
 }
 
+/// Runs `check-config` on `toml` (written to a temporary file, with no token keys in the
+/// environment): whether it passed, and what it printed on stderr.
+pub fn check_config(toml: &str) -> (bool, String) {
+    let path = std::env::temp_dir().join(format!(
+        "reset-gateway-it-check-{}-{}.toml",
+        std::process::id(),
+        CONFIG_SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().unwrap()])
+        .env_remove("GATEWAY_TOKEN_KEYS")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub struct Gateway {
     pub proc: Proc,
     pub api: SocketAddr,

@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,13 +107,24 @@ fn exchange(stream: &mut impl ReadWrite, key: &str, path: &str, body: &str) -> (
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
+/// A gateway serving TLS with a certificate made for `tag`, its CBSS tenants on a sandbox;
+/// `server` adds `[server]` keys. (The harness reads the API address from the start-up line's
+/// `api=https://`.)
+fn start_tls(tag: &str, server: &str) -> (Certificate, Sandbox, Gateway) {
+    let certificate = Certificate::generate(tag);
+    let sandbox = Sandbox::start();
+    let config = format!(
+        "{server}{}{}",
+        certificate.server_toml(),
+        cbss_config(&sandbox, "")
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+    (certificate, sandbox, gw)
+}
+
 #[test]
 fn the_reset_flow_runs_over_tls_on_one_kept_alive_connection() {
-    let certificate = Certificate::generate("flow");
-    let sandbox = Sandbox::start();
-    let config = format!("{}{}", certificate.server_toml(), cbss_config(&sandbox, ""));
-    // The harness reads the API address from the start-up line's `api=https://`.
-    let gw = Gateway::start(&config, CBSS_ENV);
+    let (certificate, sandbox, gw) = start_tls("flow", "");
 
     let mut stream = tls_connect(gw.api, &certificate.der);
     let start = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
@@ -145,14 +155,7 @@ fn a_request_sent_with_the_handshakes_last_flight_is_answered_at_once() {
     // rustls queues what is written before the handshake ends and sends it right after the
     // client's Finished, in the same write: the gateway decrypts the request while finishing the
     // handshake, so nothing is left on the socket to wait for.
-    let certificate = Certificate::generate("early");
-    let sandbox = Sandbox::start();
-    let config = format!(
-        "header_timeout_ms = 5000\n{}{}",
-        certificate.server_toml(),
-        cbss_config(&sandbox, "")
-    );
-    let gw = Gateway::start(&config, CBSS_ENV);
+    let (certificate, _sandbox, gw) = start_tls("early", "header_timeout_ms = 5000\n");
     let mut stream = tls_connect(gw.api, &certificate.der);
     let wire = "POST /reset HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer key-json\r\n\
                 Content-Type: application/json\r\nContent-Length: 1\r\n\r\n{";
@@ -166,10 +169,7 @@ fn a_request_sent_with_the_handshakes_last_flight_is_answered_at_once() {
 
 #[test]
 fn plain_http_on_the_tls_port_gets_no_http_answer_and_is_counted() {
-    let certificate = Certificate::generate("plain");
-    let sandbox = Sandbox::start();
-    let config = format!("{}{}", certificate.server_toml(), cbss_config(&sandbox, ""));
-    let gw = Gateway::start(&config, CBSS_ENV);
+    let (certificate, _sandbox, gw) = start_tls("plain", "");
 
     let mut tcp = TcpStream::connect(gw.api).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -205,21 +205,10 @@ fn plain_http_on_the_tls_port_gets_no_http_answer_and_is_counted() {
 
 #[test]
 fn check_config_names_a_missing_certificate_file() {
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!("reset-gateway-it-tls-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
+    let (passed, err) = check_config(
         "[server.tls]\ncert_path = \"/nonexistent/cert.pem\"\nkey_path = \"/nonexistent/key.pem\"\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", path.to_str().unwrap()])
-        .env("GATEWAY_TOKEN_KEYS", "")
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    assert!(!passed);
     assert!(
         err.contains("server.tls.cert_path: cannot read /nonexistent/cert.pem"),
         "{err}"
