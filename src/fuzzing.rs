@@ -21,7 +21,7 @@ pub const NEVER_ECHO: [&str; 2] = ["Zq9-Secret-Pw", "314159"];
 pub type Check = fn(&[u8]);
 
 /// Every check, by the name of its fuzz target and regression folder.
-pub const CHECKS: [(&str, Check); 7] = [
+pub const CHECKS: [(&str, Check); 8] = [
     ("canonical_request", canonical_request),
     ("reset_id", reset_id),
     ("cbss_answer", cbss_answer),
@@ -29,6 +29,7 @@ pub const CHECKS: [(&str, Check); 7] = [
     ("amsalem_answer", amsalem_answer),
     ("hepsiburada_answer", hepsiburada_answer),
     ("xml", xml),
+    ("http_wire", http_wire),
 ];
 
 /// A canonical request body, read as each step's request.
@@ -115,6 +116,60 @@ pub fn xml(data: &[u8]) {
     let (depth, elements) = measure(&root);
     assert!(depth <= 32, "accepted XML nests {depth} deep");
     assert!(elements <= 2_000, "accepted XML has {elements} elements");
+}
+
+/// HTTP/1.1 framing, on the same bytes read as a request head, a chunked body and an answer head.
+/// An accepted request head lies within the input and its limit, parses the same from its own
+/// bytes, and has one body framing only: with a `Transfer-Encoding` field it is chunked and has
+/// no `Content-Length`; with `Content-Length` fields they all agree. A decoded chunked body stays
+/// within its limit and decodes the same from exactly the bytes it consumed.
+pub fn http_wire(data: &[u8]) {
+    use crate::wire::{decode_chunked, parse_request, parse_response, Chunked, Framing};
+    if let Ok(Some(head)) = parse_request(data) {
+        assert!(head.len <= data.len() && head.len <= crate::wire::MAX_REQUEST_HEAD);
+        let again = parse_request(&data[..head.len]).expect("a head parses from its own bytes");
+        assert_eq!(again.map(|h| h.headers), Some(head.headers.clone()));
+        let fields = |name: &str| -> Vec<&[u8]> {
+            head.headers
+                .iter()
+                .filter(|(n, _)| data[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| data[v.clone()].trim_ascii())
+                .collect()
+        };
+        let (encodings, lengths) = (fields("Transfer-Encoding"), fields("Content-Length"));
+        if !encodings.is_empty() {
+            assert!(lengths.is_empty(), "a request framed two ways was accepted");
+            assert_eq!(head.framing, Framing::Chunked);
+        } else if let Some(first) = lengths.first() {
+            assert!(
+                lengths.iter().all(|l| l == first),
+                "conflicting lengths accepted"
+            );
+            let declared = std::str::from_utf8(first).ok().and_then(|l| l.parse().ok());
+            assert_eq!(Some(head.framing), declared.map(Framing::Length));
+        } else {
+            assert_eq!(head.framing, Framing::Length(0));
+        }
+    }
+    const LIMIT: usize = 1024;
+    if let Ok(Chunked::Complete { payload, consumed }) = decode_chunked(data, LIMIT) {
+        assert!(payload.len() <= LIMIT && consumed <= data.len());
+        let exact = decode_chunked(&data[..consumed], LIMIT);
+        assert_eq!(
+            exact,
+            Ok(Chunked::Complete {
+                payload: payload.clone(),
+                consumed
+            })
+        );
+        assert_eq!(
+            decode_chunked(&data[..consumed - 1], LIMIT),
+            Ok(Chunked::Incomplete)
+        );
+    }
+    if let Ok(Some(head)) = parse_response(data, 4096) {
+        assert!(head.len <= data.len());
+    }
 }
 
 /// Whether `<!DOCTYPE` appears as markup: outside processing instructions, comments, CDATA
