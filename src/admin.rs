@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::protocols::http::ServerSession;
 
-use crate::http::{path, read_body, Handler, Reply};
+use crate::http::{Handler, Reply, Request};
 use crate::metrics;
 use crate::redis_store::{FailurePolicy, RedisStore};
 use crate::sandbox::Sandbox;
@@ -49,9 +48,9 @@ impl Admin {
 
 #[async_trait]
 impl Handler for Admin {
-    async fn handle(&self, session: &mut ServerSession, _peer: Option<SocketAddr>) -> Reply {
-        let method = session.req_header().method.as_str().to_string();
-        let path = path(session).to_string();
+    async fn handle(&self, request: &mut Request<'_>, _peer: Option<SocketAddr>) -> Reply {
+        let method = request.method().to_string();
+        let path = request.path().to_string();
         match (method.as_str(), path.as_str(), &self.sandbox) {
             ("GET", "/healthz", _) => Reply::json(200, &br#"{"status":"ok"}"#[..]),
             ("GET", "/readyz", _) => self.readiness().await,
@@ -61,7 +60,7 @@ impl Handler for Admin {
                 metrics::render(),
             ),
             (_, p, Some(sandbox)) if p.starts_with("/sandbox/") => {
-                match read_body(session, MAX_BODY).await {
+                match request.read_body(MAX_BODY).await {
                     Ok(body) => sandbox.control(&method, &path, &body),
                     Err(_) => {
                         let mut reply = Reply::text(413, "body too large or incomplete\n");

@@ -1,21 +1,13 @@
-//! The downstream connection type handed to pingora's HTTP/1 session: a TCP stream (plain, or
-//! TLS when the API listener has a certificate) whose writes are gathered until a flush, so a
-//! response's header and body leave in one `send` (pingora writes them separately, and each send
-//! on loopback wakes the reader and invites a context switch). Under TLS they leave in one record.
+//! A client connection of the API and admin listeners: a TCP stream (plain, or TLS when the
+//! listener has a certificate) whose writes are gathered until a flush, so a response's head and
+//! body leave in one `send` (each send on loopback wakes the reader and invites a context
+//! switch). Under TLS they leave in one record.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use async_trait::async_trait;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, UniqueID, UniqueIDType,
-};
-use pingora::protocols::{SocketDigest, TimingDigest};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// What carries the bytes: the socket itself, or TLS over it.
@@ -85,12 +77,45 @@ impl GatheringStream {
     /// connection returns at once. Only a peek (which clears a stale readiness) waits for bytes.
     /// Under TLS, rustls may already hold a request it decrypted along with the handshake's last
     /// flight, which no peek at the socket would see: then there is no wait.
-    pub async fn wait_for_data(&mut self) -> io::Result<bool> {
+    async fn wait_for_data(&mut self) -> io::Result<bool> {
         if self.inner.holds_plaintext() {
             return Ok(true);
         }
         let mut probe = [0u8; 1];
         Ok(self.inner.socket().peek(&mut probe).await? > 0)
+    }
+
+    /// Waits until the client sends something and returns what arrived, in a buffer made only
+    /// then; `None` if the client closed instead.
+    ///
+    /// On a plain socket the bytes are read at once when the socket turns readable (one system
+    /// call, no peek first); a readiness that finds nothing (tokio reports a new socket readable
+    /// before any byte arrives) is cleared by that read, and the wait goes on.
+    pub async fn read_first(&mut self, capacity: usize) -> io::Result<Option<Vec<u8>>> {
+        if let Transport::Plain(tcp) = &self.inner {
+            loop {
+                tcp.readable().await?;
+                let mut buf = Vec::with_capacity(capacity);
+                match tcp.try_read_buf(&mut buf) {
+                    Ok(0) => return Ok(None),
+                    Ok(_) => return Ok(Some(buf)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if !self.wait_for_data().await? {
+            return Ok(None);
+        }
+        let mut buf = Vec::with_capacity(capacity);
+        let n = tokio::io::AsyncReadExt::read_buf(self, &mut buf).await?;
+        Ok((n > 0).then_some(buf))
+    }
+
+    /// The buffer of bytes waiting to be sent: a response is written into it whole, then sent
+    /// by one flush.
+    pub fn outgoing(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
     }
 
     /// Sends what is gathered; `Ready(Ok)` once all of it is out.
@@ -184,39 +209,3 @@ impl AsyncWrite for GatheringStream {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
-
-#[async_trait]
-impl Shutdown for GatheringStream {
-    async fn shutdown(&mut self) {
-        let _ = AsyncWriteExt::shutdown(self).await;
-    }
-}
-
-impl UniqueID for GatheringStream {
-    fn id(&self) -> UniqueIDType {
-        self.inner.socket().as_raw_fd() as UniqueIDType
-    }
-}
-
-impl Ssl for GatheringStream {}
-
-impl GetTimingDigest for GatheringStream {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        Vec::new()
-    }
-}
-
-impl GetProxyDigest for GatheringStream {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        None
-    }
-}
-
-impl GetSocketDigest for GatheringStream {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        None
-    }
-}
-
-#[async_trait]
-impl Peek for GatheringStream {}

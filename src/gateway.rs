@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::protocols::http::ServerSession;
 use subtle::ConstantTimeEq;
 
 use crate::api::types::{parse, CompleteRequest, StartRequest, VerifyRequest};
@@ -19,7 +18,7 @@ use crate::api::{openapi, ErrorCode, Problem};
 use crate::client_ip::{self, Cidr};
 use crate::config::{Config, TenantSettings, VendorSettings};
 use crate::flow;
-use crate::http::{path, read_body, BodyError, Handler, Reply};
+use crate::http::{BodyError, Handler, Reply, Request};
 use crate::limit::{self, LimitName, LimitState, Limiter, Mode, Quota};
 use crate::metrics;
 use crate::signing::sha256;
@@ -185,14 +184,14 @@ impl Gateway {
     async fn step(
         &self,
         route: Route,
-        session: &mut ServerSession,
+        request: &mut Request<'_>,
         peer: Option<SocketAddr>,
         request_id: &str,
         outcome: &mut Outcome,
     ) -> Result<(u16, Vec<u8>), (Problem, bool, bool)> {
         // The bool pair: (show the vendor member, close the connection).
         let key = self
-            .authenticate(session.get_header("Authorization").map(|v| v.as_bytes()))
+            .authenticate(request.header("Authorization"))
             .map_err(|p| (p, false, true))?;
         let tenant = &self.tenants[key.tenant];
         outcome.tenant = Some(tenant.settings.name.clone());
@@ -216,7 +215,7 @@ impl Gateway {
             return Err((problem, show_vendor, true));
         }
 
-        let content_type = session.get_header_bytes("Content-Type");
+        let content_type = request.header("Content-Type").unwrap_or_default();
         if !is_json(content_type) {
             return Err((
                 Problem::new(
@@ -227,12 +226,20 @@ impl Gateway {
                 true,
             ));
         }
-        let body = match read_body(session, self.max_body_bytes).await {
+        let body = match request.read_body(self.max_body_bytes).await {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
                 let detail = format!("the body must be at most {} bytes", self.max_body_bytes);
                 return Err((
                     Problem::new(ErrorCode::PayloadTooLarge, detail),
+                    show_vendor,
+                    true,
+                ));
+            }
+            Err(BodyError::Malformed) => {
+                let detail = "the body's chunked framing is malformed";
+                return Err((
+                    Problem::new(ErrorCode::InvalidRequest, detail),
                     show_vendor,
                     true,
                 ));
@@ -249,17 +256,16 @@ impl Gateway {
 
         let ctx = StepContext {
             request_id: request_id.to_string(),
-            language: language::vendor_language(
-                session.get_header("Accept-Language").map(|v| v.as_bytes()),
-            ),
+            language: language::vendor_language(request.header("Accept-Language")),
             client_ip: client_ip::resolve(
                 peer.map(|p| p.ip()),
-                session.get_header("X-Forwarded-For").map(|v| v.as_bytes()),
+                request.header("X-Forwarded-For"),
                 &self.trusted_proxies,
             ),
-            user_agent: session
-                .get_header("User-Agent")
-                .and_then(|v| v.to_str().ok())
+            // Passed on to vendors as a header value: visible ASCII only, as it arrived.
+            user_agent: request
+                .header_str("User-Agent")
+                .filter(|s| s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
                 .map(|s| match s.char_indices().nth(512) {
                     Some((cut, _)) => s[..cut].to_string(),
                     None => s.to_string(),
@@ -364,26 +370,25 @@ fn problem_reply(problem: &Problem, request_id: &str, show_vendor: bool, close: 
 
 #[async_trait]
 impl Handler for Gateway {
-    async fn handle(&self, session: &mut ServerSession, peer: Option<SocketAddr>) -> Reply {
+    async fn handle(&self, request: &mut Request<'_>, peer: Option<SocketAddr>) -> Reply {
         let started = Instant::now();
         metrics::INFLIGHT.inc();
         let _inflight = InflightGuard;
-        let request_id = request_id::accept_or_generate(
-            session.get_header("X-Request-Id").map(|v| v.as_bytes()),
-        );
-        let method = session.req_header().method.as_str().to_string();
-        let route = match path(session) {
+        let request_id = request_id::accept_or_generate(request.header("X-Request-Id"));
+        let method = request.method().to_string();
+        let path = request.path().to_string();
+        let route = match path.as_str() {
             "/reset" => Some(Route::Start),
             "/reset/verify" => Some(Route::Verify),
             "/reset/complete" => Some(Route::Complete),
             _ => None,
         };
         let mut outcome = Outcome::default();
-        let reply = match (method.as_str(), route, path(session)) {
+        let reply = match (method.as_str(), route, path.as_str()) {
             ("POST", Some(route), _) => {
                 outcome.step = Some(route.name());
                 match self
-                    .step(route, session, peer, &request_id, &mut outcome)
+                    .step(route, request, peer, &request_id, &mut outcome)
                     .await
                 {
                     Ok((status, body)) => {
@@ -400,11 +405,11 @@ impl Handler for Gateway {
                     }
                 }
             }
-            ("GET", None, "/openapi.json") => {
+            ("GET" | "HEAD", None, "/openapi.json") => {
                 Reply::new(200, "application/json", self.openapi.clone())
             }
             (_, Some(_), _) | (_, None, "/openapi.json") => {
-                let allow = if route.is_some() { "POST" } else { "GET" };
+                let allow = if route.is_some() { "POST" } else { "GET, HEAD" };
                 let p = Problem::new(ErrorCode::MethodNotAllowed, format!("use {allow}"));
                 outcome.code = Some(p.code.as_str());
                 problem_reply(&p, &request_id, false, true).header("Allow", allow)
@@ -439,6 +444,18 @@ impl Handler for Gateway {
             "request"
         );
         reply
+            .header("X-Request-Id", request_id)
+            .header("Cache-Control", "no-store")
+    }
+
+    /// A request whose head could not be read gets a problem like any other bad request.
+    fn refuse(&self, detail: &str) -> Reply {
+        let problem = Problem::new(ErrorCode::InvalidRequest, detail.to_string());
+        let request_id = request_id::generate();
+        metrics::REQUESTS
+            .with_label_values(&["other", "-", "-", problem.code.as_str()])
+            .inc();
+        problem_reply(&problem, &request_id, false, true)
             .header("X-Request-Id", request_id)
             .header("Cache-Control", "no-store")
     }

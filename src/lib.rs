@@ -29,4 +29,5 @@ pub mod tls;
 pub mod token;
 pub mod upstream;
 pub mod vendors;
+pub mod wire;
 pub mod xml;

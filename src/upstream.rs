@@ -1,5 +1,6 @@
-//! HTTP/1.1 to vendors over pingora's connections and HTTP/1 client session, with every timeout
-//! set, and a per-thread pool of idle connections.
+//! HTTP/1.1 to vendors over connections pingora makes (TCP, TLS, connect timeouts), with every
+//! timeout set, and a per-thread pool of idle connections. Requests and answers are framed by
+//! `wire`, the same code as the API listeners'.
 //!
 //! The pool is the gateway's own rather than pingora's `Connector`: pingora's pool spawns a task
 //! per released connection to watch it while idle, and takes locks and a channel on every reuse,
@@ -17,17 +18,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use pingora::connectors::TransportConnector;
-use pingora::protocols::http::v1::client::HttpSession;
 use pingora::protocols::Stream;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::ErrorType;
 use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics;
+use crate::wire::{self, Chunked, ChunkedError, Framing, HeadError};
 
 /// The largest vendor answer the gateway reads; anything bigger is refused as an upstream error.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -382,8 +382,8 @@ impl UpstreamClient {
             }
         };
 
-        // The request goes out in one write (pingora's client would send the header and the
-        // body separately); pingora's session then reads the answer.
+        // The request goes out in one write; the answer is read into one buffer and parsed in
+        // place (`wire`), with no per-call session or header map.
         let wire = self.request_bytes(req);
         let write = async {
             stream.write_all(&wire).await?;
@@ -399,48 +399,123 @@ impl UpstreamClient {
             }
             Err(_) => return Err(UpstreamFailure::Timeout),
         }
-        let mut session = HttpSession::new(stream);
-        session.read_timeout = Some(self.timeouts.read);
-        session.write_timeout = Some(self.timeouts.write);
-        session.read_response().await.map_err(|e| io_failure(&e))?;
-
-        let head = session
-            .resp_header()
-            .ok_or_else(|| UpstreamFailure::Protocol("no response header".into()))?;
-        let status = head.status.as_u16();
-        let content_type = head
-            .headers
-            .get("Content-Type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let retry_after = head
-            .headers
-            .get("Retry-After")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-
-        let mut body = BytesMut::new();
-        while let Some(chunk) = session
-            .read_body_bytes()
-            .await
-            .map_err(|e| io_failure(&e))?
-        {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(UpstreamFailure::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
+        let (answer, reusable) = read_answer(&mut stream, self.timeouts.read).await?;
+        if reusable {
             self.put_idle(stream);
         }
-        Ok(UpstreamResponse {
-            status,
-            content_type,
-            retry_after,
-            body: body.freeze(),
-        })
+        Ok(answer)
     }
+}
+
+/// The most an answer's head may take; a bigger one is broken HTTP.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// How much the answer buffer grows by for each read; most answers fit in one.
+const READ_CHUNK: usize = 4096;
+
+/// Reads more of the answer into `buf`, waiting at most `timeout`: the byte count, 0 at the end
+/// of the stream.
+async fn read_some(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<usize, UpstreamFailure> {
+    buf.reserve(READ_CHUNK);
+    match tokio::time::timeout(timeout, stream.read_buf(buf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(UpstreamFailure::Protocol(format!(
+            "read failed: {}",
+            e.kind()
+        ))),
+        Err(_) => Err(UpstreamFailure::Timeout),
+    }
+}
+
+/// Like `read_some`, where the answer is not complete yet: the end of the stream is a failure.
+async fn read_more(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), UpstreamFailure> {
+    match read_some(stream, buf, timeout).await? {
+        0 => Err(UpstreamFailure::Protocol(
+            "the connection closed mid-answer".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Reads one whole answer (each read within `timeout`), and whether the connection may carry
+/// another exchange: the vendor kept it alive and sent nothing past the answer.
+async fn read_answer(
+    stream: &mut Stream,
+    timeout: Duration,
+) -> Result<(UpstreamResponse, bool), UpstreamFailure> {
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    let head = loop {
+        match wire::parse_response(&buf, MAX_RESPONSE_HEAD) {
+            Ok(Some(head)) if head.status == 101 => {
+                return Err(UpstreamFailure::Protocol(
+                    "the vendor switched protocols".into(),
+                ))
+            }
+            // An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            Ok(Some(head)) if head.status < 200 => {
+                buf.drain(..head.len);
+            }
+            Ok(Some(head)) => break head,
+            Ok(None) => read_more(stream, &mut buf, timeout).await?,
+            Err(HeadError::TooLarge) => {
+                return Err(UpstreamFailure::Protocol(
+                    "the answer head is too large".into(),
+                ))
+            }
+            Err(HeadError::Malformed(why)) => return Err(UpstreamFailure::Protocol(why.into())),
+        }
+    };
+    let start = head.len;
+    let (body, end) = match head.framing {
+        Framing::Length(n) if n > MAX_RESPONSE_BYTES as u64 => {
+            return Err(UpstreamFailure::TooLarge)
+        }
+        Framing::Length(n) => {
+            let end = start + n as usize;
+            while buf.len() < end {
+                read_more(stream, &mut buf, timeout).await?;
+            }
+            (Bytes::copy_from_slice(&buf[start..end]), end)
+        }
+        Framing::Chunked => loop {
+            match wire::decode_chunked(&buf[start..], MAX_RESPONSE_BYTES) {
+                Ok(Chunked::Complete { payload, consumed }) => {
+                    break (Bytes::from(payload), start + consumed)
+                }
+                Ok(Chunked::Incomplete) if buf.len() - start > 4 * MAX_RESPONSE_BYTES => {
+                    return Err(UpstreamFailure::TooLarge)
+                }
+                Ok(Chunked::Incomplete) => read_more(stream, &mut buf, timeout).await?,
+                Err(ChunkedError::TooLarge) => return Err(UpstreamFailure::TooLarge),
+                Err(ChunkedError::Malformed) => {
+                    return Err(UpstreamFailure::Protocol("broken chunked body".into()))
+                }
+            }
+        },
+        Framing::UntilClose => {
+            while read_some(stream, &mut buf, timeout).await? > 0 {
+                if buf.len() - start > MAX_RESPONSE_BYTES {
+                    return Err(UpstreamFailure::TooLarge);
+                }
+            }
+            (Bytes::copy_from_slice(&buf[start..]), buf.len())
+        }
+    };
+    let reusable = head.keep_alive && end == buf.len();
+    let answer = UpstreamResponse {
+        status: head.status,
+        content_type: head.content_type,
+        retry_after: head.retry_after,
+        body,
+    };
+    Ok((answer, reusable))
 }
 
 /// Closes, every so often, this thread's idle connections to one client that have been idle too
@@ -466,17 +541,6 @@ fn spawn_sweeper(client: usize, max_idle: Duration) {
 
 fn connect_failure(e: &pingora::Error) -> UpstreamFailure {
     UpstreamFailure::Unavailable(e.etype().as_str().to_string())
-}
-
-fn io_failure(e: &pingora::Error) -> UpstreamFailure {
-    match e.etype() {
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout => UpstreamFailure::Timeout,
-        ErrorType::ConnectTimedout
-        | ErrorType::ConnectRefused
-        | ErrorType::ConnectNoRoute
-        | ErrorType::ConnectError => UpstreamFailure::Unavailable(e.etype().as_str().to_string()),
-        other => UpstreamFailure::Protocol(other.as_str().to_string()),
-    }
 }
 
 #[cfg(test)]

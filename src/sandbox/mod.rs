@@ -17,10 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::protocols::http::ServerSession;
 use serde::Serialize;
 
-use crate::http::{path, read_body, Handler, Reply, WireShape};
+use crate::http::{Handler, Reply, Request, WireShape};
 
 /// Oldest entries are dropped past this many, so a long-running sandbox stays bounded.
 const OUTBOX_CAPACITY: usize = 1_000;
@@ -126,6 +125,10 @@ pub enum Fault {
     InvalidUtf8,
     /// A valid answer labelled text/plain.
     WrongContentType,
+    /// A valid answer, sent in chunks (as many vendors' servers frame answers).
+    Chunked,
+    /// A valid answer without a length, ended by closing the connection (HTTP/1.0 style).
+    CloseDelimited,
 }
 
 impl Fault {
@@ -138,6 +141,8 @@ impl Fault {
             "doctype" => Fault::Doctype,
             "invalid-utf8" => Fault::InvalidUtf8,
             "wrong-content-type" => Fault::WrongContentType,
+            "chunked" => Fault::Chunked,
+            "close-delimited" => Fault::CloseDelimited,
             _ => return None,
         })
     }
@@ -171,6 +176,15 @@ impl Fault {
             ),
             Fault::WrongContentType => {
                 reply.content_type = "text/plain";
+                reply
+            }
+            Fault::Chunked => {
+                reply.shape = WireShape::Chunked;
+                reply
+            }
+            Fault::CloseDelimited => {
+                reply.shape = WireShape::UntilClose;
+                reply.close = true;
                 reply
             }
         }
@@ -292,16 +306,16 @@ impl Sandbox {
 
 #[async_trait]
 impl Handler for Sandbox {
-    async fn handle(&self, session: &mut ServerSession, _peer: Option<SocketAddr>) -> Reply {
-        let path = path(session).to_string();
-        let method = session.req_header().method.as_str().to_string();
+    async fn handle(&self, request: &mut Request<'_>, _peer: Option<SocketAddr>) -> Reply {
+        let path = request.path().to_string();
+        let method = request.method().to_string();
         if path == "/sandbox/outbox" && method == "GET" {
             return Reply::json(200, self.outbox.to_json());
         }
         if method != "POST" && !path.starts_with("/sandbox/") {
             return Reply::text(405, "sandbox vendors take POST\n");
         }
-        let body = match read_body(session, MAX_BODY).await {
+        let body = match request.read_body(MAX_BODY).await {
             Ok(body) => body,
             Err(_) => {
                 let mut reply = Reply::text(413, "request body too large or incomplete\n");
@@ -315,7 +329,7 @@ impl Handler for Sandbox {
         if !self.options.delay.is_zero() {
             tokio::time::sleep(self.options.delay).await;
         }
-        let reply = self.vendor_reply(session, &path, &body);
+        let reply = self.vendor_reply(request, &path, &body);
         let fault = {
             let mut pending = self.fault.lock().expect("fault lock");
             match pending.as_mut() {
@@ -335,17 +349,13 @@ impl Handler for Sandbox {
 
 impl Sandbox {
     /// The vendor's own answer to a request under its path prefix.
-    fn vendor_reply(&self, session: &ServerSession, path: &str, body: &[u8]) -> Reply {
-        let content_type = session
-            .get_header("Content-Type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+    fn vendor_reply(&self, request: &Request<'_>, path: &str, body: &[u8]) -> Reply {
+        let content_type = request.header_str("Content-Type").unwrap_or("").to_string();
         if let Some(rest) = path.strip_prefix("/capillary/") {
             self.count("capillary");
-            let api_key = session
-                .get_header(capillary::API_KEY_HEADER)
-                .map(|v| v.as_bytes().to_vec());
+            let api_key = request
+                .header(capillary::API_KEY_HEADER)
+                .map(<[u8]>::to_vec);
             return self.capillary.handle(rest, api_key.as_deref(), body);
         }
         if let Some(rest) = path.strip_prefix("/amsalem/") {
@@ -358,7 +368,7 @@ impl Sandbox {
         }
         if let Some(rest) = path.strip_prefix("/cbss/") {
             self.count("cbss");
-            let query = session.req_header().uri.query().unwrap_or("").to_string();
+            let query = request.query().unwrap_or("").to_string();
             return self.cbss.handle(rest, &query, &content_type, body);
         }
         Reply::text(404, "no sandbox vendor at this path\n")

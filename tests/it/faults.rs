@@ -8,18 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-fn set_fault(sandbox: &Sandbox, fault: &str) {
-    let body = format!(r#"{{"fault":"{fault}","count":1}}"#);
-    let r = request(
-        sandbox.addr,
-        "POST",
-        "/sandbox/faults",
-        &[],
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{fault}");
-}
-
 #[test]
 fn broken_vendor_answers_are_upstream_errors_in_bounded_time() {
     let sandbox = Sandbox::start();
@@ -46,7 +34,7 @@ fn broken_vendor_answers_are_upstream_errors_in_bounded_time() {
             "key-json"
         };
         let calls = sandbox.calls("cbss");
-        set_fault(&sandbox, fault);
+        sandbox.set_fault(fault);
         let started = Instant::now();
         let r = gw.post("/reset", key, &start);
         let took = started.elapsed();
@@ -75,7 +63,7 @@ fn a_completion_cut_short_is_never_retried_and_its_reset_id_stays_used() {
     let v = verify(&gw, "key-json", &reset_id, &otp).json();
     let next = v["reset_id"].as_str().unwrap().to_string();
     let calls = sandbox.calls("cbss");
-    set_fault(&sandbox, "cut-short");
+    sandbox.set_fault("cut-short");
     // The vendor changed the password, but its answer broke on the way: the gateway cannot know.
     complete(&gw, "key-json", &next, "Cut-sh0rt-pw").problem(502, "upstream_error");
     assert_eq!(sandbox.calls("cbss"), calls + 1);

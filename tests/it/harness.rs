@@ -152,6 +152,13 @@ impl Sandbox {
         r.json()[vendor].as_u64().unwrap_or(0)
     }
 
+    /// Makes the sandbox answer its next vendor request with `fault` (see the README).
+    pub fn set_fault(&self, fault: &str) {
+        let body = format!(r#"{{"fault":"{fault}","count":1}}"#);
+        let r = request(self.addr, "POST", "/sandbox/faults", &[], body.as_bytes());
+        assert_eq!(r.status, 200, "{fault}");
+    }
+
     /// Makes the sandbox's Capillary answer its next business request with `code`.
     pub fn force_capillary_status(&self, code: u32) {
         let body = format!(r#"{{"code":{code}}}"#);

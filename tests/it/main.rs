@@ -10,6 +10,7 @@ mod cli;
 mod code_flow;
 mod conformance;
 mod faults;
+mod http1;
 mod limits;
 mod logs;
 mod metrics;

@@ -83,3 +83,34 @@ fn a_connection_idle_longer_than_idle_ms_is_not_reused() {
         "the idle connection was dropped"
     );
 }
+
+#[test]
+fn answers_framed_by_chunks_or_by_closing_are_read_whole() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(
+        &cbss_config(
+            &sandbox,
+            "[limits]\nper_identifier = { count = 100, period_secs = 60 }",
+        ),
+        CBSS_ENV,
+    );
+    start(&gw);
+    // The vendor's answer to each start comes in chunks, then without a length: the reset goes
+    // on from what each one said.
+    for (framing, reused_after) in [("chunked", 1.0), ("close-delimited", 2.0)] {
+        sandbox.set_fault(framing);
+        let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
+        let otp = sandbox.last_otp(EMAIL);
+        let r = verify(&gw, "key-json", &reset_id, &otp);
+        assert_eq!(
+            r.status,
+            200,
+            "{framing}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(connections(&gw, "true"), reused_after + 1.0, "{framing}");
+    }
+    // A chunked answer left its connection reusable; one ended by closing did not, so the last
+    // verify needed a second connection.
+    assert_eq!(connections(&gw, "false"), 2.0);
+}

@@ -1,6 +1,18 @@
-//! HTTP serving on pingora: a listening service over a socket we bound ourselves (so port 0 works
-//! and the bound address is known before the server starts), the `Handler` trait every listener's
-//! logic implements, `Reply`, and bounded body reading.
+//! HTTP serving: a pingora service over a socket we bound ourselves (so port 0 works and the
+//! bound address is known before the server starts), the connection loop, the `Handler` trait
+//! every listener's logic implements, and `Reply`.
+//!
+//! HTTP/1.1 itself is the gateway's own (`wire` parses with `httparse`): pingora's server session
+//! keeps each request in a `HeaderMap`, a parsed `Uri` and per-session buffers, which the load
+//! harness measured as a large share of a request's cost. Here a request is parsed in place in
+//! one read buffer, and the answer is formatted straight into the outgoing one.
+
+mod request;
+mod respond;
+
+use request::READ_CHUNK;
+pub use request::{BodyError, Request};
+use respond::ReplyOptions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +24,8 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 
 use crate::api::{ErrorCode, Problem};
-use bytes::{Bytes, BytesMut};
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use crate::wire::{self, HeadError};
+use bytes::Bytes;
 use pingora::server::ListenFds;
 use pingora::server::ShutdownWatch;
 use pingora::services::Service;
@@ -64,6 +74,10 @@ pub enum WireShape {
     Trickle(Duration),
     /// Promise more body than is sent, then close the connection.
     CutShort,
+    /// A valid answer in 16-byte chunks (`Transfer-Encoding: chunked`).
+    Chunked,
+    /// A valid answer with no length, ended by closing the connection.
+    UntilClose,
 }
 
 impl Reply {
@@ -96,10 +110,18 @@ impl Reply {
     }
 }
 
-/// What a listener does with one request whose header has been read.
+/// What a listener does with one request whose head has been read.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
-    async fn handle(&self, session: &mut ServerSession, peer: Option<SocketAddr>) -> Reply;
+    async fn handle(&self, request: &mut Request<'_>, peer: Option<SocketAddr>) -> Reply;
+
+    /// The answer to a request whose head could not be read (`detail` says why, in fixed words
+    /// and numbers); the connection closes after it.
+    fn refuse(&self, detail: &str) -> Reply {
+        let mut reply = Reply::new(400, "text/plain; charset=utf-8", format!("{detail}\n"));
+        reply.close = true;
+        reply
+    }
 }
 
 /// A pingora service that serves a `Handler` on a listener bound before the server starts.
@@ -280,53 +302,121 @@ async fn serve_connection<H: Handler>(
     shutdown: ShutdownWatch,
     timeouts: ClientTimeouts,
 ) {
+    // Bytes that arrived after the last request: the start of a pipelined next one.
+    let mut unread: Vec<u8> = Vec::new();
     loop {
-        // While idle a connection holds only its socket: the HTTP session, its buffers and the
-        // request's (large) future are made, boxed, when the client sends something, so 10,000
-        // idle connections stay cheap. One deadline covers the wait and the whole header.
+        // While idle a connection holds only its socket: the read buffer and the request's
+        // (large) future are made, boxed, when the client sends something, so 10,000 idle
+        // connections stay cheap. One deadline covers the wait and the whole head.
         let header_deadline = tokio::time::Instant::now() + timeouts.header;
-        match tokio::time::timeout_at(header_deadline, conn.wait_for_data()).await {
-            Ok(Ok(true)) => {}
-            _ => return,
+        if unread.is_empty() {
+            match tokio::time::timeout_at(header_deadline, conn.read_first(READ_CHUNK)).await {
+                Ok(Ok(Some(first))) => unread = first,
+                _ => return,
+            }
         }
-        match Box::pin(serve_request(
-            conn,
+        let served = Box::pin(serve_request(
+            &mut conn,
+            unread,
             peer,
             handler.as_ref(),
             &shutdown,
             timeouts,
             header_deadline,
         ))
-        .await
-        {
-            Some(next) => conn = next,
-            None => return,
+        .await;
+        match served {
+            Some(next) => unread = next,
+            None => {
+                linger(conn).await;
+                return;
+            }
         }
     }
 }
 
-/// Serves one request on `conn`; gives the connection back if it may carry another.
+/// How long a closing connection's unread input is drained, so the client reads the last
+/// answer: closing a socket with unread bytes makes the kernel reset it, and a reset can
+/// destroy an answer the client has not read yet (a body refused before it was read, say).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Closes our side for writing, then reads and drops what the client still sends until it
+/// closes too, for at most `LINGER` and `LINGER_BYTES`.
+async fn linger(mut conn: crate::conn::GatheringStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if conn.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 2048];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match conn.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// Reads one request's head into `buf` (which holds what has arrived so far), has the handler
+/// answer it, and gives back what arrived after it if the connection may carry another.
 async fn serve_request<H: Handler>(
-    conn: crate::conn::GatheringStream,
+    conn: &mut crate::conn::GatheringStream,
+    mut buf: Vec<u8>,
     peer: SocketAddr,
     handler: &H,
     shutdown: &ShutdownWatch,
     timeouts: ClientTimeouts,
     header_deadline: tokio::time::Instant,
-) -> Option<crate::conn::GatheringStream> {
-    let stream: Stream = Box::new(conn);
-    let mut session = ServerSession::new_http1(stream);
-    session.set_read_timeout(Some(timeouts.body));
-    match tokio::time::timeout_at(header_deadline, session.read_request()).await {
-        Ok(Ok(true)) => {}
-        // Closed, timed out or a malformed header: nothing to answer on this connection.
-        _ => return None,
-    }
+) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let refusal = loop {
+        match wire::parse_request(&buf) {
+            Ok(Some(head)) => break Ok(head),
+            Ok(None) => {
+                buf.reserve(READ_CHUNK);
+                match tokio::time::timeout_at(header_deadline, conn.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    // Closed or stalled mid-head: nothing to answer.
+                    _ => return None,
+                }
+            }
+            Err(HeadError::TooLarge) => {
+                break Err(format!(
+                    "the request head must be at most {} bytes and {} fields",
+                    wire::MAX_REQUEST_HEAD,
+                    wire::MAX_REQUEST_HEADERS
+                ))
+            }
+            Err(HeadError::Malformed(why)) => {
+                break Err(format!("the request is not valid HTTP/1.1: {why}"))
+            }
+        }
+    };
+    let head = match refusal {
+        Ok(head) => head,
+        Err(detail) => {
+            let reply = handler.refuse(&detail);
+            let how = ReplyOptions {
+                close: true,
+                http11: true,
+                head_only: false,
+            };
+            let _ = respond::write_reply(conn, &reply, how).await;
+            return None;
+        }
+    };
+
     let inflight = crate::shutdown::InflightRequest::start();
+    let mut request = Request::new(conn, buf, head, timeouts.body);
     // A bug that panics in a handler costs its caller a 500, not the connection or the thread.
-    let handled = AssertUnwindSafe(handler.handle(&mut session, Some(peer)))
+    let handled = AssertUnwindSafe(handler.handle(&mut request, Some(peer)))
         .catch_unwind()
         .await;
+    let finished = request.finish();
     let reply = handled.unwrap_or_else(|_| {
         tracing::error!("a request handler panicked");
         let problem = Problem::new(ErrorCode::Internal, "the request failed unexpectedly");
@@ -340,104 +430,26 @@ async fn serve_request<H: Handler>(
         reply.close = true;
         reply
     });
-    let closing = reply.close || *shutdown.borrow() || crate::shutdown::draining();
-    if write_reply(&mut session, reply, closing).await.is_err() {
-        return None;
-    }
-    let finished = session.finish().await;
+    let closing =
+        reply.close || finished.next.is_none() || *shutdown.borrow() || crate::shutdown::draining();
+    let how = ReplyOptions {
+        close: closing,
+        http11: finished.http11,
+        head_only: finished.head_only,
+    };
+    let written = respond::write_reply(conn, &reply, how).await;
     drop(inflight);
-    match finished {
-        Ok(Some(reusable)) if !closing => {
-            let (stream, _prefix) = reusable.into_parts();
-            stream
-                .into_any()
-                .downcast::<crate::conn::GatheringStream>()
-                .ok()
-                .map(|c| *c)
+    match (written, finished.next) {
+        (Ok(()), Some(next)) if !closing => {
+            let mut buf = finished.buf;
+            if next == buf.len() {
+                // Nothing pipelined: the buffer goes, so an idle connection holds none.
+                Some(Vec::new())
+            } else {
+                buf.drain(..next);
+                Some(buf)
+            }
         }
         _ => None,
     }
-}
-
-async fn write_reply(
-    session: &mut ServerSession,
-    reply: Reply,
-    close: bool,
-) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
-    header.insert_header("Content-Type", reply.content_type)?;
-    header.insert_header("Content-Length", reply.body.len().to_string())?;
-    for (name, value) in reply.headers {
-        header.append_header(name, value)?;
-    }
-    if close {
-        header.insert_header("Connection", "close")?;
-        session.set_keepalive(None);
-    }
-    match reply.shape {
-        WireShape::Whole => {
-            session.write_response_header(Box::new(header)).await?;
-            session.write_response_body(reply.body, true).await?;
-        }
-        WireShape::Trickle(pause) => {
-            session.write_response_header(Box::new(header)).await?;
-            for i in 0..reply.body.len() {
-                session
-                    .write_response_body(reply.body.slice(i..i + 1), i + 1 == reply.body.len())
-                    .await?;
-                session.finish_body().await.ok();
-                tokio::time::sleep(pause).await;
-            }
-        }
-        WireShape::CutShort => {
-            let promised = (reply.body.len() + 100).to_string();
-            header.insert_header("Content-Length", promised)?;
-            session.set_keepalive(None);
-            session.write_response_header(Box::new(header)).await?;
-            session.write_response_body(reply.body, false).await?;
-            return pingora::Error::e_explain(
-                pingora::ErrorType::WriteError,
-                "cut short on purpose",
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Why a request body could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyError {
-    TooLarge,
-    /// The client went away or stalled.
-    Incomplete,
-}
-
-/// Reads the whole request body, refusing it as soon as it passes `limit` bytes (by its declared
-/// length or by what arrives).
-pub async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, BodyError> {
-    let declared = session
-        .get_header("Content-Length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(BodyError::TooLarge);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(_) => return Err(BodyError::Incomplete),
-        }
-    }
-}
-
-/// The request's path without its query.
-pub fn path(session: &ServerSession) -> &str {
-    session.req_header().uri.path()
 }

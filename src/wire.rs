@@ -1,0 +1,522 @@
+//! HTTP/1.1 message framing, both ways: a request head as the API listeners receive it, a
+//! response head as vendors send it, and chunked bodies. Pure functions over byte slices, so the
+//! server and the vendor client share them and the fuzzers can reach them directly.
+//!
+//! Parsing is `httparse`'s (no allocation; a head is only accepted whole). What this module adds
+//! is the framing rules that keep a connection safe to reuse (RFC 9112 section 6): a request with
+//! both `Transfer-Encoding` and `Content-Length`, with two different lengths, or with a transfer
+//! coding other than `chunked` is refused, because a proxy in front of the gateway could read its
+//! body boundary differently and smuggle a second request inside the first.
+
+use std::ops::Range;
+
+/// The largest request head the API listeners accept, request line and headers together.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// The most header fields a request may carry.
+pub const MAX_REQUEST_HEADERS: usize = 64;
+/// The most header fields a vendor's answer may carry.
+pub const MAX_RESPONSE_HEADERS: usize = 96;
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes (zero for a request without a body).
+    Length(u64),
+    Chunked,
+    /// Until the connection closes: only an answer can be framed so.
+    UntilClose,
+}
+
+/// Why a head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// Longer than the limit before it was complete.
+    TooLarge,
+    /// Not HTTP/1.x, or framing that cannot be trusted. The words are fixed: they never quote
+    /// the input, which may hold a secret.
+    Malformed(&'static str),
+}
+
+/// A parsed request head; its strings are ranges into the buffer it was parsed from.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// Bytes the head takes, its final empty line included: the body (if any) starts here.
+    pub len: usize,
+    pub method: Range<usize>,
+    pub path: Range<usize>,
+    pub query: Option<Range<usize>>,
+    /// `(name, value)` of each field, in order.
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    pub framing: Framing,
+    /// HTTP/1.1 (else 1.0).
+    pub http11: bool,
+    /// Whether the client lets the connection carry another request after this one.
+    pub keep_alive: bool,
+    pub expects_continue: bool,
+}
+
+impl RequestHead {
+    /// The first field named `name` (ASCII case-insensitive), from the buffer the head came from.
+    pub fn header<'b>(&self, buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &buf[v.clone()])
+    }
+}
+
+/// Where `part` (a subslice of `base`) sits in `base`.
+fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// The body framing and connection options that the headers `fields` declare. `request` says
+/// which rules apply: a request without a length has no body, an answer without one runs until
+/// the connection closes.
+fn framing_of(
+    fields: &[httparse::Header<'_>],
+    http11: bool,
+    request: bool,
+) -> Result<(Framing, bool, bool), HeadError> {
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = !http11;
+    let mut expects_continue = false;
+    for field in fields {
+        let value = field.value.trim_ascii();
+        if field.name.eq_ignore_ascii_case("Content-Length") {
+            let n = parse_length(value).ok_or(HeadError::Malformed("bad Content-Length"))?;
+            if length.is_some_and(|seen| seen != n) {
+                return Err(HeadError::Malformed("conflicting Content-Length fields"));
+            }
+            length = Some(n);
+        } else if field.name.eq_ignore_ascii_case("Transfer-Encoding") {
+            // Only `chunked` alone is understood; anything else could hide the body's end.
+            if chunked || !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError::Malformed("unsupported Transfer-Encoding"));
+            }
+            chunked = true;
+        } else if field.name.eq_ignore_ascii_case("Connection") {
+            for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if option.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if option.eq_ignore_ascii_case(b"keep-alive") && !http11 {
+                    close = false;
+                }
+            }
+        } else if request && field.name.eq_ignore_ascii_case("Expect") {
+            expects_continue = value.eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    let framing = match (chunked, length) {
+        (true, Some(_)) => {
+            return Err(HeadError::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            ))
+        }
+        (true, None) if !http11 => {
+            return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0"));
+        }
+        (true, None) => Framing::Chunked,
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) if request => Framing::Length(0),
+        (false, None) => Framing::UntilClose,
+    };
+    Ok((framing, !close, expects_continue))
+}
+
+/// A Content-Length value: digits only, no sign, no overflow.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Parses the request head at the start of `buf`: `Ok(None)` while it is incomplete.
+pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => {
+            return Err(HeadError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed("not an HTTP/1 request head")),
+    };
+    if len > MAX_REQUEST_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed("incomplete request line"));
+    };
+    let http11 = version == 1;
+    // The absolute form (`http://host/path`) is accepted as RFC 9112 asks; the authority is
+    // ignored, as the gateway serves one origin.
+    let origin = match target.split_once("://") {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            &rest[rest.find(['/', '?']).unwrap_or(rest.len())..]
+        }
+        _ if target.starts_with('/') => target,
+        // `*` (OPTIONS) and anything else: kept as it is, so no route matches it.
+        _ => target,
+    };
+    let (path, query) = match origin.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (origin, None),
+    };
+    let (framing, keep_alive, expects_continue) = framing_of(req.headers, http11, true)?;
+    Ok(Some(RequestHead {
+        len,
+        method: range_in(buf, method.as_bytes()),
+        path: range_in(buf, path.as_bytes()),
+        query: query.map(|q| range_in(buf, q.as_bytes())),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| (range_in(buf, h.name.as_bytes()), range_in(buf, h.value)))
+            .collect(),
+        framing,
+        http11,
+        keep_alive,
+        expects_continue: expects_continue && http11,
+    }))
+}
+
+/// A vendor's answer head, with the few fields the gateway reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub len: usize,
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub retry_after: Option<u64>,
+    pub framing: Framing,
+    pub keep_alive: bool,
+}
+
+/// Parses the answer head at the start of `buf`: `Ok(None)` while it is incomplete. `limit`
+/// bounds the head's size.
+pub fn parse_response(buf: &[u8], limit: usize) -> Result<Option<ResponseHead>, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > limit => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed("not an HTTP/1 response head")),
+    };
+    let (Some(status), Some(version)) = (resp.code, resp.version) else {
+        return Err(HeadError::Malformed("incomplete status line"));
+    };
+    let (mut framing, keep_alive, _) = framing_of(resp.headers, version == 1, false)?;
+    // These statuses never carry a body, whatever the fields say (RFC 9112 section 6.3).
+    if status == 204 || status == 304 || (100..200).contains(&status) {
+        framing = Framing::Length(0);
+    }
+    let field = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+    };
+    Ok(Some(ResponseHead {
+        len,
+        status,
+        content_type: field("Content-Type").map(str::to_string),
+        retry_after: field("Retry-After").and_then(|v| v.parse().ok()),
+        keep_alive: keep_alive && framing != Framing::UntilClose,
+        framing,
+    }))
+}
+
+/// Why a chunked body could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkedError {
+    /// More payload than the limit.
+    TooLarge,
+    Malformed,
+}
+
+/// What decoding a chunked body found so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunked {
+    /// The whole body: the payload, and how many raw bytes it took (trailers included).
+    Complete { payload: Vec<u8>, consumed: usize },
+    /// More raw bytes are needed.
+    Incomplete,
+}
+
+/// The longest line allowed in chunked framing: a size with its extensions, or a trailer field.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Decodes the chunked body at the start of `raw`, refusing it once its payload passes `limit`
+/// (as soon as a chunk's declared size says so, before its bytes arrive). Called again from the
+/// start with more bytes when `Incomplete`: bodies here are small and bounded.
+pub fn decode_chunked(raw: &[u8], limit: usize) -> Result<Chunked, ChunkedError> {
+    let mut payload = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(line) = line_at(raw, at)? else {
+            return Ok(Chunked::Incomplete);
+        };
+        let size_text = line
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        if size_text.is_empty()
+            || size_text.len() > 15
+            || !size_text.iter().all(u8::is_ascii_hexdigit)
+        {
+            return Err(ChunkedError::Malformed);
+        }
+        let size = std::str::from_utf8(size_text)
+            .ok()
+            .and_then(|s| usize::from_str_radix(s, 16).ok())
+            .ok_or(ChunkedError::Malformed)?;
+        at += line.len() + 2;
+        if size == 0 {
+            // Trailer fields, each on its own line, until an empty one. They are not used.
+            loop {
+                let Some(trailer) = line_at(raw, at)? else {
+                    return Ok(Chunked::Incomplete);
+                };
+                at += trailer.len() + 2;
+                if trailer.is_empty() {
+                    return Ok(Chunked::Complete {
+                        payload,
+                        consumed: at,
+                    });
+                }
+            }
+        }
+        if payload.len() + size > limit {
+            return Err(ChunkedError::TooLarge);
+        }
+        if raw.len() < at + size + 2 {
+            return Ok(Chunked::Incomplete);
+        }
+        payload.extend_from_slice(&raw[at..at + size]);
+        at += size;
+        if &raw[at..at + 2] != b"\r\n" {
+            return Err(ChunkedError::Malformed);
+        }
+        at += 2;
+    }
+}
+
+/// The line starting at `at` without its CRLF; `None` until its CRLF has arrived.
+fn line_at(raw: &[u8], at: usize) -> Result<Option<&[u8]>, ChunkedError> {
+    let rest = &raw[at.min(raw.len())..];
+    match rest.iter().position(|&b| b == b'\n') {
+        Some(end) if end > MAX_CHUNK_LINE => Err(ChunkedError::Malformed),
+        Some(end) if end == 0 || rest[end - 1] != b'\r' => Err(ChunkedError::Malformed),
+        Some(end) => Ok(Some(&rest[..end - 1])),
+        None if rest.len() > MAX_CHUNK_LINE => Err(ChunkedError::Malformed),
+        None => Ok(None),
+    }
+}
+
+/// The reason phrase sent with a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        423 => "Locked",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(wire: &str) -> RequestHead {
+        parse_request(wire.as_bytes()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_request_head_gives_its_parts() {
+        let wire = "POST /reset/verify?a=1 HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello";
+        let h = head(wire);
+        let buf = wire.as_bytes();
+        assert_eq!(&buf[h.method.clone()], b"POST");
+        assert_eq!(&buf[h.path.clone()], b"/reset/verify");
+        assert_eq!(&buf[h.query.clone().unwrap()], b"a=1");
+        assert_eq!(h.header(buf, "x-a"), Some(&b"1"[..]));
+        assert_eq!(h.framing, Framing::Length(5));
+        assert_eq!(&buf[h.len..], b"hello");
+        assert!(h.keep_alive && h.http11 && !h.expects_continue);
+    }
+
+    #[test]
+    fn a_partial_head_waits_and_an_endless_one_is_refused() {
+        assert!(parse_request(b"POST /reset HTTP/1.1\r\nHost: x\r\n")
+            .unwrap()
+            .is_none());
+        let endless = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_REQUEST_HEAD + 1));
+        assert_eq!(
+            parse_request(endless.as_bytes()).unwrap_err(),
+            HeadError::TooLarge
+        );
+        let many: String = (0..MAX_REQUEST_HEADERS + 1)
+            .map(|i| format!("X-{i}: 1\r\n"))
+            .collect();
+        let wire = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            parse_request(wire.as_bytes()).unwrap_err(),
+            HeadError::TooLarge
+        );
+    }
+
+    #[test]
+    fn framing_that_could_smuggle_a_request_is_refused() {
+        for wire in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/2.0\r\n\r\n",
+            "POST /\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_request(wire.as_bytes()), Err(HeadError::Malformed(_))),
+                "{wire:?}"
+            );
+        }
+        let same_twice = head("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(same_twice.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn connection_options_follow_the_version() {
+        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(head("POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expects_continue);
+        assert_eq!(
+            head("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n").framing,
+            Framing::Chunked
+        );
+    }
+
+    #[test]
+    fn an_absolute_target_is_served_by_its_path() {
+        let wire = "GET http://gw.example/openapi.json?x HTTP/1.1\r\n\r\n";
+        let h = head(wire);
+        assert_eq!(&wire.as_bytes()[h.path.clone()], b"/openapi.json");
+        let wire = "OPTIONS * HTTP/1.1\r\n\r\n";
+        assert_eq!(&wire.as_bytes()[head(wire).path], b"*");
+    }
+
+    #[test]
+    fn chunked_bodies_decode_and_are_bounded() {
+        let raw = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        assert_eq!(
+            decode_chunked(raw, 100).unwrap(),
+            Chunked::Complete {
+                payload: b"hello world".to_vec(),
+                consumed: raw.len() - 4
+            }
+        );
+        for cut in 0..raw.len() - 4 {
+            assert_eq!(
+                decode_chunked(&raw[..cut], 100).unwrap(),
+                Chunked::Incomplete,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(decode_chunked(raw, 10), Err(ChunkedError::TooLarge));
+        // The declared size alone is enough to refuse.
+        assert_eq!(
+            decode_chunked(b"ffffff\r\n", 100),
+            Err(ChunkedError::TooLarge)
+        );
+        for bad in [
+            &b"x\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5\nhello\r\n",
+            b"fffffffffffffffff\r\n",
+            b"\r\n",
+        ] {
+            assert_eq!(
+                decode_chunked(bad, 100),
+                Err(ChunkedError::Malformed),
+                "{bad:?}"
+            );
+        }
+        let long_line = format!("1;{}", "e".repeat(MAX_CHUNK_LINE));
+        assert_eq!(
+            decode_chunked(long_line.as_bytes(), 100),
+            Err(ChunkedError::Malformed)
+        );
+    }
+
+    #[test]
+    fn an_answer_head_gives_status_type_and_framing() {
+        let wire = b"HTTP/1.1 429 Too Many\r\nContent-Type: application/json\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\n{}";
+        let h = parse_response(wire, 1024).unwrap().unwrap();
+        assert_eq!(
+            h,
+            ResponseHead {
+                len: wire.len() - 2,
+                status: 429,
+                content_type: Some("application/json".into()),
+                retry_after: Some(7),
+                framing: Framing::Length(2),
+                keep_alive: true,
+            }
+        );
+        let h = parse_response(b"HTTP/1.1 200 OK\r\n\r\n", 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let h = parse_response(b"HTTP/1.1 204 No\r\nContent-Length: 9\r\n\r\n", 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Length(0));
+        let h = parse_response(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 1024)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n", 1024)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\nX: aaaaaaaaaa", 8).unwrap_err(),
+            HeadError::TooLarge
+        );
+        assert!(parse_response(b"<html>", 1024).is_err());
+    }
+}

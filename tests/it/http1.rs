@@ -1,0 +1,215 @@
+//! The API listener's HTTP/1.1, as clients and proxies in front of the gateway speak it:
+//! pipelined and HTTP/1.0 keep-alive requests, `Expect: 100-continue`, HEAD, and heads that are
+//! malformed, oversized or framed two ways (request smuggling), each refused with a problem.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// One response read off a kept-alive connection (its body framed by Content-Length).
+fn read_one(reader: &mut impl BufRead) -> Response {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("a response line");
+        assert!(n > 0, "the connection closed before a response");
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
+    let status = head[0].split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = head[1..]
+        .iter()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn connect(gw: &Gateway) -> TcpStream {
+    let s = TcpStream::connect(gw.api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn start_request(extra: &str) -> String {
+    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    format!(
+        "POST /reset HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer key-json\r\nContent-Type: application/json\r\nUser-Agent: t\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Whether the server closed the connection (after any answer already read).
+fn closed(reader: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).is_ok() && rest.is_empty()
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let mut s = connect(&gw);
+    let wire = format!(
+        "GET /openapi.json HTTP/1.1\r\nHost: gw\r\n\r\n{}GET /nope HTTP/1.1\r\nHost: gw\r\n\r\n",
+        start_request("")
+    );
+    s.write_all(wire.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    let first = read_one(&mut reader);
+    assert_eq!(first.status, 200);
+    assert!(first.json()["openapi"].is_string());
+    let second = read_one(&mut reader);
+    assert_eq!(
+        second.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&second.body)
+    );
+    assert!(second.json()["reset_id"].is_string());
+    read_one(&mut reader).problem(404, "not_found");
+    assert_eq!(sandbox.calls("cbss"), 1);
+}
+
+#[test]
+fn http_1_0_keep_alive_and_head_requests_are_honoured() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let mut s = connect(&gw);
+    s.write_all(b"GET /openapi.json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let r = read_one(&mut reader);
+    assert_eq!(
+        (r.status, r.header("Connection")),
+        (200, Some("keep-alive"))
+    );
+    // HEAD: the same head, no body (the next response follows at once).
+    s.write_all(b"HEAD /openapi.json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let mut line = String::new();
+    let mut length = None;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("Content-Length: ") {
+            length = Some(v.trim().to_string());
+        }
+    }
+    assert_eq!(length, Some(r.body.len().to_string()));
+    // A plain HTTP/1.0 request closes the connection after its answer.
+    s.write_all(b"GET /openapi.json HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(read_one(&mut reader).status, 200);
+    assert!(closed(&mut reader));
+}
+
+#[test]
+fn a_client_expecting_100_continue_is_told_to_send_its_body() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let mut s = connect(&gw);
+    let wire = start_request("Expect: 100-continue\r\n");
+    let (head, body) = wire.split_at(wire.find("\r\n\r\n").unwrap() + 4);
+    s.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    reader.read_line(&mut line).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let r = read_one(&mut reader);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[test]
+fn malformed_oversized_and_smuggling_heads_are_refused_and_the_connection_closed() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let huge = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let cases = [
+        ("not http", "GARBAGE\r\n\r\n".to_string()),
+        ("too large", huge),
+        (
+            "two framings",
+            // A proxy reading Content-Length would see one request; one reading the chunks,
+            // two. Neither may happen: the head is refused and nothing after it is served.
+            "POST /reset/verify HTTP/1.1\r\nHost: gw\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /openapi.json HTTP/1.1\r\nHost: gw\r\n\r\n"
+                .to_string(),
+        ),
+        (
+            "two lengths",
+            "POST /reset/verify HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+                .to_string(),
+        ),
+        (
+            "unknown coding",
+            "POST /reset/verify HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_string(),
+        ),
+    ];
+    for (what, wire) in cases {
+        let mut s = connect(&gw);
+        s.write_all(wire.as_bytes()).unwrap();
+        let mut reader = BufReader::new(s);
+        let r = read_one(&mut reader);
+        let p = r.problem(400, "invalid_request");
+        println!("{what}: {}", p["detail"]);
+        assert_eq!(r.header("Connection"), Some("close"), "{what}");
+        assert!(closed(&mut reader), "{what}: nothing more is answered");
+    }
+    assert_eq!(sandbox.calls("cbss"), 0);
+    assert_eq!(
+        sample(
+            gw.admin,
+            "reset_gateway_requests_total",
+            &[
+                ("step", "other"),
+                ("tenant", "-"),
+                ("vendor", "-"),
+                ("code", "invalid_request")
+            ]
+        ),
+        5.0
+    );
+}
+
+#[test]
+fn a_chunked_request_body_is_read_and_a_broken_one_refused() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let (a, b) = body.split_at(10);
+    let head = "POST /reset HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer key-json\r\nContent-Type: application/json\r\nUser-Agent: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let wire = format!(
+        "{head}{:x}\r\n{a}\r\n{:x};note=1\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let mut s = connect(&gw);
+    s.write_all(wire.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let r = read_one(&mut reader);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    // The same connection goes on with a broken body.
+    s.write_all(format!("{head}zz\r\n{a}\r\n0\r\n\r\n").as_bytes())
+        .unwrap();
+    let p = read_one(&mut reader).problem(400, "invalid_request");
+    assert!(p["detail"].as_str().unwrap().contains("chunked"), "{p}");
+    assert_eq!(sandbox.calls("cbss"), 1);
+}
