@@ -79,7 +79,7 @@ fn framing_of(
     http11: bool,
     request: bool,
 ) -> Result<(Framing, bool, bool), HeadError> {
-    let mut length: Option<u64> = None;
+    let mut length: Option<(u64, &[u8])> = None;
     let mut chunked = false;
     let mut close = !http11;
     let mut expects_continue = false;
@@ -87,10 +87,12 @@ fn framing_of(
         let value = field.value.trim_ascii();
         if field.name.eq_ignore_ascii_case("Content-Length") {
             let n = parse_length(value).ok_or(HeadError::Malformed("bad Content-Length"))?;
-            if length.is_some_and(|seen| seen != n) {
+            // A repeated length must be the same text: `0` and `00` agree as numbers, but a
+            // stricter reader in front of the gateway could refuse one and pass the other.
+            if length.is_some_and(|(_, seen)| seen != value) {
                 return Err(HeadError::Malformed("conflicting Content-Length fields"));
             }
-            length = Some(n);
+            length = Some((n, value));
         } else if field.name.eq_ignore_ascii_case("Transfer-Encoding") {
             // Only `chunked` alone is understood; anything else could hide the body's end.
             if chunked || !value.eq_ignore_ascii_case(b"chunked") {
@@ -119,7 +121,7 @@ fn framing_of(
             return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0"));
         }
         (true, None) => Framing::Chunked,
-        (false, Some(n)) => Framing::Length(n),
+        (false, Some((n, _))) => Framing::Length(n),
         (false, None) if request => Framing::Length(0),
         (false, None) => Framing::UntilClose,
     };
@@ -402,6 +404,7 @@ mod tests {
         for wire in [
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 00\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
