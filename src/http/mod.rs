@@ -342,13 +342,15 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
 /// Closes our side for writing, then reads and drops what the client still sends until it
-/// closes too, for at most `LINGER` and `LINGER_BYTES`.
+/// closes too, for at most `LINGER` and `LINGER_BYTES` in all (a client that reads nothing
+/// cannot hold the close up either).
 async fn linger(mut conn: crate::conn::GatheringStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if conn.shutdown().await.is_err() {
-        return;
-    }
     let drain = async {
+        conn.outgoing().clear();
+        if conn.shutdown().await.is_err() {
+            return;
+        }
         let mut sink = [0u8; 2048];
         let mut drained = 0;
         while drained < LINGER_BYTES {
@@ -404,6 +406,7 @@ async fn serve_request<H: Handler>(
                 close: true,
                 http11: true,
                 head_only: false,
+                write_timeout: timeouts.body,
             };
             let _ = respond::write_reply(conn, &reply, how).await;
             return None;
@@ -436,6 +439,7 @@ async fn serve_request<H: Handler>(
         close: closing,
         http11: finished.http11,
         head_only: finished.head_only,
+        write_timeout: timeouts.body,
     };
     let written = respond::write_reply(conn, &reply, how).await;
     drop(inflight);

@@ -20,6 +20,20 @@ pub(super) struct ReplyOptions {
     pub http11: bool,
     /// The request was HEAD: the head is sent, the body is not.
     pub head_only: bool,
+    /// How long the client may leave the answer unread before the connection is dropped.
+    pub write_timeout: Duration,
+}
+
+/// Sends what is gathered on `conn`, waiting at most `limit` for a client that reads nothing.
+/// Most answers fit in the socket's buffer at once: they cost no timer.
+async fn flush_within(conn: &mut GatheringStream, limit: Duration) -> io::Result<()> {
+    if let Some(done) = futures_util::FutureExt::now_or_never(conn.flush()) {
+        return done;
+    }
+    match tokio::time::timeout(limit, conn.flush()).await {
+        Ok(done) => done,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
 }
 
 thread_local! {
@@ -107,7 +121,7 @@ pub(super) async fn write_reply(
             let out = conn.outgoing();
             append_head(out, reply, Declared::Length(reply.body.len()), how);
             out.extend_from_slice(body);
-            conn.flush().await
+            flush_within(conn, how.write_timeout).await
         }
         WireShape::Trickle(pause) => {
             append_head(
@@ -116,33 +130,33 @@ pub(super) async fn write_reply(
                 Declared::Length(reply.body.len()),
                 how,
             );
-            conn.flush().await?;
+            flush_within(conn, how.write_timeout).await?;
             for byte in body.chunks(1) {
                 conn.write_all(byte).await?;
-                conn.flush().await?;
+                flush_within(conn, how.write_timeout).await?;
                 tokio::time::sleep(pause).await;
             }
             Ok(())
         }
         WireShape::Chunked => {
             append_head(conn.outgoing(), reply, Declared::Chunked, how);
-            conn.flush().await?;
+            flush_within(conn, how.write_timeout).await?;
             for chunk in body.chunks(16) {
                 let size = format!("{:x}\r\n", chunk.len());
                 let out = conn.outgoing();
                 out.extend_from_slice(size.as_bytes());
                 out.extend_from_slice(chunk);
                 out.extend_from_slice(b"\r\n");
-                conn.flush().await?;
+                flush_within(conn, how.write_timeout).await?;
             }
             conn.outgoing().extend_from_slice(b"0\r\n\r\n");
-            conn.flush().await
+            flush_within(conn, how.write_timeout).await
         }
         WireShape::UntilClose => {
             let out = conn.outgoing();
             append_head(out, reply, Declared::Nothing, how);
             out.extend_from_slice(body);
-            conn.flush().await?;
+            flush_within(conn, how.write_timeout).await?;
             // The body's end is the connection's: the caller must close it.
             Err(io::Error::other("answered until close on purpose"))
         }
@@ -150,7 +164,7 @@ pub(super) async fn write_reply(
             let out = conn.outgoing();
             append_head(out, reply, Declared::Length(reply.body.len() + 100), how);
             out.extend_from_slice(body);
-            conn.flush().await?;
+            flush_within(conn, how.write_timeout).await?;
             Err(io::Error::other("cut short on purpose"))
         }
     }
@@ -170,6 +184,7 @@ mod tests {
             close: true,
             http11: true,
             head_only: false,
+            write_timeout: Duration::from_secs(1),
         };
         append_head(&mut out, &reply, Declared::Length(2), how);
         let text = String::from_utf8(out).unwrap();
@@ -182,6 +197,7 @@ mod tests {
             close: false,
             http11: false,
             head_only: false,
+            write_timeout: Duration::from_secs(1),
         };
         append_head(
             &mut out,

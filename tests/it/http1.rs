@@ -213,3 +213,36 @@ fn a_chunked_request_body_is_read_and_a_broken_one_refused() {
     assert!(p["detail"].as_str().unwrap().contains("chunked"), "{p}");
     assert_eq!(sandbox.calls("cbss"), 1);
 }
+
+#[test]
+fn a_client_that_never_reads_its_answers_is_dropped_after_the_body_timeout() {
+    let sandbox = Sandbox::start();
+    let config = format!("body_timeout_ms = 500\n{}", cbss_config(&sandbox, ""));
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let mut s = connect(&gw);
+    // 300 pipelined requests for the 50 KB contract: far more than the sockets can buffer.
+    let wire = "GET /openapi.json HTTP/1.1\r\nHost: gw\r\n\r\n".repeat(300);
+    s.write_all(wire.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    // What the kernel buffered can still be read; then the connection ends, and no reading
+    // brings more answers: it was dropped, not merely paused.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let ended = match s.read_to_end(&mut got) {
+        Ok(_) => "closed",
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset",
+        Err(e) => panic!(
+            "the connection was still open: {e} after {} bytes",
+            got.len()
+        ),
+    };
+    let answers = String::from_utf8_lossy(&got)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(answers < 300, "{ended} after {answers} answers");
+    // The gateway serves others meanwhile and afterwards.
+    assert_eq!(
+        request(gw.api, "GET", "/openapi.json", &[], b"").status,
+        200
+    );
+}
