@@ -87,7 +87,7 @@ fn subject(tenant: &str, identifier: &Identifier) -> String {
     let digest = crate::signing::sha256(
         format!("{tenant}\0{}\0{normalized}", identifier.kind.as_str()).as_bytes(),
     );
-    hex::encode(&digest[..16])
+    crate::signing::hex_lower(&digest[..16])
 }
 
 async fn check(

@@ -21,7 +21,7 @@ pub fn accept_or_generate(from_caller: Option<&[u8]>) -> String {
 pub fn generate() -> String {
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    crate::signing::hex_lower(&bytes)
 }
 
 #[cfg(test)]

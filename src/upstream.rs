@@ -212,6 +212,8 @@ pub struct UpstreamClient {
     timeouts: Timeouts,
     /// The vendor's name, for metrics.
     vendor: &'static str,
+    /// The `Host` field every request carries.
+    host_header: String,
     /// `reset_gateway_upstream_connections_total{reused="true"|"false"}` for this vendor.
     reused_connections: IntCounter,
     new_connections: IntCounter,
@@ -221,6 +223,7 @@ impl UpstreamClient {
     pub fn new(vendor: &'static str, base: BaseUrl, timeouts: Timeouts) -> Self {
         UpstreamClient {
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            host_header: base.host_header(),
             base,
             timeouts,
             vendor,
@@ -236,16 +239,23 @@ impl UpstreamClient {
     /// The request as it goes on the wire: request line, headers, body.
     fn request_bytes(&self, req: &UpstreamRequest<'_>) -> Vec<u8> {
         let mut wire = Vec::with_capacity(256 + req.body.len());
-        let head = format!(
-            "POST {}{} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nAccept: {}\r\nContent-Length: {}\r\n",
-            self.base.path,
+        let mut length = itoa::Buffer::new();
+        for part in [
+            "POST ",
+            &self.base.path,
             req.path_and_query,
-            self.base.host_header(),
+            " HTTP/1.1\r\nHost: ",
+            &self.host_header,
+            "\r\nContent-Type: ",
             req.content_type,
+            "\r\nAccept: ",
             req.content_type,
-            req.body.len()
-        );
-        wire.extend_from_slice(head.as_bytes());
+            "\r\nContent-Length: ",
+            length.format(req.body.len()),
+            "\r\n",
+        ] {
+            wire.extend_from_slice(part.as_bytes());
+        }
         for (name, value) in req.headers {
             wire.extend_from_slice(name.as_bytes());
             wire.extend_from_slice(b": ");

@@ -66,22 +66,28 @@ pub struct LimitState {
 impl LimitState {
     /// One `RateLimit-Policy` list member: `"per-key";q=1000;w=60`.
     pub fn policy_item(&self) -> String {
-        format!(
-            "\"{}\";q={};w={}",
-            self.name.as_str(),
-            self.quota.count,
-            self.quota.period.as_secs().max(1)
-        )
+        let mut number = itoa::Buffer::new();
+        let mut out = String::with_capacity(32);
+        out.push('"');
+        out.push_str(self.name.as_str());
+        out.push_str("\";q=");
+        out.push_str(number.format(self.quota.count));
+        out.push_str(";w=");
+        out.push_str(number.format(self.quota.period.as_secs().max(1)));
+        out
     }
 
     /// One `RateLimit` list member: `"per-key";r=999;t=1`.
     pub fn state_item(&self) -> String {
-        format!(
-            "\"{}\";r={};t={}",
-            self.name.as_str(),
-            self.decision.remaining,
-            ceil_secs(self.decision.reset)
-        )
+        let mut number = itoa::Buffer::new();
+        let mut out = String::with_capacity(32);
+        out.push('"');
+        out.push_str(self.name.as_str());
+        out.push_str("\";r=");
+        out.push_str(number.format(self.decision.remaining));
+        out.push_str(";t=");
+        out.push_str(number.format(ceil_secs(self.decision.reset)));
+        out
     }
 
     /// Whole seconds for `Retry-After`, rounded up so a client that waits is not refused again.
@@ -96,11 +102,19 @@ fn ceil_secs(d: std::time::Duration) -> u64 {
 
 /// The `RateLimit-Policy` and `RateLimit` header values for these limits.
 pub fn headers(states: &[LimitState]) -> [(&'static str, String); 2] {
-    let policy: Vec<String> = states.iter().map(LimitState::policy_item).collect();
-    let state: Vec<String> = states.iter().map(LimitState::state_item).collect();
+    let list = |item: fn(&LimitState) -> String| {
+        let mut out = String::with_capacity(40 * states.len());
+        for (i, state) in states.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&item(state));
+        }
+        out
+    };
     [
-        ("RateLimit-Policy", policy.join(", ")),
-        ("RateLimit", state.join(", ")),
+        ("RateLimit-Policy", list(LimitState::policy_item)),
+        ("RateLimit", list(LimitState::state_item)),
     ]
 }
 
