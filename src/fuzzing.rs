@@ -124,7 +124,10 @@ pub fn xml(data: &[u8]) {
 /// no `Content-Length`; with `Content-Length` fields they all agree. A decoded chunked body stays
 /// within its limit and decodes the same from exactly the bytes it consumed.
 pub fn http_wire(data: &[u8]) {
-    use crate::wire::{decode_chunked, parse_request, parse_response, Chunked, Framing};
+    use crate::wire::{
+        decode_chunked, decode_chunked_from, parse_request, parse_response, Chunked,
+        ChunkedProgress, Framing,
+    };
     if let Ok(Some(head)) = parse_request(data) {
         assert!(head.len <= data.len() && head.len <= crate::wire::MAX_REQUEST_HEAD);
         let again = parse_request(&data[..head.len]).expect("a head parses from its own bytes");
@@ -166,6 +169,17 @@ pub fn http_wire(data: &[u8]) {
             decode_chunked(&data[..consumed - 1], LIMIT),
             Ok(Chunked::Incomplete)
         );
+    }
+    // Decoding in two reads (split where the first byte says), progress kept, agrees with
+    // decoding at once.
+    let split = usize::from(data.first().copied().unwrap_or(0)).min(data.len());
+    let mut progress = ChunkedProgress::default();
+    let first = decode_chunked_from(&data[..split], LIMIT, &mut progress);
+    let whole = decode_chunked(data, LIMIT);
+    if first == Ok(Chunked::Incomplete) {
+        assert_eq!(decode_chunked_from(data, LIMIT, &mut progress), whole);
+    } else if let Ok(Chunked::Complete { .. }) = first {
+        assert_eq!(first, whole, "a body complete in a prefix is the same body");
     }
     if let Ok(Some(head)) = parse_response(data, 4096) {
         assert!(head.len <= data.len());

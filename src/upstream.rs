@@ -27,7 +27,7 @@ use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics;
-use crate::wire::{self, Chunked, ChunkedError, Framing, HeadError};
+use crate::wire::{self, Chunked, ChunkedError, ChunkedProgress, Framing, HeadError};
 
 /// The largest vendor answer the gateway reads; anything bigger is refused as an upstream error.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -494,21 +494,24 @@ async fn read_answer(
             }
             (Bytes::copy_from_slice(&buf[start..end]), end)
         }
-        Framing::Chunked => loop {
-            match wire::decode_chunked(&buf[start..], MAX_RESPONSE_BYTES) {
-                Ok(Chunked::Complete { payload, consumed }) => {
-                    break (Bytes::from(payload), start + consumed)
-                }
-                Ok(Chunked::Incomplete) if buf.len() - start > 4 * MAX_RESPONSE_BYTES => {
-                    return Err(UpstreamFailure::TooLarge)
-                }
-                Ok(Chunked::Incomplete) => read_more(stream, &mut buf, timeout).await?,
-                Err(ChunkedError::TooLarge) => return Err(UpstreamFailure::TooLarge),
-                Err(ChunkedError::Malformed) => {
-                    return Err(UpstreamFailure::Protocol("broken chunked body".into()))
+        Framing::Chunked => {
+            let mut progress = ChunkedProgress::default();
+            loop {
+                match wire::decode_chunked_from(&buf[start..], MAX_RESPONSE_BYTES, &mut progress) {
+                    Ok(Chunked::Complete { payload, consumed }) => {
+                        break (Bytes::from(payload), start + consumed)
+                    }
+                    Ok(Chunked::Incomplete) if buf.len() - start > 4 * MAX_RESPONSE_BYTES => {
+                        return Err(UpstreamFailure::TooLarge)
+                    }
+                    Ok(Chunked::Incomplete) => read_more(stream, &mut buf, timeout).await?,
+                    Err(ChunkedError::TooLarge) => return Err(UpstreamFailure::TooLarge),
+                    Err(ChunkedError::Malformed) => {
+                        return Err(UpstreamFailure::Protocol("broken chunked body".into()))
+                    }
                 }
             }
-        },
+        }
         Framing::UntilClose => {
             while read_some(stream, &mut buf, timeout).await? > 0 {
                 if buf.len() - start > MAX_RESPONSE_BYTES {

@@ -258,14 +258,46 @@ pub enum Chunked {
 /// The longest line allowed in chunked framing: a size with its extensions, or a trailer field.
 const MAX_CHUNK_LINE: usize = 4096;
 
+/// How far a chunked body has been decoded: the payload of its whole chunks so far, and where
+/// the next chunk (or trailer line) starts. Kept between reads, so each read's bytes are decoded
+/// once: decoding from the start on every read would let a client trickling bytes make the
+/// gateway's work grow with the square of the body.
+#[derive(Debug, Default)]
+pub struct ChunkedProgress {
+    payload: Vec<u8>,
+    at: usize,
+    in_trailers: bool,
+}
+
 /// Decodes the chunked body at the start of `raw`, refusing it once its payload passes `limit`
-/// (as soon as a chunk's declared size says so, before its bytes arrive). Called again from the
-/// start with more bytes when `Incomplete`: bodies here are small and bounded.
+/// (as soon as a chunk's declared size says so, before its bytes arrive).
 pub fn decode_chunked(raw: &[u8], limit: usize) -> Result<Chunked, ChunkedError> {
-    let mut payload = Vec::new();
-    let mut at = 0;
+    decode_chunked_from(raw, limit, &mut ChunkedProgress::default())
+}
+
+/// Like `decode_chunked`, going on from `progress` (what earlier calls on a shorter prefix of
+/// the same `raw` decoded).
+pub fn decode_chunked_from(
+    raw: &[u8],
+    limit: usize,
+    progress: &mut ChunkedProgress,
+) -> Result<Chunked, ChunkedError> {
     loop {
-        let Some(line) = line_at(raw, at)? else {
+        if progress.in_trailers {
+            // Trailer fields, each on its own line, until an empty one. They are not used.
+            let Some(trailer) = line_at(raw, progress.at)? else {
+                return Ok(Chunked::Incomplete);
+            };
+            progress.at += trailer.len() + 2;
+            if trailer.is_empty() {
+                return Ok(Chunked::Complete {
+                    payload: std::mem::take(&mut progress.payload),
+                    consumed: progress.at,
+                });
+            }
+            continue;
+        }
+        let Some(line) = line_at(raw, progress.at)? else {
             return Ok(Chunked::Incomplete);
         };
         let size_text = line
@@ -283,35 +315,30 @@ pub fn decode_chunked(raw: &[u8], limit: usize) -> Result<Chunked, ChunkedError>
             .ok()
             .and_then(|s| usize::from_str_radix(s, 16).ok())
             .ok_or(ChunkedError::Malformed)?;
-        at += line.len() + 2;
+        let data = progress.at + line.len() + 2;
         if size == 0 {
-            // Trailer fields, each on its own line, until an empty one. They are not used.
-            loop {
-                let Some(trailer) = line_at(raw, at)? else {
-                    return Ok(Chunked::Incomplete);
-                };
-                at += trailer.len() + 2;
-                if trailer.is_empty() {
-                    return Ok(Chunked::Complete {
-                        payload,
-                        consumed: at,
-                    });
-                }
-            }
+            progress.at = data;
+            progress.in_trailers = true;
+            continue;
         }
-        if payload.len() + size > limit {
+        if progress.payload.len() + size > limit {
             return Err(ChunkedError::TooLarge);
         }
-        if raw.len() < at + size + 2 {
+        if raw.len() < data + size + 2 {
             return Ok(Chunked::Incomplete);
         }
-        payload.extend_from_slice(&raw[at..at + size]);
-        at += size;
-        if &raw[at..at + 2] != b"\r\n" {
+        if &raw[data + size..data + size + 2] != b"\r\n" {
             return Err(ChunkedError::Malformed);
         }
-        at += 2;
+        progress.payload.extend_from_slice(&raw[data..data + size]);
+        progress.at = data + size + 2;
     }
+}
+
+/// Whether `tail` (the bytes read since the last look, with the three before them) may end a
+/// head: it holds an empty line. Until one arrives there is no point in parsing the head.
+pub fn may_end_head(tail: &[u8]) -> bool {
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// The line starting at `at` without its CRLF; `None` until its CRLF has arrived.
@@ -479,11 +506,31 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // Fed a byte at a time with its progress kept, the same body decodes the same.
+        let mut progress = ChunkedProgress::default();
+        for cut in 0..raw.len() - 4 {
+            assert_eq!(
+                decode_chunked_from(&raw[..cut], 100, &mut progress),
+                Ok(Chunked::Incomplete)
+            );
+        }
+        assert_eq!(
+            decode_chunked_from(raw, 100, &mut progress),
+            decode_chunked(raw, 100)
+        );
         let long_line = format!("1;{}", "e".repeat(MAX_CHUNK_LINE));
         assert_eq!(
             decode_chunked(long_line.as_bytes(), 100),
             Err(ChunkedError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_head_is_parsed_only_once_an_empty_line_may_end_it() {
+        assert!(may_end_head(b"Host: x\r\n\r\n"));
+        assert!(may_end_head(b"\n\n"));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!may_end_head(b""));
     }
 
     #[test]

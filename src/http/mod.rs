@@ -375,8 +375,19 @@ async fn serve_request<H: Handler>(
     header_deadline: tokio::time::Instant,
 ) -> Option<Vec<u8>> {
     use tokio::io::AsyncReadExt;
+    // Bytes of `buf` already looked at for the empty line that ends a head: a head sent a byte
+    // at a time is parsed once it may be whole, not once per byte.
+    let mut looked_at: usize = 0;
     let refusal = loop {
-        match wire::parse_request(&buf) {
+        let may_be_whole = wire::may_end_head(&buf[looked_at.saturating_sub(3)..])
+            || buf.len() > wire::MAX_REQUEST_HEAD;
+        looked_at = buf.len();
+        let parsed = if may_be_whole {
+            wire::parse_request(&buf)
+        } else {
+            Ok(None)
+        };
+        match parsed {
             Ok(Some(head)) => break Ok(head),
             Ok(None) => {
                 buf.reserve(READ_CHUNK);

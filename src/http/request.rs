@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::conn::GatheringStream;
-use crate::wire::{self, Chunked, ChunkedError, Framing, RequestHead};
+use crate::wire::{self, Chunked, ChunkedError, ChunkedProgress, Framing, RequestHead};
 
 /// How much the read buffer grows by for each read.
 pub(super) const READ_CHUNK: usize = 4096;
@@ -136,8 +136,9 @@ impl<'c> Request<'c> {
         let raw_limit = limit.saturating_mul(4).saturating_add(READ_CHUNK);
         let start = self.head.len;
         let mut asked = false;
+        let mut progress = ChunkedProgress::default();
         loop {
-            match wire::decode_chunked(&self.buf[start..], limit) {
+            match wire::decode_chunked_from(&self.buf[start..], limit, &mut progress) {
                 Ok(Chunked::Complete { payload, consumed }) => {
                     self.body = BodyProgress::Read {
                         end: start + consumed,
