@@ -183,7 +183,6 @@ struct IdleConnection {
 /// One worker thread's connections to one vendor connection (`UpstreamClient`).
 struct ThreadPool {
     client: usize,
-    connector: Arc<TransportConnector>,
     /// Most recently used last: taken from the end, so busy connections stay warm and the
     /// oldest age out at the front.
     idle: Vec<IdleConnection>,
@@ -214,9 +213,22 @@ pub struct UpstreamClient {
     vendor: &'static str,
     /// The `Host` field every request carries.
     host_header: String,
+    /// Makes new connections (TCP, and TLS with the platform's trusted roots).
+    connector: Arc<TransportConnector>,
     /// `reset_gateway_upstream_connections_total{reused="true"|"false"}` for this vendor.
     reused_connections: IntCounter,
     new_connections: IntCounter,
+}
+
+/// The one connector every client shares. Making one reads and parses the platform's trusted
+/// certificates, milliseconds of work: done per thread on first use, it stalled every request
+/// queued behind a worker's first vendor call. Made once, when the configuration is loaded, it
+/// costs nothing on the request path; it holds no per-connection state, so threads share it.
+fn shared_connector() -> Arc<TransportConnector> {
+    static CONNECTOR: std::sync::OnceLock<Arc<TransportConnector>> = std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| Arc::new(TransportConnector::new(None)))
+        .clone()
 }
 
 impl UpstreamClient {
@@ -227,6 +239,7 @@ impl UpstreamClient {
             base,
             timeouts,
             vendor,
+            connector: shared_connector(),
             reused_connections: metrics::UPSTREAM_CONNECTIONS.with_label_values(&[vendor, "true"]),
             new_connections: metrics::UPSTREAM_CONNECTIONS.with_label_values(&[vendor, "false"]),
         }
@@ -276,7 +289,6 @@ impl UpstreamClient {
                 None => {
                     pools.push(ThreadPool {
                         client: self.id,
-                        connector: Arc::new(TransportConnector::new(None)),
                         idle: Vec::new(),
                     });
                     spawn_sweeper(self.id, self.timeouts.idle);
@@ -316,8 +328,7 @@ impl UpstreamClient {
     /// A fresh connection (TCP, and TLS for https), within the connect timeout.
     async fn connect(&self) -> Result<Stream, UpstreamFailure> {
         let peer = self.peer().await?;
-        let connector = self.with_pool(|pool| pool.connector.clone());
-        connector
+        self.connector
             .new_stream(&peer)
             .await
             .map_err(|e| connect_failure(&e))
