@@ -131,10 +131,32 @@ pub fn tls_handshake_failed() {
 
 /// Counts one limiter decision.
 pub fn limiter_decision(limit: LimitName, allowed: bool) {
-    let result = if allowed { "allowed" } else { "refused" };
-    LIMITER_DECISIONS
-        .with_label_values(&[limit.as_str(), result])
-        .inc();
+    const LIMITS: [LimitName; 4] = [
+        LimitName::PerKey,
+        LimitName::PerIdentifier,
+        LimitName::PerReset,
+        LimitName::Outbound,
+    ];
+    // The handles are looked up once: every request makes two or three decisions, and a label
+    // lookup hashes its values and takes the family's lock.
+    static HANDLES: LazyLock<Vec<[IntCounter; 2]>> = LazyLock::new(|| {
+        LIMITS
+            .iter()
+            .map(|limit| {
+                let handle =
+                    |result| LIMITER_DECISIONS.with_label_values(&[limit.as_str(), result]);
+                [handle("allowed"), handle("refused")]
+            })
+            .collect()
+    });
+    // Exhaustive, so a new limit cannot be counted under another's name.
+    let index = match limit {
+        LimitName::PerKey => 0,
+        LimitName::PerIdentifier => 1,
+        LimitName::PerReset => 2,
+        LimitName::Outbound => 3,
+    };
+    HANDLES[index][usize::from(!allowed)].inc();
 }
 
 /// The status class of a vendor's answer.
