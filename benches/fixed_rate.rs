@@ -231,7 +231,8 @@ fn connect(addr: &str) -> Option<TcpStream> {
     Some(stream)
 }
 
-/// Reads what has arrived of the outstanding request's answer.
+/// Reads what has arrived of the outstanding request's answer. It reads again only while the
+/// answer is incomplete: a read that would find nothing costs a system call for nothing.
 fn read_answer(c: &mut Connection) -> Answer {
     let Some(stream) = c.stream.as_mut() else {
         return Answer::Failed;
@@ -243,12 +244,19 @@ fn read_answer(c: &mut Connection) -> Answer {
         match stream.read(&mut c.buf[c.filled..]) {
             Ok(0) => return Answer::Failed,
             Ok(n) => c.filled += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Answer::NotYet,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => return Answer::Failed,
         }
+        match framed(&c.buf[..c.filled]) {
+            Answer::NotYet => continue,
+            answer => return answer,
+        }
     }
-    let buf = &c.buf[..c.filled];
+}
+
+/// Whether `buf` holds one whole answer, and whether it was a 2xx.
+fn framed(buf: &[u8]) -> Answer {
     let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Answer::NotYet;
     };
@@ -263,15 +271,13 @@ fn read_answer(c: &mut Connection) -> Answer {
                 .then(|| value.trim().parse().ok())?
         })
         .unwrap_or(0);
-    if c.filled < head_end + 4 + length {
-        return Answer::NotYet;
-    }
-    // Every answer here is a fixed-length keep-alive one; bytes past it would be a protocol
-    // error on the target's part.
-    if c.filled > head_end + 4 + length {
-        return Answer::Failed;
-    }
-    Answer::Whole {
-        ok: head.starts_with("HTTP/1.1 2"),
+    match buf.len().cmp(&(head_end + 4 + length)) {
+        std::cmp::Ordering::Less => Answer::NotYet,
+        std::cmp::Ordering::Equal => Answer::Whole {
+            ok: head.starts_with("HTTP/1.1 2"),
+        },
+        // Every answer here is a fixed-length keep-alive one; bytes past it would be a
+        // protocol error on the target's part.
+        std::cmp::Ordering::Greater => Answer::Failed,
     }
 }
