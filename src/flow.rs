@@ -84,9 +84,13 @@ fn subject(tenant: &str, identifier: &Identifier) -> String {
         IdentifierKind::Mobile => identifier.value.trim_start_matches('+').to_string(),
         _ => identifier.value.to_lowercase(),
     };
-    let digest = crate::signing::sha256(
-        format!("{tenant}\0{}\0{normalized}", identifier.kind.as_str()).as_bytes(),
-    );
+    let digest = crate::signing::sha256_parts(&[
+        tenant.as_bytes(),
+        b"\0",
+        identifier.kind.as_str().as_bytes(),
+        b"\0",
+        normalized.as_bytes(),
+    ]);
     crate::signing::hex_lower(&digest[..16])
 }
 
@@ -209,7 +213,7 @@ pub async fn start(
 ) -> Result<StepReply, Problem> {
     require(tenant, CanonicalStep::Start, "OTP start (POST /reset)")?;
     let subject = subject(&tenant.settings.name, &req.identifier);
-    let key = format!("per-identifier:{}:{subject}", tenant.settings.name);
+    let key = ["per-identifier:", &tenant.settings.name, ":", &subject].concat();
     check(
         env,
         LimitName::PerIdentifier,

@@ -65,29 +65,25 @@ pub struct LimitState {
 
 impl LimitState {
     /// One `RateLimit-Policy` list member: `"per-key";q=1000;w=60`.
-    pub fn policy_item(&self) -> String {
+    fn push_policy_item(&self, out: &mut String) {
         let mut number = itoa::Buffer::new();
-        let mut out = String::with_capacity(32);
         out.push('"');
         out.push_str(self.name.as_str());
         out.push_str("\";q=");
         out.push_str(number.format(self.quota.count));
         out.push_str(";w=");
         out.push_str(number.format(self.quota.period.as_secs().max(1)));
-        out
     }
 
     /// One `RateLimit` list member: `"per-key";r=999;t=1`.
-    pub fn state_item(&self) -> String {
+    fn push_state_item(&self, out: &mut String) {
         let mut number = itoa::Buffer::new();
-        let mut out = String::with_capacity(32);
         out.push('"');
         out.push_str(self.name.as_str());
         out.push_str("\";r=");
         out.push_str(number.format(self.decision.remaining));
         out.push_str(";t=");
         out.push_str(number.format(ceil_secs(self.decision.reset)));
-        out
     }
 
     /// Whole seconds for `Retry-After`, rounded up so a client that waits is not refused again.
@@ -102,19 +98,19 @@ fn ceil_secs(d: std::time::Duration) -> u64 {
 
 /// The `RateLimit-Policy` and `RateLimit` header values for these limits.
 pub fn headers(states: &[LimitState]) -> [(&'static str, String); 2] {
-    let list = |item: fn(&LimitState) -> String| {
+    let list = |item: fn(&LimitState, &mut String)| {
         let mut out = String::with_capacity(40 * states.len());
         for (i, state) in states.iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");
             }
-            out.push_str(&item(state));
+            item(state, &mut out);
         }
         out
     };
     [
-        ("RateLimit-Policy", list(LimitState::policy_item)),
-        ("RateLimit", list(LimitState::state_item)),
+        ("RateLimit-Policy", list(LimitState::push_policy_item)),
+        ("RateLimit", list(LimitState::push_state_item)),
     ]
 }
 
@@ -135,8 +131,9 @@ mod tests {
                 retry_after: Duration::from_millis(6_001),
             },
         };
-        assert_eq!(state.policy_item(), "\"per-key\";q=1000;w=60");
-        assert_eq!(state.state_item(), "\"per-key\";r=0;t=7");
+        let [(_, policy), (_, now)] = headers(&[state]);
+        assert_eq!(policy, "\"per-key\";q=1000;w=60");
+        assert_eq!(now, "\"per-key\";r=0;t=7");
         assert_eq!(state.retry_after_secs(), 7);
         let [(p, pv), (s, sv)] = headers(&[state, state]);
         assert_eq!((p, s), ("RateLimit-Policy", "RateLimit"));

@@ -249,11 +249,14 @@ impl Cbss {
     ) -> Result<Option<u64>, Problem> {
         let body = self.body(step, fields);
         let signature = self.sign(step, &body);
-        let path_and_query = format!(
-            "{}?Signature={signature}&Language={}",
+        let path_and_query = [
             step.path(),
-            ctx.language
-        );
+            "?Signature=",
+            &signature,
+            "&Language=",
+            &ctx.language,
+        ]
+        .concat();
         let response = exchange(
             &self.client,
             VENDOR,

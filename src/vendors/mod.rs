@@ -299,6 +299,22 @@ mod tests {
         assert!(chrono::DateTime::parse_from_rfc3339(&ts).is_ok());
         let west = chrono::FixedOffset::west_opt(3 * 3600 + 1800).unwrap();
         assert!(dotnet_timestamp(&west).ends_with("-03:30"));
+        let utc = chrono::FixedOffset::east_opt(0).unwrap();
+        let before = chrono::Utc::now();
+        let written = chrono::DateTime::parse_from_rfc3339(&dotnet_timestamp(&utc)).unwrap();
+        let after = chrono::Utc::now();
+        // Seven fraction digits: 100 ns steps, truncated.
+        assert!(written >= before - chrono::Duration::nanoseconds(100) && written <= after);
+    }
+
+    #[test]
+    fn digits_are_zero_padded_to_their_width() {
+        let mut out = Vec::new();
+        push_digits(&mut out, 7, 2);
+        push_digits(&mut out, 42, 7);
+        push_digits(&mut out, 12345, 4);
+        push_digits(&mut out, 0, 1);
+        assert_eq!(out, b"070000042123450");
     }
 
     #[test]
@@ -313,26 +329,43 @@ mod tests {
 /// write `DateTime` (for example `2024-11-18T12:34:23.6965096+08:00`).
 pub fn dotnet_timestamp(offset: &chrono::FixedOffset) -> String {
     use chrono::{Datelike, Timelike};
-    use std::fmt::Write;
-    // Written field by field: chrono's strftime-style formatting parses its pattern on every call.
+    // Written digit by digit: chrono's strftime-style formatting parses its pattern on every
+    // call, and `write!` costs more than the digits (this runs on every CBSS call).
     let now = chrono::Utc::now().with_timezone(offset);
     let secs = offset.local_minus_utc();
-    let (sign, secs) = if secs < 0 { ('-', -secs) } else { ('+', secs) };
-    let mut out = String::with_capacity(33);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}{sign}{:02}:{:02}",
-        now.year(),
-        now.month(),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.nanosecond() % 1_000_000_000 / 100,
-        secs / 3600,
-        secs % 3600 / 60
-    );
-    out
+    let (sign, secs) = if secs < 0 {
+        (b'-', -secs)
+    } else {
+        (b'+', secs)
+    };
+    let mut out = Vec::with_capacity(33);
+    push_digits(&mut out, now.year().unsigned_abs(), 4);
+    out.push(b'-');
+    push_digits(&mut out, now.month(), 2);
+    out.push(b'-');
+    push_digits(&mut out, now.day(), 2);
+    out.push(b'T');
+    push_digits(&mut out, now.hour(), 2);
+    out.push(b':');
+    push_digits(&mut out, now.minute(), 2);
+    out.push(b':');
+    push_digits(&mut out, now.second(), 2);
+    out.push(b'.');
+    // A leap second's nanoseconds run past 1e9; .NET has no leap seconds.
+    push_digits(&mut out, now.nanosecond() % 1_000_000_000 / 100, 7);
+    out.push(sign);
+    push_digits(&mut out, secs.unsigned_abs() / 3600, 2);
+    out.push(b':');
+    push_digits(&mut out, secs.unsigned_abs() % 3600 / 60, 2);
+    String::from_utf8(out).expect("digits and ASCII punctuation")
+}
+
+/// `value` in decimal, zero-padded to `width` digits (more if it needs them).
+fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(value);
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(text.len())));
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// The body format a vendor connection speaks, for vendors that accept both.
