@@ -275,26 +275,29 @@ impl Cbss {
 }
 
 fn json_body(client_code: &str, date_time: &str, fields: &[Field<'_>]) -> Vec<u8> {
-    let quote = |s: &str| serde_json::to_string(s).expect("strings always serialize");
-    let mut out = String::with_capacity(160);
-    out.push_str("{\"ClientCode\":");
-    out.push_str(&quote(client_code));
-    out.push_str(",\"DateTime\":");
-    out.push_str(&quote(date_time));
-    out.push_str(",\"Content\":{");
+    // Strings are quoted and escaped by serde_json straight into the body.
+    let quote = |out: &mut Vec<u8>, s: &str| {
+        serde_json::to_writer(out, s).expect("writing to memory does not fail")
+    };
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"{\"ClientCode\":");
+    quote(&mut out, client_code);
+    out.extend_from_slice(b",\"DateTime\":");
+    quote(&mut out, date_time);
+    out.extend_from_slice(b",\"Content\":{");
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(&quote(field.name()));
-        out.push(':');
+        quote(&mut out, field.name());
+        out.push(b':');
         match field {
-            Field::Text(_, v) => out.push_str(&quote(v)),
-            Field::Number(_, n) => out.push_str(&n.to_string()),
+            Field::Text(_, v) => quote(&mut out, v),
+            Field::Number(_, n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
         }
     }
-    out.push_str("}}");
-    out.into_bytes()
+    out.extend_from_slice(b"}}");
+    out
 }
 
 /// DataContract XML: members in alphabetical order, namespaces as in CBSS's samples.
