@@ -438,12 +438,7 @@ impl Handler for Gateway {
         let vendor = outcome.vendor.unwrap_or("-");
         let code = outcome.code.unwrap_or("ok");
         let elapsed = started.elapsed();
-        metrics::REQUESTS
-            .with_label_values(&[step, tenant, vendor, code])
-            .inc();
-        metrics::REQUEST_DURATION
-            .with_label_values(&[step, tenant, vendor])
-            .observe(elapsed.as_secs_f64());
+        metrics::observe_request(step, tenant, vendor, code, elapsed.as_secs_f64());
         tracing::info!(
             request_id = %request_id,
             method = %method,

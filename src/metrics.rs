@@ -4,12 +4,13 @@
 //!
 //! Labels stay bounded: they come from configuration or fixed sets, never from a request.
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 
 use pingora_prometheus::prometheus::{
     self, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge, register_int_gauge_vec, Encoder, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, TextEncoder,
+    register_int_gauge, register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 
 use crate::limit::LimitName;
@@ -127,6 +128,104 @@ pub static TLS_HANDSHAKE_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
 
 pub fn tls_handshake_failed() {
     TLS_HANDSHAKE_FAILURES.inc();
+}
+
+/// A labelled counter and histogram pair, looked up once per thread.
+struct CachedPair {
+    labels: [Box<str>; 3],
+    code: &'static str,
+    count: IntCounter,
+    duration: Histogram,
+}
+
+/// How many label sets a thread keeps handles for; past it, lookups go to the families (a
+/// configuration with that many tenants and codes is correct, only slower).
+const MAX_CACHED_PAIRS: usize = 512;
+
+thread_local! {
+    /// Handles for `REQUESTS` and `REQUEST_DURATION` (step, tenant, vendor; code), and for
+    /// `UPSTREAM_REQUESTS` and `UPSTREAM_DURATION` (vendor, endpoint, ""; class). A label lookup
+    /// hashes every value with SipHash and takes the family's lock; these run on every request.
+    static REQUEST_PAIRS: RefCell<Vec<CachedPair>> = const { RefCell::new(Vec::new()) };
+    static UPSTREAM_PAIRS: RefCell<Vec<CachedPair>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Finds or makes the handles for `labels` and `code`, and runs `f` on them.
+fn with_pair(
+    cache: &'static std::thread::LocalKey<RefCell<Vec<CachedPair>>>,
+    labels: [&str; 3],
+    code: &'static str,
+    make: impl FnOnce() -> (IntCounter, Histogram),
+    f: impl FnOnce(&IntCounter, &Histogram),
+) {
+    cache.with(|pairs| {
+        let mut pairs = pairs.borrow_mut();
+        let found = pairs.iter().find(|p| {
+            p.code == code
+                && p.labels
+                    .iter()
+                    .zip(labels)
+                    .all(|(have, want)| &**have == want)
+        });
+        if let Some(pair) = found {
+            return f(&pair.count, &pair.duration);
+        }
+        let (count, duration) = make();
+        f(&count, &duration);
+        if pairs.len() < MAX_CACHED_PAIRS {
+            pairs.push(CachedPair {
+                labels: labels.map(Box::from),
+                code,
+                count,
+                duration,
+            });
+        }
+    })
+}
+
+/// Counts one canonical request (`REQUESTS`) and observes how long it took (`REQUEST_DURATION`).
+pub fn observe_request(
+    step: &'static str,
+    tenant: &str,
+    vendor: &'static str,
+    code: &'static str,
+    seconds: f64,
+) {
+    with_pair(
+        &REQUEST_PAIRS,
+        [step, tenant, vendor],
+        code,
+        || {
+            (
+                REQUESTS.with_label_values(&[step, tenant, vendor, code]),
+                REQUEST_DURATION.with_label_values(&[step, tenant, vendor]),
+            )
+        },
+        |count, duration| {
+            count.inc();
+            duration.observe(seconds);
+        },
+    );
+}
+
+/// Counts one vendor call (`UPSTREAM_REQUESTS`, by status class or failure) and observes how long
+/// it took (`UPSTREAM_DURATION`).
+pub fn observe_upstream(vendor: &str, endpoint: &str, class: &'static str, seconds: f64) {
+    with_pair(
+        &UPSTREAM_PAIRS,
+        [vendor, endpoint, ""],
+        class,
+        || {
+            (
+                UPSTREAM_REQUESTS.with_label_values(&[vendor, endpoint, class]),
+                UPSTREAM_DURATION.with_label_values(&[vendor, endpoint]),
+            )
+        },
+        |count, duration| {
+            count.inc();
+            duration.observe(seconds);
+        },
+    );
 }
 
 /// Counts one limiter decision.

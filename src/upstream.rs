@@ -374,12 +374,7 @@ impl UpstreamClient {
             Err(UpstreamFailure::Timeout) => "timeout",
             Err(_) => "error",
         };
-        metrics::UPSTREAM_REQUESTS
-            .with_label_values(&[self.vendor, req.endpoint, class])
-            .inc();
-        metrics::UPSTREAM_DURATION
-            .with_label_values(&[self.vendor, req.endpoint])
-            .observe(elapsed.as_secs_f64());
+        metrics::observe_upstream(self.vendor, req.endpoint, class, elapsed.as_secs_f64());
         if let Some(timing) = req.timing {
             timing.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         }
