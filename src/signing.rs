@@ -29,10 +29,11 @@ pub fn sha256_hex(parts: &[&[u8]], case: HexCase) -> String {
 /// times as much; this runs several times per request (request ids, digests).
 pub fn hex_lower(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
+    // Filled in place: pushing byte by byte checks the capacity twice per input byte.
+    let mut out = vec![0u8; bytes.len() * 2];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
     String::from_utf8(out).unwrap_or_default()
 }

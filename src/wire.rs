@@ -338,7 +338,15 @@ pub fn decode_chunked_from(
 /// Whether `tail` (the bytes read since the last look, with the three before them) may end a
 /// head: it holds an empty line. Until one arrives there is no point in parsing the head.
 pub fn may_end_head(tail: &[u8]) -> bool {
-    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+    // One pass from line end to line end (a head has a dozen), not a window compare per byte.
+    let mut rest = tail;
+    while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+        rest = &rest[at + 1..];
+        if let [b'\n', ..] | [b'\r', b'\n', ..] = rest {
+            return true;
+        }
+    }
+    false
 }
 
 /// The line starting at `at` without its CRLF; `None` until its CRLF has arrived.
@@ -529,8 +537,27 @@ mod tests {
     fn a_head_is_parsed_only_once_an_empty_line_may_end_it() {
         assert!(may_end_head(b"Host: x\r\n\r\n"));
         assert!(may_end_head(b"\n\n"));
+        assert!(may_end_head(b"x\n\r\n"));
+        assert!(!may_end_head(b"x\r\n\r"));
+        assert!(!may_end_head(b"\n\r"));
         assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: x\r\n"));
         assert!(!may_end_head(b""));
+    }
+
+    #[test]
+    fn may_end_head_finds_an_empty_line_wherever_it_is() {
+        // Every string of up to seven bytes over CR, LF and one other byte, against the
+        // definition: an LF followed by an LF, or by a CR and an LF.
+        let reference =
+            |t: &[u8]| t.windows(2).any(|w| w == b"\n\n") || t.windows(3).any(|w| w == b"\n\r\n");
+        for len in 0..=7u32 {
+            for n in 0..3usize.pow(len) {
+                let t: Vec<u8> = (0..len)
+                    .map(|i| [b'\r', b'\n', b'x'][n / 3usize.pow(i) % 3])
+                    .collect();
+                assert_eq!(may_end_head(&t), reference(&t), "{t:?}");
+            }
+        }
     }
 
     #[test]
