@@ -159,7 +159,7 @@ impl TokenKeys {
     }
 
     pub fn seal(&self, claims: &ResetClaims) -> String {
-        self.seal_plaintext(serde_json::to_vec(claims).expect("claims always serialize"))
+        self.seal_plaintext(claims_json(claims))
     }
 
     /// Seals any bytes as a reset id. `seal` is the one caller on the request path; the fuzz
@@ -225,9 +225,83 @@ impl TokenKeys {
     }
 }
 
+/// The claims as JSON, byte for byte what `serde_json::to_vec` makes of them (a test holds it
+/// to that), written field by field: this runs on every start and verification, and the
+/// derived serializer's per-field and per-string overhead was the larger part of sealing's JSON
+/// work. Strings that need no escape (the ids, hex digests and most tenant names) are copied as
+/// they are; others, and the vendor's state, go through serde_json.
+fn claims_json(claims: &ResetClaims) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PAD_TO);
+    out.extend_from_slice(b"{\"i\":");
+    push_json_str(&mut out, &claims.id);
+    out.extend_from_slice(b",\"t\":");
+    push_json_str(&mut out, &claims.tenant);
+    out.extend_from_slice(b",\"u\":");
+    push_json_str(&mut out, &claims.subject);
+    out.extend_from_slice(match claims.step {
+        Step::Verify => b",\"s\":\"v\",\"x\":",
+        Step::Complete => b",\"s\":\"c\",\"x\":",
+    });
+    out.extend_from_slice(itoa::Buffer::new().format(claims.expires_at).as_bytes());
+    if claims.concealed {
+        out.extend_from_slice(b",\"c\":true");
+    }
+    out.extend_from_slice(b",\"v\":");
+    serde_json::to_writer(&mut out, &claims.vendor).expect("a JSON value always serializes");
+    out.push(b'}');
+    out
+}
+
+/// `s` as a JSON string: copied between quotes when nothing in it needs an escape.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, s).expect("a string always serializes");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_are_written_as_serde_writes_them() {
+        let base = ResetClaims {
+            id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+            tenant: "demo-cbss".into(),
+            subject: "00112233445566778899aabbccddeeff".into(),
+            step: Step::Verify,
+            expires_at: 1_795_000_000,
+            concealed: false,
+            vendor: serde_json::json!({"f": 1, "s": "a\"b\\c\u{1}\u{7f}é"}),
+        };
+        let variants = [
+            base.clone(),
+            ResetClaims {
+                step: Step::Complete,
+                concealed: true,
+                expires_at: -5,
+                vendor: serde_json::Value::Null,
+                ..base.clone()
+            },
+            ResetClaims {
+                tenant: "quote\" back\\slash tab\t del\u{7f} ünïcode ✓".into(),
+                subject: String::new(),
+                ..base.clone()
+            },
+        ];
+        for claims in variants {
+            assert_eq!(
+                String::from_utf8(claims_json(&claims)).unwrap(),
+                serde_json::to_string(&claims).unwrap()
+            );
+        }
+    }
 
     fn claims() -> ResetClaims {
         ResetClaims {

@@ -122,7 +122,75 @@ struct JsonAnswer {
     #[serde(default)]
     messages: Option<Vec<JsonMessage>>,
     #[serde(default)]
-    content: Option<serde_json::Value>,
+    content: Option<JsonContent>,
+}
+
+/// The JSON envelope's `Content`, of which only the forgot id is read. Any other shape, or an id
+/// that is not an unsigned integer, reads as no id; nothing else in it is kept (it used to be
+/// parsed whole into a `serde_json::Value`, a map and a string per member, on every call).
+#[derive(Default)]
+struct JsonContent {
+    forgot_id: Option<u64>,
+}
+
+/// A `Content` member's name: the one the gateway reads, or any other.
+#[derive(Deserialize)]
+enum ContentMember {
+    #[serde(rename = "CustomerForgotUsernamePasswordID")]
+    ForgotId,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for JsonContent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct ContentVisitor;
+        impl<'de> Visitor<'de> for ContentVisitor {
+            type Value = JsonContent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonContent, A::Error> {
+                let mut content = JsonContent::default();
+                while let Some(member) = map.next_key::<ContentMember>()? {
+                    match member {
+                        // The last of repeated members counts, as it did in a JSON map.
+                        ContentMember::ForgotId => {
+                            content.forgot_id = map.next_value::<serde_json::Value>()?.as_u64()
+                        }
+                        ContentMember::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(content)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonContent, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(JsonContent::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<JsonContent, E> {
+                Ok(JsonContent::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<JsonContent, E> {
+                Ok(JsonContent::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<JsonContent, E> {
+                Ok(JsonContent::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<JsonContent, E> {
+                Ok(JsonContent::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<JsonContent, E> {
+                Ok(JsonContent::default())
+            }
+            fn visit_unit<E>(self) -> Result<JsonContent, E> {
+                Ok(JsonContent::default())
+            }
+        }
+        deserializer.deserialize_any(ContentVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -368,11 +436,7 @@ fn parse_json_answer(body: &[u8]) -> Result<Answer, String> {
             (code, m.message)
         })
         .collect();
-    let forgot_id = raw
-        .content
-        .as_ref()
-        .and_then(|c| c.get("CustomerForgotUsernamePasswordID"))
-        .and_then(|v| v.as_u64());
+    let forgot_id = raw.content.and_then(|c| c.forgot_id);
     Ok(Answer {
         successful: raw.is_successful,
         messages,
@@ -526,6 +590,44 @@ impl VendorAdapter for Cbss {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_json_content_yields_the_forgot_id_whatever_else_it_holds() {
+        let id = |content: &str| {
+            let body = format!(r#"{{"IsSuccessful":true,"Messages":[],"Content":{content}}}"#);
+            parse_json_answer(body.as_bytes()).map(|a| a.forgot_id)
+        };
+        assert_eq!(id(r#"{"CustomerForgotUsernamePasswordID":7}"#), Ok(Some(7)));
+        assert_eq!(
+            id(r#"{"A":[1,{"b":null}],"CustomerForgotUsernamePasswordID":8,"C":"x"}"#),
+            Ok(Some(8))
+        );
+        // An escaped member name is the same name.
+        assert_eq!(
+            id(r#"{"CustomerForgotUsernamePassword\u0049D":9}"#),
+            Ok(Some(9))
+        );
+        assert_eq!(
+            id(r#"{"CustomerForgotUsernamePasswordID":1,"CustomerForgotUsernamePasswordID":2}"#),
+            Ok(Some(2))
+        );
+        for no_id in [
+            "null",
+            "1",
+            "-1",
+            "1.5",
+            "true",
+            r#""text""#,
+            "[1,2]",
+            "{}",
+            r#"{"CustomerForgotUsernamePasswordID":"7"}"#,
+            r#"{"CustomerForgotUsernamePasswordID":-7}"#,
+            r#"{"CustomerForgotUsernamePasswordID":null}"#,
+        ] {
+            assert_eq!(id(no_id), Ok(None), "{no_id}");
+        }
+        assert!(id(r#"{"CustomerForgotUsernamePasswordID":}"#).is_err());
+    }
 
     #[test]
     fn json_body_is_the_documented_envelope() {
