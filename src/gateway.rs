@@ -375,29 +375,23 @@ impl Handler for Gateway {
         metrics::INFLIGHT.inc();
         let _inflight = InflightGuard;
         let request_id = request_id::accept_or_generate(request.header("X-Request-Id"));
-        // Copied out of the request (which the step borrows mutably): as static names where
-        // they are ones the API knows, so a request allocates nothing for them.
+        // Copied out of the request (which the step borrows mutably): a static name for the
+        // methods the API knows, so a request allocates nothing for it.
         let method: std::borrow::Cow<'static, str> = match request.method() {
             "POST" => "POST".into(),
             "GET" => "GET".into(),
             "HEAD" => "HEAD".into(),
             other => other.to_string().into(),
         };
-        let path = match request.path() {
-            "/reset" => "/reset",
-            "/reset/verify" => "/reset/verify",
-            "/reset/complete" => "/reset/complete",
-            "/openapi.json" => "/openapi.json",
-            _ => "",
-        };
-        let route = match path {
+        let route = match request.path() {
             "/reset" => Some(Route::Start),
             "/reset/verify" => Some(Route::Verify),
             "/reset/complete" => Some(Route::Complete),
             _ => None,
         };
+        let openapi = request.path() == "/openapi.json";
         let mut outcome = Outcome::default();
-        let reply = match (method.as_ref(), route, path) {
+        let reply = match (method.as_ref(), route, openapi) {
             ("POST", Some(route), _) => {
                 outcome.step = Some(route.name());
                 match self
@@ -418,10 +412,10 @@ impl Handler for Gateway {
                     }
                 }
             }
-            ("GET" | "HEAD", None, "/openapi.json") => {
+            ("GET" | "HEAD", None, true) => {
                 Reply::new(200, "application/json", self.openapi.clone())
             }
-            (_, Some(_), _) | (_, None, "/openapi.json") => {
+            (_, Some(_), _) | (_, None, true) => {
                 let allow = if route.is_some() { "POST" } else { "GET, HEAD" };
                 let p = Problem::new(ErrorCode::MethodNotAllowed, format!("use {allow}"));
                 outcome.code = Some(p.code.as_str());

@@ -13,6 +13,7 @@ pub mod flow;
 pub mod fuzzing;
 pub mod gateway;
 pub mod http;
+pub mod json;
 pub mod language;
 pub mod limit;
 pub mod metrics;

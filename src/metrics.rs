@@ -150,14 +150,19 @@ thread_local! {
     static UPSTREAM_PAIRS: RefCell<Vec<CachedPair>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Finds or makes the handles for `labels` and `code`, and runs `f` on them.
-fn with_pair(
+/// Counts one event under `labels` and `code` and observes its duration, through this thread's
+/// cached handles (made by `make` the first time).
+fn observe_pair(
     cache: &'static std::thread::LocalKey<RefCell<Vec<CachedPair>>>,
     labels: [&str; 3],
     code: &'static str,
+    seconds: f64,
     make: impl FnOnce() -> (IntCounter, Histogram),
-    f: impl FnOnce(&IntCounter, &Histogram),
 ) {
+    let observe = |count: &IntCounter, duration: &Histogram| {
+        count.inc();
+        duration.observe(seconds);
+    };
     cache.with(|pairs| {
         let mut pairs = pairs.borrow_mut();
         let found = pairs.iter().find(|p| {
@@ -168,10 +173,10 @@ fn with_pair(
                     .all(|(have, want)| &**have == want)
         });
         if let Some(pair) = found {
-            return f(&pair.count, &pair.duration);
+            return observe(&pair.count, &pair.duration);
         }
         let (count, duration) = make();
-        f(&count, &duration);
+        observe(&count, &duration);
         if pairs.len() < MAX_CACHED_PAIRS {
             pairs.push(CachedPair {
                 labels: labels.map(Box::from),
@@ -191,19 +196,16 @@ pub fn observe_request(
     code: &'static str,
     seconds: f64,
 ) {
-    with_pair(
+    observe_pair(
         &REQUEST_PAIRS,
         [step, tenant, vendor],
         code,
+        seconds,
         || {
             (
                 REQUESTS.with_label_values(&[step, tenant, vendor, code]),
                 REQUEST_DURATION.with_label_values(&[step, tenant, vendor]),
             )
-        },
-        |count, duration| {
-            count.inc();
-            duration.observe(seconds);
         },
     );
 }
@@ -211,19 +213,16 @@ pub fn observe_request(
 /// Counts one vendor call (`UPSTREAM_REQUESTS`, by status class or failure) and observes how long
 /// it took (`UPSTREAM_DURATION`).
 pub fn observe_upstream(vendor: &str, endpoint: &str, class: &'static str, seconds: f64) {
-    with_pair(
+    observe_pair(
         &UPSTREAM_PAIRS,
         [vendor, endpoint, ""],
         class,
+        seconds,
         || {
             (
                 UPSTREAM_REQUESTS.with_label_values(&[vendor, endpoint, class]),
                 UPSTREAM_DURATION.with_label_values(&[vendor, endpoint]),
             )
-        },
-        |count, duration| {
-            count.inc();
-            duration.observe(seconds);
         },
     );
 }

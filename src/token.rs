@@ -228,16 +228,15 @@ impl TokenKeys {
 /// The claims as JSON, byte for byte what `serde_json::to_vec` makes of them (a test holds it
 /// to that), written field by field: this runs on every start and verification, and the
 /// derived serializer's per-field and per-string overhead was the larger part of sealing's JSON
-/// work. Strings that need no escape (the ids, hex digests and most tenant names) are copied as
-/// they are; others, and the vendor's state, go through serde_json.
+/// work. Strings go through `json::push_str`, the vendor's state through serde_json.
 fn claims_json(claims: &ResetClaims) -> Vec<u8> {
     let mut out = Vec::with_capacity(PAD_TO);
     out.extend_from_slice(b"{\"i\":");
-    push_json_str(&mut out, &claims.id);
+    crate::json::push_str(&mut out, &claims.id);
     out.extend_from_slice(b",\"t\":");
-    push_json_str(&mut out, &claims.tenant);
+    crate::json::push_str(&mut out, &claims.tenant);
     out.extend_from_slice(b",\"u\":");
-    push_json_str(&mut out, &claims.subject);
+    crate::json::push_str(&mut out, &claims.subject);
     out.extend_from_slice(match claims.step {
         Step::Verify => b",\"s\":\"v\",\"x\":",
         Step::Complete => b",\"s\":\"c\",\"x\":",
@@ -250,19 +249,6 @@ fn claims_json(claims: &ResetClaims) -> Vec<u8> {
     serde_json::to_writer(&mut out, &claims.vendor).expect("a JSON value always serializes");
     out.push(b'}');
     out
-}
-
-/// `s` as a JSON string: copied between quotes when nothing in it needs an escape.
-fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
-    {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(out, s).expect("a string always serializes");
-    }
 }
 
 #[cfg(test)]

@@ -343,10 +343,7 @@ impl Cbss {
 }
 
 fn json_body(client_code: &str, date_time: &str, fields: &[Field<'_>]) -> Vec<u8> {
-    // Strings are quoted and escaped by serde_json straight into the body.
-    let quote = |out: &mut Vec<u8>, s: &str| {
-        serde_json::to_writer(out, s).expect("writing to memory does not fail")
-    };
+    let quote = crate::json::push_str;
     let mut out = Vec::with_capacity(160);
     out.extend_from_slice(b"{\"ClientCode\":");
     quote(&mut out, client_code);

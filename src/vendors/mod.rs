@@ -333,11 +333,8 @@ pub fn dotnet_timestamp(offset: &chrono::FixedOffset) -> String {
     // call, and `write!` costs more than the digits (this runs on every CBSS call).
     let now = chrono::Utc::now().with_timezone(offset);
     let secs = offset.local_minus_utc();
-    let (sign, secs) = if secs < 0 {
-        (b'-', -secs)
-    } else {
-        (b'+', secs)
-    };
+    let sign = if secs < 0 { b'-' } else { b'+' };
+    let secs = secs.unsigned_abs();
     let mut out = Vec::with_capacity(33);
     push_digits(&mut out, now.year().unsigned_abs(), 4);
     out.push(b'-');
@@ -354,9 +351,9 @@ pub fn dotnet_timestamp(offset: &chrono::FixedOffset) -> String {
     // A leap second's nanoseconds run past 1e9; .NET has no leap seconds.
     push_digits(&mut out, now.nanosecond() % 1_000_000_000 / 100, 7);
     out.push(sign);
-    push_digits(&mut out, secs.unsigned_abs() / 3600, 2);
+    push_digits(&mut out, secs / 3600, 2);
     out.push(b':');
-    push_digits(&mut out, secs.unsigned_abs() % 3600 / 60, 2);
+    push_digits(&mut out, secs % 3600 / 60, 2);
     String::from_utf8(out).expect("digits and ASCII punctuation")
 }
 
