@@ -11,7 +11,7 @@
 //! before that; it needs a cargo install of its own and half a core at these rates.
 //!
 //! `cargo bench --bench fixed_rate -- URL RATE CONNECTIONS SECONDS` prints one JSON line:
-//! `{"rps":..,"p50_ms":..,"p90_ms":..,"p99_ms":..,"errors":..,"requests":..}`. Without arguments (a plain
+//! `{"rps":..,"p50_ms":..,"p90_ms":..,"p99_ms":..,"errors":..,"requests":..,"warm_up_s":..}`. Without arguments (a plain
 //! `cargo bench`) it says how to use it and exits. With `FIXED_RATE_SLOW_MS=N` set it also
 //! prints, on standard error, each counted request slower than N ms and when it was due: stalls
 //! show up as bursts of due times.
@@ -109,27 +109,26 @@ fn main() {
                 errors += 1;
             }
         }
-        let outstanding = conns.iter().filter(|c| c.awaiting.is_some()).count();
+        let waiting: Vec<usize> = (0..conns.len())
+            .filter(|&i| conns[i].awaiting.is_some())
+            .collect();
         let next_due = conns
             .iter()
             .filter(|c| c.awaiting.is_none() && c.next_due < end)
             .map(|c| c.next_due)
             .min();
-        if outstanding == 0 && next_due.is_none() {
+        if waiting.is_empty() && next_due.is_none() {
             break;
         }
         if now >= end + DRAIN {
-            errors += outstanding;
+            errors += waiting.len();
             break;
         }
         // Wait for an answer, or until the next request is due.
         let wait = next_due
-            .map_or(end + DRAIN, |d| d)
+            .unwrap_or(end + DRAIN)
             .saturating_duration_since(now);
         let ready: Vec<usize> = {
-            let waiting: Vec<usize> = (0..conns.len())
-                .filter(|&i| conns[i].awaiting.is_some())
-                .collect();
             let mut fds: Vec<PollFd> = waiting
                 .iter()
                 .map(|&i| {
@@ -156,15 +155,14 @@ fn main() {
                     if due < measured_from {
                         continue;
                     }
-                    latencies.push(due.elapsed());
-                    if let Some(slow) = slow {
-                        if due.elapsed() > slow {
-                            eprintln!(
-                                "slow {i} due {:.3} s took {:.2} ms",
-                                (due - measured_from).as_secs_f64(),
-                                due.elapsed().as_secs_f64() * 1000.0
-                            );
-                        }
+                    let took = due.elapsed();
+                    latencies.push(took);
+                    if slow.is_some_and(|slow| took > slow) {
+                        eprintln!(
+                            "slow {i} due {:.3} s took {:.2} ms",
+                            (due - measured_from).as_secs_f64(),
+                            took.as_secs_f64() * 1000.0
+                        );
                     }
                     if !ok {
                         errors += 1;
@@ -185,13 +183,14 @@ fn main() {
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     println!(
-        r#"{{"rps":{:.1},"p50_ms":{:.3},"p90_ms":{:.3},"p99_ms":{:.3},"errors":{},"requests":{}}}"#,
+        r#"{{"rps":{:.1},"p50_ms":{:.3},"p90_ms":{:.3},"p99_ms":{:.3},"errors":{},"requests":{},"warm_up_s":{}}}"#,
         latencies.len() as f64 / seconds,
         at(0.50),
         at(0.90),
         at(0.99),
         errors,
-        latencies.len()
+        latencies.len(),
+        WARM_UP.as_secs_f64()
     );
 }
 
