@@ -26,6 +26,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod signing;
 pub mod single_use;
+pub mod timestamp;
 pub mod tls;
 pub mod token;
 pub mod upstream;

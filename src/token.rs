@@ -6,13 +6,15 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
+/// Poly1305's tag, after the ciphertext.
+const TAG_LEN: usize = 16;
 /// Plaintexts are padded with JSON whitespace to a multiple of this, so a token's length does not
 /// tell a decoy reset (unknown identifier) from a real one.
 const PAD_TO: usize = 128;
@@ -159,35 +161,53 @@ impl TokenKeys {
     }
 
     pub fn seal(&self, claims: &ResetClaims) -> String {
-        self.seal_plaintext(claims_json(claims))
+        let mut out = Vec::new();
+        self.seal_into(claims, &mut out);
+        String::from_utf8(out).expect("base64url is ASCII")
+    }
+
+    /// Appends the sealed reset id (base64url, so nothing in it needs escaping in JSON) to
+    /// `out`: the progress answer is written around it with no copy of the id in between.
+    pub fn seal_into(&self, claims: &ResetClaims, out: &mut Vec<u8>) {
+        self.seal_with(|plaintext| write_claims(plaintext, claims), out);
     }
 
     /// Seals any bytes as a reset id. `seal` is the one caller on the request path; the fuzz
     /// checks use it to reach the claims parser behind the AEAD, which forged ids never reach.
-    pub fn seal_plaintext(&self, mut plaintext: Vec<u8>) -> String {
+    pub fn seal_plaintext(&self, plaintext: Vec<u8>) -> String {
+        let mut out = Vec::new();
+        self.seal_with(|buf| buf.extend_from_slice(&plaintext), &mut out);
+        String::from_utf8(out).expect("base64url is ASCII")
+    }
+
+    /// The token is assembled in one buffer (header, nonce, then the plaintext that
+    /// `write_plaintext` appends, padded) and encrypted in place, then encoded onto `out`.
+    fn seal_with(&self, write_plaintext: impl FnOnce(&mut Vec<u8>), out: &mut Vec<u8>) {
         let key = &self.keys[0];
-        let padded = plaintext.len().div_ceil(PAD_TO) * PAD_TO;
-        plaintext.resize(padded, b' ');
-        let mut header = Vec::with_capacity(2 + key.id.len());
-        header.push(VERSION);
-        header.push(key.id.len() as u8);
-        header.extend_from_slice(key.id.as_bytes());
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let ciphertext = key
+        let header_len = 2 + key.id.len();
+        let prefix_len = header_len + NONCE_LEN;
+        let mut raw = Vec::with_capacity(prefix_len + 2 * PAD_TO + TAG_LEN);
+        raw.push(VERSION);
+        raw.push(key.id.len() as u8);
+        raw.extend_from_slice(key.id.as_bytes());
+        raw.resize(prefix_len, 0);
+        rand::thread_rng().fill_bytes(&mut raw[header_len..]);
+        write_plaintext(&mut raw);
+        let padded = (raw.len() - prefix_len).div_ceil(PAD_TO) * PAD_TO;
+        raw.resize(prefix_len + padded, b' ');
+        let (prefix, plaintext) = raw.split_at_mut(prefix_len);
+        let (header, nonce) = prefix.split_at(header_len);
+        let tag = key
             .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &header,
-                },
-            )
+            .encrypt_in_place_detached(XNonce::from_slice(nonce), header, plaintext)
             .expect("XChaCha20-Poly1305 encryption does not fail for in-memory buffers");
-        let mut out = header;
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ciphertext);
-        URL_SAFE_NO_PAD.encode(out)
+        raw.extend_from_slice(&tag);
+        let start = out.len();
+        out.resize(start + raw.len().div_ceil(3) * 4, 0);
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(&raw, &mut out[start..])
+            .expect("the room for unpadded base64 of the token was made above");
+        out.truncate(start + written);
     }
 
     pub fn open(&self, token: &str) -> Result<ResetClaims, TokenError> {
@@ -225,18 +245,17 @@ impl TokenKeys {
     }
 }
 
-/// The claims as JSON, byte for byte what `serde_json::to_vec` makes of them (a test holds it
+/// Appends the claims as JSON, byte for byte what `serde_json::to_vec` makes of them (a test holds it
 /// to that), written field by field: this runs on every start and verification, and the
 /// derived serializer's per-field and per-string overhead was the larger part of sealing's JSON
 /// work. Strings go through `json::push_str`, the vendor's state through serde_json.
-fn claims_json(claims: &ResetClaims) -> Vec<u8> {
-    let mut out = Vec::with_capacity(PAD_TO);
+fn write_claims(out: &mut Vec<u8>, claims: &ResetClaims) {
     out.extend_from_slice(b"{\"i\":");
-    crate::json::push_str(&mut out, &claims.id);
+    crate::json::push_str(out, &claims.id);
     out.extend_from_slice(b",\"t\":");
-    crate::json::push_str(&mut out, &claims.tenant);
+    crate::json::push_str(out, &claims.tenant);
     out.extend_from_slice(b",\"u\":");
-    crate::json::push_str(&mut out, &claims.subject);
+    crate::json::push_str(out, &claims.subject);
     out.extend_from_slice(match claims.step {
         Step::Verify => b",\"s\":\"v\",\"x\":",
         Step::Complete => b",\"s\":\"c\",\"x\":",
@@ -246,9 +265,8 @@ fn claims_json(claims: &ResetClaims) -> Vec<u8> {
         out.extend_from_slice(b",\"c\":true");
     }
     out.extend_from_slice(b",\"v\":");
-    serde_json::to_writer(&mut out, &claims.vendor).expect("a JSON value always serializes");
+    serde_json::to_writer(&mut *out, &claims.vendor).expect("a JSON value always serializes");
     out.push(b'}');
-    out
 }
 
 #[cfg(test)]
@@ -282,8 +300,10 @@ mod tests {
             },
         ];
         for claims in variants {
+            let mut written = Vec::new();
+            write_claims(&mut written, &claims);
             assert_eq!(
-                String::from_utf8(claims_json(&claims)).unwrap(),
+                String::from_utf8(written).unwrap(),
                 serde_json::to_string(&claims).unwrap()
             );
         }
@@ -320,6 +340,23 @@ mod tests {
         let fresh = rotated.seal(&claims());
         assert_eq!(rotated.open(&fresh).unwrap(), claims());
         assert!(old.open(&fresh).is_err());
+    }
+
+    #[test]
+    fn sealing_appends_after_what_is_there() {
+        let keys = TokenKeys::parse(&TokenKeys::generate_spec("k1")).unwrap();
+        let mut out = b"{\"reset_id\":\"".to_vec();
+        keys.seal_into(&claims(), &mut out);
+        let token = std::str::from_utf8(&out[13..]).unwrap();
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(keys.open(token).unwrap(), claims());
+        // The wire form: version, key id length, key id, a 24-byte nonce, the padded
+        // ciphertext and a 16-byte tag.
+        let raw = URL_SAFE_NO_PAD.decode(token).unwrap();
+        assert_eq!(&raw[..4], b"\x01\x02k1");
+        assert_eq!((raw.len() - 4 - NONCE_LEN - TAG_LEN) % PAD_TO, 0);
     }
 
     #[test]

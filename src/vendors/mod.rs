@@ -308,16 +308,6 @@ mod tests {
     }
 
     #[test]
-    fn digits_are_zero_padded_to_their_width() {
-        let mut out = Vec::new();
-        push_digits(&mut out, 7, 2);
-        push_digits(&mut out, 42, 7);
-        push_digits(&mut out, 12345, 4);
-        push_digits(&mut out, 0, 1);
-        assert_eq!(out, b"070000042123450");
-    }
-
-    #[test]
     fn vendor_text_is_clipped_and_redacted() {
         let out = clip_vendor_text("Password Secr3t! is too weak\n", &["Secr3t!"]);
         assert_eq!(out, "Password [redacted] is too weak");
@@ -328,41 +318,7 @@ mod tests {
 /// Now, in .NET's round-trip form with seven fractional digits and the offset, as ASP.NET vendors
 /// write `DateTime` (for example `2024-11-18T12:34:23.6965096+08:00`).
 pub fn dotnet_timestamp(offset: &chrono::FixedOffset) -> String {
-    use chrono::{Datelike, Timelike};
-    // Written digit by digit: chrono's strftime-style formatting parses its pattern on every
-    // call, and `write!` costs more than the digits (this runs on every CBSS call).
-    let now = chrono::Utc::now().with_timezone(offset);
-    let secs = offset.local_minus_utc();
-    let sign = if secs < 0 { b'-' } else { b'+' };
-    let secs = secs.unsigned_abs();
-    let mut out = Vec::with_capacity(33);
-    push_digits(&mut out, now.year().unsigned_abs(), 4);
-    out.push(b'-');
-    push_digits(&mut out, now.month(), 2);
-    out.push(b'-');
-    push_digits(&mut out, now.day(), 2);
-    out.push(b'T');
-    push_digits(&mut out, now.hour(), 2);
-    out.push(b':');
-    push_digits(&mut out, now.minute(), 2);
-    out.push(b':');
-    push_digits(&mut out, now.second(), 2);
-    out.push(b'.');
-    // A leap second's nanoseconds run past 1e9; .NET has no leap seconds.
-    push_digits(&mut out, now.nanosecond() % 1_000_000_000 / 100, 7);
-    out.push(sign);
-    push_digits(&mut out, secs / 3600, 2);
-    out.push(b':');
-    push_digits(&mut out, secs % 3600 / 60, 2);
-    String::from_utf8(out).expect("digits and ASCII punctuation")
-}
-
-/// `value` in decimal, zero-padded to `width` digits (more if it needs them).
-fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
-    let mut digits = itoa::Buffer::new();
-    let text = digits.format(value);
-    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(text.len())));
-    out.extend_from_slice(text.as_bytes());
+    crate::timestamp::dotnet_now(offset.local_minus_utc())
 }
 
 /// The body format a vendor connection speaks, for vendors that accept both.
