@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
 use crate::http::{Handler, Reply, Request};
 use crate::metrics;
 use crate::redis_store::{FailurePolicy, RedisStore};
@@ -46,7 +44,6 @@ impl Admin {
     }
 }
 
-#[async_trait]
 impl Handler for Admin {
     async fn handle(&self, request: &mut Request<'_>, _peer: Option<SocketAddr>) -> Reply {
         let method = request.method().to_string();

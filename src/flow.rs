@@ -101,7 +101,7 @@ async fn check(
     quota: Quota,
     mode: Mode,
 ) -> Result<LimitState, LimitState> {
-    let decision = env.limiter.check(key, quota, mode).await;
+    let decision = crate::limit::decide(env.limiter, key, quota, mode).await;
     if mode != Mode::Peek {
         crate::metrics::limiter_decision(name, decision.allowed);
     }

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use subtle::ConstantTimeEq;
 
@@ -198,10 +197,13 @@ impl Gateway {
         outcome.vendor = Some(tenant.adapter.vendor());
         let show_vendor = tenant.settings.vendor_details;
 
-        let decision = self
-            .limiter
-            .check(&key.limit_key, key.quota, Mode::Consume(1))
-            .await;
+        let decision = limit::decide(
+            self.limiter.as_ref(),
+            &key.limit_key,
+            key.quota,
+            Mode::Consume(1),
+        )
+        .await;
         let per_key = LimitState {
             name: LimitName::PerKey,
             quota: key.quota,
@@ -368,7 +370,6 @@ fn problem_reply(problem: &Problem, request_id: &str, show_vendor: bool, close: 
     reply
 }
 
-#[async_trait]
 impl Handler for Gateway {
     async fn handle(&self, request: &mut Request<'_>, peer: Option<SocketAddr>) -> Reply {
         let started = Instant::now();

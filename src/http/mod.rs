@@ -111,9 +111,16 @@ impl Reply {
 }
 
 /// What a listener does with one request whose head has been read.
-#[async_trait]
+///
+/// `handle` is an `async fn` in each implementation, unboxed: a listener serves one `Handler`
+/// type, so its future lives inside the request's own (already boxed) future rather than in an
+/// allocation of its own per request.
 pub trait Handler: Send + Sync + 'static {
-    async fn handle(&self, request: &mut Request<'_>, peer: Option<SocketAddr>) -> Reply;
+    fn handle(
+        &self,
+        request: &mut Request<'_>,
+        peer: Option<SocketAddr>,
+    ) -> impl std::future::Future<Output = Reply> + Send;
 
     /// The answer to a request whose head could not be read (`detail` says why, in fixed words
     /// and numbers); the connection closes after it.

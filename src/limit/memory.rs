@@ -106,6 +106,10 @@ impl Limiter for MemoryLimiter {
         self.check_now(key, quota, mode)
     }
 
+    fn decide_now(&self, key: &str, quota: Quota, mode: Mode) -> Option<Decision> {
+        Some(self.check_now(key, quota, mode))
+    }
+
     fn backend(&self) -> &'static str {
         "memory"
     }

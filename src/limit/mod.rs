@@ -27,8 +27,23 @@ pub trait Limiter: Send + Sync {
     /// applies its configured fallback and says so in its decision.
     async fn check(&self, key: &str, quota: Quota, mode: Mode) -> Decision;
 
+    /// The decision at once, for a backend that decides in memory; `None` for one that must
+    /// wait (Redis). Callers go through `decide`, so an in-memory decision skips the boxed
+    /// future that `check` costs on every request.
+    fn decide_now(&self, _key: &str, _quota: Quota, _mode: Mode) -> Option<Decision> {
+        None
+    }
+
     /// The backend's name, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
+}
+
+/// Decides one request: at once where the backend can, else by waiting for it.
+pub async fn decide(limiter: &dyn Limiter, key: &str, quota: Quota, mode: Mode) -> Decision {
+    match limiter.decide_now(key, quota, mode) {
+        Some(decision) => decision,
+        None => limiter.check(key, quota, mode).await,
+    }
 }
 
 /// The gateway's limits, by the name they carry in problems and RateLimit fields.

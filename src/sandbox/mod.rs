@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::http::{Handler, Reply, Request, WireShape};
@@ -304,7 +303,6 @@ impl Sandbox {
     }
 }
 
-#[async_trait]
 impl Handler for Sandbox {
     async fn handle(&self, request: &mut Request<'_>, _peer: Option<SocketAddr>) -> Reply {
         let path = request.path().to_string();

@@ -216,7 +216,8 @@ pub fn failure_problem(vendor: &'static str, failure: UpstreamFailure) -> Proble
 /// The canonical problem for vendor answers that are about transport, not business: HTTP 429 and
 /// 503 (the vendor is throttling or down), and other 5xx. `None` means "parse the body".
 pub fn status_problem(vendor: &'static str, response: &UpstreamResponse) -> Option<Problem> {
-    let detail = vendor_said(vendor, response.status, None, None, &[]);
+    // Made only for a failure: most answers are successes and need no detail.
+    let detail = || vendor_said(vendor, response.status, None, None, &[]);
     match response.status {
         429 | 503 => Some(
             Problem::new(
@@ -226,7 +227,7 @@ pub fn status_problem(vendor: &'static str, response: &UpstreamResponse) -> Opti
                     response.status
                 ),
             )
-            .with_vendor(detail)
+            .with_vendor(detail())
             .with_retry_after(response.retry_after.unwrap_or(1)),
         ),
         500..=599 => Some(
@@ -234,7 +235,7 @@ pub fn status_problem(vendor: &'static str, response: &UpstreamResponse) -> Opti
                 ErrorCode::UpstreamError,
                 format!("{vendor} failed (HTTP {})", response.status),
             )
-            .with_vendor(detail),
+            .with_vendor(detail()),
         ),
         _ => content_type_problem(vendor, response),
     }
