@@ -293,7 +293,7 @@ impl Gateway {
                 }
             }
         };
-        let result = tokio::time::timeout(tenant.step_timeout, work).await;
+        let result = crate::deadline::timeout(tenant.step_timeout, work).await;
         outcome.upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
         match result {
             Ok(Ok(reply)) => Ok((reply.status, reply.body)),

@@ -9,6 +9,7 @@ pub mod api;
 pub mod client_ip;
 pub mod config;
 pub mod conn;
+pub mod deadline;
 pub mod flow;
 pub mod fuzzing;
 pub mod gateway;

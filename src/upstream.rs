@@ -405,7 +405,7 @@ impl UpstreamClient {
             stream.write_all(&wire).await?;
             stream.flush().await
         };
-        match tokio::time::timeout(self.timeouts.write, write).await {
+        match crate::deadline::timeout(self.timeouts.write, write).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 return Err(UpstreamFailure::Protocol(format!(
@@ -436,7 +436,7 @@ async fn read_some(
     timeout: Duration,
 ) -> Result<usize, UpstreamFailure> {
     buf.reserve(READ_CHUNK);
-    match tokio::time::timeout(timeout, stream.read_buf(buf)).await {
+    match crate::deadline::timeout(timeout, stream.read_buf(buf)).await {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(UpstreamFailure::Protocol(format!(
             "read failed: {}",

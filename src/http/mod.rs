@@ -315,9 +315,9 @@ async fn serve_connection<H: Handler>(
         // While idle a connection holds only its socket: the read buffer and the request's
         // (large) future are made, boxed, when the client sends something, so 10,000 idle
         // connections stay cheap. One deadline covers the wait and the whole head.
-        let header_deadline = tokio::time::Instant::now() + timeouts.header;
+        let header_deadline = std::time::Instant::now() + timeouts.header;
         if unread.is_empty() {
-            match tokio::time::timeout_at(header_deadline, conn.read_first(READ_CHUNK)).await {
+            match crate::deadline::timeout_at(header_deadline, conn.read_first(READ_CHUNK)).await {
                 Ok(Ok(Some(first))) => unread = first,
                 _ => return,
             }
@@ -379,7 +379,7 @@ async fn serve_request<H: Handler>(
     handler: &H,
     shutdown: &ShutdownWatch,
     timeouts: ClientTimeouts,
-    header_deadline: tokio::time::Instant,
+    header_deadline: std::time::Instant,
 ) -> Option<Vec<u8>> {
     use tokio::io::AsyncReadExt;
     // Bytes of `buf` already looked at for the empty line that ends a head: a head sent a byte
@@ -398,7 +398,7 @@ async fn serve_request<H: Handler>(
             Ok(Some(head)) => break Ok(head),
             Ok(None) => {
                 buf.reserve(READ_CHUNK);
-                match tokio::time::timeout_at(header_deadline, conn.read_buf(&mut buf)).await {
+                match crate::deadline::timeout_at(header_deadline, conn.read_buf(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => {}
                     // Closed or stalled mid-head: nothing to answer.
                     _ => return None,

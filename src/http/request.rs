@@ -174,7 +174,7 @@ impl<'c> Request<'c> {
                 .await?;
             self.conn.flush().await
         };
-        match tokio::time::timeout(self.body_timeout, sent).await {
+        match crate::deadline::timeout(self.body_timeout, sent).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(BodyError::Incomplete),
         }
@@ -182,7 +182,7 @@ impl<'c> Request<'c> {
 
     async fn read_more(&mut self) -> Result<(), BodyError> {
         self.buf.reserve(READ_CHUNK);
-        match tokio::time::timeout(self.body_timeout, self.conn.read_buf(&mut self.buf)).await {
+        match crate::deadline::timeout(self.body_timeout, self.conn.read_buf(&mut self.buf)).await {
             Ok(Ok(n)) if n > 0 => Ok(()),
             _ => Err(BodyError::Incomplete),
         }

@@ -30,7 +30,7 @@ async fn flush_within(conn: &mut GatheringStream, limit: Duration) -> io::Result
     if let Some(done) = futures_util::FutureExt::now_or_never(conn.flush()) {
         return done;
     }
-    match tokio::time::timeout(limit, conn.flush()).await {
+    match crate::deadline::timeout(limit, conn.flush()).await {
         Ok(done) => done,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
