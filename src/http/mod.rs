@@ -10,8 +10,8 @@
 mod request;
 mod respond;
 
-use request::READ_CHUNK;
 pub use request::{BodyError, Request};
+use request::{FIRST_READ, READ_CHUNK};
 use respond::ReplyOptions;
 
 use std::net::SocketAddr;
@@ -317,7 +317,7 @@ async fn serve_connection<H: Handler>(
         // connections stay cheap. One deadline covers the wait and the whole head.
         let header_deadline = std::time::Instant::now() + timeouts.header;
         if unread.is_empty() {
-            match crate::deadline::timeout_at(header_deadline, conn.read_first(READ_CHUNK)).await {
+            match crate::deadline::timeout_at(header_deadline, conn.read_first(FIRST_READ)).await {
                 Ok(Ok(Some(first))) => unread = first,
                 _ => return,
             }

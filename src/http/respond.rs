@@ -97,7 +97,7 @@ pub(super) fn append_head(out: &mut Vec<u8>, reply: &Reply, declared: Declared, 
     for (name, value) in &reply.headers {
         // Values are the gateway's own, but a line break in one would split the response:
         // such a field is dropped rather than sent.
-        if !value.contains(['\r', '\n']) {
+        if !value.bytes().any(|b| b == b'\r' || b == b'\n') {
             append_field(out, name, value.as_bytes());
         }
     }
