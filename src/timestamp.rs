@@ -74,8 +74,16 @@ pub fn push_rfc3339_utc(out: &mut Vec<u8>, secs: i64) {
 /// A moment in .NET's round-trip form: local time at `offset_secs` east of UTC, seven
 /// fractional digits and the offset (`2024-11-18T12:34:23.6965096+08:00`).
 fn push_dotnet_at(out: &mut Vec<u8>, unix_secs: i64, nanos: u32, offset_secs: i32) {
-    let written = push_date_time(out, unix_secs + i64::from(offset_secs));
-    debug_assert!(written.is_some(), "the clock is within years 0 to 9999");
+    let local = unix_secs.saturating_add(i64::from(offset_secs));
+    if push_date_time(out, local).is_none() {
+        // A clock outside years 0 to 9999 is broken; chrono still writes something parseable.
+        let text = chrono::DateTime::from_timestamp(local, nanos)
+            .unwrap_or_default()
+            .naive_utc()
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
+        out.extend_from_slice(text.as_bytes());
+    }
     out.push(b'.');
     let ticks = nanos % 1_000_000_000 / 100;
     let mut digits = [b'0'; 7];

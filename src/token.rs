@@ -172,8 +172,8 @@ impl TokenKeys {
         self.seal_with(|plaintext| write_claims(plaintext, claims), out);
     }
 
-    /// Seals any bytes as a reset id. `seal` is the one caller on the request path; the fuzz
-    /// checks use it to reach the claims parser behind the AEAD, which forged ids never reach.
+    /// Seals any bytes as a reset id. The request path seals claims (`seal_into`); the fuzz
+    /// checks use this to reach the claims parser behind the AEAD, which forged ids never reach.
     pub fn seal_plaintext(&self, plaintext: Vec<u8>) -> String {
         let mut out = Vec::new();
         self.seal_with(|buf| buf.extend_from_slice(&plaintext), &mut out);
