@@ -161,9 +161,7 @@ impl TokenKeys {
     }
 
     pub fn seal(&self, claims: &ResetClaims) -> String {
-        let mut out = Vec::new();
-        self.seal_into(claims, &mut out);
-        String::from_utf8(out).expect("base64url is ASCII")
+        self.sealed_text(|plaintext| write_claims(plaintext, claims))
     }
 
     /// Appends the sealed reset id (base64url, so nothing in it needs escaping in JSON) to
@@ -175,8 +173,13 @@ impl TokenKeys {
     /// Seals any bytes as a reset id. The request path seals claims (`seal_into`); the fuzz
     /// checks use this to reach the claims parser behind the AEAD, which forged ids never reach.
     pub fn seal_plaintext(&self, plaintext: Vec<u8>) -> String {
+        self.sealed_text(|buf| buf.extend_from_slice(&plaintext))
+    }
+
+    /// A reset id as a `String`, for callers that keep it on its own.
+    fn sealed_text(&self, write_plaintext: impl FnOnce(&mut Vec<u8>)) -> String {
         let mut out = Vec::new();
-        self.seal_with(|buf| buf.extend_from_slice(&plaintext), &mut out);
+        self.seal_with(write_plaintext, &mut out);
         String::from_utf8(out).expect("base64url is ASCII")
     }
 

@@ -425,11 +425,6 @@ impl UpstreamClient {
 
 /// The most an answer's head may take; a bigger one is broken HTTP.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
-/// How much the answer buffer grows by for each read; most answers fit in one.
-const READ_CHUNK: usize = 4096;
-/// The answer buffer to start with: most vendor answers (head and body) fit in a few hundred
-/// bytes, and up to 1 KiB is a small, fast allocation for mimalloc. Larger answers grow it.
-const FIRST_READ: usize = 1024;
 
 /// Reads more of the answer into `buf`, waiting at most `timeout`: the byte count, 0 at the end
 /// of the stream.
@@ -441,7 +436,7 @@ async fn read_some(
     // Grown only when nearly full: the first read uses the small buffer it was given, and no
     // read is made for a sliver of room.
     if buf.capacity() - buf.len() < 256 {
-        buf.reserve(READ_CHUNK);
+        buf.reserve(wire::READ_CHUNK);
     }
     match crate::deadline::timeout(timeout, stream.read_buf(buf)).await {
         Ok(Ok(n)) => Ok(n),
@@ -473,7 +468,7 @@ async fn read_answer(
     stream: &mut Stream,
     timeout: Duration,
 ) -> Result<(UpstreamResponse, bool), UpstreamFailure> {
-    let mut buf = Vec::with_capacity(FIRST_READ);
+    let mut buf = Vec::with_capacity(wire::FIRST_READ);
     let head = loop {
         match wire::parse_response(&buf, MAX_RESPONSE_HEAD) {
             Ok(Some(head)) if head.status == 101 => {

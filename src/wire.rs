@@ -16,6 +16,13 @@ pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 pub const MAX_REQUEST_HEADERS: usize = 64;
 /// The most header fields a vendor's answer may carry.
 pub const MAX_RESPONSE_HEADERS: usize = 96;
+/// The first read of a message, a client's request or a vendor's answer: either is a few hundred
+/// bytes (head and body), and a buffer of at most 1 KiB is one of mimalloc's small sizes (its
+/// fast path; bigger ones go through its page queues) and a quarter of the memory per message in
+/// flight. A bigger message grows its buffer by `READ_CHUNK` per read.
+pub const FIRST_READ: usize = 1024;
+/// How much a read buffer grows by for each further read.
+pub const READ_CHUNK: usize = 4096;
 
 /// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

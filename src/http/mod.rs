@@ -11,7 +11,6 @@ mod request;
 mod respond;
 
 pub use request::{BodyError, Request};
-use request::{FIRST_READ, READ_CHUNK};
 use respond::ReplyOptions;
 
 use std::net::SocketAddr;
@@ -317,7 +316,9 @@ async fn serve_connection<H: Handler>(
         // connections stay cheap. One deadline covers the wait and the whole head.
         let header_deadline = std::time::Instant::now() + timeouts.header;
         if unread.is_empty() {
-            match crate::deadline::timeout_at(header_deadline, conn.read_first(FIRST_READ)).await {
+            match crate::deadline::timeout_at(header_deadline, conn.read_first(wire::FIRST_READ))
+                .await
+            {
                 Ok(Ok(Some(first))) => unread = first,
                 _ => return,
             }
@@ -397,7 +398,7 @@ async fn serve_request<H: Handler>(
         match parsed {
             Ok(Some(head)) => break Ok(head),
             Ok(None) => {
-                buf.reserve(READ_CHUNK);
+                buf.reserve(wire::READ_CHUNK);
                 match crate::deadline::timeout_at(header_deadline, conn.read_buf(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => {}
                     // Closed or stalled mid-head: nothing to answer.

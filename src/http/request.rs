@@ -8,15 +8,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::conn::GatheringStream;
-use crate::wire::{self, Chunked, ChunkedError, ChunkedProgress, Framing, RequestHead};
-
-/// How much the read buffer grows by for each read.
-pub(super) const READ_CHUNK: usize = 4096;
-/// The first read of a request: a canonical request (head and body) is a few hundred bytes, and
-/// a buffer of at most 1 KiB is one of mimalloc's small sizes (its fast path; bigger ones go
-/// through its page queues) and a quarter of the memory per request in flight. A bigger request
-/// grows the buffer by `READ_CHUNK` per read.
-pub(super) const FIRST_READ: usize = 1024;
+use crate::wire::{self, Chunked, ChunkedError, ChunkedProgress, Framing, RequestHead, READ_CHUNK};
 
 /// Why a request body could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
