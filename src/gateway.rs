@@ -341,14 +341,18 @@ fn rate_limit_headers(
     per_key: Option<LimitState>,
     hit: Option<LimitState>,
 ) -> Reply {
-    let mut states: Vec<LimitState> = per_key.into_iter().collect();
-    if let Some(hit) = hit.filter(|h| h.name != LimitName::PerKey) {
-        states.push(hit);
-    }
-    if !states.is_empty() {
-        for (name, value) in limit::headers(&states) {
-            reply = reply.header(name, value);
+    // At most two states, kept on the stack.
+    let both;
+    let states: &[LimitState] = match (per_key, hit.filter(|h| h.name != LimitName::PerKey)) {
+        (Some(per_key), Some(hit)) => {
+            both = [per_key, hit];
+            &both
         }
+        (Some(one), None) | (None, Some(one)) => &[one][..],
+        (None, None) => return reply,
+    };
+    for (name, value) in limit::headers(states) {
+        reply = reply.header(name, value);
     }
     reply
 }

@@ -6,15 +6,39 @@
 /// nothing in it needs an escape (printable ASCII other than `"` and `\`), through serde_json
 /// otherwise.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if copies_as_is(s.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
     } else {
         serde_json::to_writer(out, s).expect("writing a string to memory does not fail");
     }
+}
+
+/// Whether a byte is written as it is: printable ASCII other than `"` and `\`.
+fn byte_copies_as_is(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// Whether every byte is written as it is, eight bytes per step: each test below is exact for
+/// "some byte of the word is such a byte" (a borrow or carry can only come from a byte that
+/// already answers yes).
+fn copies_as_is(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    let has_zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS != 0;
+        let del_or_high = (x.wrapping_add(ONES) | x) & HIGHS != 0;
+        let quote = has_zero_byte(x ^ (ONES * u64::from(b'"')));
+        let backslash = has_zero_byte(x ^ (ONES * u64::from(b'\\')));
+        if control || del_or_high || quote || backslash {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| byte_copies_as_is(b))
 }
 
 #[cfg(test)]
@@ -35,6 +59,29 @@ mod tests {
             let mut out = Vec::new();
             push_str(&mut out, s);
             assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn the_word_test_agrees_with_the_byte_test_for_every_byte_at_every_place() {
+        for b in 0..=255u8 {
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    assert_eq!(
+                        copies_as_is(&bytes),
+                        byte_copies_as_is(b),
+                        "byte {b:#04x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        // Neighbours that could borrow or carry into each other.
+        for pair in [[0x7f, 0x00], [0xff, 0x7e], [0x00, 0x21], [0x1f, 0x20]] {
+            let mut bytes = [b'a'; 8];
+            bytes[3..5].copy_from_slice(&pair);
+            assert!(!copies_as_is(&bytes), "{pair:x?}");
         }
     }
 }

@@ -181,7 +181,14 @@ impl Validate for CompleteRequest {
 }
 
 fn is_email(v: &str) -> bool {
-    if v.len() > 254 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    // ASCII (nearly every address) is checked byte by byte: its control characters and
+    // whitespace are exactly the bytes up to the space and DEL.
+    let has_control_or_space = if v.is_ascii() {
+        v.bytes().any(|b| b <= b' ' || b == 0x7f)
+    } else {
+        v.chars().any(|c| c.is_control() || c.is_whitespace())
+    };
+    if v.len() > 254 || has_control_or_space {
         return false;
     }
     match v.rsplit_once('@') {
@@ -296,6 +303,16 @@ mod tests {
         assert!(ok(IdentifierKind::Mobile, "+66812345678"));
         assert!(!ok(IdentifierKind::Mobile, "0812-345"));
         assert!(!ok(IdentifierKind::Username, ""));
+    }
+
+    #[test]
+    fn email_addresses_refuse_every_control_and_space_character() {
+        // The ASCII path and the Unicode path must refuse the same characters.
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            let address = format!("a{c}b@example.com");
+            let refused = c.is_control() || c.is_whitespace();
+            assert_eq!(!is_email(&address), refused, "U+{:04X}", c as u32);
+        }
     }
 
     #[test]

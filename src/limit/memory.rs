@@ -1,7 +1,7 @@
 //! The in-process limiter backend: GCRA state in a sharded map, idle keys swept away.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,9 +14,40 @@ const SHARDS: usize = 64;
 /// How often a shard drops keys whose state has fully recovered.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
+/// The shard maps' own hasher. Their keys are already the output of a keyed SipHash, so hashing
+/// them again (as `HashMap`'s default would, twice per decision) spends work for nothing; the
+/// key is used as it is. The shard is chosen from bits the map does not use for its buckets
+/// (the low bits) or its tags (the top seven), so keys within one shard stay spread.
+#[derive(Default)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; any other key is folded in, never lost.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyMap = HashMap<u64, u64, BuildHasherDefault<AlreadyHashed>>;
+
+/// The shard of a key hash: six bits from the middle of it.
+fn shard_of(hash: u64) -> usize {
+    ((hash >> 32) % SHARDS as u64) as usize
+}
+
 struct Shard {
     /// Key hash -> TAT in nanoseconds since `epoch`.
-    tats: HashMap<u64, u64>,
+    tats: KeyMap,
     last_sweep: u64,
 }
 
@@ -40,7 +71,7 @@ impl MemoryLimiter {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        tats: HashMap::new(),
+                        tats: KeyMap::default(),
                         last_sweep: 0,
                     })
                 })
@@ -58,7 +89,7 @@ impl MemoryLimiter {
     pub fn check_now(&self, key: &str, quota: Quota, mode: Mode) -> Decision {
         let hash = self.hasher.hash_one(key);
         let now = self.now_ns();
-        let mut shard = self.shards[(hash % SHARDS as u64) as usize]
+        let mut shard = self.shards[shard_of(hash)]
             .lock()
             .expect("limiter shard lock");
         if now.saturating_sub(shard.last_sweep) >= SWEEP_EVERY.as_nanos() as u64 {
