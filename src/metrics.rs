@@ -229,16 +229,10 @@ pub fn observe_upstream(vendor: &str, endpoint: &str, class: &'static str, secon
 
 /// Counts one limiter decision.
 pub fn limiter_decision(limit: LimitName, allowed: bool) {
-    const LIMITS: [LimitName; 4] = [
-        LimitName::PerKey,
-        LimitName::PerIdentifier,
-        LimitName::PerReset,
-        LimitName::Outbound,
-    ];
     // The handles are looked up once: every request makes two or three decisions, and a label
     // lookup hashes its values and takes the family's lock.
     static HANDLES: LazyLock<Vec<[IntCounter; 2]>> = LazyLock::new(|| {
-        LIMITS
+        LimitName::ALL
             .iter()
             .map(|limit| {
                 let handle =
@@ -247,14 +241,7 @@ pub fn limiter_decision(limit: LimitName, allowed: bool) {
             })
             .collect()
     });
-    // Exhaustive, so a new limit cannot be counted under another's name.
-    let index = match limit {
-        LimitName::PerKey => 0,
-        LimitName::PerIdentifier => 1,
-        LimitName::PerReset => 2,
-        LimitName::Outbound => 3,
-    };
-    HANDLES[index][usize::from(!allowed)].inc();
+    HANDLES[limit.index()][usize::from(!allowed)].inc();
 }
 
 /// The status class of a vendor's answer.

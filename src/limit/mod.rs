@@ -60,6 +60,19 @@ pub enum LimitName {
 }
 
 impl LimitName {
+    /// Every limit, each at the place its `index` names.
+    pub const ALL: [LimitName; 4] = [
+        LimitName::PerKey,
+        LimitName::PerIdentifier,
+        LimitName::PerReset,
+        LimitName::Outbound,
+    ];
+
+    /// The limit's place in `ALL` (its declaration order), for tables indexed by limit.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LimitName::PerKey => "per-key",
@@ -133,6 +146,15 @@ pub fn headers(states: &[LimitState]) -> [(&'static str, String); 2] {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn every_limit_sits_at_its_index() {
+        for (i, limit) in LimitName::ALL.into_iter().enumerate() {
+            assert_eq!(limit.index(), i, "{limit:?}");
+        }
+        // A variant left out of `ALL` would have an index past its end: the metrics table
+        // indexed by it would panic on the first decision under that limit, in any test.
+    }
 
     #[test]
     fn header_items_follow_the_draft_syntax() {
