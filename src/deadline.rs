@@ -6,9 +6,10 @@
 //! and visits the wheel each time it parks: about 2.8k instructions per request for the three a
 //! request arms (callgrind), against about 0.9k with this table (BENCHMARKS.md).
 //!
-//! Here a timeout that has to wait takes a slot in one process-wide table (a short lock, shared by
-//! the worker threads, to arm and another to disarm) and one thread, `deadlines`, sweeps the
-//! table: it sleeps until the earliest deadline, marks what has passed and wakes those tasks. A
+//! Here a timeout that has to wait takes a slot in a process-wide table (a short lock to arm and
+//! another to disarm) and one thread, `deadlines`, sweeps the table: it sleeps until the earliest
+//! deadline, marks what has passed and wakes those tasks. The table is split into shards, one per
+//! worker thread as far as `SHARDS` goes, so worker threads do not take each other's lock. A
 //! timeout whose future is ready on its first poll costs nothing but that poll. A timeout fires
 //! at most `RESOLUTION` after its deadline, plus the sweeper's and the task's scheduling delay.
 //! The table holds only timeouts that are waiting (a slot is reused once freed), so its size is
@@ -17,6 +18,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
 use std::thread::Thread;
@@ -98,31 +100,44 @@ struct Slot {
     fired: bool,
 }
 
+/// How many shards the table has. Threads take them in turn, so up to this many worker threads
+/// each have a lock of their own (the sweeper takes each shard's lock briefly as it passes).
+const SHARDS: usize = 16;
+
 #[derive(Default)]
 struct Table {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
-    /// When the sweeper will look next; `None` while it sleeps with nothing to wait for.
+    /// When the sweeper will look next; `None` while it sleeps with nothing to wait for, and
+    /// while it is sweeping (so a deadline armed meanwhile always wakes it once more).
     next_sweep: Option<Instant>,
 }
 
 struct Sweeper {
-    table: Mutex<Table>,
+    shards: [Mutex<Table>; SHARDS],
     thread: OnceLock<Thread>,
 }
 
 static SWEEPER: LazyLock<Sweeper> = LazyLock::new(|| Sweeper {
-    table: Mutex::new(Table::default()),
+    shards: std::array::from_fn(|_| Mutex::new(Table::default())),
     thread: OnceLock::new(),
 });
 
-fn table() -> MutexGuard<'static, Table> {
-    // A panic while holding the lock cannot leave the table inconsistent (every change is one
+fn shard(index: usize) -> MutexGuard<'static, Table> {
+    // A panic while holding the lock cannot leave a shard inconsistent (every change is one
     // assignment or push), so a poisoned lock is used as it is.
-    SWEEPER
-        .table
+    SWEEPER.shards[index]
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// This thread's shard, handed out in turn on each thread's first timeout.
+fn own_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static OWN: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    OWN.with(|own| *own)
 }
 
 fn sweeper_thread() -> &'static Thread {
@@ -136,14 +151,17 @@ fn sweeper_thread() -> &'static Thread {
     })
 }
 
-/// A slot in the table, freed when the timeout is dropped (finished, fired or cancelled).
+/// A slot in the table, freed when the timeout is dropped (finished, fired or cancelled), which
+/// may happen on another thread than the one that armed it.
 struct Armed {
+    shard: usize,
     index: usize,
 }
 
 fn arm(deadline: Instant, waker: &Waker) -> Armed {
     let thread = sweeper_thread();
-    let mut table = table();
+    let own = own_shard();
+    let mut table = shard(own);
     let slot = Some(Slot {
         deadline,
         waker: waker.clone(),
@@ -168,13 +186,13 @@ fn arm(deadline: Instant, waker: &Waker) -> Armed {
     if wake_sweeper {
         thread.unpark();
     }
-    Armed { index }
+    Armed { shard: own, index }
 }
 
 impl Armed {
     /// Whether the deadline has passed; if not, the task to wake when it does is `waker`.
     fn fired(&self, waker: &Waker) -> bool {
-        let mut table = table();
+        let mut table = shard(self.shard);
         let slot = table.slots[self.index]
             .as_mut()
             .expect("an armed slot stays until it is dropped");
@@ -193,7 +211,7 @@ impl Armed {
 
 impl Drop for Armed {
     fn drop(&mut self) {
-        let mut table = table();
+        let mut table = shard(self.shard);
         let slot = table.slots[self.index].take();
         table.free.push(self.index);
         drop(table);
@@ -205,9 +223,12 @@ fn sweep_forever() {
     let mut due: Vec<Waker> = Vec::new();
     loop {
         let now = Instant::now();
-        let next = {
-            let mut table = table();
-            let mut earliest: Option<Instant> = None;
+        let mut earliest: Option<Instant> = None;
+        for index in 0..SHARDS {
+            let mut table = shard(index);
+            // Cleared while the other shards are swept: a deadline armed here from now on wakes
+            // the sweeper, whatever it plans.
+            table.next_sweep = None;
             for slot in table.slots.iter_mut().flatten() {
                 if slot.fired {
                     continue;
@@ -219,11 +240,18 @@ fn sweep_forever() {
                     earliest = Some(earliest.map_or(slot.deadline, |e| e.min(slot.deadline)));
                 }
             }
-            // No sooner than RESOLUTION from now, so close deadlines are swept together.
-            let next = earliest.map(|at| at.max(now + RESOLUTION));
-            table.next_sweep = next;
-            next
-        };
+        }
+        // No sooner than RESOLUTION from now, so close deadlines are swept together.
+        let next = earliest.map(|at| at.max(now + RESOLUTION));
+        for index in 0..SHARDS {
+            let mut table = shard(index);
+            // A shard armed since its pass already woke the sweeper (its park returns at once,
+            // and the next pass sees that deadline); the planned sweep is only ever moved closer.
+            table.next_sweep = match (table.next_sweep, next) {
+                (Some(armed), Some(planned)) => Some(armed.min(planned)),
+                (armed, planned) => armed.or(planned),
+            };
+        }
         // Woken outside the lock: waking a task may run code that arms or drops a timeout. A
         // waker that panics must not take the sweeper (and every later timeout) with it.
         for waker in due.drain(..) {
@@ -309,6 +337,50 @@ mod tests {
         let _ = long.await;
     }
 
+    #[test]
+    fn an_earlier_deadline_on_another_threads_shard_fires_on_time() {
+        // Each thread arms in a shard of its own: a short deadline armed on a second thread, while
+        // the sweeper sleeps towards a long one from the first, must still wake it.
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let (armed_tx, armed_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let long = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let shard = own_shard();
+                let waiting = timeout(Duration::from_secs(30), stop_rx);
+                let mut waiting = pin!(waiting);
+                // One poll arms it; then the other thread goes.
+                assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+                armed_tx.send(shard).unwrap();
+                let _ = waiting.await;
+            })
+        });
+        let long_shard = armed_rx.recv().unwrap();
+        let short = std::thread::spawn(move || {
+            runtime().block_on(async {
+                std::thread::sleep(Duration::from_millis(20));
+                let started = Instant::now();
+                let result = bounded(timeout(
+                    Duration::from_millis(30),
+                    std::future::pending::<()>(),
+                ))
+                .await;
+                (own_shard(), result, started.elapsed())
+            })
+        });
+        let (short_shard, result, took) = short.join().unwrap();
+        let _ = stop_tx.send(());
+        long.join().unwrap();
+        assert_ne!(short_shard, long_shard);
+        assert_eq!(result, Err(Elapsed));
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
     #[tokio::test]
     async fn freed_slots_are_reused() {
         for _ in 0..1_000 {
@@ -317,7 +389,8 @@ mod tests {
             assert_eq!(armed, Ok(()));
         }
         // Other tests run alongside and hold slots of their own, but far fewer than 1,000.
-        assert!(table().slots.len() < 1_000, "{}", table().slots.len());
+        let held = shard(own_shard()).slots.len();
+        assert!(held < 1_000, "{held}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
