@@ -91,6 +91,11 @@ fn framing_of(
     let mut close = !http11;
     let mut expects_continue = false;
     for field in fields {
+        // Most fields are none of these four: their length alone rules them out, before any
+        // byte of the name or the value is looked at.
+        if !matches!(field.name.len(), 14 | 17 | 10 | 6) {
+            continue;
+        }
         let value = field.value.trim_ascii();
         if field.name.eq_ignore_ascii_case("Content-Length") {
             let n = parse_length(value).ok_or(HeadError::Malformed("bad Content-Length"))?;
@@ -137,10 +142,15 @@ fn framing_of(
 
 /// A Content-Length value: digits only, no sign, no overflow.
 fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || value.len() > 19 {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    // Nineteen digits at most always fit a u64; the checked arithmetic costs nothing here.
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
 }
 
 /// Parses the request head at the start of `buf`: `Ok(None)` while it is incomplete.
@@ -412,6 +422,26 @@ pub fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_are_one_to_nineteen_digits_and_nothing_else() {
+        for (text, expected) in [
+            ("0", Some(0)),
+            ("00", Some(0)),
+            ("17", Some(17)),
+            ("9999999999999999999", Some(9_999_999_999_999_999_999)),
+            ("10000000000000000000", None),
+            ("", None),
+            ("+3", None),
+            ("-3", None),
+            ("3 ", None),
+            ("0x10", None),
+            ("1_000", None),
+            ("١٢", None),
+        ] {
+            assert_eq!(parse_length(text.as_bytes()), expected, "{text:?}");
+        }
+    }
 
     fn head(wire: &str) -> RequestHead {
         parse_request(wire.as_bytes()).unwrap().unwrap()
