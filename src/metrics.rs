@@ -241,7 +241,14 @@ pub fn limiter_decision(limit: LimitName, allowed: bool) {
             })
             .collect()
     });
-    HANDLES[limit.index()][usize::from(!allowed)].inc();
+    let result = usize::from(!allowed);
+    match HANDLES.get(limit.index()) {
+        Some(handles) => handles[result].inc(),
+        // A limit missing from `LimitName::ALL` is still counted, by the slower label lookup.
+        None => LIMITER_DECISIONS
+            .with_label_values(&[limit.as_str(), ["allowed", "refused"][result]])
+            .inc(),
+    }
 }
 
 /// The status class of a vendor's answer.

@@ -27,7 +27,8 @@ impl Hasher for AlreadyHashed {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; any other key is folded in, never lost.
+        // Only `u64` keys (`write_u64`) are hashed here; anything else is mixed in byte by
+        // byte, enough for a map but never used.
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
