@@ -231,13 +231,12 @@ pub fn observe_upstream(vendor: &str, endpoint: &str, class: &'static str, secon
 pub fn limiter_decision(limit: LimitName, allowed: bool) {
     // The handles are looked up once: every request makes two or three decisions, and a label
     // lookup hashes its values and takes the family's lock.
+    const RESULTS: [&str; 2] = ["allowed", "refused"];
     static HANDLES: LazyLock<Vec<[IntCounter; 2]>> = LazyLock::new(|| {
         LimitName::ALL
             .iter()
             .map(|limit| {
-                let handle =
-                    |result| LIMITER_DECISIONS.with_label_values(&[limit.as_str(), result]);
-                [handle("allowed"), handle("refused")]
+                RESULTS.map(|result| LIMITER_DECISIONS.with_label_values(&[limit.as_str(), result]))
             })
             .collect()
     });
@@ -246,7 +245,7 @@ pub fn limiter_decision(limit: LimitName, allowed: bool) {
         Some(handles) => handles[result].inc(),
         // A limit missing from `LimitName::ALL` is still counted, by the slower label lookup.
         None => LIMITER_DECISIONS
-            .with_label_values(&[limit.as_str(), ["allowed", "refused"][result]])
+            .with_label_values(&[limit.as_str(), RESULTS[result]])
             .inc(),
     }
 }
