@@ -244,7 +244,7 @@ impl TokenKeys {
                 },
             )
             .map_err(|_| TokenError::Invalid)?;
-        serde_json::from_slice(&plaintext).map_err(|_| TokenError::Invalid)
+        crate::json::from_body(&plaintext).map_err(|_| TokenError::Invalid)
     }
 }
 

@@ -71,7 +71,7 @@ pub struct CompleteRequest {
 
 /// Parses a body strictly into `T`, then validates it.
 pub fn parse<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, Problem> {
-    let value: T = serde_json::from_slice(body).map_err(|e| describe_json_error(&e))?;
+    let value: T = crate::json::from_body(body).map_err(|e| describe_json_error(&e))?;
     value.validate()?;
     Ok(value)
 }

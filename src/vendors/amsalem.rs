@@ -167,7 +167,7 @@ fn parse_answer(body: &[u8]) -> Result<(bool, Option<String>, Option<String>), S
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
             let a: JsonAnswer =
-                serde_json::from_slice(body).map_err(|_| "bad JSON answer".to_string())?;
+                crate::json::from_body(body).map_err(|_| "bad JSON answer".to_string())?;
             Ok((a.success, a.message, a.extra1))
         }
         Some(b'<') => {

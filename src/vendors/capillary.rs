@@ -225,7 +225,7 @@ pub fn read_answer(
 
 /// Parses an answer's body; an unreadable 401/403 names the API key as the likely cause.
 fn parse(status: u16, body: &[u8]) -> Result<Answer, Problem> {
-    serde_json::from_slice(body).map_err(|_| {
+    crate::json::from_body(body).map_err(|_| {
         let why = if matches!(status, 401 | 403) {
             "a refusal of the gateway's API key: check the connection's api_key_env"
         } else {

@@ -418,7 +418,7 @@ fn parse_answer(body: &[u8]) -> Result<Answer, String> {
 }
 
 fn parse_json_answer(body: &[u8]) -> Result<Answer, String> {
-    let raw: JsonAnswer = serde_json::from_slice(body)
+    let raw: JsonAnswer = crate::json::from_body(body)
         .map_err(|e| format!("bad JSON envelope: {}", e.classify_str()))?;
     let messages = raw
         .messages

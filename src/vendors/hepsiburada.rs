@@ -90,7 +90,7 @@ fn parse_answer(body: &[u8]) -> Result<Answer, String> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
             let a: JsonAnswer =
-                serde_json::from_slice(body).map_err(|_| "bad JSON answer".to_string())?;
+                crate::json::from_body(body).map_err(|_| "bad JSON answer".to_string())?;
             let code = a.code.and_then(|c| match c {
                 serde_json::Value::Number(n) => Some(n.to_string()),
                 serde_json::Value::String(s) => Some(s),
