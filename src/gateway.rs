@@ -336,11 +336,7 @@ fn is_json(content_type: &[u8]) -> bool {
 
 /// The RateLimit fields: the key's own limit on every answer, and the limit that refused the
 /// request when it was another.
-fn rate_limit_headers(
-    mut reply: Reply,
-    per_key: Option<LimitState>,
-    hit: Option<LimitState>,
-) -> Reply {
+fn rate_limit_headers(reply: Reply, per_key: Option<LimitState>, hit: Option<LimitState>) -> Reply {
     // At most two states, kept on the stack.
     let both;
     let states: &[LimitState] = match (per_key, hit.filter(|h| h.name != LimitName::PerKey)) {
@@ -351,10 +347,9 @@ fn rate_limit_headers(
         (Some(one), None) | (None, Some(one)) => &[one][..],
         (None, None) => return reply,
     };
-    for (name, value) in limit::headers(states) {
-        reply = reply.header(name, value);
-    }
     reply
+        .header_with(limit::POLICY_FIELD, |out| limit::push_policy(states, out))
+        .header_with(limit::STATE_FIELD, |out| limit::push_state(states, out))
 }
 
 /// The one place a `Problem` becomes a response.

@@ -55,7 +55,8 @@ impl Default for ClientTimeouts {
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
-    pub headers: Vec<(&'static str, String)>,
+    /// The reply's own header fields, each written out (`Name: value\r\n`) as it is added.
+    fields: Vec<u8>,
     pub body: Bytes,
     /// Close the connection after this reply (for example when the request body was not read).
     pub close: bool,
@@ -84,7 +85,7 @@ impl Reply {
         Reply {
             status,
             content_type,
-            headers: Vec::new(),
+            fields: Vec::new(),
             body: body.into(),
             close: false,
             shape: WireShape::Whole,
@@ -103,11 +104,47 @@ impl Reply {
         )
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+    pub fn header(self, name: &'static str, value: impl AsRef<str>) -> Self {
+        self.header_with(name, |out| out.extend_from_slice(value.as_ref().as_bytes()))
+    }
+
+    /// A field whose value `write_value` appends straight onto the head (a list, numbers), with
+    /// no string of its own. Values are the gateway's own, but a line break in one would split
+    /// the response: such a field is dropped rather than sent.
+    pub fn header_with(
+        mut self,
+        name: &'static str,
+        write_value: impl FnOnce(&mut Vec<u8>),
+    ) -> Self {
+        let start = self.fields.len();
+        if start == 0 {
+            // Room for the few fields a reply has (request id, RateLimit), so they cost one
+            // allocation together.
+            self.fields.reserve(FIELDS_CAPACITY);
+        }
+        self.fields.extend_from_slice(name.as_bytes());
+        self.fields.extend_from_slice(b": ");
+        let value_start = self.fields.len();
+        write_value(&mut self.fields);
+        if self.fields[value_start..]
+            .iter()
+            .any(|&b| b == b'\r' || b == b'\n')
+        {
+            self.fields.truncate(start);
+        } else {
+            self.fields.extend_from_slice(b"\r\n");
+        }
         self
     }
+
+    /// The fields added with `header`, as they go on the wire.
+    pub(crate) fn fields(&self) -> &[u8] {
+        &self.fields
+    }
 }
+
+/// What a reply's own fields take: `X-Request-Id`, `Cache-Control` and the RateLimit fields.
+const FIELDS_CAPACITY: usize = 256;
 
 /// What a listener does with one request whose head has been read.
 ///

@@ -94,13 +94,8 @@ pub(super) fn append_head(out: &mut Vec<u8>, reply: &Reply, declared: Declared, 
     out.extend_from_slice(b"Date: ");
     append_date(out);
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &reply.headers {
-        // Values are the gateway's own, but a line break in one would split the response:
-        // such a field is dropped rather than sent.
-        if !value.bytes().any(|b| b == b'\r' || b == b'\n') {
-            append_field(out, name, value.as_bytes());
-        }
-    }
+    // Written out (and line breaks refused) as they were added.
+    out.extend_from_slice(reply.fields());
     if how.close {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if !how.http11 {
@@ -178,7 +173,10 @@ mod tests {
     fn a_head_carries_length_type_date_fields_and_closing() {
         let reply = Reply::json(429, &b"{}"[..])
             .header("Retry-After", "3")
-            .header("X-Bad", "a\r\nInjected: 1");
+            .header("X-Bad", "a\r\nInjected: 1")
+            .header_with("X-Listed", |out| out.extend_from_slice(b"1, 2"))
+            .header_with("X-Bad-Too", |out| out.extend_from_slice(b"b\nInjected: 2"))
+            .header("X-After", String::from("kept"));
         let mut out = Vec::new();
         let how = ReplyOptions {
             close: true,
@@ -189,7 +187,9 @@ mod tests {
         append_head(&mut out, &reply, Declared::Length(2), how);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: 2\r\nDate: "));
-        assert!(text.ends_with("GMT\r\nRetry-After: 3\r\nConnection: close\r\n\r\n"));
+        assert!(text.ends_with(
+            "GMT\r\nRetry-After: 3\r\nX-Listed: 1, 2\r\nX-After: kept\r\nConnection: close\r\n\r\n"
+        ));
         assert!(!text.contains("Injected"));
 
         let mut out = Vec::new();

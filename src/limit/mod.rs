@@ -93,25 +93,25 @@ pub struct LimitState {
 
 impl LimitState {
     /// One `RateLimit-Policy` list member: `"per-key";q=1000;w=60`.
-    fn push_policy_item(&self, out: &mut String) {
+    fn push_policy_item(&self, out: &mut Vec<u8>) {
         let mut number = itoa::Buffer::new();
-        out.push('"');
-        out.push_str(self.name.as_str());
-        out.push_str("\";q=");
-        out.push_str(number.format(self.quota.count));
-        out.push_str(";w=");
-        out.push_str(number.format(self.quota.period.as_secs().max(1)));
+        out.push(b'"');
+        out.extend_from_slice(self.name.as_str().as_bytes());
+        out.extend_from_slice(b"\";q=");
+        out.extend_from_slice(number.format(self.quota.count).as_bytes());
+        out.extend_from_slice(b";w=");
+        out.extend_from_slice(number.format(self.quota.period.as_secs().max(1)).as_bytes());
     }
 
     /// One `RateLimit` list member: `"per-key";r=999;t=1`.
-    fn push_state_item(&self, out: &mut String) {
+    fn push_state_item(&self, out: &mut Vec<u8>) {
         let mut number = itoa::Buffer::new();
-        out.push('"');
-        out.push_str(self.name.as_str());
-        out.push_str("\";r=");
-        out.push_str(number.format(self.decision.remaining));
-        out.push_str(";t=");
-        out.push_str(number.format(ceil_secs(self.decision.reset)));
+        out.push(b'"');
+        out.extend_from_slice(self.name.as_str().as_bytes());
+        out.extend_from_slice(b"\";r=");
+        out.extend_from_slice(number.format(self.decision.remaining).as_bytes());
+        out.extend_from_slice(b";t=");
+        out.extend_from_slice(number.format(ceil_secs(self.decision.reset)).as_bytes());
     }
 
     /// Whole seconds for `Retry-After`, rounded up so a client that waits is not refused again.
@@ -124,22 +124,28 @@ fn ceil_secs(d: std::time::Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// The `RateLimit-Policy` and `RateLimit` header values for these limits.
-pub fn headers(states: &[LimitState]) -> [(&'static str, String); 2] {
-    let list = |item: fn(&LimitState, &mut String)| {
-        let mut out = String::with_capacity(40 * states.len());
-        for (i, state) in states.iter().enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            item(state, &mut out);
+/// The name of the field `push_policy` writes.
+pub const POLICY_FIELD: &str = "RateLimit-Policy";
+/// The name of the field `push_state` writes.
+pub const STATE_FIELD: &str = "RateLimit";
+
+/// The `RateLimit-Policy` value for these limits, written onto `out` (the reply's head).
+pub fn push_policy(states: &[LimitState], out: &mut Vec<u8>) {
+    push_list(states, out, LimitState::push_policy_item);
+}
+
+/// The `RateLimit` value for these limits, written onto `out` (the reply's head).
+pub fn push_state(states: &[LimitState], out: &mut Vec<u8>) {
+    push_list(states, out, LimitState::push_state_item);
+}
+
+fn push_list(states: &[LimitState], out: &mut Vec<u8>, item: fn(&LimitState, &mut Vec<u8>)) {
+    for (i, state) in states.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
         }
-        out
-    };
-    [
-        ("RateLimit-Policy", list(LimitState::push_policy_item)),
-        ("RateLimit", list(LimitState::push_state_item)),
-    ]
+        item(state, out);
+    }
 }
 
 #[cfg(test)]
@@ -168,13 +174,24 @@ mod tests {
                 retry_after: Duration::from_millis(6_001),
             },
         };
-        let [(_, policy), (_, now)] = headers(&[state]);
-        assert_eq!(policy, "\"per-key\";q=1000;w=60");
-        assert_eq!(now, "\"per-key\";r=0;t=7");
+        let written = |push: fn(&[LimitState], &mut Vec<u8>), states: &[LimitState]| {
+            let mut out = b"before ".to_vec();
+            push(states, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            written(push_policy, &[state]),
+            "before \"per-key\";q=1000;w=60"
+        );
+        assert_eq!(written(push_state, &[state]), "before \"per-key\";r=0;t=7");
         assert_eq!(state.retry_after_secs(), 7);
-        let [(p, pv), (s, sv)] = headers(&[state, state]);
-        assert_eq!((p, s), ("RateLimit-Policy", "RateLimit"));
-        assert_eq!(pv, "\"per-key\";q=1000;w=60, \"per-key\";q=1000;w=60");
-        assert_eq!(sv, "\"per-key\";r=0;t=7, \"per-key\";r=0;t=7");
+        assert_eq!(
+            written(push_policy, &[state, state]),
+            "before \"per-key\";q=1000;w=60, \"per-key\";q=1000;w=60"
+        );
+        assert_eq!(
+            written(push_state, &[state, state]),
+            "before \"per-key\";r=0;t=7, \"per-key\";r=0;t=7"
+        );
     }
 }
