@@ -324,7 +324,9 @@ async fn connect(
     let Some(acceptor) = tls else {
         return Some(crate::conn::GatheringStream::new(tcp));
     };
-    match tokio::time::timeout(timeouts.header, acceptor.accept(tcp)).await {
+    // Boxed: the handshake's state (1.4 KiB) would otherwise sit in every connection's task for
+    // as long as the connection lives, TLS or not.
+    match Box::pin(tokio::time::timeout(timeouts.header, acceptor.accept(tcp))).await {
         Ok(Ok(stream)) => Some(crate::conn::GatheringStream::tls(stream)),
         Ok(Err(e)) => {
             crate::metrics::tls_handshake_failed();
@@ -373,7 +375,9 @@ async fn serve_connection<H: Handler>(
         match served {
             Some(next) => unread = next,
             None => {
-                linger(conn).await;
+                // Boxed: its drain buffer (2 KiB) is needed only while closing, not in every
+                // connection's task for as long as the connection lives.
+                Box::pin(linger(conn)).await;
                 return;
             }
         }
