@@ -126,10 +126,7 @@ impl Reply {
         self.fields.extend_from_slice(b": ");
         let value_start = self.fields.len();
         write_value(&mut self.fields);
-        if self.fields[value_start..]
-            .iter()
-            .any(|&b| b == b'\r' || b == b'\n')
-        {
+        if has_line_break(&self.fields[value_start..]) {
             self.fields.truncate(start);
         } else {
             self.fields.extend_from_slice(b"\r\n");
@@ -141,6 +138,24 @@ impl Reply {
     pub(crate) fn fields(&self) -> &[u8] {
         &self.fields
     }
+}
+
+/// Whether `value` holds a CR or LF, eight bytes per step (the test is exact: a borrow can only
+/// come from a byte that already is one of them).
+fn has_line_break(value: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    let has_zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
+    let mut words = value.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
+        if has_zero_byte(x ^ (ONES * u64::from(b'\r')))
+            | has_zero_byte(x ^ (ONES * u64::from(b'\n')))
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b == b'\r' || b == b'\n')
 }
 
 /// What a reply's own fields take: `X-Request-Id`, `Cache-Control` and the RateLimit fields.
@@ -515,5 +530,30 @@ async fn serve_request<H: Handler>(
             }
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_breaks_are_found_at_every_place() {
+        // Around the byte: its neighbours' values, and the same with the high bit set.
+        let around = [b'a', 0x0c, 0x0e, 0x8d, 0x8a, 0x0b, 0x09, 0xff, 0x00];
+        for len in 0..40 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut value: Vec<u8> = (0..len).map(|i| around[i % around.len()]).collect();
+                    value[at] = byte;
+                    let expected = byte == b'\r' || byte == b'\n';
+                    assert_eq!(
+                        has_line_break(&value),
+                        expected,
+                        "{byte:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
     }
 }
