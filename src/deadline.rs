@@ -61,7 +61,8 @@ pin_project_lite::pin_project! {
     /// an `async fn` keeps its argument future and the pinned copy it polls side by side, so a
     /// wrapper held inside every request's future would carry the step's state two or three
     /// times over (3.8 KiB for a 1.2 KiB step; the request future is boxed, and copied as a
-    /// whole, once per request).
+    /// whole, once per request). Its table slot is freed as soon as it completes; like any
+    /// future, it is not to be polled again after that.
     #[must_use = "a timeout does nothing unless polled"]
     pub struct Timeout<F> {
         #[pin]
@@ -88,6 +89,8 @@ impl<F: Future> Future for Timeout<F> {
         let this = self.project();
         // The future first: work that finished in time is never reported late.
         if let Poll::Ready(output) = this.future.poll(cx) {
+            // The slot goes back to the table now, not when the caller drops this future.
+            *this.armed = None;
             return Poll::Ready(Ok(output));
         }
         let fired = match this.armed {
@@ -107,6 +110,7 @@ impl<F: Future> Future for Timeout<F> {
             }
         };
         if fired {
+            *this.armed = None;
             Poll::Ready(Err(Elapsed))
         } else {
             Poll::Pending
@@ -447,6 +451,50 @@ mod tests {
         for task in tasks {
             let (n, result) = bounded(task).await.unwrap();
             assert_eq!(result.is_ok(), n % 2 == 0, "{n}");
+        }
+    }
+
+    #[test]
+    fn a_timeout_holds_its_future_once() {
+        let large = async {
+            let buffer = [7u8; 4096];
+            tokio::task::yield_now().await;
+            buffer[4095]
+        };
+        let future_size = std::mem::size_of_val(&large);
+        let wrapped = timeout(Duration::from_secs(1), large);
+        assert!(
+            std::mem::size_of_val(&wrapped) <= future_size + 64,
+            "{} for a future of {future_size}",
+            std::mem::size_of_val(&wrapped)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finished_timeout_frees_its_slot_before_it_is_dropped() {
+        for outcome_ok in [true, false] {
+            // Pending at first (so the timeout arms), then ready or never.
+            let mut first = true;
+            let inner = std::future::poll_fn(move |cx| {
+                if first || !outcome_ok {
+                    first = false;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            });
+            let mut wrapped = pin!(timeout(Duration::from_millis(20), inner));
+            let result = bounded(std::future::poll_fn(|cx| {
+                let poll = wrapped.as_mut().poll(cx);
+                if poll.is_pending() {
+                    assert!(wrapped.as_mut().project().armed.is_some());
+                }
+                poll
+            }))
+            .await;
+            assert_eq!(result.is_ok(), outcome_ok);
+            assert!(wrapped.as_mut().project().armed.is_none(), "{outcome_ok}");
         }
     }
 }

@@ -104,13 +104,14 @@ impl Reply {
         )
     }
 
+    /// A field with this value; see `header_with` for values with a line break.
     pub fn header(self, name: &'static str, value: impl AsRef<str>) -> Self {
         self.header_with(name, |out| out.extend_from_slice(value.as_ref().as_bytes()))
     }
 
-    /// A field whose value `write_value` appends straight onto the head (a list, numbers), with
-    /// no string of its own. Values are the gateway's own, but a line break in one would split
-    /// the response: such a field is dropped rather than sent.
+    /// A field whose value `write_value` appends to the reply's fields (a list, numbers), with
+    /// no string of its own; it must only append. Values are the gateway's own, but a line
+    /// break in one would split the response: such a field is dropped rather than sent.
     pub fn header_with(
         mut self,
         name: &'static str,
@@ -118,14 +119,18 @@ impl Reply {
     ) -> Self {
         let start = self.fields.len();
         if start == 0 {
-            // Room for the few fields a reply has (request id, RateLimit), so they cost one
-            // allocation together.
+            // Room for the few fields a reply has (request id, RateLimit), so they usually cost
+            // one allocation together.
             self.fields.reserve(FIELDS_CAPACITY);
         }
         self.fields.extend_from_slice(name.as_bytes());
         self.fields.extend_from_slice(b": ");
         let value_start = self.fields.len();
         write_value(&mut self.fields);
+        debug_assert!(
+            self.fields.len() >= value_start,
+            "a field's writer only appends"
+        );
         if has_line_break(&self.fields[value_start..]) {
             self.fields.truncate(start);
         } else {
@@ -134,7 +139,7 @@ impl Reply {
         self
     }
 
-    /// The fields added with `header`, as they go on the wire.
+    /// The fields added with `header` and `header_with`, as they go on the wire.
     pub(crate) fn fields(&self) -> &[u8] {
         &self.fields
     }
@@ -158,7 +163,8 @@ fn has_line_break(value: &[u8]) -> bool {
     words.remainder().iter().any(|&b| b == b'\r' || b == b'\n')
 }
 
-/// What a reply's own fields take: `X-Request-Id`, `Cache-Control` and the RateLimit fields.
+/// What a reply's own fields take: `X-Request-Id` (a generated one; a caller's may be up to 128
+/// characters), `Cache-Control` and the RateLimit fields of one or two limits.
 const FIELDS_CAPACITY: usize = 256;
 
 /// What a listener does with one request whose head has been read.
@@ -539,6 +545,7 @@ mod tests {
 
     #[test]
     fn line_breaks_are_found_at_every_place() {
+        assert!(!has_line_break(b""));
         // Around the byte: its neighbours' values, and the same with the high bit set.
         let around = [b'a', 0x0c, 0x0e, 0x8d, 0x8a, 0x0b, 0x09, 0xff, 0x00];
         for len in 0..40 {

@@ -208,5 +208,17 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .ends_with("Connection: keep-alive\r\n\r\n"));
+
+        // A reply whose first field is refused sends none of it.
+        let mut out = Vec::new();
+        let refused_first = Reply::json(200, &b"{}"[..])
+            .header("X-Bad", "\n")
+            .header("X-Next", "kept");
+        append_head(&mut out, &refused_first, Declared::Length(2), kept);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("GMT\r\nX-Next: kept\r\nConnection: keep-alive\r\n\r\n"),
+            "{text}"
+        );
     }
 }
