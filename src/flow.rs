@@ -23,6 +23,8 @@ pub struct Env<'a> {
     pub limiter: &'a dyn Limiter,
     pub used: &'a dyn UsedIds,
     pub per_identifier: Quota,
+    /// When the request arrived: the in-process limiters decide all its limits as of then.
+    pub arrived: std::time::Instant,
 }
 
 /// A successful step's answer: its status and JSON body.
@@ -101,7 +103,7 @@ async fn check(
     quota: Quota,
     mode: Mode,
 ) -> Result<LimitState, LimitState> {
-    let decision = crate::limit::decide(env.limiter, key, quota, mode).await;
+    let decision = crate::limit::decide(env.limiter, key, quota, mode, env.arrived).await;
     if mode != Mode::Peek {
         crate::metrics::limiter_decision(name, decision.allowed);
     }

@@ -186,6 +186,7 @@ impl Gateway {
         request: &mut Request<'_>,
         peer: Option<SocketAddr>,
         request_id: &str,
+        arrived: Instant,
         outcome: &mut Outcome<'s>,
     ) -> Result<(u16, Vec<u8>), (Problem, bool, bool)> {
         // The bool pair: (show the vendor member, close the connection).
@@ -202,6 +203,7 @@ impl Gateway {
             &key.limit_key,
             key.quota,
             Mode::Consume(1),
+            arrived,
         )
         .await;
         let per_key = LimitState {
@@ -279,6 +281,7 @@ impl Gateway {
             limiter: self.limiter.as_ref(),
             used: self.used.as_ref(),
             per_identifier: self.per_identifier,
+            arrived,
         };
         let work = async {
             match route {
@@ -395,7 +398,7 @@ impl Handler for Gateway {
             ("POST", Some(route), _) => {
                 outcome.step = Some(route.name());
                 match self
-                    .step(route, request, peer, &request_id, &mut outcome)
+                    .step(route, request, peer, &request_id, started, &mut outcome)
                     .await
                 {
                     Ok((status, body)) => {

@@ -83,13 +83,24 @@ impl MemoryLimiter {
     }
 
     fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.ns_at(Instant::now())
+    }
+
+    fn ns_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
     /// The synchronous decision, for callers outside async code (and benchmarks).
     pub fn check_now(&self, key: &str, quota: Quota, mode: Mode) -> Decision {
+        self.check_at(key, quota, mode, Instant::now())
+    }
+
+    /// The decision as of `at`. The request path passes the request's arrival, so it reads the
+    /// clock once for all the limits it checks; deciding as of microseconds earlier is deciding
+    /// as if the limits had been checked the moment the request arrived.
+    pub fn check_at(&self, key: &str, quota: Quota, mode: Mode, at: Instant) -> Decision {
         let hash = self.hasher.hash_one(key);
-        let now = self.now_ns();
+        let now = self.ns_at(at);
         let mut shard = self.shards[shard_of(hash)]
             .lock()
             .expect("limiter shard lock");
@@ -138,8 +149,8 @@ impl Limiter for MemoryLimiter {
         self.check_now(key, quota, mode)
     }
 
-    fn decide_now(&self, key: &str, quota: Quota, mode: Mode) -> Option<Decision> {
-        Some(self.check_now(key, quota, mode))
+    fn decide_now(&self, key: &str, quota: Quota, mode: Mode, at: Instant) -> Option<Decision> {
+        Some(self.check_at(key, quota, mode, at))
     }
 
     fn backend(&self) -> &'static str {
@@ -163,6 +174,24 @@ mod tests {
         assert!(!l.check_now("a", q, Mode::Consume(1)).allowed);
         assert!(l.check_now("b", q, Mode::Peek).allowed);
         assert!(l.check_now("b", q, Mode::Consume(1)).allowed);
+    }
+
+    #[test]
+    fn decisions_are_made_as_of_the_time_given() {
+        let l = MemoryLimiter::new();
+        let q = Quota::new(1, Duration::from_secs(60));
+        let arrived = Instant::now();
+        assert!(l.check_at("a", q, Mode::Consume(1), arrived).allowed);
+        let later = |secs| arrived + Duration::from_secs(secs);
+        assert!(!l.check_at("a", q, Mode::Consume(1), later(59)).allowed);
+        assert!(l.check_at("a", q, Mode::Consume(1), later(61)).allowed);
+        // Through the trait, as the request path decides.
+        assert!(!l.decide_now("a", q, Mode::Peek, later(62)).unwrap().allowed);
+        assert!(
+            l.decide_now("a", q, Mode::Peek, later(122))
+                .unwrap()
+                .allowed
+        );
     }
 
     #[test]

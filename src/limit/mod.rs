@@ -27,10 +27,16 @@ pub trait Limiter: Send + Sync {
     /// applies its configured fallback and says so in its decision.
     async fn check(&self, key: &str, quota: Quota, mode: Mode) -> Decision;
 
-    /// The decision at once, for a backend that decides in memory; `None` for one that must
-    /// wait (Redis). Callers go through `decide`, so an in-memory decision skips the boxed
-    /// future that `check` costs on every request.
-    fn decide_now(&self, _key: &str, _quota: Quota, _mode: Mode) -> Option<Decision> {
+    /// The decision at once, as of `at`, for a backend that decides in memory; `None` for one
+    /// that must wait (Redis, which decides by its own clock). Callers go through `decide`, so
+    /// an in-memory decision skips the boxed future that `check` costs on every request.
+    fn decide_now(
+        &self,
+        _key: &str,
+        _quota: Quota,
+        _mode: Mode,
+        _at: std::time::Instant,
+    ) -> Option<Decision> {
         None
     }
 
@@ -38,9 +44,17 @@ pub trait Limiter: Send + Sync {
     fn backend(&self) -> &'static str;
 }
 
-/// Decides one request: at once where the backend can, else by waiting for it.
-pub async fn decide(limiter: &dyn Limiter, key: &str, quota: Quota, mode: Mode) -> Decision {
-    match limiter.decide_now(key, quota, mode) {
+/// Decides one request: at once where the backend can, else by waiting for it. `at` is when
+/// the request arrived: an in-memory backend decides every limit of a request as of then, so a
+/// request reads the clock once for all its limits rather than once for each.
+pub async fn decide(
+    limiter: &dyn Limiter,
+    key: &str,
+    quota: Quota,
+    mode: Mode,
+    at: std::time::Instant,
+) -> Decision {
+    match limiter.decide_now(key, quota, mode, at) {
         Some(decision) => decision,
         None => limiter.check(key, quota, mode).await,
     }

@@ -232,7 +232,7 @@ fn ten_thousand_idle_connections_are_held_in_bounded_memory_and_released() {
     assert_eq!(r.status, 400);
     let grown = rss_mib(pid) - baseline_rss;
     println!("10,000 idle connections: {grown:.1} MiB more resident");
-    // An idle connection holds its socket and a small task (about 1.3 KiB in a release build),
+    // An idle connection holds its socket and a small task (under 1 KiB in a release build),
     // not an HTTP session and its 4 KiB read buffer: those wait for the client's first byte.
     // (They did not while the wait was tokio's `readable()`, which is true at once for a new
     // socket: 12 KiB per idle connection.)
