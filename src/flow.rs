@@ -23,8 +23,9 @@ pub struct Env<'a> {
     pub limiter: &'a dyn Limiter,
     pub used: &'a dyn UsedIds,
     pub per_identifier: Quota,
-    /// When the request arrived: the in-process limiters decide all its limits as of then.
-    pub arrived: std::time::Instant,
+    /// When the step's work began (its body read): the in-process limiters decide the limits
+    /// checked before any vendor call as of then, so those share one clock read.
+    pub checked_at: std::time::Instant,
 }
 
 /// A successful step's answer: its status and JSON body.
@@ -96,6 +97,7 @@ fn subject(tenant: &str, identifier: &Identifier) -> String {
     crate::signing::hex_lower(&digest[..16])
 }
 
+/// A limit checked before any vendor call, as of `env.checked_at`.
 async fn check(
     env: &Env<'_>,
     name: LimitName,
@@ -103,7 +105,18 @@ async fn check(
     quota: Quota,
     mode: Mode,
 ) -> Result<LimitState, LimitState> {
-    let decision = crate::limit::decide(env.limiter, key, quota, mode, env.arrived).await;
+    check_at(env, name, key, quota, mode, env.checked_at).await
+}
+
+async fn check_at(
+    env: &Env<'_>,
+    name: LimitName,
+    key: &str,
+    quota: Quota,
+    mode: Mode,
+    at: std::time::Instant,
+) -> Result<LimitState, LimitState> {
+    let decision = crate::limit::decide(env.limiter, key, quota, mode, at).await;
     if mode != Mode::Peek {
         crate::metrics::limiter_decision(name, decision.allowed);
     }
@@ -309,12 +322,14 @@ pub async fn verify(
         Err(p) if p.code == ErrorCode::InvalidOtp => {
             // Count the wrong code. The peek above let it through, so this spends the cell; if a
             // concurrent request took the last one first, this attempt is over the limit too.
-            match check(
+            // After a vendor call (seconds, perhaps): decided as of now.
+            match check_at(
                 env,
                 LimitName::PerReset,
                 &otp_key,
                 otp_quota,
                 Mode::Consume(1),
+                std::time::Instant::now(),
             )
             .await
             {

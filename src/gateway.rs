@@ -281,7 +281,9 @@ impl Gateway {
             limiter: self.limiter.as_ref(),
             used: self.used.as_ref(),
             per_identifier: self.per_identifier,
-            arrived,
+            // Read afresh: the body may have taken up to its timeout per read to arrive, and the
+            // limits the step checks govern what it is about to send to the vendor.
+            checked_at: Instant::now(),
         };
         let work = async {
             match route {

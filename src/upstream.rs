@@ -367,7 +367,15 @@ impl UpstreamClient {
     ) -> Result<UpstreamResponse, UpstreamFailure> {
         let started = Instant::now();
         let result = self.send(req, started).await;
-        let elapsed = started.elapsed();
+        let finished = Instant::now();
+        let elapsed = finished.saturating_duration_since(started);
+        // A connection whose exchange ended cleanly waits for the next call, idle from now.
+        let result = result.map(|(answer, reusable)| {
+            if let Some(stream) = reusable {
+                self.put_idle(stream, finished);
+            }
+            answer
+        });
         let class = match &result {
             Ok(r) => metrics::status_class(r.status),
             Err(UpstreamFailure::Timeout) => "timeout",
@@ -380,15 +388,14 @@ impl UpstreamClient {
         result
     }
 
-    /// One exchange, begun at `started`. The pool takes that time for both its checks: a
-    /// connection is counted idle from when its last exchange began, not when it ended, so it
-    /// is retired a little early rather than late (a vendor closes idle connections by its own
-    /// clock), and a call reads the clock twice fewer.
+    /// One exchange, begun at `started` (the time an idle connection's age is judged by), and
+    /// the connection back if it may carry another. The caller reads the clock when it ends,
+    /// for its metrics and as the connection's idle-since time: the pool reads none of its own.
     async fn send(
         &self,
         req: &UpstreamRequest<'_>,
         started: Instant,
-    ) -> Result<UpstreamResponse, UpstreamFailure> {
+    ) -> Result<(UpstreamResponse, Option<Stream>), UpstreamFailure> {
         // A vendor is only looked up (DNS) and connected to when no idle connection is left.
         let mut stream = match self.take_idle(started) {
             Some(stream) => {
@@ -423,10 +430,7 @@ impl UpstreamClient {
             Err(_) => return Err(UpstreamFailure::Timeout),
         }
         let (answer, reusable) = read_answer(&mut stream, self.timeouts.read).await?;
-        if reusable {
-            self.put_idle(stream, started);
-        }
-        Ok(answer)
+        Ok((answer, reusable.then_some(stream)))
     }
 }
 

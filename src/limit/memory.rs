@@ -95,15 +95,17 @@ impl MemoryLimiter {
         self.check_at(key, quota, mode, Instant::now())
     }
 
-    /// The decision as of `at`. The request path passes the request's arrival, so it reads the
-    /// clock once for all the limits it checks; deciding as of microseconds earlier is deciding
-    /// as if the limits had been checked the moment the request arrived.
+    /// The decision as of `at`, a time read at most microseconds before (the request path
+    /// passes one it read for its own use, saving a clock read per limit). A time older than
+    /// the shard's last sweep is taken as the sweep's: the keys it dropped had recovered by
+    /// then and only by then, so an older time would find them missing and store less than they
+    /// had spent.
     pub fn check_at(&self, key: &str, quota: Quota, mode: Mode, at: Instant) -> Decision {
         let hash = self.hasher.hash_one(key);
-        let now = self.ns_at(at);
         let mut shard = self.shards[shard_of(hash)]
             .lock()
             .expect("limiter shard lock");
+        let now = self.ns_at(at).max(shard.last_sweep);
         if now.saturating_sub(shard.last_sweep) >= SWEEP_EVERY.as_nanos() as u64 {
             shard.tats.retain(|_, tat| *tat > now);
             shard.last_sweep = now;
@@ -192,6 +194,24 @@ mod tests {
                 .unwrap()
                 .allowed
         );
+    }
+
+    #[test]
+    fn a_time_older_than_the_last_sweep_counts_as_the_sweeps() {
+        let l = MemoryLimiter::new();
+        let q = Quota::new(1, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        assert!(l.check_at("a", q, Mode::Consume(1), at(0)).allowed);
+        // Past the sweep interval: this decision sweeps the shard, and "a" (recovered) goes.
+        assert!(l.check_at("a", q, Mode::Peek, at(100)).allowed);
+        assert!(l.is_empty());
+        // A late decision as of 30 s counts as of the sweep (100 s), so it spends the cell
+        // until 160 s rather than 90 s: the one at 120 s is refused, as it would have been had
+        // the key been kept.
+        assert!(l.check_at("a", q, Mode::Consume(1), at(30)).allowed);
+        assert!(!l.check_at("a", q, Mode::Consume(1), at(120)).allowed);
+        assert!(l.check_at("a", q, Mode::Consume(1), at(160)).allowed);
     }
 
     #[test]
