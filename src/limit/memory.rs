@@ -96,7 +96,7 @@ impl MemoryLimiter {
     }
 
     /// The decision as of `at`, a time read at most microseconds before (the request path
-    /// passes one it read for its own use, saving a clock read per limit). A time older than
+    /// passes one time for the limits it checks together, saving a clock read per limit). A time older than
     /// the shard's last sweep is taken as the sweep's: the keys it dropped had recovered by
     /// then and only by then, so an older time would find them missing and store less than they
     /// had spent.
@@ -140,7 +140,7 @@ impl MemoryLimiter {
             let mut shard = shard.lock().expect("limiter shard lock");
             shard.tats.retain(|_, tat| *tat > now);
             shard.tats.shrink_to_fit();
-            shard.last_sweep = now;
+            shard.last_sweep = shard.last_sweep.max(now);
         }
     }
 }
@@ -206,9 +206,10 @@ mod tests {
         // Past the sweep interval: this decision sweeps the shard, and "a" (recovered) goes.
         assert!(l.check_at("a", q, Mode::Peek, at(100)).allowed);
         assert!(l.is_empty());
-        // A late decision as of 30 s counts as of the sweep (100 s), so it spends the cell
-        // until 160 s rather than 90 s: the one at 120 s is refused, as it would have been had
-        // the key been kept.
+        // A late decision as of 30 s is taken as of the sweep (100 s), the earliest time the
+        // shard still knows, so it spends the cell until 160 s and the one at 120 s is refused.
+        // Unclamped, it would store 90 s (a time the sweep has already passed), and the next
+        // sweep would forget the cell it just spent.
         assert!(l.check_at("a", q, Mode::Consume(1), at(30)).allowed);
         assert!(!l.check_at("a", q, Mode::Consume(1), at(120)).allowed);
         assert!(l.check_at("a", q, Mode::Consume(1), at(160)).allowed);

@@ -44,9 +44,9 @@ pub trait Limiter: Send + Sync {
     fn backend(&self) -> &'static str;
 }
 
-/// Decides one request: at once where the backend can, else by waiting for it. `at` is when
-/// the request arrived: an in-memory backend decides every limit of a request as of then, so a
-/// request reads the clock once for all its limits rather than once for each.
+/// Decides one request: at once where the backend can, else by waiting for it. `at` is a time
+/// the caller read just before (an in-memory backend decides as of then, so a caller checking
+/// several limits at once reads the clock once for them); Redis decides by its own clock.
 pub async fn decide(
     limiter: &dyn Limiter,
     key: &str,
