@@ -21,25 +21,17 @@ fn byte_copies_as_is(b: u8) -> bool {
     (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
 }
 
-/// Whether every byte is written as it is, eight bytes per step: each test below is exact for
-/// "some byte of the word is such a byte" (a borrow or carry can only come from a byte that
+/// Whether every byte is written as it is, eight bytes per step: each word test below is exact
+/// for "some byte of the word is such a byte" (a borrow or carry can only come from a byte that
 /// already answers yes).
 fn copies_as_is(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGHS: u64 = ONES * 0x80;
-    let has_zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let x = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
+    use crate::swar::{has_byte, HIGHS, ONES};
+    let needs_escape = |x: u64| {
         let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS != 0;
         let del_or_high = (x.wrapping_add(ONES) | x) & HIGHS != 0;
-        let quote = has_zero_byte(x ^ (ONES * u64::from(b'"')));
-        let backslash = has_zero_byte(x ^ (ONES * u64::from(b'\\')));
-        if control || del_or_high || quote || backslash {
-            return false;
-        }
-    }
-    words.remainder().iter().all(|&b| byte_copies_as_is(b))
+        control || del_or_high || has_byte(x, b'"') || has_byte(x, b'\\')
+    };
+    !crate::swar::any(bytes, needs_escape, |b| !byte_copies_as_is(b))
 }
 
 /// `body` read as JSON into `T`, with the errors `serde_json::from_slice` gives. Read from bytes,

@@ -27,6 +27,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod signing;
 pub mod single_use;
+mod swar;
 pub mod timestamp;
 pub mod tls;
 pub mod token;

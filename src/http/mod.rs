@@ -145,22 +145,15 @@ impl Reply {
     }
 }
 
-/// Whether `value` holds a CR or LF, eight bytes per step (the test is exact: a borrow can only
-/// come from a byte that already is one of them).
+/// Whether `value` holds a CR or LF, eight bytes per step.
 fn has_line_break(value: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGHS: u64 = ONES * 0x80;
-    let has_zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
-    let mut words = value.chunks_exact(8);
-    for word in &mut words {
-        let x = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
-        if has_zero_byte(x ^ (ONES * u64::from(b'\r')))
-            | has_zero_byte(x ^ (ONES * u64::from(b'\n')))
-        {
-            return true;
-        }
-    }
-    words.remainder().iter().any(|&b| b == b'\r' || b == b'\n')
+    use crate::swar::has_byte;
+    let is_break = |b: u8| b == b'\r' || b == b'\n';
+    crate::swar::any(
+        value,
+        |x| has_byte(x, b'\r') || has_byte(x, b'\n'),
+        is_break,
+    )
 }
 
 /// What a reply's own fields take: `X-Request-Id` (a generated one; a caller's may be up to 128
