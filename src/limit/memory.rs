@@ -96,10 +96,10 @@ impl MemoryLimiter {
     }
 
     /// The decision as of `at`, a time read at most microseconds before (the request path
-    /// passes one time for the limits it checks together, saving a clock read per limit). A time older than
-    /// the shard's last sweep is taken as the sweep's: the keys it dropped had recovered by
-    /// then and only by then, so an older time would find them missing and store less than they
-    /// had spent.
+    /// passes one time for the limits it checks together, saving a clock read per limit). A
+    /// time older than the shard's last sweep is taken as the sweep's: the keys it dropped had
+    /// recovered by then and only by then, so an older time would find them missing and store
+    /// less than they had spent.
     pub fn check_at(&self, key: &str, quota: Quota, mode: Mode, at: Instant) -> Decision {
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shards[shard_of(hash)]
