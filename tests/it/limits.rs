@@ -195,3 +195,40 @@ fn the_outbound_budget_refuses_without_calling_the_vendor() {
     // Another connection to the same vendor has its own budget.
     start_reset(&gw, "key-mobile", "email", EMAIL);
 }
+
+#[test]
+fn an_identifiers_limit_is_decided_when_the_body_has_arrived() {
+    // One start per identifier every 2 s. The second start's head arrives at once and its body
+    // 2.3 s later: by the time the gateway can act on it the identifier's cell has come back, so
+    // it is served. Deciding as of the head's arrival would refuse it.
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(
+        &cbss_config(
+            &sandbox,
+            "[limits]\nper_identifier = { count = 1, period_secs = 2 }",
+        ),
+        CBSS_ENV,
+    );
+    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    assert_eq!(gw.post("/reset", "key-json", &body).status, 202);
+
+    let mut slow = std::net::TcpStream::connect(gw.api).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /reset HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    std::io::Write::write_all(&mut slow, head.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    std::io::Write::write_all(&mut slow, body.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut slow, &mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 202"), "{text}");
+
+    // The limit is live: a third start straight after is refused.
+    let r = gw.post("/reset", "key-json", &body);
+    assert_eq!(r.problem(429, "rate_limited")["limit"], "per-identifier");
+}

@@ -85,6 +85,23 @@ fn a_connection_idle_longer_than_idle_ms_is_not_reused() {
 }
 
 #[test]
+fn a_vendor_slower_than_idle_ms_leaves_its_connection_reusable() {
+    // Each answer takes 400 ms, twice the connection's idle_ms: a connection is idle from the
+    // end of its exchange, not from its start, so the next call still reuses it.
+    let sandbox = Sandbox::start_with_delay(400);
+    let config = cbss_config(
+        &sandbox,
+        "[limits]\nper_identifier = { count = 100, period_secs = 60 }",
+    )
+    .replace("idle_ms = 10000", "idle_ms = 200");
+    let gw = Gateway::start(&config, CBSS_ENV);
+    start(&gw);
+    start(&gw);
+    assert_eq!(connections(&gw, "false"), 1.0);
+    assert_eq!(connections(&gw, "true"), 1.0, "the second call reused it");
+}
+
+#[test]
 fn answers_framed_by_chunks_or_by_closing_are_read_whole() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(
