@@ -83,9 +83,17 @@ fn lifetime(tenant: &Tenant) -> Duration {
 
 /// A stable, non-reversible name for "this identifier at this tenant", for limiter keys.
 fn subject(tenant: &str, identifier: &Identifier) -> String {
-    let normalized = match identifier.kind {
-        IdentifierKind::Mobile => identifier.value.trim_start_matches('+').to_string(),
-        _ => identifier.value.to_lowercase(),
+    let value = identifier.value.as_str();
+    // Borrowed unless lowering changes something: most identifiers arrive as they are stored.
+    let normalized: std::borrow::Cow<'_, str> = match identifier.kind {
+        IdentifierKind::Mobile => value.trim_start_matches('+').into(),
+        _ if value
+            .bytes()
+            .all(|b| b.is_ascii() && !b.is_ascii_uppercase()) =>
+        {
+            value.into()
+        }
+        _ => value.to_lowercase().into(),
     };
     let digest = crate::signing::sha256_parts(&[
         tenant.as_bytes(),
@@ -248,7 +256,7 @@ pub async fn start(
 
     let input = StartInput {
         identifier: req.identifier,
-        device_id: req.device_id.unwrap_or_else(crate::request_id::generate),
+        device_id: req.device_id,
     };
     let (vendor, concealed) = match tenant.adapter.start(ctx, &input).await {
         Ok(state) => (state, false),
@@ -429,6 +437,40 @@ mod tests {
                 "next": "verify",
                 "expires_at": "2026-11-24T07:00:00Z",
             })
+        );
+    }
+
+    #[test]
+    fn a_subject_names_the_person_not_the_spelling() {
+        let id = |kind, value: &str| Identifier {
+            kind,
+            value: value.to_string(),
+        };
+        let of = |kind, value| subject("t", &id(kind, value));
+        let email = IdentifierKind::Email;
+        // Lowered as `str::to_lowercase` lowers, whether or not a copy had to be made.
+        for (a, b) in [
+            ("somchai@example.com", "SomChai@Example.COM"),
+            ("jörg@beispiel.de", "JÖRG@Beispiel.DE"),
+        ] {
+            assert_eq!(of(email, a), of(email, b), "{a} / {b}");
+        }
+        assert_eq!(
+            of(IdentifierKind::Mobile, "+66812345678"),
+            of(IdentifierKind::Mobile, "66812345678")
+        );
+        assert_eq!(
+            of(IdentifierKind::Username, "Somchai"),
+            of(IdentifierKind::Username, "somchai")
+        );
+        // The kind and the tenant are part of the name.
+        assert_ne!(of(email, "a@b.co"), of(IdentifierKind::Username, "a@b.co"));
+        assert_ne!(of(email, "a@b.co"), subject("u", &id(email, "a@b.co")));
+        // Limiter keys are made of it, and must not change between releases: SHA-256 of
+        // "t\0email\0somchai@example.com", its first 16 bytes in hex.
+        assert_eq!(
+            of(email, "SomChai@example.com"),
+            "48b9e72e4ff2a3ecdc874701755d8904"
         );
     }
 }

@@ -1,5 +1,7 @@
 //! `Accept-Language` to a vendor language such as `en_US`.
 
+use std::borrow::Cow;
+
 /// The language used when the caller sends none, or none we can map.
 pub const DEFAULT: &str = "en_US";
 
@@ -19,10 +21,11 @@ const DEFAULT_REGIONS: &[(&str, &str)] = &[
 
 /// Picks the caller's most preferred language (highest q, first on ties) and maps it to the
 /// `ll_RR` form. Anything unparseable falls back to `DEFAULT`; the result is always safe to put in
-/// a URL query unescaped.
-pub fn vendor_language(accept_language: Option<&[u8]>) -> String {
+/// a URL query unescaped. The default and the bare-language forms are borrowed: most requests
+/// send no `Accept-Language` and need no allocation for it.
+pub fn vendor_language(accept_language: Option<&[u8]>) -> Cow<'static, str> {
     let Some(raw) = accept_language.and_then(|b| std::str::from_utf8(b).ok()) else {
-        return DEFAULT.to_string();
+        return Cow::Borrowed(DEFAULT);
     };
     let mut best: Option<(&str, f32)> = None;
     for item in raw.split(',').take(16) {
@@ -40,10 +43,10 @@ pub fn vendor_language(accept_language: Option<&[u8]>) -> String {
         }
     }
     best.and_then(|(tag, _)| map_tag(tag))
-        .unwrap_or_else(|| DEFAULT.to_string())
+        .unwrap_or(Cow::Borrowed(DEFAULT))
 }
 
-fn map_tag(tag: &str) -> Option<String> {
+fn map_tag(tag: &str) -> Option<Cow<'static, str>> {
     let mut pieces = tag.split(['-', '_']);
     let lang = pieces.next()?.to_ascii_lowercase();
     if !(2..=3).contains(&lang.len()) || !lang.bytes().all(|b| b.is_ascii_alphabetic()) {
@@ -52,11 +55,11 @@ fn map_tag(tag: &str) -> Option<String> {
     // The region is the first two-letter subtag after the language (skipping a script like Hant).
     let region = pieces.find(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_alphabetic()));
     match region {
-        Some(r) => Some(format!("{lang}_{}", r.to_ascii_uppercase())),
+        Some(r) => Some(Cow::Owned(format!("{lang}_{}", r.to_ascii_uppercase()))),
         None => DEFAULT_REGIONS
             .iter()
             .find(|(l, _)| *l == lang)
-            .map(|(_, full)| full.to_string()),
+            .map(|(_, full)| Cow::Borrowed(*full)),
     }
 }
 

@@ -18,11 +18,24 @@ pub enum HexCase {
 
 /// SHA-256 over the concatenation of `parts`, hex-encoded in `case`.
 pub fn sha256_hex(parts: &[&[u8]], case: HexCase) -> String {
-    let mut out = hex_lower(&sha256_parts(parts));
-    if case == HexCase::Upper {
-        out.make_ascii_uppercase();
-    }
+    let mut out = String::with_capacity(64);
+    push_sha256_hex(&mut out, parts, case);
     out
+}
+
+/// `sha256_hex`, appended to `out`: a signature that goes into a longer string (a query) is
+/// written there directly rather than made and copied.
+pub fn push_sha256_hex(out: &mut String, parts: &[&[u8]], case: HexCase) {
+    let digits: &[u8; 16] = match case {
+        HexCase::Lower => b"0123456789abcdef",
+        HexCase::Upper => b"0123456789ABCDEF",
+    };
+    let mut text = [0u8; 64];
+    for (pair, b) in text.chunks_exact_mut(2).zip(sha256_parts(parts)) {
+        pair[0] = digits[usize::from(b >> 4)];
+        pair[1] = digits[usize::from(b & 0x0f)];
+    }
+    out.push_str(std::str::from_utf8(&text).expect("hex digits are ASCII"));
 }
 
 /// Lower-case hex of `bytes`. `hex::encode` goes through a `char` iterator, which costs ten

@@ -102,17 +102,23 @@ fn push_dotnet_at(out: &mut Vec<u8>, unix_secs: i64, nanos: u32, offset_secs: i3
 
 /// Now, in .NET's round-trip form at `offset_secs` east of UTC.
 pub fn dotnet_now(offset_secs: i32) -> String {
+    let mut out = Vec::with_capacity(33);
+    push_dotnet_now(&mut out, offset_secs);
+    String::from_utf8(out).expect("digits and ASCII punctuation")
+}
+
+/// `dotnet_now`, appended to `out`: digits and ASCII punctuation only (`-`, `:`, `T`, `.`, `+`),
+/// so it can go into a JSON string or XML text as it is.
+pub fn push_dotnet_now(out: &mut Vec<u8>, offset_secs: i32) {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let mut out = Vec::with_capacity(33);
     push_dotnet_at(
-        &mut out,
+        out,
         since_epoch.as_secs() as i64,
         since_epoch.subsec_nanos(),
         offset_secs,
     );
-    String::from_utf8(out).expect("digits and ASCII punctuation")
 }
 
 #[cfg(test)]

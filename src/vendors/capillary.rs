@@ -362,10 +362,15 @@ impl VendorAdapter for Capillary {
             ),
             IdentifierKind::Username => ("USERNAME", input.identifier.value.clone()),
         };
+        // Capillary ties a session to a device: the app's id, or one made for this reset.
+        let device_id = input
+            .device_id
+            .clone()
+            .unwrap_or_else(crate::request_id::generate);
         let mut body = Body {
             identifier_type,
             identifier_value: &value,
-            device_id: &input.device_id,
+            device_id: &device_id,
             brand: &self.settings.brand,
             session_id: None,
             otp: None,
@@ -387,7 +392,7 @@ impl VendorAdapter for Capillary {
         self.call(ctx, Endpoint::OtpGenerate, &body, &[]).await?;
         let state = State {
             session_id: session_id.clone(),
-            device_id: input.device_id.clone(),
+            device_id,
             identifier_type: identifier_type.to_string(),
             identifier_value: value.clone(),
         };

@@ -18,7 +18,7 @@ use super::{
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem};
 use crate::secret::Secret;
-use crate::signing::{sha256_hex, HexCase};
+use crate::signing::{push_sha256_hex, HexCase};
 use crate::upstream::{UpstreamClient, UpstreamRequest};
 use crate::xml;
 
@@ -283,28 +283,32 @@ impl Cbss {
         }
     }
 
-    fn now(&self) -> String {
-        dotnet_timestamp(&self.settings.utc_offset)
-    }
-
     /// The exact bytes that go on the wire, in the tenant's format.
     fn body(&self, step: Step, fields: &[Field<'_>]) -> Vec<u8> {
-        let date_time = self.now();
-        match self.settings.format {
-            WireFormat::Json => json_body(&self.settings.client_code, &date_time, fields),
-            WireFormat::Xml => xml_body(step, &self.settings.client_code, &date_time, fields),
+        let settings = &self.settings;
+        match settings.format {
+            WireFormat::Json => {
+                let offset = settings.utc_offset.local_minus_utc();
+                let now = |out: &mut Vec<u8>| crate::timestamp::push_dotnet_now(out, offset);
+                json_body(&settings.client_code, now, fields)
+            }
+            WireFormat::Xml => {
+                let now = dotnet_timestamp(&settings.utc_offset);
+                xml_body(step, &settings.client_code, &now, fields)
+            }
         }
     }
 
-    fn sign(&self, step: Step, body: &[u8]) -> String {
+    /// Appends the step's signature of `body` to `out`.
+    fn push_signature(&self, out: &mut String, step: Step, body: &[u8]) {
         let s = &self.settings;
         let key = s.client_key.expose().as_bytes();
         let login = s.login_salt.expose().as_bytes();
         if step.uses_forgot_salt() {
             let forgot = s.forgot_salt.expose().as_bytes();
-            sha256_hex(&[body, key, login, forgot], s.signature_case)
+            push_sha256_hex(out, &[body, key, login, forgot], s.signature_case)
         } else {
-            sha256_hex(&[body, key, login], s.signature_case)
+            push_sha256_hex(out, &[body, key, login], s.signature_case)
         }
     }
 
@@ -316,15 +320,13 @@ impl Cbss {
         never_echo: &[&str],
     ) -> Result<Option<u64>, Problem> {
         let body = self.body(step, fields);
-        let signature = self.sign(step, &body);
-        let path_and_query = [
-            step.path(),
-            "?Signature=",
-            &signature,
-            "&Language=",
-            &ctx.language,
-        ]
-        .concat();
+        let (path, language) = (step.path(), &*ctx.language);
+        let mut path_and_query = String::with_capacity(path.len() + 85 + language.len());
+        path_and_query.push_str(path);
+        path_and_query.push_str("?Signature=");
+        self.push_signature(&mut path_and_query, step, &body);
+        path_and_query.push_str("&Language=");
+        path_and_query.push_str(language);
         let response = exchange(
             &self.client,
             VENDOR,
@@ -342,14 +344,20 @@ impl Cbss {
     }
 }
 
-fn json_body(client_code: &str, date_time: &str, fields: &[Field<'_>]) -> Vec<u8> {
+/// The JSON envelope; `write_date_time` appends the `DateTime` value, which is digits and ASCII
+/// punctuation and so needs no escaping inside its quotes.
+fn json_body(
+    client_code: &str,
+    write_date_time: impl FnOnce(&mut Vec<u8>),
+    fields: &[Field<'_>],
+) -> Vec<u8> {
     let quote = crate::json::push_str;
     let mut out = Vec::with_capacity(160);
     out.extend_from_slice(b"{\"ClientCode\":");
     quote(&mut out, client_code);
-    out.extend_from_slice(b",\"DateTime\":");
-    quote(&mut out, date_time);
-    out.extend_from_slice(b",\"Content\":{");
+    out.extend_from_slice(b",\"DateTime\":\"");
+    write_date_time(&mut out);
+    out.extend_from_slice(b"\",\"Content\":{");
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -630,7 +638,7 @@ mod tests {
     fn json_body_is_the_documented_envelope() {
         let body = json_body(
             "C1",
-            "2024-11-18T12:34:23.6965096+08:00",
+            |out| out.extend_from_slice(b"2024-11-18T12:34:23.6965096+08:00"),
             &[
                 Field::Number("CustomerForgotUsernamePasswordID", 1),
                 Field::Text("NewPassword", "p\"w"),

@@ -26,7 +26,7 @@ use crate::upstream::{UpstreamClient, UpstreamFailure, UpstreamRequest, Upstream
 pub struct StepContext {
     pub request_id: String,
     /// The caller's language in vendor form, such as `en_US`.
-    pub language: String,
+    pub language: std::borrow::Cow<'static, str>,
     /// The end user's address, as the gateway sees it.
     pub client_ip: Option<std::net::IpAddr>,
     pub user_agent: Option<String>,
@@ -38,8 +38,9 @@ pub struct StepContext {
 #[derive(Debug, Clone)]
 pub struct StartInput {
     pub identifier: Identifier,
-    /// The app's device id, or one generated for this reset.
-    pub device_id: String,
+    /// The app's device id, if it sent one. An adapter whose vendor needs one generates it when
+    /// absent (only Capillary does), so the other vendors' starts do not pay for a random id.
+    pub device_id: Option<String>,
 }
 
 /// `POST /reset/complete` with a vendor-issued code.
