@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
@@ -27,7 +26,7 @@ use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics;
-use crate::wire::{self, Chunked, ChunkedError, ChunkedProgress, Framing, HeadError};
+use crate::wire::{self, Chunked, ChunkedError, ChunkedProgress, Framing, HeadError, MediaType};
 
 /// The largest vendor answer the gateway reads; anything bigger is refused as an upstream error.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -155,9 +154,10 @@ pub enum UpstreamFailure {
 #[derive(Debug, Clone)]
 pub struct UpstreamResponse {
     pub status: u16,
-    pub content_type: Option<String>,
+    pub content_type: MediaType,
     pub retry_after: Option<u64>,
-    pub body: Bytes,
+    /// The body, de-chunked: the buffer the answer was read into, its head removed.
+    pub body: Vec<u8>,
 }
 
 /// A request to send: path and query relative to the base URL, and the exact body bytes.
@@ -502,7 +502,7 @@ async fn read_answer(
         }
     };
     let start = head.len;
-    let (body, end) = match head.framing {
+    let (body, end): (Option<Vec<u8>>, usize) = match head.framing {
         Framing::Length(n) if n > MAX_RESPONSE_BYTES as u64 => {
             return Err(UpstreamFailure::TooLarge)
         }
@@ -511,14 +511,14 @@ async fn read_answer(
             while buf.len() < end {
                 read_more(stream, &mut buf, timeout).await?;
             }
-            (Bytes::copy_from_slice(&buf[start..end]), end)
+            (None, end)
         }
         Framing::Chunked => {
             let mut progress = ChunkedProgress::default();
             loop {
                 match wire::decode_chunked_from(&buf[start..], MAX_RESPONSE_BYTES, &mut progress) {
                     Ok(Chunked::Complete { payload, consumed }) => {
-                        break (Bytes::from(payload), start + consumed)
+                        break (Some(payload), start + consumed)
                     }
                     Ok(Chunked::Incomplete) if buf.len() - start > 4 * MAX_RESPONSE_BYTES => {
                         return Err(UpstreamFailure::TooLarge)
@@ -537,10 +537,17 @@ async fn read_answer(
                     return Err(UpstreamFailure::TooLarge);
                 }
             }
-            (Bytes::copy_from_slice(&buf[start..]), buf.len())
+            (None, buf.len())
         }
     };
     let reusable = head.keep_alive && end == buf.len();
+    // The body stays in the buffer it was read into (moved to its start) unless chunking made
+    // a new one.
+    let body = body.unwrap_or_else(|| {
+        buf.truncate(end);
+        buf.drain(..start);
+        buf
+    });
     let answer = UpstreamResponse {
         status: head.status,
         content_type: head.content_type,

@@ -209,10 +209,52 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
 pub struct ResponseHead {
     pub len: usize,
     pub status: u16,
-    pub content_type: Option<String>,
+    pub content_type: MediaType,
     pub retry_after: Option<u64>,
     pub framing: Framing,
     pub keep_alive: bool,
+}
+
+/// What an answer's `Content-Type` says its body is. Vendors answer in JSON or XML; telling
+/// that apart here, on the bytes of the head, keeps a copy of the field off every vendor call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaType {
+    /// No `Content-Type`, or one that is not text.
+    Unstated,
+    /// A JSON or XML type: `application/json`, `text/json`, `application/xml`, `text/xml`, or
+    /// any `+json` or `+xml` type, in any letter case, parameters aside.
+    JsonOrXml,
+    /// Anything else: the media type lower-cased, printable characters only, at most 60 of them
+    /// (it goes into an error message).
+    Other(String),
+}
+
+impl MediaType {
+    pub fn of(value: &str) -> MediaType {
+        let essence = value.split(';').next().unwrap_or("").trim();
+        let is = |name: &str| essence.eq_ignore_ascii_case(name);
+        let ends_with = |suffix: &str| {
+            essence.len() >= suffix.len()
+                && essence.as_bytes()[essence.len() - suffix.len()..]
+                    .eq_ignore_ascii_case(suffix.as_bytes())
+        };
+        let readable = is("application/json")
+            || is("text/json")
+            || is("application/xml")
+            || is("text/xml")
+            || ends_with("+json")
+            || ends_with("+xml");
+        if readable {
+            return MediaType::JsonOrXml;
+        }
+        let shown = essence
+            .chars()
+            .filter(char::is_ascii_graphic)
+            .take(60)
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        MediaType::Other(shown)
+    }
 }
 
 /// Parses the answer head at the start of `buf`: `Ok(None)` while it is incomplete. `limit`
@@ -253,7 +295,7 @@ pub fn parse_response(buf: &[u8], limit: usize) -> Result<Option<ResponseHead>, 
     Ok(Some(ResponseHead {
         len,
         status,
-        content_type: field("Content-Type").map(str::to_string),
+        content_type: field("Content-Type").map_or(MediaType::Unstated, MediaType::of),
         retry_after: field("Retry-After").and_then(|v| v.parse().ok()),
         keep_alive: keep_alive && framing != Framing::UntilClose,
         framing,
@@ -603,6 +645,36 @@ mod tests {
     }
 
     #[test]
+    fn json_and_xml_answers_are_told_from_others_by_their_media_type() {
+        for readable in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " text/json ",
+            "application/xml",
+            "TEXT/XML;charset=UTF-8",
+            "application/problem+json",
+            "application/soap+XML",
+        ] {
+            assert_eq!(MediaType::of(readable), MediaType::JsonOrXml, "{readable}");
+        }
+        assert_eq!(
+            MediaType::of("Text/HTML; charset=utf-8"),
+            MediaType::Other("text/html".into())
+        );
+        assert_eq!(MediaType::of(""), MediaType::Other(String::new()));
+        assert_eq!(MediaType::of("json"), MediaType::Other("json".into()));
+        // Shown in an error: printable, bounded.
+        let long = format!("x/{}\u{7}\u{e9}", "a".repeat(100));
+        assert_eq!(
+            MediaType::of(&long),
+            MediaType::Other(format!("x/{}", "a".repeat(58)))
+        );
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let h = parse_response(head, 1024).unwrap().unwrap();
+        assert_eq!(h.content_type, MediaType::Unstated);
+    }
+
+    #[test]
     fn an_answer_head_gives_status_type_and_framing() {
         let wire = b"HTTP/1.1 429 Too Many\r\nContent-Type: application/json\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\n{}";
         let h = parse_response(wire, 1024).unwrap().unwrap();
@@ -611,7 +683,7 @@ mod tests {
             ResponseHead {
                 len: wire.len() - 2,
                 status: 429,
-                content_type: Some("application/json".into()),
+                content_type: MediaType::JsonOrXml,
                 retry_after: Some(7),
                 framing: Framing::Length(2),
                 keep_alive: true,

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use crate::api::types::Identifier;
 use crate::api::{ErrorCode, Problem, VendorDetail};
 use crate::upstream::{UpstreamClient, UpstreamFailure, UpstreamRequest, UpstreamResponse};
+use crate::wire::MediaType;
 
 /// Per-request facts an adapter may pass on to its vendor.
 #[derive(Debug)]
@@ -245,27 +246,9 @@ pub fn status_problem(vendor: &'static str, response: &UpstreamResponse) -> Opti
 /// Vendors answer in JSON or XML: an answer that says it is anything else (an HTML error page
 /// from a load balancer, say) is refused before its body is read. A missing type is tolerated.
 fn content_type_problem(vendor: &'static str, response: &UpstreamResponse) -> Option<Problem> {
-    let essence = response
-        .content_type
-        .as_deref()?
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let readable = matches!(
-        essence.as_str(),
-        "application/json" | "text/json" | "application/xml" | "text/xml"
-    ) || essence.ends_with("+json")
-        || essence.ends_with("+xml");
-    if readable {
+    let MediaType::Other(shown) = &response.content_type else {
         return None;
-    }
-    let shown: String = essence
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(60)
-        .collect();
+    };
     Some(
         Problem::new(
             ErrorCode::UpstreamError,
