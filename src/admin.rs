@@ -58,7 +58,7 @@ impl Handler for Admin {
             ),
             (_, p, Some(sandbox)) if p.starts_with("/sandbox/") => {
                 match request.read_body(MAX_BODY).await {
-                    Ok(body) => sandbox.control(&method, &path, &body),
+                    Ok(()) => sandbox.control(&method, &path, request.body()),
                     Err(_) => {
                         let mut reply = Reply::text(413, "body too large or incomplete\n");
                         reply.close = true;

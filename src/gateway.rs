@@ -230,8 +230,8 @@ impl Gateway {
                 true,
             ));
         }
-        let body = match request.read_body(self.max_body_bytes).await {
-            Ok(body) => body,
+        match request.read_body(self.max_body_bytes).await {
+            Ok(()) => {}
             Err(BodyError::TooLarge) => {
                 let detail = format!("the body must be at most {} bytes", self.max_body_bytes);
                 return Err((
@@ -256,7 +256,8 @@ impl Gateway {
                     true,
                 ));
             }
-        };
+        }
+        let body = request.body();
 
         let ctx = StepContext {
             request_id: request_id.to_string(),
@@ -287,14 +288,12 @@ impl Gateway {
         };
         let work = async {
             match route {
-                Route::Start => {
-                    flow::start(&env, tenant, &ctx, parse::<StartRequest>(&body)?).await
-                }
+                Route::Start => flow::start(&env, tenant, &ctx, parse::<StartRequest>(body)?).await,
                 Route::Verify => {
-                    flow::verify(&env, tenant, &ctx, parse::<VerifyRequest>(&body)?).await
+                    flow::verify(&env, tenant, &ctx, parse::<VerifyRequest>(body)?).await
                 }
                 Route::Complete => {
-                    flow::complete(&env, tenant, &ctx, parse::<CompleteRequest>(&body)?).await
+                    flow::complete(&env, tenant, &ctx, parse::<CompleteRequest>(body)?).await
                 }
             }
         };

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::conn::GatheringStream;
@@ -38,6 +37,8 @@ pub struct Request<'c> {
     buf: Vec<u8>,
     head: RequestHead,
     body: BodyProgress,
+    /// A chunked body once decoded; a sized body is read in place, in `buf`.
+    decoded: Vec<u8>,
     body_timeout: Duration,
 }
 
@@ -62,6 +63,7 @@ impl<'c> Request<'c> {
             buf,
             head,
             body: BodyProgress::Unread,
+            decoded: Vec::new(),
             body_timeout,
         }
     }
@@ -94,10 +96,19 @@ impl<'c> Request<'c> {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
-    /// Reads the whole body, refusing it as soon as it passes `limit` bytes (by its declared
-    /// length, a chunk's declared size, or what arrives). Each read waits at most the body
-    /// timeout. Read once: a second call finds nothing.
-    pub async fn read_body(&mut self, limit: usize) -> Result<Bytes, BodyError> {
+    /// The body `read_body` read; empty before it has.
+    pub fn body(&self) -> &[u8] {
+        match self.body {
+            BodyProgress::Read { .. } if self.head.framing == Framing::Chunked => &self.decoded,
+            BodyProgress::Read { end } => &self.buf[self.head.len..end],
+            BodyProgress::Unread | BodyProgress::Abandoned => &[],
+        }
+    }
+
+    /// Reads the whole body (then `body` gives it, with no copy of a sized body), refusing it
+    /// as soon as it passes `limit` bytes (by its declared length, a chunk's declared size, or
+    /// what arrives). Each read waits at most the body timeout. Read once: a second call fails.
+    pub async fn read_body(&mut self, limit: usize) -> Result<(), BodyError> {
         if self.body != BodyProgress::Unread {
             return Err(BodyError::Incomplete);
         }
@@ -113,7 +124,7 @@ impl<'c> Request<'c> {
         result
     }
 
-    async fn read_sized(&mut self, n: usize) -> Result<Bytes, BodyError> {
+    async fn read_sized(&mut self, n: usize) -> Result<(), BodyError> {
         let start = self.head.len;
         let end = start + n;
         if self.buf.len() < end {
@@ -124,10 +135,10 @@ impl<'c> Request<'c> {
             self.read_more().await?;
         }
         self.body = BodyProgress::Read { end };
-        Ok(Bytes::copy_from_slice(&self.buf[start..end]))
+        Ok(())
     }
 
-    async fn read_chunked(&mut self, limit: usize) -> Result<Bytes, BodyError> {
+    async fn read_chunked(&mut self, limit: usize) -> Result<(), BodyError> {
         // Chunk framing may add a few bytes per chunk; past this much of it, the client is
         // sending mostly framing, and is refused like an oversized body.
         let raw_limit = limit.saturating_mul(4).saturating_add(READ_CHUNK);
@@ -140,7 +151,8 @@ impl<'c> Request<'c> {
                     self.body = BodyProgress::Read {
                         end: start + consumed,
                     };
-                    return Ok(Bytes::from(payload));
+                    self.decoded = payload;
+                    return Ok(());
                 }
                 Ok(Chunked::Incomplete) if self.buf.len() - start > raw_limit => {
                     return Err(BodyError::TooLarge)

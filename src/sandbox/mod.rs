@@ -313,21 +313,19 @@ impl Handler for Sandbox {
         if method != "POST" && !path.starts_with("/sandbox/") {
             return Reply::text(405, "sandbox vendors take POST\n");
         }
-        let body = match request.read_body(MAX_BODY).await {
-            Ok(body) => body,
-            Err(_) => {
-                let mut reply = Reply::text(413, "request body too large or incomplete\n");
-                reply.close = true;
-                return reply;
-            }
-        };
+        if request.read_body(MAX_BODY).await.is_err() {
+            let mut reply = Reply::text(413, "request body too large or incomplete\n");
+            reply.close = true;
+            return reply;
+        }
+        let body = request.body();
         if path.starts_with("/sandbox/") {
-            return self.control(&method, &path, &body);
+            return self.control(&method, &path, body);
         }
         if !self.options.delay.is_zero() {
             tokio::time::sleep(self.options.delay).await;
         }
-        let reply = self.vendor_reply(request, &path, &body);
+        let reply = self.vendor_reply(request, &path, body);
         let fault = {
             let mut pending = self.fault.lock().expect("fault lock");
             match pending.as_mut() {
