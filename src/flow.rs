@@ -43,14 +43,19 @@ fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn progress(keys: &TokenKeys, claims: &ResetClaims, status: u16) -> StepReply {
+/// The answer that carries a sealed reset id; `state_width` as in `TokenKeys::seal_into`.
+fn progress(keys: &TokenKeys, claims: &ResetClaims, state_width: usize, status: u16) -> StepReply {
     let next = match claims.step {
         Step::Verify => "verify",
         Step::Complete => "complete",
     };
     StepReply {
         status,
-        body: progress_body(|out| keys.seal_into(claims, out), next, claims.expires_at),
+        body: progress_body(
+            |out| keys.seal_into(claims, state_width, out),
+            next,
+            claims.expires_at,
+        ),
     }
 }
 
@@ -258,6 +263,7 @@ pub async fn start(
         identifier: req.identifier,
         device_id: req.device_id,
     };
+    let state_width = tenant.adapter.start_state_width(&input);
     let (vendor, concealed) = match tenant.adapter.start(ctx, &input).await {
         Ok(state) => (state, false),
         Err(p) if p.code == ErrorCode::IdentifierNotFound => {
@@ -280,7 +286,7 @@ pub async fn start(
         concealed,
         vendor,
     };
-    Ok(progress(env.keys, &claims, 202))
+    Ok(progress(env.keys, &claims, state_width, 202))
 }
 
 pub async fn verify(
@@ -325,7 +331,8 @@ pub async fn verify(
                 vendor,
                 ..claims
             };
-            Ok(progress(env.keys, &next, 200))
+            // Decoys never get this far: no width to keep.
+            Ok(progress(env.keys, &next, 0, 200))
         }
         Err(p) if p.code == ErrorCode::InvalidOtp => {
             // Count the wrong code. The peek above let it through, so this spends the cell; if a

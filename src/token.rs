@@ -161,13 +161,17 @@ impl TokenKeys {
     }
 
     pub fn seal(&self, claims: &ResetClaims) -> String {
-        self.sealed_text(|plaintext| write_claims(plaintext, claims))
+        self.sealed_text(|plaintext| write_claims(plaintext, claims, 0))
     }
 
     /// Appends the sealed reset id (base64url, so nothing in it needs escaping in JSON) to
-    /// `out`: the progress answer is written around it with no copy of the id in between.
-    pub fn seal_into(&self, claims: &ResetClaims, out: &mut Vec<u8>) {
-        self.seal_with(|plaintext| write_claims(plaintext, claims), out);
+    /// `out`: the progress answer is written around it with no copy of the id in between. The
+    /// vendor's state is padded to at least `state_width` bytes (see `write_claims`).
+    pub fn seal_into(&self, claims: &ResetClaims, state_width: usize, out: &mut Vec<u8>) {
+        self.seal_with(
+            |plaintext| write_claims(plaintext, claims, state_width),
+            out,
+        );
     }
 
     /// Seals any bytes as a reset id. The request path seals claims (`seal_into`); the fuzz
@@ -248,11 +252,16 @@ impl TokenKeys {
     }
 }
 
-/// Appends the claims as JSON, byte for byte what `serde_json::to_vec` makes of them (a test holds it
-/// to that), written field by field: this runs on every start and verification, and the
-/// derived serializer's per-field and per-string overhead was the larger part of sealing's JSON
-/// work. Strings go through `json::push_str`, the vendor's state through serde_json.
-fn write_claims(out: &mut Vec<u8>, claims: &ResetClaims) {
+/// Appends the claims as JSON, written field by field: this runs on every start and
+/// verification, and the derived serializer's per-field and per-string overhead was the larger
+/// part of sealing's JSON work. Strings go through `json::push_str`, the vendor's state through
+/// serde_json. What serde reads back is the same claims (a test holds it to that).
+///
+/// Two things keep a decoy's length equal to a real reset's: the concealed flag is always
+/// written and as wide either way (`true ` with a space, `false`), and the vendor's state is
+/// followed by spaces up to `state_width` bytes, so a decoy's `null` takes the room a real state
+/// would. JSON ignores the spaces; earlier releases read these claims too.
+fn write_claims(out: &mut Vec<u8>, claims: &ResetClaims, state_width: usize) {
     out.extend_from_slice(b"{\"i\":");
     crate::json::push_str(out, &claims.id);
     out.extend_from_slice(b",\"t\":");
@@ -264,11 +273,17 @@ fn write_claims(out: &mut Vec<u8>, claims: &ResetClaims) {
         Step::Complete => b",\"s\":\"c\",\"x\":",
     });
     out.extend_from_slice(itoa::Buffer::new().format(claims.expires_at).as_bytes());
-    if claims.concealed {
-        out.extend_from_slice(b",\"c\":true");
-    }
+    out.extend_from_slice(match claims.concealed {
+        true => b",\"c\":true ",
+        false => b",\"c\":false",
+    });
     out.extend_from_slice(b",\"v\":");
+    let state_start = out.len();
     serde_json::to_writer(&mut *out, &claims.vendor).expect("a JSON value always serializes");
+    let padded = state_start + state_width;
+    if out.len() < padded {
+        out.resize(padded, b' ');
+    }
     out.push(b'}');
 }
 
@@ -277,7 +292,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn claims_are_written_as_serde_writes_them() {
+    fn claims_read_back_as_they_were_written() {
         let base = ResetClaims {
             id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
             tenant: "demo-cbss".into(),
@@ -303,12 +318,29 @@ mod tests {
             },
         ];
         for claims in variants {
-            let mut written = Vec::new();
-            write_claims(&mut written, &claims);
-            assert_eq!(
-                String::from_utf8(written).unwrap(),
-                serde_json::to_string(&claims).unwrap()
-            );
+            for width in [0, 5, 300] {
+                let mut written = Vec::new();
+                write_claims(&mut written, &claims, width);
+                let read: ResetClaims = serde_json::from_slice(&written).unwrap();
+                assert_eq!(read, claims, "width {width}");
+                // What serde writes, but for the flag (always there, as wide either way) and the
+                // state's padding.
+                let text = String::from_utf8(written).unwrap();
+                let inner = text.strip_suffix('}').unwrap().trim_end_matches(' ');
+                let unpadded = inner
+                    .replace(",\"c\":true ", ",\"c\":true")
+                    .replace(",\"c\":false", "")
+                    + "}";
+                let serde = serde_json::to_string(&claims).unwrap();
+                assert_eq!(unpadded, serde, "width {width}");
+                let state = serde_json::to_string(&claims.vendor).unwrap().len();
+                let flag = if claims.concealed {
+                    1
+                } else {
+                    ",\"c\":false".len()
+                };
+                assert_eq!(text.len(), serde.len() + flag + width.saturating_sub(state));
+            }
         }
     }
 
@@ -349,7 +381,7 @@ mod tests {
     fn sealing_appends_after_what_is_there() {
         let keys = TokenKeys::parse(&TokenKeys::generate_spec("k1")).unwrap();
         let mut out = b"{\"reset_id\":\"".to_vec();
-        keys.seal_into(&claims(), &mut out);
+        keys.seal_into(&claims(), 0, &mut out);
         let token = std::str::from_utf8(&out[13..]).unwrap();
         assert!(token
             .bytes()
@@ -381,15 +413,32 @@ mod tests {
     }
 
     #[test]
-    fn token_length_does_not_depend_on_small_differences_in_claims() {
+    fn a_decoy_seals_to_the_length_of_a_real_reset() {
+        // Whatever the rest of the claims weigh (here the tenant's name, across several padding
+        // boundaries), a decoy with no state and the concealed flag is exactly as long as a real
+        // reset whose state fits the width.
         let keys = TokenKeys::ephemeral();
-        let decoy = ResetClaims {
-            concealed: true,
-            vendor: serde_json::Value::Null,
-            ..claims()
+        let sealed = |claims: &ResetClaims, width| {
+            let mut out = Vec::new();
+            keys.seal_into(claims, width, &mut out);
+            out
         };
-        assert_eq!(keys.seal(&claims()).len(), keys.seal(&decoy).len());
-        assert_eq!(keys.open(&keys.seal(&decoy)).unwrap(), decoy);
+        for tenant_len in 0..300 {
+            let real = ResetClaims {
+                tenant: "t".repeat(tenant_len),
+                vendor: serde_json::json!({"id": 18_446_744_073_709_551_615u64}),
+                ..claims()
+            };
+            let decoy = ResetClaims {
+                concealed: true,
+                vendor: serde_json::Value::Null,
+                ..real.clone()
+            };
+            let (real_id, decoy_id) = (sealed(&real, 27), sealed(&decoy, 27));
+            assert_eq!(real_id.len(), decoy_id.len(), "tenant of {tenant_len}");
+            let opened = keys.open(std::str::from_utf8(&decoy_id).unwrap()).unwrap();
+            assert_eq!(opened, decoy);
+        }
     }
 
     #[test]

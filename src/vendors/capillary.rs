@@ -106,6 +106,26 @@ struct User {
     session_id: Option<String>,
 }
 
+/// The longest session id a reset id is sized for: Capillary's are `P-` and a UUID (38
+/// characters). A longer one still works; only its reset id is longer than a decoy's.
+const MAX_SESSION_ID: usize = 64;
+
+/// The length of a device id made for a reset (`request_id::generate`: 32 hex digits).
+const GENERATED_DEVICE_ID: usize = 32;
+
+/// The most JSON a start's `State` takes for `input`: `{"s":"..","d":"..","t":"..","v":".."}`,
+/// that is the punctuation and names, a session id of up to MAX_SESSION_ID characters, and the
+/// device id and identifier at twice their length (every character escaped, at worst;
+/// validation admits no control characters, which would take six). Those two the caller sent,
+/// so a width sized by them tells the caller nothing.
+fn state_width(input: &StartInput) -> usize {
+    let device = input
+        .device_id
+        .as_ref()
+        .map_or(GENERATED_DEVICE_ID, |d| 2 * d.len());
+    29 + MAX_SESSION_ID + device + "USERNAME".len() + 2 * input.identifier.value.len()
+}
+
 /// The reset's state at Capillary, sealed in the reset id between steps.
 #[derive(Serialize, Deserialize)]
 struct State {
@@ -352,6 +372,10 @@ impl VendorAdapter for Capillary {
         }
     }
 
+    fn start_state_width(&self, input: &StartInput) -> usize {
+        state_width(input)
+    }
+
     async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<VendorState, Problem> {
         let (identifier_type, value) = match input.identifier.kind {
             IdentifierKind::Email => ("EMAIL", input.identifier.value.clone()),
@@ -435,6 +459,37 @@ impl VendorAdapter for Capillary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_state_fits_the_width_a_decoy_is_padded_to() {
+        use crate::api::types::Identifier;
+        let input = |kind, value: &str, device_id: Option<&str>| StartInput {
+            identifier: Identifier {
+                kind,
+                value: value.to_string(),
+            },
+            device_id: device_id.map(str::to_string),
+        };
+        let long_email = format!("{}\"\\@example.com", "q".repeat(200));
+        for input in [
+            input(IdentifierKind::Email, "a@b.co", None),
+            input(IdentifierKind::Email, &long_email, Some(&"d".repeat(128))),
+            input(IdentifierKind::Mobile, "+66812345678", Some("dev-1")),
+            input(IdentifierKind::Username, "somchai", None),
+        ] {
+            let state = State {
+                session_id: "P-".to_string() + &"0".repeat(MAX_SESSION_ID - 2),
+                device_id: input
+                    .device_id
+                    .clone()
+                    .unwrap_or_else(crate::request_id::generate),
+                identifier_type: "USERNAME".into(),
+                identifier_value: input.identifier.value.clone(),
+            };
+            let json = serde_json::to_string(&state).unwrap();
+            assert!(json.len() <= state_width(&input), "{json}");
+        }
+    }
 
     #[test]
     fn every_documented_code_has_a_mapping() {

@@ -538,6 +538,11 @@ impl VendorAdapter for Cbss {
         }
     }
 
+    fn start_state_width(&self, _input: &StartInput) -> usize {
+        // `{"id":18446744073709551615}`, the longest request id a start keeps.
+        27
+    }
+
     async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<VendorState, Problem> {
         let value = input.identifier.value.as_str();
         let field = match input.identifier.kind {

@@ -78,6 +78,16 @@ pub trait VendorAdapter: Send + Sync {
     /// once, so a step is never left half done for want of budget. 0 for a step it does not have.
     fn vendor_calls(&self, step: CanonicalStep) -> u32;
 
+    /// How many bytes of JSON the state a start returns may take, at most, for this `input`: the
+    /// sealed state is padded with whitespace to it, and a decoy (an identifier the vendor does
+    /// not know, which carries no state) to the same, so a reset id's length does not tell a
+    /// known identifier from an unknown one. It may depend on what the caller sent (which tells
+    /// the caller nothing), never on what the vendor answered. 0 (the default) for adapters whose
+    /// start never conceals an unknown identifier.
+    fn start_state_width(&self, _input: &StartInput) -> usize {
+        0
+    }
+
     /// Whether the vendor has `step` at all; a step it lacks is `501 unsupported_step` before any
     /// other check of the request.
     fn supports(&self, step: CanonicalStep) -> bool {

@@ -73,6 +73,29 @@ fn unknown_users_are_concealed() {
     verify(&gw, "key-web", &reset_id, "123456").problem(422, "invalid_otp");
     // token/generate only: the decoy's verification never reaches the vendor.
     assert_eq!(sandbox.calls("capillary"), 1);
+    // The decoy's reset id is as long as a real one for an identifier of the same length, so
+    // its length does not tell which identifiers have accounts.
+    let known = start_reset(&gw, "key-web", "email", EMAIL);
+    let unknown = start_reset(
+        &gw,
+        "key-web",
+        "email",
+        &format!("{:x<1$}", "n@x.co", EMAIL.len()),
+    );
+    assert_eq!(known.len(), unknown.len());
+    let with_device = |email: &str, device: &str| {
+        let body = format!(
+            r#"{{"identifier":{{"type":"email","value":"{email}"}},"device_id":"{device}"}}"#
+        );
+        let r = gw.post("/reset", "key-web", &body);
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["reset_id"].as_str().unwrap().len()
+    };
+    let device = "d".repeat(100);
+    assert_eq!(
+        with_device(EMAIL, &device),
+        with_device(&format!("{:x<1$}", "n@x.co", EMAIL.len()), &device)
+    );
 }
 
 #[test]
