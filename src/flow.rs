@@ -59,7 +59,7 @@ fn progress(keys: &TokenKeys, claims: &ResetClaims, state_width: usize, status: 
     }
 }
 
-/// `{"reset_id":..,"next":..,"expires_at":..}`, written directly: the reset id (about 400
+/// `{"reset_id":..,"next":..,"expires_at":..}`, written directly: the reset id (about 300
 /// characters of base64url) is sealed straight into the body, and neither it nor the step name
 /// nor the RFC 3339 expiry has anything JSON would escape.
 fn progress_body(

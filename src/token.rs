@@ -15,9 +15,12 @@ const VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
 /// Poly1305's tag, after the ciphertext.
 const TAG_LEN: usize = 16;
-/// Plaintexts are padded with JSON whitespace to a multiple of this, so a token's length does not
-/// tell a decoy reset (unknown identifier) from a real one.
-const PAD_TO: usize = 128;
+/// Plaintexts are padded with JSON whitespace to a multiple of this, so small differences in
+/// what a reset carries do not show in its length. (A decoy is as long as a real reset by
+/// construction: see `write_claims`.)
+const PAD_TO: usize = 64;
+/// Room made for the claims up front: a start's are 150 to 300 bytes, Capillary's more.
+const CLAIMS_ROOM: usize = 512;
 /// A token longer than this is refused before any decoding: it cannot be one of ours.
 pub const MAX_TOKEN_CHARS: usize = 4096;
 
@@ -193,7 +196,7 @@ impl TokenKeys {
         let key = &self.keys[0];
         let header_len = 2 + key.id.len();
         let prefix_len = header_len + NONCE_LEN;
-        let mut raw = Vec::with_capacity(prefix_len + 2 * PAD_TO + TAG_LEN);
+        let mut raw = Vec::with_capacity(prefix_len + CLAIMS_ROOM + TAG_LEN);
         raw.push(VERSION);
         raw.push(key.id.len() as u8);
         raw.extend_from_slice(key.id.as_bytes());
