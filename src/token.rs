@@ -18,7 +18,7 @@ const TAG_LEN: usize = 16;
 /// Plaintexts are padded with JSON whitespace to a multiple of this, so small differences in
 /// what a reset carries do not show in its length. (A decoy is as long as a real reset by
 /// construction: see `write_claims`.)
-const PAD_TO: usize = 64;
+const PAD_TO: usize = 32;
 /// Room made for the claims up front: a start's are 150 to 300 bytes, Capillary's more.
 const CLAIMS_ROOM: usize = 512;
 /// A token longer than this is refused before any decoding: it cannot be one of ours.
