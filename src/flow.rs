@@ -49,14 +49,21 @@ fn progress(keys: &TokenKeys, claims: &ResetClaims, state_width: usize, status: 
         Step::Verify => "verify",
         Step::Complete => "complete",
     };
-    StepReply {
-        status,
-        body: progress_body(
-            |out| keys.seal_into(claims, state_width, out),
-            next,
-            claims.expires_at,
-        ),
+    let mut fit = true;
+    let body = progress_body(
+        |out| fit = keys.seal_into(claims, state_width, out),
+        next,
+        claims.expires_at,
+    );
+    if !fit && state_width > 0 {
+        // Not a failure of this reset, but its id is longer than a decoy's would be: the
+        // adapter's width is too small for what its vendor answered.
+        tracing::warn!(
+            tenant = %claims.tenant,
+            "a vendor's state outgrew the room sized for it: this reset id is longer than a decoy's"
+        );
     }
+    StepReply { status, body }
 }
 
 /// `{"reset_id":..,"next":..,"expires_at":..}`, written directly: the reset id (about 300

@@ -164,17 +164,22 @@ impl TokenKeys {
     }
 
     pub fn seal(&self, claims: &ResetClaims) -> String {
-        self.sealed_text(|plaintext| write_claims(plaintext, claims, 0))
+        self.sealed_text(|plaintext| {
+            write_claims(plaintext, claims, 0);
+        })
     }
 
     /// Appends the sealed reset id (base64url, so nothing in it needs escaping in JSON) to
     /// `out`: the progress answer is written around it with no copy of the id in between. The
-    /// vendor's state is padded to at least `state_width` bytes (see `write_claims`).
-    pub fn seal_into(&self, claims: &ResetClaims, state_width: usize, out: &mut Vec<u8>) {
+    /// vendor's state is padded to at least `state_width` bytes (see `write_claims`); false when
+    /// it took more than that, and so this reset id is longer than a decoy's would be.
+    pub fn seal_into(&self, claims: &ResetClaims, state_width: usize, out: &mut Vec<u8>) -> bool {
+        let mut fit = true;
         self.seal_with(
-            |plaintext| write_claims(plaintext, claims, state_width),
+            |plaintext| fit = write_claims(plaintext, claims, state_width),
             out,
         );
+        fit
     }
 
     /// Seals any bytes as a reset id. The request path seals claims (`seal_into`); the fuzz
@@ -264,7 +269,9 @@ impl TokenKeys {
 /// written and as wide either way (`true ` with a space, `false`), and the vendor's state is
 /// followed by spaces up to `state_width` bytes, so a decoy's `null` takes the room a real state
 /// would. JSON ignores the spaces; earlier releases read these claims too.
-fn write_claims(out: &mut Vec<u8>, claims: &ResetClaims, state_width: usize) {
+///
+/// Returns whether the state fit in `state_width`.
+fn write_claims(out: &mut Vec<u8>, claims: &ResetClaims, state_width: usize) -> bool {
     out.extend_from_slice(b"{\"i\":");
     crate::json::push_str(out, &claims.id);
     out.extend_from_slice(b",\"t\":");
@@ -284,10 +291,12 @@ fn write_claims(out: &mut Vec<u8>, claims: &ResetClaims, state_width: usize) {
     let state_start = out.len();
     serde_json::to_writer(&mut *out, &claims.vendor).expect("a JSON value always serializes");
     let padded = state_start + state_width;
-    if out.len() < padded {
+    let fit = out.len() <= padded;
+    if fit {
         out.resize(padded, b' ');
     }
     out.push(b'}');
+    fit
 }
 
 #[cfg(test)]
@@ -423,25 +432,36 @@ mod tests {
         let keys = TokenKeys::ephemeral();
         let sealed = |claims: &ResetClaims, width| {
             let mut out = Vec::new();
-            keys.seal_into(claims, width, &mut out);
-            out
+            let fit = keys.seal_into(claims, width, &mut out);
+            (out, fit)
         };
         for tenant_len in 0..300 {
-            let real = ResetClaims {
-                tenant: "t".repeat(tenant_len),
-                vendor: serde_json::json!({"id": 18_446_744_073_709_551_615u64}),
-                ..claims()
-            };
-            let decoy = ResetClaims {
-                concealed: true,
-                vendor: serde_json::Value::Null,
-                ..real.clone()
-            };
-            let (real_id, decoy_id) = (sealed(&real, 27), sealed(&decoy, 27));
-            assert_eq!(real_id.len(), decoy_id.len(), "tenant of {tenant_len}");
-            let opened = keys.open(std::str::from_utf8(&decoy_id).unwrap()).unwrap();
-            assert_eq!(opened, decoy);
+            for id in [7, u64::MAX] {
+                let real = ResetClaims {
+                    tenant: "t".repeat(tenant_len),
+                    vendor: serde_json::json!({ "id": id }),
+                    ..claims()
+                };
+                let decoy = ResetClaims {
+                    concealed: true,
+                    vendor: serde_json::Value::Null,
+                    ..real.clone()
+                };
+                let (real_id, real_fit) = sealed(&real, 27);
+                let (decoy_id, decoy_fit) = sealed(&decoy, 27);
+                assert!(real_fit && decoy_fit);
+                assert_eq!(
+                    real_id.len(),
+                    decoy_id.len(),
+                    "tenant of {tenant_len}, id {id}"
+                );
+                let opened = keys.open(std::str::from_utf8(&decoy_id).unwrap()).unwrap();
+                assert_eq!(opened, decoy);
+            }
         }
+        // A state wider than its room is sealed whole, and said to be.
+        let (_, fit) = sealed(&claims(), 5);
+        assert!(!fit);
     }
 
     #[test]

@@ -251,7 +251,17 @@ impl UpstreamClient {
 
     /// The request as it goes on the wire: request line, headers, body.
     fn request_bytes(&self, req: &UpstreamRequest<'_>) -> Vec<u8> {
-        let mut wire = Vec::with_capacity(256 + req.body.len());
+        // Sized for all of it (the fixed text below is under 128 bytes), so it is never grown
+        // and copied on the way: a signed query alone can pass 100 bytes.
+        let headers: usize = req.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+        let capacity = 128
+            + self.base.path.len()
+            + req.path_and_query.len()
+            + self.host_header.len()
+            + 2 * req.content_type.len()
+            + headers
+            + req.body.len();
+        let mut wire = Vec::with_capacity(capacity);
         let mut length = itoa::Buffer::new();
         for part in [
             "POST ",
@@ -277,6 +287,7 @@ impl UpstreamClient {
         }
         wire.extend_from_slice(b"\r\n");
         wire.extend_from_slice(req.body);
+        debug_assert!(wire.len() <= capacity, "the request outgrew its buffer");
         wire
     }
 

@@ -405,11 +405,18 @@ impl VendorAdapter for Capillary {
         let session_id = token
             .user
             .and_then(|u| u.session_id)
-            .filter(|s| !s.is_empty() && s.len() <= 256)
+            // Capillary's are `P-` and a UUID. One that JSON would have to escape (quotes,
+            // backslashes, control characters) is not one of theirs, and would make this reset's
+            // id longer than a decoy's (`state_width` counts session ids unescaped).
+            .filter(|s| {
+                !s.is_empty()
+                    && s.len() <= 256
+                    && !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+            })
             .ok_or_else(|| {
                 Problem::new(
                     ErrorCode::UpstreamError,
-                    "capillary generated a token but returned no sessionId",
+                    "capillary generated a token but returned no usable sessionId",
                 )
             })?;
         body.session_id = Some(&session_id);
@@ -489,6 +496,18 @@ mod tests {
             let json = serde_json::to_string(&state).unwrap();
             assert!(json.len() <= state_width(&input), "{json}");
         }
+        // The bound is tight: a state whose every identifier character is escaped, with the
+        // longest type, a made device id and the longest session id sized for, fills it exactly.
+        let quotes = "\"".repeat(100);
+        let state = State {
+            session_id: "P-".to_string() + &"0".repeat(MAX_SESSION_ID - 2),
+            device_id: crate::request_id::generate(),
+            identifier_type: "USERNAME".into(),
+            identifier_value: quotes.clone(),
+        };
+        let json = serde_json::to_string(&state).unwrap();
+        let width = state_width(&input(IdentifierKind::Email, &quotes, None));
+        assert_eq!(json.len(), width, "{json}");
     }
 
     #[test]

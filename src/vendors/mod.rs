@@ -82,11 +82,9 @@ pub trait VendorAdapter: Send + Sync {
     /// sealed state is padded with whitespace to it, and a decoy (an identifier the vendor does
     /// not know, which carries no state) to the same, so a reset id's length does not tell a
     /// known identifier from an unknown one. It may depend on what the caller sent (which tells
-    /// the caller nothing), never on what the vendor answered. 0 (the default) for adapters whose
-    /// start never conceals an unknown identifier.
-    fn start_state_width(&self, _input: &StartInput) -> usize {
-        0
-    }
+    /// the caller nothing), never on what the vendor answered. 0 for adapters whose start never
+    /// conceals an unknown identifier. No default: an adapter that conceals must size it.
+    fn start_state_width(&self, input: &StartInput) -> usize;
 
     /// Whether the vendor has `step` at all; a step it lacks is `501 unsupported_step` before any
     /// other check of the request.
