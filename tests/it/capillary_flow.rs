@@ -99,6 +99,25 @@ fn unknown_users_are_concealed() {
 }
 
 #[test]
+fn an_unknown_users_start_takes_as_long_as_a_known_ones() {
+    // Every sandbox answer takes 300 ms. A known user's start makes two calls (token/generate,
+    // otp/generate); an unknown user's only the first, then waits as long again, so its answer
+    // does not come back a round trip sooner.
+    let sandbox = Sandbox::start_with_delay(300);
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let timed = |email: &str| {
+        let started = std::time::Instant::now();
+        start_reset(&gw, "key-web", "email", email);
+        started.elapsed()
+    };
+    let known = timed(EMAIL);
+    let unknown = timed("nobody@example.com");
+    let floor = std::time::Duration::from_millis(600);
+    assert!(known >= floor, "known: {known:?}");
+    assert!(unknown >= floor, "unknown: {unknown:?}, known: {known:?}");
+}
+
+#[test]
 fn a_brand_without_passwords_is_unsupported_step() {
     let sandbox = Sandbox::start();
     let config = capillary_config(&sandbox, "").replacen("DocDemo", "NoPasswordDemo", 1);
