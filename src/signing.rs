@@ -26,28 +26,32 @@ pub fn sha256_hex(parts: &[&[u8]], case: HexCase) -> String {
 /// `sha256_hex`, appended to `out`: a signature that goes into a longer string (a query) is
 /// written there directly rather than made and copied.
 pub fn push_sha256_hex(out: &mut String, parts: &[&[u8]], case: HexCase) {
-    let digits: &[u8; 16] = match case {
-        HexCase::Lower => b"0123456789abcdef",
-        HexCase::Upper => b"0123456789ABCDEF",
+    let digits = match case {
+        HexCase::Lower => LOWER_DIGITS,
+        HexCase::Upper => UPPER_DIGITS,
     };
     let mut text = [0u8; 64];
-    for (pair, b) in text.chunks_exact_mut(2).zip(sha256_parts(parts)) {
+    fill_hex(&mut text, &sha256_parts(parts), digits);
+    out.push_str(std::str::from_utf8(&text).expect("hex digits are ASCII"));
+}
+
+const LOWER_DIGITS: &[u8; 16] = b"0123456789abcdef";
+const UPPER_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Writes `bytes` as hex into `out` (twice their length), with `digits`. Filled in place:
+/// pushing byte by byte checks the capacity twice per input byte.
+fn fill_hex(out: &mut [u8], bytes: &[u8], digits: &[u8; 16]) {
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = digits[usize::from(b >> 4)];
         pair[1] = digits[usize::from(b & 0x0f)];
     }
-    out.push_str(std::str::from_utf8(&text).expect("hex digits are ASCII"));
 }
 
 /// Lower-case hex of `bytes`. `hex::encode` goes through a `char` iterator, which costs ten
 /// times as much; this runs several times per request (request ids, digests).
 pub fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // Filled in place: pushing byte by byte checks the capacity twice per input byte.
     let mut out = vec![0u8; bytes.len() * 2];
-    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0x0f)];
-    }
+    fill_hex(&mut out, bytes, LOWER_DIGITS);
     String::from_utf8(out).unwrap_or_default()
 }
 
