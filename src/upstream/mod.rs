@@ -1,5 +1,6 @@
-//! HTTP/1.1 to vendors over connections pingora makes (TCP, TLS, connect timeouts), with every
-//! timeout set, and a per-thread pool of idle connections. Requests and answers are framed by
+//! HTTP/1.1 to vendors, over TLS connections pingora makes (its handshake, the platform's trusted
+//! roots) or plain TCP connections tokio makes (`stream`), with every timeout set, and a
+//! per-thread pool of idle connections. Requests and answers are framed by
 //! `wire`, the same code as the API listeners'.
 //!
 //! The pool is the gateway's own rather than pingora's `Connector`: pingora's pool spawns a task
@@ -20,13 +21,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use pingora::connectors::TransportConnector;
-use pingora::protocols::Stream;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics;
+
+mod stream;
 use crate::wire::{self, Chunked, ChunkedError, ChunkedProgress, Framing, HeadError, MediaType};
+use stream::VendorStream;
 
 /// The largest vendor answer the gateway reads; anything bigger is refused as an upstream error.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -176,7 +179,7 @@ static NEXT_CLIENT_ID: AtomicUsize = AtomicUsize::new(0);
 
 /// A connection back from a finished exchange, waiting for the next.
 struct IdleConnection {
-    stream: Stream,
+    stream: VendorStream,
     since: Instant,
 }
 
@@ -196,7 +199,7 @@ thread_local! {
 
 /// Whether an idle connection is still usable: nothing to read (not closed by the vendor, and
 /// no stray bytes) without waiting.
-fn still_open(stream: &mut Stream) -> bool {
+fn still_open(stream: &mut VendorStream) -> bool {
     let mut probe = [0u8; 1];
     // `unconstrained`: tokio's co-operative budget must not turn a ready read into "pending".
     tokio::task::unconstrained(stream.read(&mut probe))
@@ -312,7 +315,7 @@ impl UpstreamClient {
 
     /// An idle connection that is still open and not idle too long at `now`, if this thread
     /// has one.
-    fn take_idle(&self, now: Instant) -> Option<Stream> {
+    fn take_idle(&self, now: Instant) -> Option<VendorStream> {
         let max_idle = self.timeouts.idle;
         self.with_pool(|pool| {
             while let Some(IdleConnection { mut stream, since }) = pool.idle.pop() {
@@ -326,7 +329,7 @@ impl UpstreamClient {
 
     /// Keeps a connection whose exchange finished cleanly for the next call on this thread, as
     /// idle since `since`.
-    fn put_idle(&self, stream: Stream, since: Instant) {
+    fn put_idle(&self, stream: VendorStream, since: Instant) {
         self.with_pool(|pool| {
             if pool.idle.len() >= MAX_IDLE_PER_THREAD {
                 pool.idle.remove(0);
@@ -336,15 +339,28 @@ impl UpstreamClient {
     }
 
     /// A fresh connection (TCP, and TLS for https), within the connect timeout.
-    async fn connect(&self) -> Result<Stream, UpstreamFailure> {
-        let peer = self.peer().await?;
+    async fn connect(&self) -> Result<VendorStream, UpstreamFailure> {
+        let addr = self.address().await?;
+        if !self.base.tls {
+            return stream::connect_plain(addr, self.timeouts.connect)
+                .await
+                .map(VendorStream::Plain);
+        }
+        // Only the connect timeouts: read and write timeouts are set on each exchange, and idle
+        // connections are the pool's (`idle_ms`).
+        let mut peer = HttpPeer::new(addr, true, self.base.host.clone());
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.total_connection_timeout = Some(self.timeouts.connect);
         self.connector
             .new_stream(&peer)
             .await
+            .map(VendorStream::Tls)
             .map_err(|e| connect_failure(&e))
     }
 
-    async fn peer(&self) -> Result<HttpPeer, UpstreamFailure> {
+    /// The vendor's address: its host as written when it is an IP address, else the first one
+    /// DNS gives within the connect timeout.
+    async fn address(&self) -> Result<SocketAddr, UpstreamFailure> {
         let addr: SocketAddr = match self.base.host.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, self.base.port),
             Err(_) => {
@@ -362,12 +378,7 @@ impl UpstreamClient {
                     })?
             }
         };
-        // Only the connect timeouts: read and write timeouts are set on each exchange's session,
-        // and idle connections are the pool's (`idle_ms`).
-        let mut peer = HttpPeer::new(addr, self.base.tls, self.base.host.clone());
-        peer.options.connection_timeout = Some(self.timeouts.connect);
-        peer.options.total_connection_timeout = Some(self.timeouts.connect);
-        Ok(peer)
+        Ok(addr)
     }
 
     /// Sends one POST and reads the whole answer, counting it in the upstream metrics. Never
@@ -406,7 +417,7 @@ impl UpstreamClient {
         &self,
         req: &UpstreamRequest<'_>,
         started: Instant,
-    ) -> Result<(UpstreamResponse, Option<Stream>), UpstreamFailure> {
+    ) -> Result<(UpstreamResponse, Option<VendorStream>), UpstreamFailure> {
         // A vendor is only looked up (DNS) and connected to when no idle connection is left.
         let mut stream = match self.take_idle(started) {
             Some(stream) => {
@@ -451,7 +462,7 @@ const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// Reads more of the answer into `buf`, waiting at most `timeout`: the byte count, 0 at the end
 /// of the stream.
 async fn read_some(
-    stream: &mut Stream,
+    stream: &mut VendorStream,
     buf: &mut Vec<u8>,
     timeout: Duration,
 ) -> Result<usize, UpstreamFailure> {
@@ -472,7 +483,7 @@ async fn read_some(
 
 /// Like `read_some`, where the answer is not complete yet: the end of the stream is a failure.
 async fn read_more(
-    stream: &mut Stream,
+    stream: &mut VendorStream,
     buf: &mut Vec<u8>,
     timeout: Duration,
 ) -> Result<(), UpstreamFailure> {
@@ -487,7 +498,7 @@ async fn read_more(
 /// Reads one whole answer (each read within `timeout`), and whether the connection may carry
 /// another exchange: the vendor kept it alive and sent nothing past the answer.
 async fn read_answer(
-    stream: &mut Stream,
+    stream: &mut VendorStream,
     timeout: Duration,
 ) -> Result<(UpstreamResponse, bool), UpstreamFailure> {
     let mut buf = Vec::with_capacity(wire::FIRST_READ);
