@@ -3,16 +3,19 @@
 //!
 //! Wire form (base64url, no padding): `version(1) | kid_len(1) | kid | nonce(24) | ciphertext+tag`.
 //! The header bytes before the nonce are the AEAD's associated data, so a key id cannot be swapped.
+//! Nonces are drawn per thread in short runs under one derived subkey (`sealer`).
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+mod sealer;
+use sealer::{Sealer, NONCE_LEN};
+
 const VERSION: u8 = 1;
-const NONCE_LEN: usize = 24;
 /// Poly1305's tag, after the ciphertext.
 const TAG_LEN: usize = 16;
 /// Plaintexts are padded with JSON whitespace to a multiple of this, so small differences in
@@ -66,7 +69,20 @@ pub enum TokenError {
 
 struct Key {
     id: String,
+    /// Opens reset ids.
     cipher: XChaCha20Poly1305,
+    /// Seals them (the first key only).
+    sealer: Sealer,
+}
+
+impl Key {
+    fn new(id: String, raw: [u8; 32]) -> Key {
+        Key {
+            id,
+            cipher: XChaCha20Poly1305::new((&raw).into()),
+            sealer: Sealer::new(raw),
+        }
+    }
 }
 
 /// The gateway's token keys.
@@ -119,12 +135,10 @@ impl TokenKeys {
             if keys.iter().any(|k: &Key| k.id == id) {
                 return Err(format!("token key {id} appears twice"));
             }
-            let cipher = XChaCha20Poly1305::new_from_slice(&raw)
+            let raw: [u8; 32] = raw
+                .try_into()
                 .map_err(|_| format!("token key {id}: unusable key"))?;
-            keys.push(Key {
-                id: id.to_string(),
-                cipher,
-            });
+            keys.push(Key::new(id.to_string(), raw));
         }
         if keys.is_empty() {
             return Err("no token key given".into());
@@ -140,10 +154,7 @@ impl TokenKeys {
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
         TokenKeys {
-            keys: vec![Key {
-                id: "ephemeral".into(),
-                cipher: XChaCha20Poly1305::new((&raw).into()),
-            }],
+            keys: vec![Key::new("ephemeral".into(), raw)],
             ephemeral: true,
         }
     }
@@ -206,16 +217,14 @@ impl TokenKeys {
         raw.push(key.id.len() as u8);
         raw.extend_from_slice(key.id.as_bytes());
         raw.resize(prefix_len, 0);
-        rand::thread_rng().fill_bytes(&mut raw[header_len..]);
         write_plaintext(&mut raw);
         let padded = (raw.len() - prefix_len).div_ceil(PAD_TO) * PAD_TO;
         raw.resize(prefix_len + padded, b' ');
         let (prefix, plaintext) = raw.split_at_mut(prefix_len);
-        let (header, nonce) = prefix.split_at(header_len);
-        let tag = key
-            .cipher
-            .encrypt_in_place_detached(XNonce::from_slice(nonce), header, plaintext)
-            .expect("XChaCha20-Poly1305 encryption does not fail for in-memory buffers");
+        let (header, nonce) = prefix.split_at_mut(header_len);
+        let nonce: &mut [u8; NONCE_LEN] =
+            nonce.try_into().expect("the nonce's room was made above");
+        let tag = key.sealer.seal(header, nonce, plaintext);
         raw.extend_from_slice(&tag);
         let start = out.len();
         out.resize(start + raw.len().div_ceil(3) * 4, 0);
