@@ -39,8 +39,9 @@ struct Completed {
     status: &'static str,
 }
 
+/// The wall clock to the second, for expiry: the coarse clock, a tick behind at most.
 fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
+    crate::timestamp::unix_secs_coarse()
 }
 
 /// The answer that carries a sealed reset id; `state_width` as in `TokenKeys::seal_into`.

@@ -198,14 +198,16 @@ impl Gateway {
         outcome.vendor = Some(tenant.adapter.vendor());
         let show_vendor = tenant.settings.vendor_details;
 
-        let decision = limit::decide(
-            self.limiter.as_ref(),
-            &key.limit_key,
-            key.quota,
-            Mode::Consume(1),
-            arrived,
-        )
-        .await;
+        // As `limit::decide`, noting whether the decision had to wait (Redis).
+        let (limit_key, quota) = (&key.limit_key, key.quota);
+        let (decision, decision_waited) =
+            match (self.limiter).decide_now(limit_key, quota, Mode::Consume(1), arrived) {
+                Some(decision) => (decision, false),
+                None => (
+                    self.limiter.check(limit_key, quota, Mode::Consume(1)).await,
+                    true,
+                ),
+            };
         let per_key = LimitState {
             name: LimitName::PerKey,
             quota: key.quota,
@@ -230,6 +232,7 @@ impl Gateway {
                 true,
             ));
         }
+        let waited = decision_waited || !request.body_arrived_with_head();
         match request.read_body(self.max_body_bytes).await {
             Ok(()) => {}
             Err(BodyError::TooLarge) => {
@@ -282,9 +285,10 @@ impl Gateway {
             limiter: self.limiter.as_ref(),
             used: self.used.as_ref(),
             per_identifier: self.per_identifier,
-            // Read afresh: the body may have taken up to its timeout per read to arrive, and the
-            // limits the step checks govern what it is about to send to the vendor.
-            checked_at: Instant::now(),
+            // Read afresh when the request waited for anything since it began (its body may
+            // have taken up to its timeout per read to arrive, and the limits the step checks
+            // govern what it is about to send to the vendor); else its start is as good as now.
+            checked_at: if waited { Instant::now() } else { arrived },
         };
         let work = async {
             match route {
@@ -297,7 +301,11 @@ impl Gateway {
                 }
             }
         };
-        let result = crate::deadline::timeout(tenant.step_timeout, work).await;
+        // Counted from the limits' time, which is as good as now here: no clock read of its own.
+        let result = match env.checked_at.checked_add(tenant.step_timeout) {
+            Some(deadline) => crate::deadline::timeout_at(deadline, work).await,
+            None => crate::deadline::timeout(tenant.step_timeout, work).await,
+        };
         outcome.upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
         match result {
             Ok(Ok(reply)) => Ok((reply.status, reply.body)),

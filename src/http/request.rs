@@ -96,6 +96,15 @@ impl<'c> Request<'c> {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// Whether the whole body (of a declared length) came with the head, so reading it waits
+    /// for nothing.
+    pub fn body_arrived_with_head(&self) -> bool {
+        match self.head.framing {
+            Framing::Length(n) => (self.buf.len() - self.head.len) as u64 >= n,
+            Framing::Chunked | Framing::UntilClose => false,
+        }
+    }
+
     /// The body `read_body` read; empty before it has.
     pub fn body(&self) -> &[u8] {
         match self.body {

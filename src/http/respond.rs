@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 
@@ -42,17 +42,15 @@ thread_local! {
 }
 
 fn append_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
+    // `Date` has one-second resolution: the coarse clock (no hardware clock read) is enough.
+    let second = crate::timestamp::unix_secs_coarse().max(0) as u64;
     DATE.with(|cached| {
         let mut cached = cached.borrow_mut();
         if cached.0 != second || cached.1.is_empty() {
-            let formatted = chrono::DateTime::<chrono::Utc>::from(now)
-                .format("%a, %d %b %Y %H:%M:%S GMT")
-                .to_string();
+            let formatted =
+                chrono::DateTime::<chrono::Utc>::from(UNIX_EPOCH + Duration::from_secs(second))
+                    .format("%a, %d %b %Y %H:%M:%S GMT")
+                    .to_string();
             *cached = (second, formatted);
         }
         out.extend_from_slice(cached.1.as_bytes());

@@ -437,11 +437,22 @@ impl UpstreamClient {
         // The request goes out in one write; the answer is read into one buffer and parsed in
         // place (`wire`), with no per-call session or header map.
         let wire = self.request_bytes(req);
-        let write = async {
-            stream.write_all(&wire).await?;
-            stream.flush().await
+        let (written, at_once) = {
+            let mut write = std::pin::pin!(async {
+                stream.write_all(&wire).await?;
+                stream.flush().await
+            });
+            // Almost always done at once (the socket's buffer takes it): then the answer's
+            // first read can be timed from `started`, and nothing reads the clock for either.
+            match write.as_mut().now_or_never() {
+                Some(written) => (Ok(written), true),
+                None => (
+                    crate::deadline::timeout(self.timeouts.write, write).await,
+                    false,
+                ),
+            }
         };
-        match crate::deadline::timeout(self.timeouts.write, write).await {
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 return Err(UpstreamFailure::Protocol(format!(
@@ -451,7 +462,13 @@ impl UpstreamClient {
             }
             Err(_) => return Err(UpstreamFailure::Timeout),
         }
-        let (answer, reusable) = read_answer(&mut stream, self.timeouts.read).await?;
+        let mut wait = ReadWait {
+            first_by: at_once
+                .then(|| started.checked_add(self.timeouts.read))
+                .flatten(),
+            each: self.timeouts.read,
+        };
+        let (answer, reusable) = read_answer(&mut stream, &mut wait).await?;
         Ok((answer, reusable.then_some(stream)))
     }
 }
@@ -459,19 +476,32 @@ impl UpstreamClient {
 /// The most an answer's head may take; a bigger one is broken HTTP.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
-/// Reads more of the answer into `buf`, waiting at most `timeout`: the byte count, 0 at the end
+/// How long each read of an answer may wait: the read timeout from when it begins to wait, but
+/// the first by a deadline already known when the request went out at once (the exchange's
+/// start plus the read timeout: the same within microseconds, without a clock read).
+struct ReadWait {
+    first_by: Option<Instant>,
+    each: Duration,
+}
+
+/// Reads more of the answer into `buf`, waiting as `wait` allows: the byte count, 0 at the end
 /// of the stream.
 async fn read_some(
     stream: &mut VendorStream,
     buf: &mut Vec<u8>,
-    timeout: Duration,
+    wait: &mut ReadWait,
 ) -> Result<usize, UpstreamFailure> {
     // Grown only when nearly full: the first read uses the small buffer it was given, and no
     // read is made for a sliver of room.
     if buf.capacity() - buf.len() < 256 {
         buf.reserve(wire::READ_CHUNK);
     }
-    match crate::deadline::timeout(timeout, stream.read_buf(buf)).await {
+    let read = stream.read_buf(buf);
+    let result = match wait.first_by.take() {
+        Some(deadline) => crate::deadline::timeout_at(deadline, read).await,
+        None => crate::deadline::timeout(wait.each, read).await,
+    };
+    match result {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(UpstreamFailure::Protocol(format!(
             "read failed: {}",
@@ -485,9 +515,9 @@ async fn read_some(
 async fn read_more(
     stream: &mut VendorStream,
     buf: &mut Vec<u8>,
-    timeout: Duration,
+    wait: &mut ReadWait,
 ) -> Result<(), UpstreamFailure> {
-    match read_some(stream, buf, timeout).await? {
+    match read_some(stream, buf, wait).await? {
         0 => Err(UpstreamFailure::Protocol(
             "the connection closed mid-answer".into(),
         )),
@@ -495,11 +525,11 @@ async fn read_more(
     }
 }
 
-/// Reads one whole answer (each read within `timeout`), and whether the connection may carry
+/// Reads one whole answer (each read as `wait` allows), and whether the connection may carry
 /// another exchange: the vendor kept it alive and sent nothing past the answer.
 async fn read_answer(
     stream: &mut VendorStream,
-    timeout: Duration,
+    wait: &mut ReadWait,
 ) -> Result<(UpstreamResponse, bool), UpstreamFailure> {
     let mut buf = Vec::with_capacity(wire::FIRST_READ);
     let head = loop {
@@ -514,7 +544,7 @@ async fn read_answer(
                 buf.drain(..head.len);
             }
             Ok(Some(head)) => break head,
-            Ok(None) => read_more(stream, &mut buf, timeout).await?,
+            Ok(None) => read_more(stream, &mut buf, wait).await?,
             Err(HeadError::TooLarge) => {
                 return Err(UpstreamFailure::Protocol(
                     "the answer head is too large".into(),
@@ -531,7 +561,7 @@ async fn read_answer(
         Framing::Length(n) => {
             let end = start + n as usize;
             while buf.len() < end {
-                read_more(stream, &mut buf, timeout).await?;
+                read_more(stream, &mut buf, wait).await?;
             }
             (None, end)
         }
@@ -545,7 +575,7 @@ async fn read_answer(
                     Ok(Chunked::Incomplete) if buf.len() - start > 4 * MAX_RESPONSE_BYTES => {
                         return Err(UpstreamFailure::TooLarge)
                     }
-                    Ok(Chunked::Incomplete) => read_more(stream, &mut buf, timeout).await?,
+                    Ok(Chunked::Incomplete) => read_more(stream, &mut buf, wait).await?,
                     Err(ChunkedError::TooLarge) => return Err(UpstreamFailure::TooLarge),
                     Err(ChunkedError::Malformed) => {
                         return Err(UpstreamFailure::Protocol("broken chunked body".into()))
@@ -554,7 +584,7 @@ async fn read_answer(
             }
         }
         Framing::UntilClose => {
-            while read_some(stream, &mut buf, timeout).await? > 0 {
+            while read_some(stream, &mut buf, wait).await? > 0 {
                 if buf.len() - start > MAX_RESPONSE_BYTES {
                     return Err(UpstreamFailure::TooLarge);
                 }
