@@ -331,7 +331,7 @@ struct InflightGuard;
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        metrics::INFLIGHT.dec();
+        metrics::INFLIGHT_REQUESTS.add(-1);
     }
 }
 
@@ -384,7 +384,7 @@ fn problem_reply(problem: &Problem, request_id: &str, show_vendor: bool, close: 
 impl Handler for Gateway {
     async fn handle(&self, request: &mut Request<'_>, peer: Option<SocketAddr>) -> Reply {
         let started = Instant::now();
-        metrics::INFLIGHT.inc();
+        metrics::INFLIGHT_REQUESTS.add(1);
         let _inflight = InflightGuard;
         let request_id = request_id::accept_or_generate(request.header("X-Request-Id"));
         // Copied out of the request (which the step borrows mutably): a static name for the

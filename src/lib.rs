@@ -24,6 +24,7 @@ mod robustness;
 pub mod run;
 pub mod sandbox;
 pub mod secret;
+pub mod sharded;
 pub mod shutdown;
 pub mod signing;
 pub mod single_use;

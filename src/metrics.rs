@@ -99,7 +99,12 @@ pub static OUTBOUND_QUOTA: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static INFLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+/// Canonical requests being handled now, counted per thread (`sharded`) and copied into the
+/// `reset_gateway_inflight_requests` gauge when the metrics are rendered: the gauge's own
+/// atomic would be written by every worker thread twice per request.
+pub static INFLIGHT_REQUESTS: crate::sharded::ShardedCount = crate::sharded::ShardedCount::new();
+
+static INFLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "reset_gateway_inflight_requests",
         "Canonical API requests being handled now."
@@ -299,6 +304,7 @@ pub static REDIS_UP: LazyLock<IntGauge> = LazyLock::new(|| {
 
 /// The Prometheus text exposition of every registered metric.
 pub fn render() -> Vec<u8> {
+    INFLIGHT.set(INFLIGHT_REQUESTS.sum());
     let mut out = Vec::new();
     let encoder = TextEncoder::new();
     if encoder.encode(&prometheus::gather(), &mut out).is_err() {

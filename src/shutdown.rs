@@ -5,7 +5,7 @@
 //! Pingora's own SIGTERM handling sleeps a fixed grace period and then drops every task; this
 //! watcher instead drains first and hands pingora a server with nothing left in flight.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 static DRAIN: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
-static INFLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// `DRAIN`'s value, for the check every reply makes: reading a watch channel takes its lock, a
+/// cache line both worker threads would write on every request.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+/// Requests in flight on every listener, one line per thread (`sharded`).
+static INFLIGHT: crate::sharded::ShardedCount = crate::sharded::ShardedCount::new();
 
 /// A receiver that turns true when draining starts.
 pub fn drain_signal() -> watch::Receiver<bool> {
@@ -23,7 +27,12 @@ pub fn drain_signal() -> watch::Receiver<bool> {
 }
 
 pub fn draining() -> bool {
-    *DRAIN.borrow()
+    DRAINING.load(Ordering::Acquire)
+}
+
+fn start_draining() {
+    DRAINING.store(true, Ordering::Release);
+    DRAIN.send_replace(true);
 }
 
 /// Counts one request in flight, on every listener, for as long as it lives.
@@ -31,14 +40,14 @@ pub struct InflightRequest;
 
 impl InflightRequest {
     pub fn start() -> InflightRequest {
-        INFLIGHT.fetch_add(1, Ordering::SeqCst);
+        INFLIGHT.add(1);
         InflightRequest
     }
 }
 
 impl Drop for InflightRequest {
     fn drop(&mut self) {
-        INFLIGHT.fetch_sub(1, Ordering::SeqCst);
+        INFLIGHT.add(-1);
     }
 }
 
@@ -75,13 +84,13 @@ impl ShutdownSignalWatch for DrainingShutdown {
         let started = Instant::now();
         tracing::info!(
             grace_secs = self.grace.as_secs(),
-            in_flight = INFLIGHT.load(Ordering::SeqCst),
+            in_flight = INFLIGHT.sum(),
             "SIGTERM: no longer accepting; finishing requests in flight"
         );
-        DRAIN.send_replace(true);
+        start_draining();
         loop {
-            let left = INFLIGHT.load(Ordering::SeqCst);
-            if left == 0 {
+            let left = INFLIGHT.sum();
+            if left <= 0 {
                 tracing::info!(
                     drained_ms = started.elapsed().as_millis() as u64,
                     "every request finished; exiting"

@@ -327,6 +327,14 @@ impl<H: Handler> Service for HttpService<H> {
     }
 }
 
+/// Whether pingora has told this service to stop. Its channel only ever changes to say so, and
+/// a connection's receiver was cloned from the accept loop's, which stops at that change: a
+/// change seen here is the stop. `has_changed` is one atomic load; reading the value would take
+/// the channel's lock, a cache line every worker thread writes.
+fn stopped(shutdown: &ShutdownWatch) -> bool {
+    shutdown.has_changed().unwrap_or(true)
+}
+
 /// Makes an accepted socket ready for HTTP: TLS's handshake first when the listener has a
 /// certificate. A client that does not finish it in time, or speaks something else, is dropped.
 async fn connect(
@@ -508,7 +516,7 @@ async fn serve_request<H: Handler>(
         reply
     });
     let closing =
-        reply.close || finished.next.is_none() || *shutdown.borrow() || crate::shutdown::draining();
+        reply.close || finished.next.is_none() || crate::shutdown::draining() || stopped(shutdown);
     let how = ReplyOptions {
         close: closing,
         http11: finished.http11,
