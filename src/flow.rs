@@ -14,8 +14,8 @@ use crate::api::{ErrorCode, Problem};
 use crate::gateway::Tenant;
 use crate::limit::{LimitName, LimitState, Limiter, Mode, Quota};
 use crate::single_use::UsedIds;
-use crate::token::{ResetClaims, Step, TokenKeys};
-use crate::vendors::{CanonicalStep, CodeInput, StartInput, StepContext};
+use crate::token::{ClaimsToSeal, ResetClaims, StateJson, Step, TokenKeys};
+use crate::vendors::{CanonicalStep, CodeInput, StartInput, StartState, StepContext};
 
 /// What every step needs from the gateway besides the tenant.
 pub struct Env<'a> {
@@ -45,7 +45,12 @@ fn now_secs() -> i64 {
 }
 
 /// The answer that carries a sealed reset id; `state_width` as in `TokenKeys::seal_into`.
-fn progress(keys: &TokenKeys, claims: &ResetClaims, state_width: usize, status: u16) -> StepReply {
+fn progress(
+    keys: &TokenKeys,
+    claims: &ClaimsToSeal<'_>,
+    state_width: usize,
+    status: u16,
+) -> StepReply {
     let next = match claims.step {
         Step::Verify => "verify",
         Step::Complete => "complete",
@@ -281,18 +286,20 @@ pub async fn start(
                     ..p
                 });
             }
-            (serde_json::Value::Null, true)
+            (StartState::Nothing, true)
         }
         Err(p) => return Err(p),
     };
-    let claims = ResetClaims {
-        id: crate::request_id::generate(),
-        tenant: tenant.settings.name.clone(),
-        subject,
+    let id = crate::request_id::RequestId::random();
+    let mut room = String::new();
+    let claims = ClaimsToSeal {
+        id: &id,
+        tenant: &tenant.settings.name,
+        subject: &subject,
         step: Step::Verify,
         expires_at: now_secs() + lifetime(tenant).as_secs() as i64,
         concealed,
-        vendor,
+        vendor: StateJson::Text(vendor.json(&mut room)),
     };
     Ok(progress(env.keys, &claims, state_width, 202))
 }
@@ -340,7 +347,7 @@ pub async fn verify(
                 ..claims
             };
             // Decoys never get this far: no width to keep.
-            Ok(progress(env.keys, &next, 0, 200))
+            Ok(progress(env.keys, &next.to_seal(), 0, 200))
         }
         Err(p) if p.code == ErrorCode::InvalidOtp => {
             // Count the wrong code. The peek above let it through, so this spends the cell; if a

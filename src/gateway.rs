@@ -18,8 +18,10 @@ use crate::client_ip::{self, Cidr};
 use crate::config::{Config, TenantSettings, VendorSettings};
 use crate::flow;
 use crate::http::{BodyError, Handler, Reply, Request};
+use crate::language;
 use crate::limit::{self, LimitName, LimitState, Limiter, Mode, Quota};
 use crate::metrics;
+use crate::request_id::{self, RequestId};
 use crate::signing::sha256;
 use crate::single_use::UsedIds;
 use crate::token::TokenKeys;
@@ -29,7 +31,6 @@ use crate::vendors::capillary::Capillary;
 use crate::vendors::cbss::Cbss;
 use crate::vendors::hepsiburada::Hepsiburada;
 use crate::vendors::{StepContext, VendorAdapter};
-use crate::{language, request_id};
 
 /// A tenant, ready to serve: its settings and its vendor connection.
 pub struct Tenant {
@@ -185,7 +186,7 @@ impl Gateway {
         route: Route,
         request: &mut Request<'_>,
         peer: Option<SocketAddr>,
-        request_id: &str,
+        request_id: &RequestId,
         arrived: Instant,
         outcome: &mut Outcome<'s>,
     ) -> Result<(u16, Vec<u8>), (Problem, bool, bool)> {
@@ -263,7 +264,7 @@ impl Gateway {
         let body = request.body();
 
         let ctx = StepContext {
-            request_id: request_id.to_string(),
+            request_id: *request_id,
             language: language::vendor_language(request.header("Accept-Language")),
             client_ip: client_ip::resolve(
                 peer.map(|p| p.ip()),

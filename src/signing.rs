@@ -40,7 +40,7 @@ const UPPER_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Writes `bytes` as hex into `out` (twice their length), with `digits`. Filled in place:
 /// pushing byte by byte checks the capacity twice per input byte.
-fn fill_hex(out: &mut [u8], bytes: &[u8], digits: &[u8; 16]) {
+pub(crate) fn fill_hex(out: &mut [u8], bytes: &[u8], digits: &[u8; 16]) {
     for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = digits[usize::from(b >> 4)];
         pair[1] = digits[usize::from(b & 0x0f)];

@@ -61,6 +61,44 @@ pub struct ResetClaims {
     pub vendor: serde_json::Value,
 }
 
+/// A reset's claims as they are sealed, borrowed from wherever they are at hand: a start seals
+/// its tenant's name, its subject and its vendor's answer without copying them into a
+/// `ResetClaims` first. `ResetClaims::to_seal` lends an opened reset's.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimsToSeal<'a> {
+    pub id: &'a str,
+    pub tenant: &'a str,
+    pub subject: &'a str,
+    pub step: Step,
+    pub expires_at: i64,
+    pub concealed: bool,
+    pub vendor: StateJson<'a>,
+}
+
+/// The vendor's state as it is sealed.
+#[derive(Debug, Clone, Copy)]
+pub enum StateJson<'a> {
+    /// A value, such as an opened reset's state passed on to its next step.
+    Value(&'a serde_json::Value),
+    /// JSON text an adapter wrote (with serde_json, or numbers and fixed names only), written
+    /// into the claims as it is: a start's state is never built as a `serde_json::Value`.
+    Text(&'a str),
+}
+
+impl ResetClaims {
+    pub fn to_seal(&self) -> ClaimsToSeal<'_> {
+        ClaimsToSeal {
+            id: &self.id,
+            tenant: &self.tenant,
+            subject: &self.subject,
+            step: self.step,
+            expires_at: self.expires_at,
+            concealed: self.concealed,
+            vendor: StateJson::Value(&self.vendor),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenError {
     /// Not a token of ours, altered, or sealed under a key we do not hold.
@@ -176,7 +214,7 @@ impl TokenKeys {
 
     pub fn seal(&self, claims: &ResetClaims) -> String {
         self.sealed_text(|plaintext| {
-            write_claims(plaintext, claims, 0);
+            write_claims(plaintext, &claims.to_seal(), 0);
         })
     }
 
@@ -184,7 +222,12 @@ impl TokenKeys {
     /// `out`: the progress answer is written around it with no copy of the id in between. The
     /// vendor's state is padded to at least `state_width` bytes (see `write_claims`); false when
     /// it took more than that, and so this reset id is longer than a decoy's would be.
-    pub fn seal_into(&self, claims: &ResetClaims, state_width: usize, out: &mut Vec<u8>) -> bool {
+    pub fn seal_into(
+        &self,
+        claims: &ClaimsToSeal<'_>,
+        state_width: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let mut fit = true;
         self.seal_with(
             |plaintext| fit = write_claims(plaintext, claims, state_width),
@@ -280,13 +323,13 @@ impl TokenKeys {
 /// would. JSON ignores the spaces; earlier releases read these claims too.
 ///
 /// Returns whether the state fit in `state_width`.
-fn write_claims(out: &mut Vec<u8>, claims: &ResetClaims, state_width: usize) -> bool {
+fn write_claims(out: &mut Vec<u8>, claims: &ClaimsToSeal<'_>, state_width: usize) -> bool {
     out.extend_from_slice(b"{\"i\":");
-    crate::json::push_str(out, &claims.id);
+    crate::json::push_str(out, claims.id);
     out.extend_from_slice(b",\"t\":");
-    crate::json::push_str(out, &claims.tenant);
+    crate::json::push_str(out, claims.tenant);
     out.extend_from_slice(b",\"u\":");
-    crate::json::push_str(out, &claims.subject);
+    crate::json::push_str(out, claims.subject);
     out.extend_from_slice(match claims.step {
         Step::Verify => b",\"s\":\"v\",\"x\":",
         Step::Complete => b",\"s\":\"c\",\"x\":",
@@ -298,7 +341,12 @@ fn write_claims(out: &mut Vec<u8>, claims: &ResetClaims, state_width: usize) -> 
     });
     out.extend_from_slice(b",\"v\":");
     let state_start = out.len();
-    serde_json::to_writer(&mut *out, &claims.vendor).expect("a JSON value always serializes");
+    match claims.vendor {
+        StateJson::Value(value) => {
+            serde_json::to_writer(&mut *out, value).expect("a JSON value always serializes")
+        }
+        StateJson::Text(text) => out.extend_from_slice(text.as_bytes()),
+    }
     let padded = state_start + state_width;
     let fit = out.len() <= padded;
     if fit {
@@ -341,7 +389,7 @@ mod tests {
         for claims in variants {
             for width in [0, 5, 300] {
                 let mut written = Vec::new();
-                write_claims(&mut written, &claims, width);
+                write_claims(&mut written, &claims.to_seal(), width);
                 let read: ResetClaims = serde_json::from_slice(&written).unwrap();
                 assert_eq!(read, claims, "width {width}");
                 // What serde writes, but for the flag (always there, as wide either way) and the
@@ -402,7 +450,7 @@ mod tests {
     fn sealing_appends_after_what_is_there() {
         let keys = TokenKeys::parse(&TokenKeys::generate_spec("k1")).unwrap();
         let mut out = b"{\"reset_id\":\"".to_vec();
-        keys.seal_into(&claims(), 0, &mut out);
+        keys.seal_into(&claims().to_seal(), 0, &mut out);
         let token = std::str::from_utf8(&out[13..]).unwrap();
         assert!(token
             .bytes()
@@ -441,7 +489,7 @@ mod tests {
         let keys = TokenKeys::ephemeral();
         let sealed = |claims: &ResetClaims, width| {
             let mut out = Vec::new();
-            let fit = keys.seal_into(claims, width, &mut out);
+            let fit = keys.seal_into(&claims.to_seal(), width, &mut out);
             (out, fit)
         };
         for tenant_len in 0..300 {
@@ -468,6 +516,17 @@ mod tests {
                 assert_eq!(opened, decoy);
             }
         }
+        // A state an adapter wrote as text seals as the same value would.
+        let real = ResetClaims {
+            vendor: serde_json::json!({ "id": 7 }),
+            ..claims()
+        };
+        let mut as_text = real.to_seal();
+        as_text.vendor = StateJson::Text("{\"id\":7}");
+        let mut out = Vec::new();
+        assert!(keys.seal_into(&as_text, 27, &mut out));
+        assert_eq!(out.len(), sealed(&real, 27).0.len());
+        assert_eq!(keys.open(std::str::from_utf8(&out).unwrap()).unwrap(), real);
         // A state wider than its room is sealed whole, and said to be.
         let (_, fit) = sealed(&claims(), 5);
         assert!(!fit);

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    exchange, unreadable, vendor_said, CanonicalStep, StartInput, StepContext, VendorAdapter,
-    VendorState,
+    exchange, unreadable, vendor_said, CanonicalStep, StartInput, StartState, StepContext,
+    VendorAdapter, VendorState,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem};
@@ -376,7 +376,7 @@ impl VendorAdapter for Capillary {
         state_width(input)
     }
 
-    async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<VendorState, Problem> {
+    async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<StartState, Problem> {
         let (identifier_type, value) = match input.identifier.kind {
             IdentifierKind::Email => ("EMAIL", input.identifier.value.clone()),
             // Capillary writes mobile numbers as digits with the country code and no '+'.
@@ -437,7 +437,9 @@ impl VendorAdapter for Capillary {
             identifier_type: identifier_type.to_string(),
             identifier_value: value.clone(),
         };
-        Ok(serde_json::to_value(state).expect("the state serializes"))
+        Ok(StartState::Json(
+            serde_json::to_string(&state).expect("the state serializes"),
+        ))
     }
 
     async fn verify(

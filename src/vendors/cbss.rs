@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{
     dotnet_timestamp, exchange, refusal, unreadable, vendor_said, CanonicalStep, StartInput,
-    StepContext, VendorAdapter, VendorState, WireFormat,
+    StartState, StepContext, VendorAdapter, VendorState, WireFormat,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem};
@@ -543,7 +543,7 @@ impl VendorAdapter for Cbss {
         27
     }
 
-    async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<VendorState, Problem> {
+    async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<StartState, Problem> {
         let value = input.identifier.value.as_str();
         let field = match input.identifier.kind {
             IdentifierKind::Email => Field::Text("EmailAddress", value),
@@ -562,7 +562,7 @@ impl VendorAdapter for Cbss {
                 "cbss accepted the request but returned no CustomerForgotUsernamePasswordID",
             )
         })?;
-        Ok(serde_json::json!({ "id": id }))
+        Ok(StartState::Id(id))
     }
 
     async fn verify(

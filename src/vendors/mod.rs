@@ -25,7 +25,7 @@ use crate::wire::MediaType;
 /// Per-request facts an adapter may pass on to its vendor.
 #[derive(Debug)]
 pub struct StepContext {
-    pub request_id: String,
+    pub request_id: crate::request_id::RequestId,
     /// The caller's language in vendor form, such as `en_US`.
     pub language: std::borrow::Cow<'static, str>,
     /// The end user's address, as the gateway sees it.
@@ -66,6 +66,36 @@ pub enum CanonicalStep {
 /// The vendor's state for one reset, carried sealed inside the reset id.
 pub type VendorState = serde_json::Value;
 
+/// What an adapter's start leaves for the later steps, as the reset id will carry it. Written
+/// into the sealed claims as JSON text, never built as a `VendorState` (a map, and a string for
+/// each member, on every start); the later steps read it back as one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartState {
+    /// `{"id": n}`: CBSS's forgot id.
+    Id(u64),
+    /// A JSON object serde_json wrote.
+    Json(String),
+    /// No state: a decoy's.
+    Nothing,
+}
+
+impl StartState {
+    /// The state as JSON text, written into `room` when it has to be.
+    pub fn json<'a>(&'a self, room: &'a mut String) -> &'a str {
+        match self {
+            StartState::Id(id) => {
+                room.clear();
+                room.push_str("{\"id\":");
+                room.push_str(itoa::Buffer::new().format(*id));
+                room.push('}');
+                room
+            }
+            StartState::Json(text) => text,
+            StartState::Nothing => "null",
+        }
+    }
+}
+
 #[async_trait]
 pub trait VendorAdapter: Send + Sync {
     /// The vendor's name as it appears in problems and metrics (`cbss`, `capillary`, ...).
@@ -98,7 +128,7 @@ pub trait VendorAdapter: Send + Sync {
 
     /// OTP flow, step 1: ask the vendor to send a one-time code. Returns the state the later steps
     /// need. A vendor that does not know the identifier answers `identifier_not_found`.
-    async fn start(&self, _ctx: &StepContext, _input: &StartInput) -> Result<VendorState, Problem> {
+    async fn start(&self, _ctx: &StepContext, _input: &StartInput) -> Result<StartState, Problem> {
         Err(unsupported(self.vendor(), "OTP start"))
     }
 
