@@ -55,6 +55,14 @@ pub fn hex_lower(bytes: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// `hex_lower` of up to 32 bytes, appended to `out`.
+pub fn push_hex_lower(out: &mut String, bytes: &[u8]) {
+    let mut text = [0u8; 64];
+    let text = &mut text[..2 * bytes.len().min(32)];
+    fill_hex(text, bytes, LOWER_DIGITS);
+    out.push_str(std::str::from_utf8(text).expect("hex digits are ASCII"));
+}
+
 /// SHA-256 of `data`, as raw bytes (for API key hashes).
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()

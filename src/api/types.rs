@@ -194,12 +194,17 @@ fn is_email(v: &str) -> bool {
     if has_control_or_space {
         return false;
     }
-    match v.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
+    // Byte searches: '@' and '.' are ASCII, so they never match inside a multi-byte character
+    // (`str::rsplit_once` with a `char` pattern went through a general searcher, several times
+    // the instructions for these few bytes).
+    let bytes = v.as_bytes();
+    match bytes.iter().rposition(|&b| b == b'@') {
+        Some(at) => {
+            let domain = &bytes[at + 1..];
+            at > 0
+                && domain.contains(&b'.')
+                && domain.first() != Some(&b'.')
+                && domain.last() != Some(&b'.')
         }
         None => false,
     }
@@ -315,6 +320,42 @@ mod tests {
             let address = format!("a{c}b@example.com");
             let refused = c.is_control() || c.is_whitespace();
             assert_eq!(!is_email(&address), refused, "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn email_addresses_split_at_their_last_at_sign() {
+        // The byte search decides as a split at the last '@' by characters did.
+        let by_chars = |v: &str| match v.rsplit_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            }
+            None => false,
+        };
+        for v in [
+            "a@b.co",
+            "@b.co",
+            "a@",
+            "a@.co",
+            "a@co.",
+            "a@co",
+            "a@b@c.d",
+            "a@b.c@d",
+            "ü@ö.de",
+            "ü@ö",
+            "@",
+            "a.b@c",
+            "jörg@beispiel.de",
+            "a@b..c",
+            "ab",
+            "",
+            "😀@😀.😀",
+            "a@😀.",
+        ] {
+            assert_eq!(is_email(v), by_chars(v), "{v:?}");
         }
     }
 
