@@ -40,7 +40,7 @@ const UPPER_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Writes `bytes` as hex into `out` (twice their length), with `digits`. Filled in place:
 /// pushing byte by byte checks the capacity twice per input byte.
-pub(crate) fn fill_hex(out: &mut [u8], bytes: &[u8], digits: &[u8; 16]) {
+fn fill_hex(out: &mut [u8], bytes: &[u8], digits: &[u8; 16]) {
     for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = digits[usize::from(b >> 4)];
         pair[1] = digits[usize::from(b & 0x0f)];
@@ -61,6 +61,14 @@ pub fn push_hex_lower(out: &mut String, bytes: &[u8]) {
     let text = &mut text[..2 * bytes.len().min(32)];
     fill_hex(text, bytes, LOWER_DIGITS);
     out.push_str(std::str::from_utf8(text).expect("hex digits are ASCII"));
+}
+
+/// `hex_lower` of up to 32 bytes, appended to an inline string (as much as fits).
+pub fn push_hex_lower_into<const N: usize>(out: &mut arrayvec::ArrayString<N>, bytes: &[u8]) {
+    let mut text = [0u8; 64];
+    let text = &mut text[..2 * bytes.len().min(32)];
+    fill_hex(text, bytes, LOWER_DIGITS);
+    let _ = out.try_push_str(std::str::from_utf8(text).expect("hex digits are ASCII"));
 }
 
 /// SHA-256 of `data`, as raw bytes (for API key hashes).
