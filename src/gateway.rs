@@ -332,7 +332,7 @@ struct InflightGuard;
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        metrics::INFLIGHT_REQUESTS.add(-1);
+        metrics::request_finished();
     }
 }
 
@@ -385,7 +385,7 @@ fn problem_reply(problem: &Problem, request_id: &str, show_vendor: bool, close: 
 impl Handler for Gateway {
     async fn handle(&self, request: &mut Request<'_>, peer: Option<SocketAddr>) -> Reply {
         let started = Instant::now();
-        metrics::INFLIGHT_REQUESTS.add(1);
+        metrics::request_started();
         let _inflight = InflightGuard;
         let request_id = request_id::accept_or_generate(request.header("X-Request-Id"));
         // Copied out of the request (which the step borrows mutably): a static name for the

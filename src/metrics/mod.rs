@@ -4,16 +4,17 @@
 //!
 //! Labels stay bounded: they come from configuration or fixed sets, never from a request.
 
-use std::cell::RefCell;
 use std::sync::LazyLock;
 
 use pingora_prometheus::prometheus::{
     self, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge, register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
+    register_int_gauge, register_int_gauge_vec, Encoder, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, TextEncoder,
 };
 
 use crate::limit::LimitName;
+
+mod batch;
 
 /// Buckets for a gateway: 1 ms to 10 s.
 const BUCKETS: &[f64] = &[
@@ -102,7 +103,7 @@ pub static OUTBOUND_QUOTA: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 /// Canonical requests being handled now, counted per thread (`sharded`) and copied into the
 /// `reset_gateway_inflight_requests` gauge when the metrics are rendered: the gauge's own
 /// atomic would be written by every worker thread twice per request.
-pub static INFLIGHT_REQUESTS: crate::sharded::ShardedCount = crate::sharded::ShardedCount::new();
+static INFLIGHT_REQUESTS: crate::sharded::ShardedCount = crate::sharded::ShardedCount::new();
 
 static INFLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
@@ -135,64 +136,6 @@ pub fn tls_handshake_failed() {
     TLS_HANDSHAKE_FAILURES.inc();
 }
 
-/// A labelled counter and histogram pair, looked up once per thread.
-struct CachedPair {
-    labels: [Box<str>; 3],
-    code: &'static str,
-    count: IntCounter,
-    duration: Histogram,
-}
-
-/// How many label sets a thread keeps handles for; past it, lookups go to the families (a
-/// configuration with that many tenants and codes is correct, only slower).
-const MAX_CACHED_PAIRS: usize = 512;
-
-thread_local! {
-    /// Handles for `REQUESTS` and `REQUEST_DURATION` (step, tenant, vendor; code), and for
-    /// `UPSTREAM_REQUESTS` and `UPSTREAM_DURATION` (vendor, endpoint, ""; class). A label lookup
-    /// hashes every value with SipHash and takes the family's lock; these run on every request.
-    static REQUEST_PAIRS: RefCell<Vec<CachedPair>> = const { RefCell::new(Vec::new()) };
-    static UPSTREAM_PAIRS: RefCell<Vec<CachedPair>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Counts one event under `labels` and `code` and observes its duration, through this thread's
-/// cached handles (made by `make` the first time).
-fn observe_pair(
-    cache: &'static std::thread::LocalKey<RefCell<Vec<CachedPair>>>,
-    labels: [&str; 3],
-    code: &'static str,
-    seconds: f64,
-    make: impl FnOnce() -> (IntCounter, Histogram),
-) {
-    let observe = |count: &IntCounter, duration: &Histogram| {
-        count.inc();
-        duration.observe(seconds);
-    };
-    cache.with(|pairs| {
-        let mut pairs = pairs.borrow_mut();
-        let found = pairs.iter().find(|p| {
-            p.code == code
-                && p.labels
-                    .iter()
-                    .zip(labels)
-                    .all(|(have, want)| &**have == want)
-        });
-        if let Some(pair) = found {
-            return observe(&pair.count, &pair.duration);
-        }
-        let (count, duration) = make();
-        observe(&count, &duration);
-        if pairs.len() < MAX_CACHED_PAIRS {
-            pairs.push(CachedPair {
-                labels: labels.map(Box::from),
-                code,
-                count,
-                duration,
-            });
-        }
-    })
-}
-
 /// Counts one canonical request (`REQUESTS`) and observes how long it took (`REQUEST_DURATION`).
 pub fn observe_request(
     step: &'static str,
@@ -201,8 +144,8 @@ pub fn observe_request(
     code: &'static str,
     seconds: f64,
 ) {
-    observe_pair(
-        &REQUEST_PAIRS,
+    batch::observe_pair(
+        &batch::REQUEST_PAIRS,
         [step, tenant, vendor],
         code,
         seconds,
@@ -213,13 +156,27 @@ pub fn observe_request(
             )
         },
     );
+    // A request's last observation: its thread may add what it holds to the families now.
+    batch::request_observed();
+}
+
+/// A canonical request begins: counted in flight until `request_finished`.
+pub fn request_started() {
+    INFLIGHT_REQUESTS.add(1);
+    batch::request_started();
+}
+
+/// A canonical request is over (answered or dropped), on the thread that began it.
+pub fn request_finished() {
+    INFLIGHT_REQUESTS.add(-1);
+    batch::request_finished();
 }
 
 /// Counts one vendor call (`UPSTREAM_REQUESTS`, by status class or failure) and observes how long
 /// it took (`UPSTREAM_DURATION`).
 pub fn observe_upstream(vendor: &str, endpoint: &str, class: &'static str, seconds: f64) {
-    observe_pair(
-        &UPSTREAM_PAIRS,
+    batch::observe_pair(
+        &batch::UPSTREAM_PAIRS,
         [vendor, endpoint, ""],
         class,
         seconds,
@@ -234,25 +191,18 @@ pub fn observe_upstream(vendor: &str, endpoint: &str, class: &'static str, secon
 
 /// Counts one limiter decision.
 pub fn limiter_decision(limit: LimitName, allowed: bool) {
-    // The handles are looked up once: every request makes two or three decisions, and a label
-    // lookup hashes its values and takes the family's lock.
     const RESULTS: [&str; 2] = ["allowed", "refused"];
-    static HANDLES: LazyLock<Vec<[IntCounter; 2]>> = LazyLock::new(|| {
-        LimitName::ALL
-            .iter()
-            .map(|limit| {
-                RESULTS.map(|result| LIMITER_DECISIONS.with_label_values(&[limit.as_str(), result]))
-            })
-            .collect()
+    let label = limit.as_str();
+    batch::count(&batch::DECISIONS, label, usize::from(!allowed), || {
+        RESULTS.map(|result| LIMITER_DECISIONS.with_label_values(&[label, result]))
     });
-    let result = usize::from(!allowed);
-    match HANDLES.get(limit.index()) {
-        Some(handles) => handles[result].inc(),
-        // A limit missing from `LimitName::ALL` is still counted, by the slower label lookup.
-        None => LIMITER_DECISIONS
-            .with_label_values(&[limit.as_str(), RESULTS[result]])
-            .inc(),
-    }
+}
+
+/// Counts one vendor call's connection, taken from the pool (`reused`) or new.
+pub fn upstream_connection(vendor: &'static str, reused: bool) {
+    batch::count(&batch::CONNECTIONS, vendor, usize::from(!reused), || {
+        ["true", "false"].map(|reused| UPSTREAM_CONNECTIONS.with_label_values(&[vendor, reused]))
+    });
 }
 
 /// The status class of a vendor's answer.
