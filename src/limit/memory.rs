@@ -17,9 +17,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// The shard maps' own hasher. Their keys are already the output of a keyed SipHash, so hashing
 /// them again (as `HashMap`'s default would, twice per decision) spends work for nothing; the
 /// key is used as it is. The shard is chosen from bits the map does not use for its buckets
-/// (the low bits) or its tags (the top seven), so keys within one shard stay spread.
+/// (the low bits) or its tags (the top seven), so keys within one shard stay spread. The
+/// gateway's API key table uses it too, keyed by bytes of a SHA-256.
 #[derive(Default)]
-struct AlreadyHashed(u64);
+pub(crate) struct AlreadyHashed(u64);
 
 impl Hasher for AlreadyHashed {
     fn finish(&self) -> u64 {
