@@ -10,18 +10,22 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// What carries the bytes: the socket itself, or TLS over it.
+/// A TCP connection, plain or under TLS (`T`): what carries a client's bytes (`Transport`) and a
+/// vendor's (`upstream::stream::VendorStream`), read and written through whichever it holds.
 #[derive(Debug)]
-enum Transport {
+pub enum PlainOrTls<T> {
     Plain(TcpStream),
-    Tls(Box<pingora::tls::ServerTlsStream<TcpStream>>),
+    Tls(T),
 }
+
+/// What carries a client's bytes: the socket itself, or TLS over it.
+type Transport = PlainOrTls<Box<pingora::tls::ServerTlsStream<TcpStream>>>;
 
 impl Transport {
     fn socket(&self) -> &TcpStream {
         match self {
-            Transport::Plain(tcp) => tcp,
-            Transport::Tls(tls) => tls.get_ref().0,
+            PlainOrTls::Plain(tcp) => tcp,
+            PlainOrTls::Tls(tls) => tls.get_ref().0,
         }
     }
 
@@ -29,8 +33,8 @@ impl Transport {
     /// read that follows reports it.
     fn holds_plaintext(&mut self) -> bool {
         match self {
-            Transport::Plain(_) => false,
-            Transport::Tls(tls) => tls
+            PlainOrTls::Plain(_) => false,
+            PlainOrTls::Tls(tls) => tls
                 .get_mut()
                 .1
                 .process_new_packets()
@@ -52,12 +56,12 @@ pub struct GatheringStream {
 
 impl GatheringStream {
     pub fn new(tcp: TcpStream) -> Self {
-        Self::over(Transport::Plain(tcp))
+        Self::over(PlainOrTls::Plain(tcp))
     }
 
     /// A connection whose TLS handshake is done.
     pub fn tls(stream: pingora::tls::ServerTlsStream<TcpStream>) -> Self {
-        Self::over(Transport::Tls(Box::new(stream)))
+        Self::over(PlainOrTls::Tls(Box::new(stream)))
     }
 
     fn over(inner: Transport) -> Self {
@@ -92,7 +96,7 @@ impl GatheringStream {
     /// call, no peek first); a readiness that finds nothing (tokio reports a new socket readable
     /// before any byte arrives) is cleared by that read, and the wait goes on.
     pub async fn read_first(&mut self, capacity: usize) -> io::Result<Option<Vec<u8>>> {
-        if let Transport::Plain(tcp) = &self.inner {
+        if let PlainOrTls::Plain(tcp) = &self.inner {
             loop {
                 tcp.readable().await?;
                 let mut buf = Vec::with_capacity(capacity);
@@ -133,42 +137,42 @@ impl GatheringStream {
     }
 }
 
-impl AsyncRead for Transport {
+impl<T: AsyncRead + Unpin> AsyncRead for PlainOrTls<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            PlainOrTls::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            PlainOrTls::Tls(tls) => Pin::new(tls).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for Transport {
+impl<T: AsyncWrite + Unpin> AsyncWrite for PlainOrTls<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            PlainOrTls::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            PlainOrTls::Tls(tls) => Pin::new(tls).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            PlainOrTls::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            PlainOrTls::Tls(tls) => Pin::new(tls).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            PlainOrTls::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            PlainOrTls::Tls(tls) => Pin::new(tls).poll_shutdown(cx),
         }
     }
 }

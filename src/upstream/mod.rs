@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::metrics;
 
 mod stream;
+use crate::conn::PlainOrTls;
 use crate::wire::{self, Chunked, ChunkedError, ChunkedProgress, Framing, HeadError, MediaType};
 use stream::VendorStream;
 
@@ -338,7 +339,7 @@ impl UpstreamClient {
         if !self.base.tls {
             return stream::connect_plain(addr, self.timeouts.connect)
                 .await
-                .map(VendorStream::Plain);
+                .map(PlainOrTls::Plain);
         }
         // Only the connect timeouts: read and write timeouts are set on each exchange, and idle
         // connections are the pool's (`idle_ms`).
@@ -348,7 +349,7 @@ impl UpstreamClient {
         self.connector
             .new_stream(&peer)
             .await
-            .map(VendorStream::Tls)
+            .map(PlainOrTls::Tls)
             .map_err(|e| connect_failure(&e))
     }
 

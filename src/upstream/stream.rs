@@ -8,19 +8,15 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::UpstreamFailure;
+use crate::conn::PlainOrTls;
 
-pub enum VendorStream {
-    Plain(TcpStream),
-    Tls(pingora::protocols::Stream),
-}
+/// A vendor connection: a bare `TcpStream`, or pingora's TLS stream.
+pub type VendorStream = PlainOrTls<pingora::protocols::Stream>;
 
 /// A plain TCP connection to `addr` within `limit`, with Nagle's algorithm off (a request goes
 /// out in one write and waits for its answer: nothing to gain by holding it back), as pingora
@@ -47,46 +43,6 @@ fn connect_error_name(e: &io::Error) -> &'static str {
         io::ErrorKind::TimedOut => "ConnectTimedout",
         io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => "ConnectNoRoute",
         _ => "ConnectError",
-    }
-}
-
-impl AsyncRead for VendorStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            VendorStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            VendorStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for VendorStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            VendorStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            VendorStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            VendorStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            VendorStream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            VendorStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            VendorStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
     }
 }
 
@@ -121,7 +77,7 @@ mod tests {
         });
         let tcp = connect_plain(addr, Duration::from_secs(2)).await.unwrap();
         assert!(tcp.nodelay().unwrap());
-        let mut stream = VendorStream::Plain(tcp);
+        let mut stream: VendorStream = PlainOrTls::Plain(tcp);
         stream.write_all(b"ping").await.unwrap();
         stream.flush().await.unwrap();
         let mut b = [0u8; 4];
