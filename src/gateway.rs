@@ -54,20 +54,20 @@ type KeyIndex = HashMap<u64, Vec<usize>, BuildHasherDefault<crate::limit::memory
 /// Two digests compared in constant time, as four words: `subtle` compares a byte slice a byte
 /// at a time, each behind its optimisation barrier (about 220 instructions for 32 bytes).
 fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> subtle::Choice {
-    let word = |d: &[u8; 32], i: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&d[8 * i..8 * i + 8]);
-        u64::from_le_bytes(w)
-    };
     (0..4).fold(subtle::Choice::from(1), |equal, i| {
-        equal & word(a, i).ct_eq(&word(b, i))
+        equal & digest_word(a, i).ct_eq(&digest_word(b, i))
     })
 }
 
+/// The `i`th of a digest's four 8-byte words.
+fn digest_word(digest: &[u8; 32], i: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&digest[8 * i..8 * i + 8]);
+    u64::from_le_bytes(word)
+}
+
 fn key_prefix(digest: &[u8; 32]) -> u64 {
-    let mut prefix = [0u8; 8];
-    prefix.copy_from_slice(&digest[..8]);
-    u64::from_le_bytes(prefix)
+    digest_word(digest, 0)
 }
 
 struct KeyEntry {
@@ -245,16 +245,14 @@ impl Gateway {
         outcome.vendor = Some(tenant.adapter.vendor());
         let show_vendor = tenant.settings.vendor_details;
 
-        // As `limit::decide`, noting whether the decision had to wait (Redis).
-        let (limit_key, quota) = (&key.limit_key, key.quota);
-        let (decision, decision_waited) =
-            match (self.limiter).decide_now(limit_key, quota, Mode::Consume(1), arrived) {
-                Some(decision) => (decision, false),
-                None => (
-                    self.limiter.check(limit_key, quota, Mode::Consume(1)).await,
-                    true,
-                ),
-            };
+        let (decision, decision_waited) = limit::decide_noting_wait(
+            self.limiter.as_ref(),
+            &key.limit_key,
+            key.quota,
+            Mode::Consume(1),
+            arrived,
+        )
+        .await;
         let per_key = LimitState {
             name: LimitName::PerKey,
             quota: key.quota,

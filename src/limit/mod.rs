@@ -54,9 +54,20 @@ pub async fn decide(
     mode: Mode,
     at: std::time::Instant,
 ) -> Decision {
+    decide_noting_wait(limiter, key, quota, mode, at).await.0
+}
+
+/// `decide`, and whether the decision had to wait for the backend (so `at` may be old now).
+pub async fn decide_noting_wait(
+    limiter: &dyn Limiter,
+    key: &str,
+    quota: Quota,
+    mode: Mode,
+    at: std::time::Instant,
+) -> (Decision, bool) {
     match limiter.decide_now(key, quota, mode, at) {
-        Some(decision) => decision,
-        None => limiter.check(key, quota, mode).await,
+        Some(decision) => (decision, false),
+        None => (limiter.check(key, quota, mode).await, true),
     }
 }
 
