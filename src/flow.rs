@@ -15,7 +15,7 @@ use crate::gateway::Tenant;
 use crate::limit::{LimitName, LimitState, Limiter, Mode, Quota};
 use crate::single_use::UsedIds;
 use crate::token::{ClaimsToSeal, ResetClaims, StateJson, Step, TokenKeys};
-use crate::vendors::{CanonicalStep, CodeInput, StartInput, StartState, StepContext};
+use crate::vendors::{CanonicalStep, CodeInput, StartInput, StartState, StateRoom, StepContext};
 
 /// What every step needs from the gateway besides the tenant.
 pub struct Env<'a> {
@@ -143,7 +143,7 @@ fn push_subject(out: &mut String, tenant: &str, identifier: &Identifier) {
         b"\0",
         normalized.as_bytes(),
     ]);
-    crate::signing::push_hex_lower(out, &digest[..SUBJECT_LEN / 2]);
+    crate::signing::with_hex_lower(&digest[..SUBJECT_LEN / 2], |hex| out.push_str(hex));
 }
 
 /// A limit checked before any vendor call, as of `env.checked_at`.
@@ -314,7 +314,7 @@ pub async fn start(
         Err(p) => return Err(p),
     };
     let id = crate::request_id::RequestId::random();
-    let mut room = String::new();
+    let mut room = StateRoom::new();
     let claims = ClaimsToSeal {
         id: &id,
         tenant: &tenant.settings.name,

@@ -18,9 +18,10 @@ impl RequestId {
     pub fn random() -> RequestId {
         let mut random = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut random);
-        let mut id = ArrayString::new();
-        crate::signing::push_hex_lower_into(&mut id, &random);
-        RequestId(id)
+        // 32 digits always fit.
+        RequestId(crate::signing::with_hex_lower(&random, |hex| {
+            ArrayString::from(hex).unwrap_or_default()
+        }))
     }
 
     pub fn as_str(&self) -> &str {

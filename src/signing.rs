@@ -30,9 +30,7 @@ pub fn push_sha256_hex(out: &mut String, parts: &[&[u8]], case: HexCase) {
         HexCase::Lower => LOWER_DIGITS,
         HexCase::Upper => UPPER_DIGITS,
     };
-    let mut text = [0u8; 64];
-    fill_hex(&mut text, &sha256_parts(parts), digits);
-    out.push_str(std::str::from_utf8(&text).expect("hex digits are ASCII"));
+    with_hex(&sha256_parts(parts), digits, |hex| out.push_str(hex));
 }
 
 const LOWER_DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -55,20 +53,17 @@ pub fn hex_lower(bytes: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// `hex_lower` of up to 32 bytes, appended to `out`.
-pub fn push_hex_lower(out: &mut String, bytes: &[u8]) {
-    let mut text = [0u8; 64];
-    let text = &mut text[..2 * bytes.len().min(32)];
-    fill_hex(text, bytes, LOWER_DIGITS);
-    out.push_str(std::str::from_utf8(text).expect("hex digits are ASCII"));
+/// `f` given the lower-case hex of up to 32 bytes (a digest, an id), written on the stack: for
+/// hex that goes into a longer string, or an inline one, without a `String` of its own.
+pub fn with_hex_lower<R>(bytes: &[u8], f: impl FnOnce(&str) -> R) -> R {
+    with_hex(bytes, LOWER_DIGITS, f)
 }
 
-/// `hex_lower` of up to 32 bytes, appended to an inline string (as much as fits).
-pub fn push_hex_lower_into<const N: usize>(out: &mut arrayvec::ArrayString<N>, bytes: &[u8]) {
+fn with_hex<R>(bytes: &[u8], digits: &[u8; 16], f: impl FnOnce(&str) -> R) -> R {
     let mut text = [0u8; 64];
     let text = &mut text[..2 * bytes.len().min(32)];
-    fill_hex(text, bytes, LOWER_DIGITS);
-    let _ = out.try_push_str(std::str::from_utf8(text).expect("hex digits are ASCII"));
+    fill_hex(text, bytes, digits);
+    f(std::str::from_utf8(text).expect("hex digits are ASCII"))
 }
 
 /// SHA-256 of `data`, as raw bytes (for API key hashes).

@@ -79,15 +79,19 @@ pub enum StartState {
     Nothing,
 }
 
+/// Room for a `StartState` written as JSON text without an allocation.
+pub type StateRoom = arrayvec::ArrayString<32>;
+
 impl StartState {
-    /// The state as JSON text, written into `room` when it has to be.
-    pub fn json<'a>(&'a self, room: &'a mut String) -> &'a str {
+    /// The state as JSON text, written into `room` (on the caller's stack) when it has to be.
+    pub fn json<'a>(&'a self, room: &'a mut StateRoom) -> &'a str {
         match self {
             StartState::Id(id) => {
                 room.clear();
-                room.push_str("{\"id\":");
-                room.push_str(itoa::Buffer::new().format(*id));
-                room.push('}');
+                // At most 27 bytes (`{"id":` and 20 digits and `}`): always fits.
+                for part in ["{\"id\":", itoa::Buffer::new().format(*id), "}"] {
+                    let _ = room.try_push_str(part);
+                }
                 room
             }
             StartState::Json(text) => text,
@@ -312,6 +316,19 @@ pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_state_is_written_whole() {
+        let mut room = StateRoom::new();
+        assert_eq!(
+            StartState::Id(u64::MAX).json(&mut room),
+            "{\"id\":18446744073709551615}"
+        );
+        assert_eq!(StartState::Id(7).json(&mut room), "{\"id\":7}");
+        assert_eq!(StartState::Nothing.json(&mut room), "null");
+        let text = StartState::Json("{\"a\":1}".into());
+        assert_eq!(text.json(&mut room), "{\"a\":1}");
+    }
 
     #[test]
     fn dotnet_timestamps_have_seven_fraction_digits_and_the_offset() {
