@@ -498,9 +498,12 @@ async fn serve_request<H: Handler>(
     let inflight = crate::shutdown::InflightRequest::start();
     let mut request = Request::new(conn, buf, head, timeouts.body);
     // A bug that panics in a handler costs its caller a 500, not the connection or the thread.
-    let handled = AssertUnwindSafe(handler.handle(&mut request, Some(peer)))
-        .catch_unwind()
-        .await;
+    // The handler's future is pinned where it is made, so what wraps and awaits it moves a
+    // pointer, not the request's whole state.
+    let handled = {
+        let handling = std::pin::pin!(handler.handle(&mut request, Some(peer)));
+        AssertUnwindSafe(handling).catch_unwind().await
+    };
     let finished = request.finish();
     let reply = handled.unwrap_or_else(|_| {
         tracing::error!("a request handler panicked");
