@@ -91,8 +91,10 @@ fn framing_of(
     let mut close = !http11;
     let mut expects_continue = false;
     for field in fields {
-        let value = field.value.trim_ascii();
+        // Trimmed only for the fields read here: most (Host, Authorization, ...) are not.
+        let value = || field.value.trim_ascii();
         if field.name.eq_ignore_ascii_case("Content-Length") {
+            let value = value();
             let n = parse_length(value).ok_or(HeadError::Malformed("bad Content-Length"))?;
             // A repeated length must be the same text: `0` and `00` agree as numbers, but a
             // stricter reader in front of the gateway could refuse one and pass the other.
@@ -101,13 +103,14 @@ fn framing_of(
             }
             length = Some((n, value));
         } else if field.name.eq_ignore_ascii_case("Transfer-Encoding") {
+            let value = value();
             // Only `chunked` alone is understood; anything else could hide the body's end.
             if chunked || !value.eq_ignore_ascii_case(b"chunked") {
                 return Err(HeadError::Malformed("unsupported Transfer-Encoding"));
             }
             chunked = true;
         } else if field.name.eq_ignore_ascii_case("Connection") {
-            for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            for option in value().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if option.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if option.eq_ignore_ascii_case(b"keep-alive") && !http11 {
@@ -115,7 +118,7 @@ fn framing_of(
                 }
             }
         } else if request && field.name.eq_ignore_ascii_case("Expect") {
-            expects_continue = value.eq_ignore_ascii_case(b"100-continue");
+            expects_continue = value().eq_ignore_ascii_case(b"100-continue");
         }
     }
     let framing = match (chunked, length) {
@@ -402,15 +405,11 @@ pub fn decode_chunked_from(
 /// Whether `tail` (the bytes read since the last look, with the three before them) may end a
 /// head: it holds an empty line. Until one arrives there is no point in parsing the head.
 pub fn may_end_head(tail: &[u8]) -> bool {
-    // One pass from line end to line end (a head has a dozen), not a window compare per byte.
-    let mut rest = tail;
-    while let Some(at) = rest.iter().position(|&b| b == b'\n') {
-        rest = &rest[at + 1..];
-        if let [b'\n', ..] | [b'\r', b'\n', ..] = rest {
-            return true;
-        }
-    }
-    false
+    // From line end to line end (a head has a dozen), found by memchr's vector search rather
+    // than a byte at a time: a whole request usually arrives in one read and is looked at
+    // once, head and body (about 0.5k instructions per request the byte loop took).
+    memchr::memchr_iter(b'\n', tail)
+        .any(|at| matches!(&tail[at + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
 }
 
 /// The line starting at `at` without its CRLF; `None` until its CRLF has arrived.
