@@ -67,9 +67,17 @@ impl RequestHead {
     pub fn header<'b>(&self, buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
         self.headers
             .iter()
-            .find(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .find(|(n, _)| is_field(&buf[n.clone()], name))
             .map(|(_, v)| &buf[v.clone()])
     }
+}
+
+/// Whether a field's `name` is `canonical` (ASCII case-insensitive, as HTTP has it). Names
+/// usually arrive in the canonical case, which a plain compare confirms at once; only a name of
+/// the same length in another case is compared a byte at a time, folded.
+pub fn is_field(name: &[u8], canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && (name == canonical.as_bytes() || name.eq_ignore_ascii_case(canonical.as_bytes()))
 }
 
 /// Where `part` (a subslice of `base`) sits in `base`.
@@ -93,7 +101,7 @@ fn framing_of(
     for field in fields {
         // Trimmed only for the fields read here: most (Host, Authorization, ...) are not.
         let value = || field.value.trim_ascii();
-        if field.name.eq_ignore_ascii_case("Content-Length") {
+        if is_field(field.name.as_bytes(), "Content-Length") {
             let value = value();
             let n = parse_length(value).ok_or(HeadError::Malformed("bad Content-Length"))?;
             // A repeated length must be the same text: `0` and `00` agree as numbers, but a
@@ -102,14 +110,14 @@ fn framing_of(
                 return Err(HeadError::Malformed("conflicting Content-Length fields"));
             }
             length = Some((n, value));
-        } else if field.name.eq_ignore_ascii_case("Transfer-Encoding") {
+        } else if is_field(field.name.as_bytes(), "Transfer-Encoding") {
             let value = value();
             // Only `chunked` alone is understood; anything else could hide the body's end.
             if chunked || !value.eq_ignore_ascii_case(b"chunked") {
                 return Err(HeadError::Malformed("unsupported Transfer-Encoding"));
             }
             chunked = true;
-        } else if field.name.eq_ignore_ascii_case("Connection") {
+        } else if is_field(field.name.as_bytes(), "Connection") {
             for option in value().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if option.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -117,7 +125,7 @@ fn framing_of(
                     close = false;
                 }
             }
-        } else if request && field.name.eq_ignore_ascii_case("Expect") {
+        } else if request && is_field(field.name.as_bytes(), "Expect") {
             expects_continue = value().eq_ignore_ascii_case(b"100-continue");
         }
     }
@@ -291,7 +299,7 @@ pub fn parse_response(buf: &[u8], limit: usize) -> Result<Option<ResponseHead>, 
     let field = |name: &str| {
         resp.headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .find(|h| is_field(h.name.as_bytes(), name))
             .and_then(|h| std::str::from_utf8(h.value).ok())
             .map(str::trim)
     };
@@ -625,6 +633,21 @@ mod tests {
         assert!(!may_end_head(b"\n\r"));
         assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: x\r\n"));
         assert!(!may_end_head(b""));
+    }
+
+    #[test]
+    fn field_names_match_in_any_case_and_only_whole() {
+        assert!(is_field(b"Content-Length", "Content-Length"));
+        assert!(is_field(b"content-length", "Content-Length"));
+        assert!(is_field(b"CONTENT-LENGTH", "Content-Length"));
+        assert!(!is_field(b"Content-Lengtx", "Content-Length"));
+        assert!(!is_field(b"Content-Length ", "Content-Length"));
+        assert!(!is_field(b"Content-Lengt", "Content-Length"));
+        assert!(!is_field(b"", "Expect"));
+        let head = b"POST /reset HTTP/1.1\r\nhost: a\r\ncOnTeNt-LeNgTh: 2\r\n\r\n{}";
+        let parsed = parse_request(head).unwrap().unwrap();
+        assert_eq!(parsed.header(head, "Content-Length"), Some(&b"2"[..]));
+        assert_eq!(parsed.framing, Framing::Length(2));
     }
 
     #[test]
