@@ -34,7 +34,8 @@ fn push_two(out: &mut Vec<u8>, value: u32) {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` for `secs` since the epoch, or `None` (nothing written) when the year
-/// does not have four digits.
+/// does not have four digits. Written on the stack and appended once: a push per part would
+/// check `out`'s capacity a dozen times.
 fn push_date_time(out: &mut Vec<u8>, secs: i64) -> Option<()> {
     let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
     if !(0..=9999).contains(&year) {
@@ -42,18 +43,20 @@ fn push_date_time(out: &mut Vec<u8>, secs: i64) -> Option<()> {
     }
     let second_of_day = secs.rem_euclid(SECS_PER_DAY) as u32;
     let year = year as u32;
-    push_two(out, year / 100);
-    push_two(out, year % 100);
-    out.push(b'-');
-    push_two(out, month);
-    out.push(b'-');
-    push_two(out, day);
-    out.push(b'T');
-    push_two(out, second_of_day / 3600);
-    out.push(b':');
-    push_two(out, second_of_day % 3600 / 60);
-    out.push(b':');
-    push_two(out, second_of_day % 60);
+    let mut text = *b"0000-00-00T00:00:00";
+    for (at, value) in [
+        (0, year / 100),
+        (2, year % 100),
+        (5, month),
+        (8, day),
+        (11, second_of_day / 3600),
+        (14, second_of_day % 3600 / 60),
+        (17, second_of_day % 60),
+    ] {
+        text[at] = b'0' + (value / 10) as u8;
+        text[at + 1] = b'0' + (value % 10) as u8;
+    }
+    out.extend_from_slice(&text);
     Some(())
 }
 
