@@ -443,13 +443,14 @@ impl Handler for Gateway {
             "HEAD" => "HEAD".into(),
             other => other.to_string().into(),
         };
-        let route = match request.path() {
+        let path = request.path();
+        let route = match path {
             "/reset" => Some(Route::Start),
             "/reset/verify" => Some(Route::Verify),
             "/reset/complete" => Some(Route::Complete),
             _ => None,
         };
-        let openapi = request.path() == "/openapi.json";
+        let openapi = path == "/openapi.json";
         let mut outcome = Outcome::default();
         let reply = match (method.as_ref(), route, openapi) {
             ("POST", Some(route), _) => {

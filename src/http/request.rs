@@ -224,7 +224,8 @@ impl<'c> Request<'c> {
         Finished {
             next: next.filter(|_| self.head.keep_alive),
             http11: self.head.http11,
-            head_only: self.method() == "HEAD",
+            // The method's bytes, compared without the UTF-8 check `method()` makes.
+            head_only: self.buf[self.head.method.clone()] == *b"HEAD",
             buf: self.buf,
         }
     }
