@@ -29,8 +29,13 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// The two decimal digits of `value` (below 100).
+fn two_digits(value: u32) -> [u8; 2] {
+    [b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]
+}
+
 fn push_two(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&[b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]);
+    out.extend_from_slice(&two_digits(value));
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` for `secs` since the epoch, or `None` (nothing written) when the year
@@ -53,8 +58,7 @@ fn push_date_time(out: &mut Vec<u8>, secs: i64) -> Option<()> {
         (14, second_of_day % 3600 / 60),
         (17, second_of_day % 60),
     ] {
-        text[at] = b'0' + (value / 10) as u8;
-        text[at + 1] = b'0' + (value % 10) as u8;
+        text[at..at + 2].copy_from_slice(&two_digits(value));
     }
     out.extend_from_slice(&text);
     Some(())
