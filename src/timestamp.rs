@@ -39,9 +39,35 @@ fn push_two(out: &mut Vec<u8>, value: u32) {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` for `secs` since the epoch, or `None` (nothing written) when the year
-/// does not have four digits. Written on the stack and appended once: a push per part would
-/// check `out`'s capacity a dozen times.
+/// does not have four digits. Each thread keeps the last two it wrote: a start writes two (the
+/// CBSS envelope's local time and the reset's expiry), each the same for a whole second, so most
+/// requests find both made (about 150 instructions each otherwise).
 fn push_date_time(out: &mut Vec<u8>, secs: i64) -> Option<()> {
+    let recent = RECENT_DATE_TIMES.get();
+    if secs != NOT_WRITTEN {
+        if let Some((_, text)) = recent.iter().find(|(at, _)| *at == secs) {
+            out.extend_from_slice(text);
+            return Some(());
+        }
+    }
+    let text = date_time(secs)?;
+    // The newest first; a hit changes nothing, so two seconds in turn both stay.
+    RECENT_DATE_TIMES.set([(secs, text), recent[0]]);
+    out.extend_from_slice(&text);
+    Some(())
+}
+
+/// `secs` no text is kept for (it is not a four-digit year), marking an empty place.
+const NOT_WRITTEN: i64 = i64::MIN;
+
+thread_local! {
+    static RECENT_DATE_TIMES: std::cell::Cell<[(i64, [u8; 19]); 2]> =
+        const { std::cell::Cell::new([(NOT_WRITTEN, [0; 19]); 2]) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` for `secs` since the epoch, written on the stack, or `None` when the
+/// year does not have four digits.
+fn date_time(secs: i64) -> Option<[u8; 19]> {
     let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
     if !(0..=9999).contains(&year) {
         return None;
@@ -60,8 +86,7 @@ fn push_date_time(out: &mut Vec<u8>, secs: i64) -> Option<()> {
     ] {
         text[at..at + 2].copy_from_slice(&two_digits(value));
     }
-    out.extend_from_slice(&text);
-    Some(())
+    Some(text)
 }
 
 /// `secs` since the epoch as RFC 3339 UTC with whole seconds (`2026-11-24T07:00:00Z`), as
@@ -224,6 +249,19 @@ mod tests {
                 "{secs} {offset_secs} {nano}"
             );
         }
+    }
+
+    #[test]
+    fn remembered_texts_are_the_seconds_asked_for() {
+        // Two seconds in turn (both remembered), a third (one forgotten), and back again.
+        let order = [
+            100, 5_000, 100, 5_000, 100, 7_777, 5_000, 100, 7_777, 100, 100,
+        ];
+        for secs in order.map(|s| 1_700_000_000 + s) {
+            assert_eq!(rfc3339(secs), chrono_rfc3339(secs), "{secs}");
+        }
+        // Out of range is never taken for the empty places' marker.
+        assert_eq!(rfc3339(i64::MIN), chrono_rfc3339(i64::MIN));
     }
 
     #[test]
