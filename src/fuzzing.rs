@@ -193,17 +193,20 @@ fn declares_doctype(data: &[u8]) -> bool {
     let mut rest = data;
     while let Some(at) = rest.iter().position(|&b| b == b'<') {
         rest = &rest[at..];
-        let skip_to = |end: &[u8]| {
-            rest.windows(end.len())
+        // The end is looked for after the whole opener, as XML reads it: `<!-->` does not close
+        // the comment it opens (the dashes cannot serve both), nor `<?>` its instruction.
+        let skip_to = |opener: usize, end: &[u8]| {
+            rest[opener..]
+                .windows(end.len())
                 .position(|w| w == end)
-                .map(|i| i + end.len())
+                .map(|i| opener + i + end.len())
         };
         let skipped = if rest.starts_with(b"<?") {
-            skip_to(b"?>")
+            skip_to(2, b"?>")
         } else if rest.starts_with(b"<!--") {
-            skip_to(b"-->")
+            skip_to(4, b"-->")
         } else if rest.starts_with(b"<![CDATA[") {
-            skip_to(b"]]>")
+            skip_to(9, b"]]>")
         } else if rest.len() >= 9 && rest[..9].eq_ignore_ascii_case(b"<!DOCTYPE") {
             return true;
         } else {
@@ -285,6 +288,10 @@ mod tests {
         ));
         assert!(!declares_doctype(b"<a b=\"<!DOCTYPE x>\" c='>'/>"));
         assert!(declares_doctype(b"<a b=\">\"/><!DOCTYPE a>"));
+        // `<!-->` and `<?>` do not close what they open: what follows is still inside.
+        assert!(!declares_doctype(b"<a><!--><!DOCTYPE a>--></a>"));
+        assert!(!declares_doctype(b"<?><!DOCTYPE a>?><a/>"));
+        assert!(declares_doctype(b"<a><!----><!DOCTYPE a></a>"));
     }
 
     #[test]

@@ -201,6 +201,14 @@ mod tests {
         let bomb = br#"<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xx">]><a>&x;</a>"#;
         assert_eq!(parse(bomb), Err(XmlError::Doctype));
         assert!(parse(b"<a>&x;</a>").is_err());
+        // A DOCTYPE after a comment is still refused; one inside a comment is the comment's
+        // text. `<!-->` does not close the comment it opens (the fuzzer found a checker that
+        // thought it did).
+        assert_eq!(parse(b"<!----><!DOCTYPE a><a/>"), Err(XmlError::Doctype));
+        let commented = parse(b"<a><!--><!DOCTYPE a>-->t</a>").unwrap();
+        assert_eq!(commented.name, "a");
+        assert!(commented.children.is_empty());
+        assert_eq!(commented.text, "t");
     }
 
     #[test]
