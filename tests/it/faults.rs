@@ -12,10 +12,13 @@ use crate::harness::*;
 fn broken_vendor_answers_are_upstream_errors_in_bounded_time() {
     let sandbox = Sandbox::start();
     let more_starts = "[limits]\nper_identifier = { count = 100, period_secs = 60 }\n";
-    let config = cbss_config(&sandbox, more_starts).replace(
-        "read_ms = 2000, write_ms = 2000, total_ms = 3000",
-        "read_ms = 1000, write_ms = 1000, total_ms = 1500",
-    );
+    let timeouts = VendorTimeouts {
+        read_ms: 1000,
+        write_ms: 1000,
+        total_ms: 1500,
+        ..VendorTimeouts::default()
+    };
+    let config = cbss_config_timed(&sandbox, timeouts, more_starts);
     let gw = Gateway::start(&config, CBSS_ENV);
     let start = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
     for (fault, status, code) in [

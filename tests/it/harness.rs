@@ -325,12 +325,47 @@ impl Drop for Gateway {
 /// A config with one CBSS connection per format on `sandbox`, and tenants:
 /// `json` (key-json), `xml` (key-xml), and any extra TOML appended.
 pub fn cbss_config(sandbox: &Sandbox, extra: &str) -> String {
+    cbss_config_timed(sandbox, VendorTimeouts::default(), extra)
+}
+
+/// A CBSS connection's timeouts, in milliseconds, as a test sets them: each test says which it
+/// changes, and a typo is a compile error rather than a text replacement that matched nothing.
+#[derive(Clone, Copy)]
+pub struct VendorTimeouts {
+    pub connect_ms: u64,
+    pub read_ms: u64,
+    pub write_ms: u64,
+    pub total_ms: u64,
+    pub idle_ms: u64,
+}
+
+impl Default for VendorTimeouts {
+    fn default() -> Self {
+        VendorTimeouts {
+            connect_ms: 500,
+            read_ms: 2000,
+            write_ms: 2000,
+            total_ms: 3000,
+            idle_ms: 10000,
+        }
+    }
+}
+
+/// `cbss_config` with the `json` connection's timeouts set to `timeouts`.
+pub fn cbss_config_timed(sandbox: &Sandbox, timeouts: VendorTimeouts, extra: &str) -> String {
+    let VendorTimeouts {
+        connect_ms,
+        read_ms,
+        write_ms,
+        total_ms,
+        idle_ms,
+    } = timeouts;
     let url = sandbox.url("cbss");
     format!(
         r#"
 [connections.json]
 base_url = "{url}"
-timeouts = {{ connect_ms = 500, read_ms = 2000, write_ms = 2000, total_ms = 3000, idle_ms = 10000 }}
+timeouts = {{ connect_ms = {connect_ms}, read_ms = {read_ms}, write_ms = {write_ms}, total_ms = {total_ms}, idle_ms = {idle_ms} }}
 [connections.json.cbss]
 client_code = "DEMO"
 client_key_env = "IT_CBSS_KEY"

@@ -12,11 +12,14 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
     // The vendor's read timeout well past its 1.5 s delay: on a loaded machine 2 s left too
     // little room (a CI run saw a 504), and this test is about draining, not timeouts. The
     // step's total stays inside the 5 s grace.
+    let timeouts = VendorTimeouts {
+        read_ms: 4000,
+        total_ms: 4500,
+        ..VendorTimeouts::default()
+    };
     let config = format!(
         "shutdown_grace_secs = 5\n{}",
-        cbss_config(&sandbox, "")
-            .replace("read_ms = 2000", "read_ms = 4000")
-            .replace("total_ms = 3000", "total_ms = 4500")
+        cbss_config_timed(&sandbox, timeouts, "")
     );
     let mut gw = Gateway::start(&config, CBSS_ENV);
     let body = |email: &str| format!(r#"{{"identifier":{{"type":"email","value":"{email}"}}}}"#);

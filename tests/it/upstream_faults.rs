@@ -46,10 +46,13 @@ fn a_stopped_vendor_is_upstream_unavailable() {
 #[test]
 fn a_slow_vendor_is_upstream_timeout_within_the_configured_timeout() {
     let sandbox = Sandbox::start_with_delay(5_000);
-    let config = cbss_config(&sandbox, "").replace(
-        "read_ms = 2000, write_ms = 2000, total_ms = 3000",
-        "read_ms = 400, write_ms = 400, total_ms = 600",
-    );
+    let timeouts = VendorTimeouts {
+        read_ms: 400,
+        write_ms: 400,
+        total_ms: 600,
+        ..VendorTimeouts::default()
+    };
+    let config = cbss_config_timed(&sandbox, timeouts, "");
     let gw = Gateway::start(&config, CBSS_ENV);
     let started = Instant::now();
     let r = gw.post(
@@ -66,10 +69,13 @@ fn a_slow_vendor_is_upstream_timeout_within_the_configured_timeout() {
 #[test]
 fn a_slow_step_is_bounded_by_the_total_step_timeout() {
     let sandbox = Sandbox::start_with_delay(5_000);
-    let config = cbss_config(&sandbox, "").replace(
-        "read_ms = 2000, write_ms = 2000, total_ms = 3000",
-        "read_ms = 4000, write_ms = 4000, total_ms = 500",
-    );
+    let timeouts = VendorTimeouts {
+        read_ms: 4000,
+        write_ms: 4000,
+        total_ms: 500,
+        ..VendorTimeouts::default()
+    };
+    let config = cbss_config_timed(&sandbox, timeouts, "");
     let gw = Gateway::start(&config, CBSS_ENV);
     let started = Instant::now();
     let r = gw.post(

@@ -66,11 +66,15 @@ fn a_connection_the_vendor_closed_while_idle_is_not_used() {
 #[test]
 fn a_connection_idle_longer_than_idle_ms_is_not_reused() {
     let sandbox = Sandbox::start();
-    let config = cbss_config(
+    let timeouts = VendorTimeouts {
+        idle_ms: 200,
+        ..VendorTimeouts::default()
+    };
+    let config = cbss_config_timed(
         &sandbox,
+        timeouts,
         "[limits]\nper_identifier = { count = 100, period_secs = 60 }",
-    )
-    .replace("idle_ms = 10000", "idle_ms = 200");
+    );
     let gw = Gateway::start(&config, CBSS_ENV);
     start(&gw);
     start(&gw);
@@ -89,14 +93,17 @@ fn a_vendor_slower_than_idle_ms_leaves_its_connection_reusable() {
     // Each answer takes a second, twice the connection's idle_ms: a connection is idle from the
     // end of its exchange, not from its start, so the next call (made at once) still reuses it.
     let sandbox = Sandbox::start_with_delay(1000);
-    let config = cbss_config(
+    let timeouts = VendorTimeouts {
+        idle_ms: 500,
+        read_ms: 3000,
+        total_ms: 5000,
+        ..VendorTimeouts::default()
+    };
+    let config = cbss_config_timed(
         &sandbox,
+        timeouts,
         "[limits]\nper_identifier = { count = 100, period_secs = 60 }",
-    )
-    .replace("idle_ms = 10000", "idle_ms = 500")
-    .replace("read_ms = 2000", "read_ms = 3000")
-    .replace("total_ms = 3000", "total_ms = 5000");
-    assert!(config.contains("idle_ms = 500") && config.contains("total_ms = 5000"));
+    );
     let gw = Gateway::start(&config, CBSS_ENV);
     start(&gw);
     start(&gw);
