@@ -126,17 +126,16 @@ impl AmsalemSettings {
     }
 
     fn body(&self, user_name: &str, email: &str, key: &str, password: &str, salt: u64) -> Vec<u8> {
-        let s = self;
-        let digest = s.recipe.compute(&Inputs {
-            api_username: &s.api_username,
+        let digest = self.recipe.compute(&Inputs {
+            api_username: &self.api_username,
             salt,
             key,
             new_password: password,
             user_name,
             email,
-            secret: s.secret.expose(),
+            secret: self.secret.expose(),
         });
-        match s.format {
+        match self.format {
             WireFormat::Json => serde_json::to_vec(&JsonRequest {
                 user: JsonUser {
                     user_name,
@@ -144,7 +143,7 @@ impl AmsalemSettings {
                     key,
                 },
                 user_new_password: password,
-                user_name: &s.api_username,
+                user_name: &self.api_username,
                 salt,
                 digest: &digest,
             })
@@ -154,7 +153,7 @@ impl AmsalemSettings {
                  xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" UserName=\"{}\" Salt=\"{salt}\" \
                  Digest=\"{}\"><User><UserName>{}</UserName><Email>{}</Email><Key>{}</Key></User>\
                  <UserNewPassword>{}</UserNewPassword></ChangePasswordRequest>",
-                xml::escape(&s.api_username),
+                xml::escape(&self.api_username),
                 xml::escape(&digest),
                 xml::escape(user_name),
                 xml::escape(email),
