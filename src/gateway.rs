@@ -324,6 +324,7 @@ impl Gateway {
                     None => s.to_string(),
                 }),
             upstream_us: AtomicU64::new(0),
+            reveals_unknown_identifiers: tenant.settings.reveal_unknown_identifiers,
         };
         let env = flow::Env {
             keys: &self.token_keys,

@@ -33,6 +33,10 @@ pub struct StepContext {
     pub user_agent: Option<String>,
     /// Microseconds this request has spent in vendor calls, for its log line.
     pub upstream_us: std::sync::atomic::AtomicU64,
+    /// Whether the tenant answers an unknown identifier as such (`404`) rather than with a
+    /// decoy: then an adapter spends no time making that answer's timing look like a known
+    /// identifier's, since the answer itself tells.
+    pub reveals_unknown_identifiers: bool,
 }
 
 /// `POST /reset` after validation.

@@ -118,6 +118,35 @@ fn an_unknown_users_start_takes_as_long_as_a_known_ones() {
 }
 
 #[test]
+fn a_tenant_that_reveals_gets_its_404_without_the_decoy_wait() {
+    // Every sandbox answer takes a second. Concealing, an unknown user's start waits as long
+    // again after token/generate (the test above); a tenant that reveals unknown identifiers
+    // gets its 404 after the one call, with nothing to hide by waiting.
+    let sandbox = Sandbox::start_with_delay(1_000);
+    let config = capillary_config(&sandbox, "").replacen(
+        "name = \"web\"",
+        "name = \"web\"\nreveal_unknown_identifiers = true",
+        1,
+    );
+    assert!(config.contains("reveal_unknown_identifiers = true"));
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let started = std::time::Instant::now();
+    let r = gw.post(
+        "/reset",
+        "key-web",
+        r#"{"identifier":{"type":"email","value":"nobody@example.com"}}"#,
+    );
+    let took = started.elapsed();
+    r.problem(404, "identifier_not_found");
+    assert_eq!(sandbox.calls("capillary"), 1);
+    // One vendor round trip, well short of the two a concealing tenant's answer takes.
+    assert!(
+        took < std::time::Duration::from_millis(1_900),
+        "took {took:?}"
+    );
+}
+
+#[test]
 fn a_brand_without_passwords_is_unsupported_step() {
     let sandbox = Sandbox::start();
     let config = capillary_config(&sandbox, "").replacen("DocDemo", "NoPasswordDemo", 1);
