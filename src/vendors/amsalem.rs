@@ -94,13 +94,6 @@ fn fresh_salt() -> u64 {
 }
 
 impl AmsalemSettings {
-    fn content_type(&self) -> &'static str {
-        match self.format {
-            WireFormat::Json => "application/json",
-            WireFormat::Xml => "application/xml",
-        }
-    }
-
     /// The request body for `input` (with a fresh salt and its digest), built by the code a
     /// completion runs. Public for the benchmarks, which measure the adapter's own request
     /// building.
@@ -249,7 +242,7 @@ impl VendorAdapter for Amsalem {
         input: &CodeInput,
     ) -> Result<(), Problem> {
         let body = self.settings.request_body(input)?;
-        let content_type = self.settings.content_type();
+        let content_type = self.settings.format.content_type();
         let response = exchange(
             &self.client,
             VENDOR,

@@ -272,13 +272,6 @@ const MESSAGE_CODES: &[(&str, ErrorCode, &str)] = &[
 ];
 
 impl CbssSettings {
-    fn content_type(&self) -> &'static str {
-        match self.format {
-            WireFormat::Json => "application/json",
-            WireFormat::Xml => "application/xml",
-        }
-    }
-
     /// The exact bytes that go on the wire, in the tenant's format.
     fn body(&self, step: Step, fields: &[Field<'_>]) -> Vec<u8> {
         match self.format {
@@ -370,7 +363,7 @@ impl Cbss {
             &UpstreamRequest {
                 endpoint: step.endpoint(),
                 path_and_query: &path_and_query,
-                content_type: self.settings.content_type(),
+                content_type: self.settings.format.content_type(),
                 body: &body,
                 headers: &[("X-Request-Id", ctx.request_id.as_str())],
                 timing: Some(&ctx.upstream_us),

@@ -145,13 +145,6 @@ fn failure(answer: &Answer) -> (ErrorCode, &'static str) {
 }
 
 impl HepsiburadaSettings {
-    fn content_type(&self) -> &'static str {
-        match self.format {
-            WireFormat::Json => "application/json",
-            WireFormat::Xml => "application/xml",
-        }
-    }
-
     /// The request body for `input` from the end user at `client_ip` with `user_agent`, built by
     /// the code a completion runs. Public for the benchmarks, which measure the adapter's own
     /// request building.
@@ -237,7 +230,7 @@ impl VendorAdapter for Hepsiburada {
             ));
         }
         let body = self.settings.request_body(input, ctx.client_ip, user_agent);
-        let content_type = self.settings.content_type();
+        let content_type = self.settings.format.content_type();
         let response = exchange(
             &self.client,
             VENDOR,

@@ -373,3 +373,13 @@ pub enum WireFormat {
     Json,
     Xml,
 }
+
+impl WireFormat {
+    /// The media type of a body in this format, as sent in `Content-Type` and `Accept`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            WireFormat::Json => "application/json",
+            WireFormat::Xml => "application/xml",
+        }
+    }
+}
