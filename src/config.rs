@@ -53,7 +53,7 @@ struct RawConfig {
 struct RawServer {
     api_listen: String,
     admin_listen: String,
-    threads: usize,
+    threads: toml::Value,
     max_body_bytes: usize,
     shutdown_grace_secs: u64,
     /// Peers whose X-Forwarded-For is believed (addresses or CIDR ranges).
@@ -65,6 +65,35 @@ struct RawServer {
     /// TLS on the API listener; plain HTTP when absent.
     tls: Option<RawTls>,
 }
+
+/// `server.threads`: a number, or `"auto"` for as many as the CPUs this process may use. Read
+/// as any TOML value so that a wrong one (a fraction, another word) gets the same clear problem.
+/// `"auto"` follows `std::thread::available_parallelism`, which counts the CPUs in the process's
+/// affinity mask and, on Linux, its cgroup CPU quota: a container limited to 2 CPUs on a 64-core
+/// node gets 2 threads, not 64 (threads beyond the quota would only be throttled).
+fn resolve_threads(value: &toml::Value, problems: &mut Vec<String>) -> usize {
+    let count = match value {
+        toml::Value::String(word) if word == "auto" => {
+            return std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, MAX_THREADS);
+        }
+        toml::Value::Integer(n) => usize::try_from(*n).ok(),
+        _ => None,
+    };
+    match count {
+        Some(n) if (1..=MAX_THREADS).contains(&n) => n,
+        _ => {
+            problems.push(format!(
+                "server.threads: must be \"auto\" or a number between 1 and {MAX_THREADS}"
+            ));
+            1
+        }
+    }
+}
+
+/// The most worker threads `server.threads` may ask for.
+const MAX_THREADS: usize = 256;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,7 +109,7 @@ impl Default for RawServer {
         RawServer {
             api_listen: "127.0.0.1:8080".into(),
             admin_listen: "127.0.0.1:9091".into(),
-            threads: 2,
+            threads: toml::Value::String("auto".into()),
             max_body_bytes: 16 * 1024,
             shutdown_grace_secs: 10,
             trusted_proxies: Vec::new(),
@@ -552,9 +581,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
             ));
         }
     }
-    if !(1..=256).contains(&s.threads) {
-        problems.push("server.threads: must be between 1 and 256".into());
-    }
+    let threads = resolve_threads(&s.threads, &mut problems);
     if !(256..=1024 * 1024).contains(&s.max_body_bytes) {
         problems.push("server.max_body_bytes: must be between 256 and 1048576".into());
     }
@@ -762,7 +789,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
             server: ServerSettings {
                 api_listen: s.api_listen.clone(),
                 admin_listen: s.admin_listen.clone(),
-                threads: s.threads,
+                threads,
                 max_body_bytes: s.max_body_bytes,
                 shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
                 trusted_proxies,
@@ -1116,6 +1143,30 @@ name = "t1"
 connection = "c1"
 api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000000000000000000000000000" }]
 "#;
+
+    #[test]
+    fn threads_default_to_the_cpus_the_process_may_use() {
+        let cpus = std::thread::available_parallelism().unwrap().get().min(256);
+        assert_eq!(Config::parse(MINIMAL).unwrap().server.threads, cpus);
+        let auto = Config::parse(&format!("[server]\nthreads = \"auto\"\n{MINIMAL}")).unwrap();
+        assert_eq!(auto.server.threads, cpus);
+        let three = Config::parse(&format!("[server]\nthreads = 3\n{MINIMAL}")).unwrap();
+        assert_eq!(three.server.threads, 3);
+    }
+
+    #[test]
+    fn a_thread_count_other_than_auto_or_1_to_256_is_a_clear_problem() {
+        for bad in ["0", "257", "-1", "2.5", "\"many\"", "\"AUTO\"", "[2]"] {
+            let problems =
+                Config::parse(&format!("[server]\nthreads = {bad}\n{MINIMAL}")).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p == "server.threads: must be \"auto\" or a number between 1 and 256"),
+                "threads = {bad}: {problems:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_minimal_config_validates_with_defaults() {

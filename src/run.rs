@@ -143,6 +143,7 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     tracing::info!(
         tenants = config.tenants.len(),
         connections = config.connections.len(),
+        threads = config.server.threads,
         "configuration loaded"
     );
     run_until_drained(server, grace, announce);
