@@ -72,17 +72,11 @@ struct RawServer {
 /// affinity mask and, on Linux, its cgroup CPU quota: a container limited to 2 CPUs on a 64-core
 /// node gets 2 threads, not 64 (threads beyond the quota would only be throttled).
 fn resolve_threads(value: &toml::Value, problems: &mut Vec<String>) -> usize {
-    let count = match value {
-        toml::Value::String(word) if word == "auto" => {
-            return std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .clamp(1, MAX_THREADS);
-        }
-        toml::Value::Integer(n) => usize::try_from(*n).ok(),
-        _ => None,
-    };
-    match count {
-        Some(n) if (1..=MAX_THREADS).contains(&n) => n,
+    match value {
+        toml::Value::String(word) if word == "auto" => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_THREADS),
+        toml::Value::Integer(n) if (1..=MAX_THREADS as i64).contains(n) => *n as usize,
         _ => {
             problems.push(format!(
                 "server.threads: must be \"auto\" or a number between 1 and {MAX_THREADS}"
@@ -1146,7 +1140,10 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
 
     #[test]
     fn threads_default_to_the_cpus_the_process_may_use() {
-        let cpus = std::thread::available_parallelism().unwrap().get().min(256);
+        let cpus = std::thread::available_parallelism()
+            .unwrap()
+            .get()
+            .min(MAX_THREADS);
         assert_eq!(Config::parse(MINIMAL).unwrap().server.threads, cpus);
         let auto = Config::parse(&format!("[server]\nthreads = \"auto\"\n{MINIMAL}")).unwrap();
         assert_eq!(auto.server.threads, cpus);
