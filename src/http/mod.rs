@@ -521,7 +521,8 @@ async fn serve_request<H: Handler>(
             "application/problem+json",
             problem.to_json(&request_id, false),
         )
-        .header("X-Request-Id", request_id);
+        .header("X-Request-Id", request_id)
+        .header("Cache-Control", "no-store");
         reply.close = true;
         reply
     });
@@ -553,6 +554,69 @@ async fn serve_request<H: Handler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Panics;
+
+    impl Handler for Panics {
+        #[allow(clippy::manual_async_fn)]
+        fn handle(
+            &self,
+            _request: &mut Request<'_>,
+            _peer: Option<SocketAddr>,
+        ) -> impl std::future::Future<Output = Reply> + Send {
+            async { panic!("a bug in a handler") }
+        }
+    }
+
+    /// A handler's panic is the safety net's 500: problem+json, the headers every answer
+    /// carries, and the connection closed (its state is not trusted after a panic).
+    #[tokio::test]
+    async fn a_panicking_handler_costs_its_caller_a_500_and_the_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let (_keep, shutdown) = tokio::sync::watch::channel(false);
+            let conn = crate::conn::GatheringStream::new(tcp);
+            serve_connection(
+                conn,
+                peer,
+                Arc::new(Panics),
+                shutdown,
+                ClientTimeouts::default(),
+            )
+            .await;
+        });
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut answer))
+            .await
+            .expect("the connection closes")
+            .unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 500 "), "{head}");
+        let head = head.to_ascii_lowercase();
+        for field in [
+            "content-type: application/problem+json",
+            "cache-control: no-store",
+            "x-request-id: ",
+            "connection: close",
+        ] {
+            assert!(head.contains(field), "{field} missing from {head}");
+        }
+        assert!(body.contains(r#""code":"internal_error""#), "{body}");
+        assert!(!body.contains("a bug in a handler"), "{body}");
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the connection's task ends")
+            .unwrap();
+    }
 
     #[test]
     fn line_breaks_are_found_at_every_place() {
