@@ -60,7 +60,7 @@ struct RawServer {
     trusted_proxies: Vec<String>,
     /// How long a client may take to send a request's header (or stay idle between requests).
     header_timeout_ms: u64,
-    /// How long a client may pause while sending a body.
+    /// How long a client may take to send a whole request body (and pause reading an answer).
     body_timeout_ms: u64,
     /// TLS on the API listener; plain HTTP when absent.
     tls: Option<RawTls>,

@@ -2,7 +2,7 @@
 //! (no copies of the method, path or fields), and its body, read only when the handler asks and
 //! only up to the handler's limit.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -116,15 +116,18 @@ impl<'c> Request<'c> {
 
     /// Reads the whole body (then `body` gives it, with no copy of a sized body), refusing it
     /// as soon as it passes `limit` bytes (by its declared length, a chunk's declared size, or
-    /// what arrives). Each read waits at most the body timeout. Read once: a second call fails.
+    /// what arrives). The whole body must arrive within the body timeout: a deadline for each
+    /// read alone would let a client trickle a byte a little faster than that and hold the
+    /// connection for hours. Read once: a second call fails.
     pub async fn read_body(&mut self, limit: usize) -> Result<(), BodyError> {
         if self.body != BodyProgress::Unread {
             return Err(BodyError::Incomplete);
         }
+        let deadline = Instant::now() + self.body_timeout;
         let result = match self.head.framing {
             Framing::Length(n) if n > limit as u64 => Err(BodyError::TooLarge),
-            Framing::Length(n) => self.read_sized(n as usize).await,
-            Framing::Chunked => self.read_chunked(limit).await,
+            Framing::Length(n) => self.read_sized(n as usize, deadline).await,
+            Framing::Chunked => self.read_chunked(limit, deadline).await,
             Framing::UntilClose => Err(BodyError::Incomplete),
         };
         if result.is_err() {
@@ -133,21 +136,21 @@ impl<'c> Request<'c> {
         result
     }
 
-    async fn read_sized(&mut self, n: usize) -> Result<(), BodyError> {
+    async fn read_sized(&mut self, n: usize, deadline: Instant) -> Result<(), BodyError> {
         let start = self.head.len;
         let end = start + n;
         if self.buf.len() < end {
-            self.send_continue().await?;
+            self.send_continue(deadline).await?;
             self.buf.reserve(end - self.buf.len());
         }
         while self.buf.len() < end {
-            self.read_more().await?;
+            self.read_more(deadline).await?;
         }
         self.body = BodyProgress::Read { end };
         Ok(())
     }
 
-    async fn read_chunked(&mut self, limit: usize) -> Result<(), BodyError> {
+    async fn read_chunked(&mut self, limit: usize, deadline: Instant) -> Result<(), BodyError> {
         // Chunk framing may add a few bytes per chunk; past this much of it, the client is
         // sending mostly framing, and is refused like an oversized body.
         let raw_limit = limit.saturating_mul(4).saturating_add(READ_CHUNK);
@@ -168,10 +171,10 @@ impl<'c> Request<'c> {
                 }
                 Ok(Chunked::Incomplete) => {
                     if !asked {
-                        self.send_continue().await?;
+                        self.send_continue(deadline).await?;
                         asked = true;
                     }
-                    self.read_more().await?;
+                    self.read_more(deadline).await?;
                 }
                 Err(ChunkedError::TooLarge) => return Err(BodyError::TooLarge),
                 Err(ChunkedError::Malformed) => return Err(BodyError::Malformed),
@@ -181,7 +184,7 @@ impl<'c> Request<'c> {
 
     /// Answers `Expect: 100-continue` before the first body read, so a client waiting for
     /// leave to send its body sends it now.
-    async fn send_continue(&mut self) -> Result<(), BodyError> {
+    async fn send_continue(&mut self, deadline: Instant) -> Result<(), BodyError> {
         if !self.head.expects_continue || self.buf.len() > self.head.len {
             return Ok(());
         }
@@ -192,15 +195,15 @@ impl<'c> Request<'c> {
                 .await?;
             self.conn.flush().await
         };
-        match crate::deadline::timeout(self.body_timeout, sent).await {
+        match crate::deadline::timeout_at(deadline, sent).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(BodyError::Incomplete),
         }
     }
 
-    async fn read_more(&mut self) -> Result<(), BodyError> {
+    async fn read_more(&mut self, deadline: Instant) -> Result<(), BodyError> {
         self.buf.reserve(READ_CHUNK);
-        match crate::deadline::timeout(self.body_timeout, self.conn.read_buf(&mut self.buf)).await {
+        match crate::deadline::timeout_at(deadline, self.conn.read_buf(&mut self.buf)).await {
             Ok(Ok(n)) if n > 0 => Ok(()),
             _ => Err(BodyError::Incomplete),
         }

@@ -176,6 +176,34 @@ fn slow_clients_and_header_floods_are_cut_off_while_others_are_served() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
 
+    // A body trickled a byte at a time, each pause shorter than the body timeout, is cut off
+    // when the whole body's time is up, not left to take 100 pauses.
+    let mut trickle = TcpStream::connect(gw.api).unwrap();
+    trickle
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    trickle
+        .write_all(b"POST /reset/verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-json\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+        .unwrap();
+    let mut writer = trickle.try_clone().unwrap();
+    let trickling = std::thread::spawn(move || {
+        for _ in 0..100 {
+            if writer.write_all(b" ").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = trickle.read_to_end(&mut answer);
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(took < Duration::from_secs(3), "cut off after {took:?}");
+    drop(trickle);
+    trickling.join().unwrap();
+
     // A header flood: thousands of headers are refused, not parsed forever.
     let mut flood = String::from("POST /reset HTTP/1.1\r\nHost: x\r\n");
     for i in 0..5_000 {
