@@ -344,13 +344,22 @@ pub async fn verify(
     let exceeded = |state| {
         Problem::limited(
             ErrorCode::AttemptsExceeded,
-            "too many wrong codes for this reset; try again later",
+            "too many codes tried for this reset; try again later",
             state,
         )
     };
-    check(env, LimitName::PerReset, &otp_key, otp_quota, Mode::Peek)
-        .await
-        .map_err(exceeded)?;
+    // Every code tried spends a cell before the vendor hears it, a right one too. Peeking
+    // first and spending only on a wrong code let concurrent guesses all pass the peek while
+    // one cell was left, and all reach the vendor: a burst of them per cell instead of one.
+    check(
+        env,
+        LimitName::PerReset,
+        &otp_key,
+        otp_quota,
+        Mode::Consume(1),
+    )
+    .await
+    .map_err(exceeded)?;
 
     let result = if claims.concealed {
         // The vendor never knew this identifier: fail exactly as a wrong code would.
@@ -362,36 +371,14 @@ pub async fn verify(
         spend_outbound(env, tenant, CanonicalStep::Verify).await?;
         tenant.adapter.verify(ctx, &claims.vendor, &req.otp).await
     };
-    match result {
-        Ok(vendor) => {
-            let next = ResetClaims {
-                step: Step::Complete,
-                vendor,
-                ..claims
-            };
-            // Decoys never get this far: no width to keep.
-            Ok(progress(env.keys, &next.to_seal(), 0, 200))
-        }
-        Err(p) if p.code == ErrorCode::InvalidOtp => {
-            // Count the wrong code. The peek above let it through, so this spends the cell; if a
-            // concurrent request took the last one first, this attempt is over the limit too.
-            // After a vendor call (seconds, perhaps): decided as of now.
-            match check_at(
-                env,
-                LimitName::PerReset,
-                &otp_key,
-                otp_quota,
-                Mode::Consume(1),
-                std::time::Instant::now(),
-            )
-            .await
-            {
-                Ok(_) => Err(p),
-                Err(state) => Err(exceeded(state)),
-            }
-        }
-        Err(p) => Err(p),
-    }
+    let vendor = result?;
+    let next = ResetClaims {
+        step: Step::Complete,
+        vendor,
+        ..claims
+    };
+    // Decoys never get this far: no width to keep.
+    Ok(progress(env.keys, &next.to_seal(), 0, 200))
 }
 
 pub async fn complete(

@@ -166,6 +166,33 @@ fn the_6th_wrong_otp_is_refused_even_with_a_fresh_otp_in_between() {
 }
 
 #[test]
+fn concurrent_guesses_at_one_reset_cannot_share_its_last_codes() {
+    // The vendor takes a while to answer, so all the guesses are in flight together.
+    let sandbox = Sandbox::start_with_delay(300);
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let calls = sandbox.calls("capillary");
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let guesses: Vec<_> = (0..12)
+            .map(|_| s.spawn(|| verify(&gw, "key-web", &reset_id, wrong).status))
+            .collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    assert_eq!(
+        sandbox.calls("capillary") - calls,
+        5,
+        "only as many guesses as the reset has codes reach the vendor: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 429).count(),
+        7,
+        "{statuses:?}"
+    );
+}
+
+#[test]
 fn the_outbound_budget_refuses_without_calling_the_vendor() {
     let sandbox = Sandbox::start();
     let config = capillary_config(&sandbox, "").replace(
