@@ -65,7 +65,8 @@ struct State {
     sessions: HashMap<String, Session>,
     otp_sends: HashMap<usize, Vec<Instant>>,
     /// A status code to answer the next business request with, set by a test.
-    forced: Option<u32>,
+    /// The status code (and message) the next business request is answered with.
+    forced: Option<(u32, Option<String>)>,
 }
 
 pub struct CapillarySandbox {
@@ -115,9 +116,10 @@ impl CapillarySandbox {
         }
     }
 
-    /// Makes the next business request fail with `code` (for exercising the gateway's mapping).
-    pub fn force_next(&self, code: u32) {
-        self.state.lock().expect("capillary sandbox lock").forced = Some(code);
+    /// Makes the next business request fail with `code` (for exercising the gateway's mapping),
+    /// and `message` if given (as a vendor's message may quote what it was sent).
+    pub fn force_next(&self, code: u32, message: Option<String>) {
+        self.state.lock().expect("capillary sandbox lock").forced = Some((code, message));
     }
 
     /// Forgets every session, as if Capillary had lost them.
@@ -162,8 +164,12 @@ impl CapillarySandbox {
             return status(400, 400, "deviceId is mandatory on mobile paths");
         }
         let mut state = self.state.lock().expect("capillary sandbox lock");
-        if let Some(code) = state.forced.take() {
-            return status(200, code, "Forced by the sandbox");
+        if let Some((code, message)) = state.forced.take() {
+            return status(
+                200,
+                code,
+                message.as_deref().unwrap_or("Forced by the sandbox"),
+            );
         }
         if !matches!(
             req.identifier_type.as_str(),

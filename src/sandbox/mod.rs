@@ -238,15 +238,23 @@ impl Sandbox {
                 Reply::json(200, serde_json::to_vec(&*calls).unwrap_or_default())
             }
             ("POST", "/sandbox/capillary/next-status") => {
-                let code = serde_json::from_slice::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|v| v.get("code").and_then(|c| c.as_u64()));
+                let asked = serde_json::from_slice::<serde_json::Value>(body).ok();
+                let code = asked
+                    .as_ref()
+                    .and_then(|v| v.get("code")?.as_u64())
+                    .and_then(|c| u32::try_from(c).ok());
+                let message = asked
+                    .as_ref()
+                    .and_then(|v| Some(v.get("message")?.as_str()?.to_string()));
                 match code {
                     Some(code) => {
-                        self.capillary.force_next(code as u32);
+                        self.capillary.force_next(code, message);
                         Reply::json(200, &b"{}"[..])
                     }
-                    None => Reply::text(400, "send {\"code\": 1506}\n"),
+                    None => Reply::text(
+                        400,
+                        "send {\"code\": 1506} (and a \"message\" if you like)\n",
+                    ),
                 }
             }
             ("POST", "/sandbox/amsalem/reset-codes")

@@ -256,7 +256,12 @@ impl VendorAdapter for Amsalem {
             },
         )
         .await?;
-        let never_echo = [input.new_password.as_str(), input.reset_code.as_str()];
+        // Nor may a vendor message quoting the connection's secret reach the caller.
+        let never_echo = [
+            input.new_password.as_str(),
+            input.reset_code.as_str(),
+            self.settings.secret.expose(),
+        ];
         read_answer(response.status, &response.body, &never_echo)
     }
 }

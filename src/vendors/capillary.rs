@@ -261,7 +261,7 @@ fn judge(status: u16, answer: Answer, never_echo: &[&str]) -> Result<Answer, Pro
         return Ok(answer);
     }
     let code = answer.status.code.as_ref().and_then(|c| match c {
-        serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
     });
@@ -366,7 +366,7 @@ impl Capillary {
         ctx: &StepContext,
         endpoint: Endpoint,
         body: &Body<'_>,
-        never_echo: &[&str],
+        caller_secret: Option<&str>,
     ) -> Result<Answer, Problem> {
         let (path, bytes) = self.settings.request(endpoint, body);
         let response = exchange(
@@ -389,7 +389,10 @@ impl Capillary {
         )
         .await?;
         let answer = parse(response.status, &response.body)?;
-        judge(response.status, answer, never_echo)
+        // A vendor message may quote what it was sent: neither the caller's password or code
+        // nor the connection's API key may reach the caller.
+        let never_echo = [caller_secret.unwrap_or(""), self.settings.api_key.expose()];
+        judge(response.status, answer, &never_echo)
     }
 
     fn body<'a>(&'a self, state: &'a State) -> Body<'a> {
@@ -441,7 +444,7 @@ impl VendorAdapter for Capillary {
         let who = StartIdentity::of(input);
         let mut body = who.body(&self.settings);
         let asked = std::time::Instant::now();
-        let token = match self.call(ctx, Endpoint::TokenGenerate, &body, &[]).await {
+        let token = match self.call(ctx, Endpoint::TokenGenerate, &body, None).await {
             Err(p) if p.code == ErrorCode::IdentifierNotFound => {
                 // A known identifier's start goes on to a second call (otp/generate); an
                 // unknown one's ends here. Waiting as long again as this call took, about what
@@ -472,7 +475,7 @@ impl VendorAdapter for Capillary {
                 )
             })?;
         body.session_id = Some(&session_id);
-        self.call(ctx, Endpoint::OtpGenerate, &body, &[]).await?;
+        self.call(ctx, Endpoint::OtpGenerate, &body, None).await?;
         let state = State {
             session_id: session_id.clone(),
             device_id: who.device_id,
@@ -495,7 +498,8 @@ impl VendorAdapter for Capillary {
             otp: Some(otp),
             ..self.body(&open)
         };
-        self.call(ctx, Endpoint::OtpValidate, &body, &[otp]).await?;
+        self.call(ctx, Endpoint::OtpValidate, &body, Some(otp))
+            .await?;
         Ok(state.clone())
     }
 
@@ -511,7 +515,7 @@ impl VendorAdapter for Capillary {
             confirm_password: Some(new_password),
             ..self.body(&open)
         };
-        self.call(ctx, Endpoint::PasswordForget, &body, &[new_password])
+        self.call(ctx, Endpoint::PasswordForget, &body, Some(new_password))
             .await?;
         Ok(())
     }

@@ -354,7 +354,7 @@ impl Cbss {
         ctx: &StepContext,
         step: Step,
         fields: &[Field<'_>],
-        never_echo: &[&str],
+        caller_secret: Option<&str>,
     ) -> Result<Option<u64>, Problem> {
         let (path_and_query, body) = self.settings.signed_request(step, fields, &ctx.language);
         let response = exchange(
@@ -370,7 +370,21 @@ impl Cbss {
             },
         )
         .await?;
-        read_answer(response.status, &response.body, never_echo)
+        // A vendor message may quote what it was sent: neither the caller's password or code nor
+        // the connection's credentials or the request's signature may reach the caller.
+        let signature = path_and_query
+            .split_once("?Signature=")
+            .and_then(|(_, rest)| rest.split('&').next())
+            .unwrap_or("");
+        let settings = &self.settings;
+        let never_echo = [
+            caller_secret.unwrap_or(""),
+            settings.client_key.expose(),
+            settings.login_salt.expose(),
+            settings.forgot_salt.expose(),
+            signature,
+        ];
+        read_answer(response.status, &response.body, &never_echo)
     }
 }
 
@@ -575,7 +589,7 @@ impl VendorAdapter for Cbss {
 
     async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<StartState, Problem> {
         let field = start_field(&input.identifier)?;
-        let forgot_id = self.call(ctx, Step::Request, &[field], &[]).await?;
+        let forgot_id = self.call(ctx, Step::Request, &[field], None).await?;
         let id = forgot_id.ok_or_else(|| {
             Problem::new(
                 ErrorCode::UpstreamError,
@@ -596,7 +610,7 @@ impl VendorAdapter for Cbss {
             Field::Number("CustomerForgotUsernamePasswordID", id),
             Field::Text("OTP", otp),
         ];
-        self.call(ctx, Step::Verify, &fields, &[otp]).await?;
+        self.call(ctx, Step::Verify, &fields, Some(otp)).await?;
         Ok(state.clone())
     }
 
@@ -611,7 +625,7 @@ impl VendorAdapter for Cbss {
             Field::Number("CustomerForgotUsernamePasswordID", id),
             Field::Text("NewPassword", new_password),
         ];
-        self.call(ctx, Step::Change, &fields, &[new_password])
+        self.call(ctx, Step::Change, &fields, Some(new_password))
             .await?;
         Ok(())
     }

@@ -250,6 +250,29 @@ fn capillarys_own_rate_limit_is_upstream_unavailable_with_retry_after() {
 }
 
 #[test]
+fn a_vendor_message_quoting_the_gateways_credential_or_the_callers_code_is_scrubbed() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let capillary_key = CAPILLARY_ENV
+        .iter()
+        .find(|(name, _)| *name == "IT_CAPILLARY_KEY")
+        .unwrap()
+        .1;
+    sandbox.force_capillary_answer(
+        1999,
+        &format!("request with X-Api-Key {capillary_key} and otp 424242 refused"),
+    );
+    let p = verify(&gw, "key-web", &reset_id, "424242").problem(502, "upstream_error");
+    let message = p["vendor"]["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "request with X-Api-Key [redacted] and otp [redacted] refused"
+    );
+    gw.assert_logs_clean(&[capillary_key, "424242"]);
+}
+
+#[test]
 fn a_wrong_api_key_is_a_clear_upstream_error() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(

@@ -161,7 +161,13 @@ impl Sandbox {
 
     /// Makes the sandbox's Capillary answer its next business request with `code`.
     pub fn force_capillary_status(&self, code: u32) {
-        let body = format!(r#"{{"code":{code}}}"#);
+        self.force_capillary_answer(code, "Forced by the sandbox");
+    }
+
+    /// Makes the sandbox's Capillary answer its next business request with `code` and
+    /// `message`.
+    pub fn force_capillary_answer(&self, code: u32, message: &str) {
+        let body = serde_json::json!({ "code": code, "message": message }).to_string();
         let r = request(
             self.addr,
             "POST",
