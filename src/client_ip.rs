@@ -60,31 +60,39 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The end user's address as the gateway sees it through `trusted` proxies.
-pub fn resolve(
+/// The end user's address as the gateway sees it through `trusted` proxies: the peer, or, when
+/// the peer is trusted, the nearest `X-Forwarded-For` hop that is not. A proxy may append to the
+/// field or add a field of its own (HAProxy's `option forwardfor`), so the hops are read from the
+/// last field to the first, each from right to left: reading only the first field would believe
+/// whatever the client wrote there itself.
+pub fn resolve<'a>(
     peer: Option<IpAddr>,
-    forwarded_for: Option<&[u8]>,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
     trusted: &[Cidr],
 ) -> Option<IpAddr> {
     let peer = canonical(peer?);
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    if !is_trusted(peer) {
-        return Some(peer);
-    }
-    let Some(header) = forwarded_for.and_then(|h| std::str::from_utf8(h).ok()) else {
-        return Some(peer);
-    };
     let mut client = peer;
-    for hop in header.rsplit(',').take(32) {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = canonical(ip);
-                if !is_trusted(client) {
-                    break;
+    if !is_trusted(client) {
+        return Some(client);
+    }
+    let mut hops = 0;
+    for field in forwarded_for.rev() {
+        let Ok(field) = std::str::from_utf8(field) else {
+            break;
+        };
+        for hop in field.rsplit(',') {
+            hops += 1;
+            // An unparseable hop, or one past the 32nd, ends what can be believed.
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if hops <= 32 => {
+                    client = canonical(ip);
+                    if !is_trusted(client) {
+                        return Some(client);
+                    }
                 }
+                _ => return Some(client),
             }
-            // An unparseable hop ends what can be believed.
-            Err(_) => break,
         }
     }
     Some(client)
@@ -113,23 +121,39 @@ mod tests {
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_peers() {
         let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
-        let xff = Some(&b"203.0.113.7, 198.51.100.1, 10.0.0.2"[..]);
+        let xff: &[&[u8]] = &[b"203.0.113.7, 198.51.100.1, 10.0.0.2"];
+        let none: &[&[u8]] = &[];
+        let from = |peer: &str, fields: &[&[u8]]| {
+            resolve(Some(ip(peer)), fields.iter().copied(), &trusted)
+        };
+        assert_eq!(from("10.0.0.1", xff), Some(ip("198.51.100.1")));
+        assert_eq!(from("192.0.2.9", xff), Some(ip("192.0.2.9")));
+        assert_eq!(from("10.0.0.1", none), Some(ip("10.0.0.1")));
+        assert_eq!(from("10.0.0.1", &[b"evil, 10.0.0.3"]), Some(ip("10.0.0.3")));
+    }
+
+    #[test]
+    fn a_field_a_proxy_added_of_its_own_is_read_before_the_clients() {
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let from =
+            |fields: &[&[u8]]| resolve(Some(ip("10.0.0.1")), fields.iter().copied(), &trusted);
+        // The client wrote the first field itself; the proxy added the second.
+        assert_eq!(from(&[b"6.6.6.6", b"203.0.113.7"]), Some(ip("203.0.113.7")));
+        // Two proxies, each adding a field: the nearer one's hop is trusted, so read on.
         assert_eq!(
-            resolve(Some(ip("10.0.0.1")), xff, &trusted),
-            Some(ip("198.51.100.1"))
+            from(&[b"6.6.6.6", b"203.0.113.7", b"10.0.0.2"]),
+            Some(ip("203.0.113.7"))
         );
+        // A field that is not text ends what can be believed.
         assert_eq!(
-            resolve(Some(ip("192.0.2.9")), xff, &trusted),
-            Some(ip("192.0.2.9"))
+            from(&[b"203.0.113.7", b"\xff", b"10.0.0.2"]),
+            Some(ip("10.0.0.2"))
         );
+        // No more than 32 hops are read.
+        let long = vec!["10.0.0.9"; 40].join(",");
         assert_eq!(
-            resolve(Some(ip("10.0.0.1")), None, &trusted),
-            Some(ip("10.0.0.1"))
-        );
-        let junk = Some(&b"evil, 10.0.0.3"[..]);
-        assert_eq!(
-            resolve(Some(ip("10.0.0.1")), junk, &trusted),
-            Some(ip("10.0.0.3"))
+            from(&[b"203.0.113.7", long.as_bytes()]),
+            Some(ip("10.0.0.9"))
         );
     }
 }

@@ -312,7 +312,7 @@ impl Gateway {
             language: language::vendor_language(request.header("Accept-Language")),
             client_ip: client_ip::resolve(
                 peer.map(|p| p.ip()),
-                request.header("X-Forwarded-For"),
+                request.headers("X-Forwarded-For"),
                 &self.trusted_proxies,
             ),
             // Passed on to vendors as a header value: visible ASCII only, as it arrived.

@@ -70,6 +70,18 @@ impl RequestHead {
             .find(|(n, _)| is_field(&buf[n.clone()], name))
             .map(|(_, v)| &buf[v.clone()])
     }
+
+    /// Every field named `name`, in the order they came.
+    pub fn fields<'b>(
+        &'b self,
+        buf: &'b [u8],
+        name: &'b str,
+    ) -> impl DoubleEndedIterator<Item = &'b [u8]> + 'b {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| is_field(&buf[n.clone()], name))
+            .map(move |(_, v)| &buf[v.clone()])
+    }
 }
 
 /// Whether a field's `name` is `canonical` (ASCII case-insensitive, as HTTP has it). Names

@@ -91,6 +91,11 @@ impl<'c> Request<'c> {
         self.head.header(&self.buf, name)
     }
 
+    /// Every field named `name`, in the order they came.
+    pub fn headers<'b>(&'b self, name: &'b str) -> impl DoubleEndedIterator<Item = &'b [u8]> + 'b {
+        self.head.fields(&self.buf, name)
+    }
+
     /// The first field named `name`, if it is UTF-8.
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
