@@ -40,6 +40,8 @@ pub struct Request<'c> {
     /// A chunked body once decoded; a sized body is read in place, in `buf`.
     decoded: Vec<u8>,
     body_timeout: Duration,
+    /// When the body must have arrived whole: set when the gateway first waits for it.
+    body_deadline: Option<Instant>,
 }
 
 /// What the connection needs once a request is handled.
@@ -65,6 +67,7 @@ impl<'c> Request<'c> {
             body: BodyProgress::Unread,
             decoded: Vec::new(),
             body_timeout,
+            body_deadline: None,
         }
     }
 
@@ -121,18 +124,17 @@ impl<'c> Request<'c> {
 
     /// Reads the whole body (then `body` gives it, with no copy of a sized body), refusing it
     /// as soon as it passes `limit` bytes (by its declared length, a chunk's declared size, or
-    /// what arrives). The whole body must arrive within the body timeout: a deadline for each
-    /// read alone would let a client trickle a byte a little faster than that and hold the
-    /// connection for hours. Read once: a second call fails.
+    /// what arrives). The whole body must arrive within the body timeout of the first wait for
+    /// it: a deadline for each read alone would let a client trickle a byte a little faster than
+    /// that and hold the connection for hours. Read once: a second call fails.
     pub async fn read_body(&mut self, limit: usize) -> Result<(), BodyError> {
         if self.body != BodyProgress::Unread {
             return Err(BodyError::Incomplete);
         }
-        let deadline = Instant::now() + self.body_timeout;
         let result = match self.head.framing {
             Framing::Length(n) if n > limit as u64 => Err(BodyError::TooLarge),
-            Framing::Length(n) => self.read_sized(n as usize, deadline).await,
-            Framing::Chunked => self.read_chunked(limit, deadline).await,
+            Framing::Length(n) => self.read_sized(n as usize).await,
+            Framing::Chunked => self.read_chunked(limit).await,
             Framing::UntilClose => Err(BodyError::Incomplete),
         };
         if result.is_err() {
@@ -141,21 +143,21 @@ impl<'c> Request<'c> {
         result
     }
 
-    async fn read_sized(&mut self, n: usize, deadline: Instant) -> Result<(), BodyError> {
+    async fn read_sized(&mut self, n: usize) -> Result<(), BodyError> {
         let start = self.head.len;
         let end = start + n;
         if self.buf.len() < end {
-            self.send_continue(deadline).await?;
+            self.send_continue().await?;
             self.buf.reserve(end - self.buf.len());
         }
         while self.buf.len() < end {
-            self.read_more(deadline).await?;
+            self.read_more().await?;
         }
         self.body = BodyProgress::Read { end };
         Ok(())
     }
 
-    async fn read_chunked(&mut self, limit: usize, deadline: Instant) -> Result<(), BodyError> {
+    async fn read_chunked(&mut self, limit: usize) -> Result<(), BodyError> {
         // Chunk framing may add a few bytes per chunk; past this much of it, the client is
         // sending mostly framing, and is refused like an oversized body.
         let raw_limit = limit.saturating_mul(4).saturating_add(READ_CHUNK);
@@ -176,10 +178,10 @@ impl<'c> Request<'c> {
                 }
                 Ok(Chunked::Incomplete) => {
                     if !asked {
-                        self.send_continue(deadline).await?;
+                        self.send_continue().await?;
                         asked = true;
                     }
-                    self.read_more(deadline).await?;
+                    self.read_more().await?;
                 }
                 Err(ChunkedError::TooLarge) => return Err(BodyError::TooLarge),
                 Err(ChunkedError::Malformed) => return Err(BodyError::Malformed),
@@ -189,11 +191,12 @@ impl<'c> Request<'c> {
 
     /// Answers `Expect: 100-continue` before the first body read, so a client waiting for
     /// leave to send its body sends it now.
-    async fn send_continue(&mut self, deadline: Instant) -> Result<(), BodyError> {
+    async fn send_continue(&mut self) -> Result<(), BodyError> {
         if !self.head.expects_continue || self.buf.len() > self.head.len {
             return Ok(());
         }
         self.head.expects_continue = false;
+        let deadline = self.body_deadline();
         let sent = async {
             self.conn
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -206,8 +209,18 @@ impl<'c> Request<'c> {
         }
     }
 
-    async fn read_more(&mut self, deadline: Instant) -> Result<(), BodyError> {
+    /// The body's deadline, set by the first wait for it (a body that came with its head costs
+    /// no clock read).
+    fn body_deadline(&mut self) -> Instant {
+        let timeout = self.body_timeout;
+        *self
+            .body_deadline
+            .get_or_insert_with(|| Instant::now() + timeout)
+    }
+
+    async fn read_more(&mut self) -> Result<(), BodyError> {
         self.buf.reserve(READ_CHUNK);
+        let deadline = self.body_deadline();
         match crate::deadline::timeout_at(deadline, self.conn.read_buf(&mut self.buf)).await {
             Ok(Ok(n)) if n > 0 => Ok(()),
             _ => Err(BodyError::Incomplete),
