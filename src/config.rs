@@ -506,7 +506,7 @@ pub struct TenantSettings {
     pub reveal_unknown_identifiers: bool,
     pub vendor_details: bool,
     pub reset_lifetime: Duration,
-    /// One-time codes tried: `count` per reset, a cell returning only after a whole reset lifetime.
+    /// Wrong one-time codes: `count` per reset, a cell returning only after a whole reset lifetime.
     pub wrong_otp_quota: Quota,
 }
 

@@ -154,21 +154,8 @@ async fn check(
     quota: Quota,
     mode: Mode,
 ) -> Result<LimitState, LimitState> {
-    check_at(env, name, key, quota, mode, env.checked_at).await
-}
-
-async fn check_at(
-    env: &Env<'_>,
-    name: LimitName,
-    key: &str,
-    quota: Quota,
-    mode: Mode,
-    at: std::time::Instant,
-) -> Result<LimitState, LimitState> {
-    let decision = crate::limit::decide(env.limiter, key, quota, mode, at).await;
-    if mode != Mode::Peek {
-        crate::metrics::limiter_decision(name, decision.allowed);
-    }
+    let decision = crate::limit::decide(env.limiter, key, quota, mode, env.checked_at).await;
+    crate::metrics::limiter_decision(name, decision.allowed);
     let state = LimitState {
         name,
         quota,
@@ -344,13 +331,13 @@ pub async fn verify(
     let exceeded = |state| {
         Problem::limited(
             ErrorCode::AttemptsExceeded,
-            "too many codes tried for this reset; try again later",
+            "too many wrong codes for this reset; try again later",
             state,
         )
     };
-    // Every code tried spends a cell before the vendor hears it, a right one too. Peeking
-    // first and spending only on a wrong code let concurrent guesses all pass the peek while
-    // one cell was left, and all reach the vendor: a burst of them per cell instead of one.
+    // A code holds a cell while it is checked, and keeps it only if it was wrong. Peeking first
+    // and spending only on a wrong code let concurrent guesses all pass the peek while one cell
+    // was left, and all reach the vendor: a burst of guesses per cell instead of one.
     check(
         env,
         LimitName::PerReset,
@@ -368,9 +355,24 @@ pub async fn verify(
             "the one-time code is wrong",
         ))
     } else {
-        spend_outbound(env, tenant, CanonicalStep::Verify).await?;
-        tenant.adapter.verify(ctx, &claims.vendor, &req.otp).await
+        async {
+            spend_outbound(env, tenant, CanonicalStep::Verify).await?;
+            tenant.adapter.verify(ctx, &claims.vendor, &req.otp).await
+        }
+        .await
     };
+    if !matches!(&result, Err(p) if p.code == ErrorCode::InvalidOtp) {
+        // A right code, or one the vendor never judged (an outage, a spent outbound budget),
+        // gives its cell back: only wrong codes count against the reset.
+        crate::limit::decide(
+            env.limiter,
+            &otp_key,
+            otp_quota,
+            Mode::Refund(1),
+            std::time::Instant::now(),
+        )
+        .await;
+    }
     let vendor = result?;
     let next = ResetClaims {
         step: Step::Complete,

@@ -111,15 +111,23 @@ impl MemoryLimiter {
             shard.tats.retain(|_, tat| *tat > now);
             shard.last_sweep = now;
         }
-        let (cost, store) = match mode {
-            Mode::Consume(cost) => (cost, true),
-            Mode::Peek => (1, false),
-        };
-        let (decision, new_tat) = decide(shard.tats.get(&hash).copied(), now, quota, cost);
-        if let (true, Some(tat)) = (store, new_tat) {
-            shard.tats.insert(hash, tat);
+        match mode {
+            Mode::Consume(cost) => {
+                let (decision, new_tat) = decide(shard.tats.get(&hash).copied(), now, quota, cost);
+                if let Some(tat) = new_tat {
+                    shard.tats.insert(hash, tat);
+                }
+                decision
+            }
+            Mode::Refund(cells) => {
+                let back = quota.interval_ns().saturating_mul(u64::from(cells));
+                if let Some(tat) = shard.tats.get_mut(&hash) {
+                    *tat = tat.saturating_sub(back).max(now);
+                }
+                // What the key has now (a cost of nothing spends nothing).
+                decide(shard.tats.get(&hash).copied(), now, quota, 0).0
+            }
         }
-        decision
     }
 
     /// Keys currently held (for tests and memory measurements).
@@ -166,17 +174,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_independent_and_peeks_consume_nothing() {
+    fn keys_are_independent_and_refunds_give_cells_back() {
         let l = MemoryLimiter::new();
         let q = Quota::new(2, Duration::from_secs(60));
         assert!(l.check_now("a", q, Mode::Consume(1)).allowed);
         assert!(l.check_now("a", q, Mode::Consume(1)).allowed);
-        for _ in 0..3 {
-            assert!(!l.check_now("a", q, Mode::Peek).allowed);
-        }
         assert!(!l.check_now("a", q, Mode::Consume(1)).allowed);
-        assert!(l.check_now("b", q, Mode::Peek).allowed);
         assert!(l.check_now("b", q, Mode::Consume(1)).allowed);
+        // One cell back: one more is allowed, and no more than that.
+        assert_eq!(l.check_now("a", q, Mode::Refund(1)).remaining, 1);
+        assert!(l.check_now("a", q, Mode::Consume(1)).allowed);
+        assert!(!l.check_now("a", q, Mode::Consume(1)).allowed);
+        // A key is never refunded past whole: two back, then three spent, and the third refused.
+        for _ in 0..3 {
+            l.check_now("a", q, Mode::Refund(1));
+        }
+        assert_eq!(l.check_now("a", q, Mode::Refund(1)).remaining, 2);
+        assert!(l.check_now("a", q, Mode::Consume(1)).allowed);
+        assert!(l.check_now("a", q, Mode::Consume(1)).allowed);
+        assert!(!l.check_now("a", q, Mode::Consume(1)).allowed);
+        // A refund for a key never seen stores nothing.
+        let held = l.len();
+        assert!(l.check_now("c", q, Mode::Refund(1)).allowed);
+        assert_eq!(l.len(), held);
     }
 
     #[test]
@@ -189,9 +209,13 @@ mod tests {
         assert!(!l.check_at("a", q, Mode::Consume(1), later(59)).allowed);
         assert!(l.check_at("a", q, Mode::Consume(1), later(61)).allowed);
         // Through the trait, as the request path decides.
-        assert!(!l.decide_now("a", q, Mode::Peek, later(62)).unwrap().allowed);
         assert!(
-            l.decide_now("a", q, Mode::Peek, later(122))
+            !l.decide_now("a", q, Mode::Consume(1), later(62))
+                .unwrap()
+                .allowed
+        );
+        assert!(
+            l.decide_now("a", q, Mode::Consume(1), later(122))
                 .unwrap()
                 .allowed
         );
@@ -205,7 +229,7 @@ mod tests {
         let at = |secs| t0 + Duration::from_secs(secs);
         assert!(l.check_at("a", q, Mode::Consume(1), at(0)).allowed);
         // Past the sweep interval: this decision sweeps the shard, and "a" (recovered) goes.
-        assert!(l.check_at("a", q, Mode::Peek, at(100)).allowed);
+        assert!(l.check_at("a", q, Mode::Refund(1), at(100)).allowed);
         assert!(l.is_empty());
         // A late decision as of 30 s is taken as of the sweep (100 s), the earliest time the
         // shard still knows, so it spends the cell until 160 s and the one at 120 s is refused.

@@ -12,13 +12,14 @@ use async_trait::async_trait;
 
 pub use gcra::{Decision, Quota};
 
-/// Whether a check spends cells or only looks.
+/// Whether a check spends cells or gives them back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Spend this many cells if they are all available.
     Consume(u32),
-    /// Would one cell be allowed? Spends nothing.
-    Peek,
+    /// Give back this many cells a request spent and did not use: the key recovers as if they
+    /// had never been spent (never beyond whole). Always allowed.
+    Refund(u32),
 }
 
 #[async_trait]

@@ -18,7 +18,7 @@ use crate::metrics;
 use crate::redis_store::{FailurePolicy, RedisStore};
 
 /// GCRA over microseconds (Lua numbers are doubles: exact to 2^53 us, centuries from the epoch).
-/// ARGV: interval, tolerance, cost (0 = look without spending). Returns
+/// ARGV: interval, tolerance, cost (negative: give that many cells back). Returns
 /// {allowed, remaining, reset_us, retry_us}. A key expires when its state has fully recovered.
 const GCRA_LUA: &str = r#"
 local t = redis.call('TIME')
@@ -26,16 +26,22 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local peek = cost == 0
-if peek then cost = 1 end
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
+if cost < 0 then
+  local back = tat + interval * cost
+  if back <= now then
+    redis.call('DEL', KEYS[1])
+    back = now
+  else
+    redis.call('SET', KEYS[1], string.format('%d', back), 'PX', math.ceil((back - now) / 1000) + 1)
+  end
+  return {1, math.floor((tolerance - (back - now)) / interval), back - now, 0}
+end
 local new_tat = tat + interval * cost
 local ahead = new_tat - now
 if ahead <= tolerance then
-  if not peek then
-    redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil(ahead / 1000) + 1)
-  end
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil(ahead / 1000) + 1)
   return {1, math.floor((tolerance - ahead) / interval), ahead, 0}
 end
 local retry = ahead - tolerance
@@ -93,7 +99,7 @@ impl Limiter for RedisLimiter {
         let tolerance = interval * i64::from(quota.count.max(1));
         let cost = match mode {
             Mode::Consume(n) => i64::from(n),
-            Mode::Peek => 0,
+            Mode::Refund(n) => -i64::from(n),
         };
         let reply: Result<Vec<i64>, String> = self
             .store

@@ -190,10 +190,8 @@ fn an_expired_or_lost_session_is_reset_expired() {
 #[test]
 fn every_documented_status_code_maps_to_its_canonical_problem() {
     let sandbox = Sandbox::start();
-    // Every code tried spends a per-reset cell, and each customer here tries six.
-    let more_tries =
-        "[limits]\nper_identifier = { count = 100, period_secs = 60 }\nwrong_otps_per_reset = 10\n";
-    let gw = Gateway::start(&capillary_config(&sandbox, more_tries), CAPILLARY_ENV);
+    let more_starts = "[limits]\nper_identifier = { count = 100, period_secs = 60 }\n";
+    let gw = Gateway::start(&capillary_config(&sandbox, more_starts), CAPILLARY_ENV);
     let expected: &[(u32, u16, &str)] = &[
         (1505, 410, "reset_expired"),
         (1506, 422, "invalid_otp"),

@@ -166,6 +166,29 @@ fn the_6th_wrong_otp_is_refused_even_with_a_fresh_otp_in_between() {
 }
 
 #[test]
+fn only_wrong_codes_keep_their_cells() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let wrong = |otp: &str| if otp == "000000" { "111111" } else { "000000" }.to_string();
+    let first = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    // Six vendor failures in a row cost the person nothing.
+    for _ in 0..6 {
+        sandbox.force_capillary_status(1508);
+        verify(&gw, "key-web", &first, &otp).problem(502, "upstream_error");
+    }
+    for _ in 0..4 {
+        verify(&gw, "key-web", &first, &wrong(&otp)).problem(422, "invalid_otp");
+    }
+    assert_eq!(verify(&gw, "key-web", &first, &otp).status, 200);
+    // The right code gave its cell back: a new reset has one wrong code left, and no more.
+    let second = start_reset(&gw, "key-web", "email", EMAIL);
+    let fresh = sandbox.last_otp(EMAIL);
+    verify(&gw, "key-web", &second, &wrong(&fresh)).problem(422, "invalid_otp");
+    verify(&gw, "key-web", &second, &fresh).problem(429, "attempts_exceeded");
+}
+
+#[test]
 fn concurrent_guesses_at_one_reset_cannot_share_its_last_codes() {
     // The vendor takes a while to answer, so all the guesses are in flight together.
     let sandbox = Sandbox::start_with_delay(300);

@@ -87,7 +87,7 @@ fn metrics_count_known_traffic_exactly() {
     assert_eq!(decisions("per-key", "allowed"), 10.0);
     assert_eq!(decisions("per-identifier", "allowed"), 7.0);
     assert_eq!(decisions("per-identifier", "refused"), 1.0);
-    // Every code tried spends a per-reset cell, the right one too.
+    // Every code checked holds a per-reset cell while it is (the right one gives it back).
     assert_eq!(decisions("per-reset", "allowed"), 2.0);
     assert_eq!(
         sample(gw.admin, "reset_gateway_inflight_requests", &[]),

@@ -264,6 +264,35 @@ fn a_reset_id_completes_once_across_replicas() {
     assert!(p["detail"].as_str().unwrap().contains("already used"));
 }
 
+#[test]
+fn wrong_codes_are_counted_across_replicas_and_right_ones_given_back() {
+    let sandbox = Sandbox::start();
+    let (_own, url) = shared_redis();
+    let config = capillary_config(&sandbox, &format!("[limits]\n{}", backend_at(&url, "deny")));
+    let env = [
+        ("IT_CAPILLARY_KEY", "sandbox-capillary-key"),
+        (
+            "GATEWAY_TOKEN_KEYS",
+            "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ),
+    ];
+    let a = Gateway::start(&config, &env);
+    let b = Gateway::start(&config, &env);
+    let wrong = |otp: &str| if otp == "000000" { "111111" } else { "000000" }.to_string();
+    let first = start_reset(&a, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    for gw in [&a, &b, &a, &b] {
+        verify(gw, "key-web", &first, &wrong(&otp)).problem(422, "invalid_otp");
+    }
+    // The right code gives its cell back in Redis, so a new reset has the fifth wrong code left.
+    assert_eq!(verify(&b, "key-web", &first, &otp).status, 200);
+    let second = start_reset(&b, "key-web", "email", EMAIL);
+    let fresh = sandbox.last_otp(EMAIL);
+    verify(&a, "key-web", &second, &wrong(&fresh)).problem(422, "invalid_otp");
+    let p = verify(&b, "key-web", &second, &fresh).problem(429, "attempts_exceeded");
+    assert_eq!(p["limit"], "per-reset");
+}
+
 /// A three-node Redis Cluster of the test's own on loopback (TCP: cluster nodes gossip over it).
 struct Cluster {
     nodes: Vec<std::process::Child>,
