@@ -1,7 +1,9 @@
 //! A small, bounded XML reader for vendor answers and sandbox requests.
 //!
-//! It builds a tree of elements by local name (namespaces are ignored, as DataContract XML puts
-//! them everywhere), refuses DOCTYPE declarations and any entity beyond XML's five predefined ones
+//! It builds a tree of elements by local name, each with the namespace its prefix (or the default
+//! namespace in scope) resolves to: readers look children up by local name, as DataContract XML
+//! puts namespaces everywhere, and a strict reader (the sandbox's) can check them too. It refuses
+//! DOCTYPE declarations and any entity beyond XML's five predefined ones
 //! (so nothing is ever expanded), and stops at fixed depth and size limits.
 
 use quick_xml::events::Event;
@@ -13,6 +15,8 @@ const MAX_ELEMENTS: usize = 2_000;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Element {
     pub name: String,
+    /// The namespace the element's name is in (empty for none, or for an undeclared prefix).
+    pub namespace: String,
     pub attributes: Vec<(String, String)>,
     pub children: Vec<Element>,
     pub text: String,
@@ -66,22 +70,46 @@ fn local(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
-fn open(e: &quick_xml::events::BytesStart<'_>) -> Result<Element, XmlError> {
+/// The namespace declarations in scope, innermost last: `(prefix, namespace)`, the default
+/// namespace under the empty prefix.
+type Scope = Vec<(String, String)>;
+
+/// Opens an element: its namespace declarations join `scope` (the caller takes them off again
+/// when the element ends), then its name's prefix is resolved in it.
+fn open(e: &quick_xml::events::BytesStart<'_>, scope: &mut Scope) -> Result<Element, XmlError> {
+    let qualified = e.name();
     let mut el = Element {
-        name: local(e.name().as_ref()),
+        name: local(qualified.as_ref()),
         ..Element::default()
     };
     for attr in e.attributes() {
         let attr = attr.map_err(|_| XmlError::Malformed("a malformed attribute"))?;
         let key = attr.key.as_ref();
-        if key == b"xmlns" || key.starts_with(b"xmlns:") {
-            continue;
-        }
         let value = attr
             .unescape_value()
             .map_err(|_| XmlError::Malformed("an unknown entity or character reference"))?;
-        el.attributes.push((local(key), value.into_owned()));
+        if key == b"xmlns" {
+            scope.push((String::new(), value.into_owned()));
+        } else if let Some(prefix) = key.strip_prefix(b"xmlns:") {
+            scope.push((
+                String::from_utf8_lossy(prefix).into_owned(),
+                value.into_owned(),
+            ));
+        } else {
+            el.attributes.push((local(key), value.into_owned()));
+        }
     }
+    let name = qualified.as_ref();
+    let prefix = match name.iter().position(|&b| b == b':') {
+        Some(i) => &name[..i],
+        None => &[][..],
+    };
+    el.namespace = scope
+        .iter()
+        .rev()
+        .find(|(p, _)| p.as_bytes() == prefix)
+        .map(|(_, ns)| ns.clone())
+        .unwrap_or_default();
     Ok(el)
 }
 
@@ -102,6 +130,9 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
     let text = std::str::from_utf8(input).map_err(|_| XmlError::Malformed("not UTF-8"))?;
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Element> = Vec::new();
+    // The length `scope` had before each open element's declarations joined it.
+    let mut scope: Scope = Vec::new();
+    let mut scope_marks: Vec<usize> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0usize;
     loop {
@@ -122,14 +153,17 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(XmlError::TooDeep);
                 }
-                stack.push(open(&e)?);
+                scope_marks.push(scope.len());
+                stack.push(open(&e, &mut scope)?);
             }
             Event::Empty(e) => {
                 count += 1;
                 if count > MAX_ELEMENTS {
                     return Err(XmlError::TooLarge);
                 }
-                let el = open(&e)?;
+                let mark = scope.len();
+                let el = open(&e, &mut scope)?;
+                scope.truncate(mark);
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),
@@ -139,6 +173,7 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                 let el = stack
                     .pop()
                     .ok_or(XmlError::Malformed("an unbalanced end tag"))?;
+                scope.truncate(scope_marks.pop().unwrap_or(0));
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),
@@ -194,6 +229,26 @@ mod tests {
             Some("p")
         );
         assert!(root.child("Other").unwrap().is_nil());
+    }
+
+    #[test]
+    fn each_element_knows_its_namespace() {
+        let doc = br#"<a xmlns="urn:a" xmlns:p="urn:p">
+  <b xmlns="urn:b"><p:c/><d/></b>
+  <e/><p:f xmlns:p="urn:q"/><g:h/>
+</a>"#;
+        let root = parse(doc).unwrap();
+        let ns = |el: &Element| el.namespace.clone();
+        assert_eq!(ns(&root), "urn:a");
+        let b = root.child("b").unwrap();
+        assert_eq!(ns(b), "urn:b");
+        assert_eq!(ns(b.child("c").unwrap()), "urn:p");
+        assert_eq!(ns(b.child("d").unwrap()), "urn:b");
+        // b's default namespace ended with b; a prefix redeclared on an element holds there.
+        assert_eq!(ns(root.child("e").unwrap()), "urn:a");
+        assert_eq!(ns(root.child("f").unwrap()), "urn:q");
+        assert_eq!(ns(root.child("h").unwrap()), "");
+        assert_eq!(parse(b"<x/>").unwrap().namespace, "");
     }
 
     #[test]

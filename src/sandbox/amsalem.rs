@@ -140,9 +140,9 @@ impl AmsalemSandbox {
         ] {
             hasher.update(part.as_bytes());
         }
+        // The recipe's encoding is lower-case hex: a digest in another case is another recipe.
         let expected = hex::encode(hasher.finalize());
-        let given = req.digest.to_ascii_lowercase();
-        if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        if !bool::from(expected.as_bytes().ct_eq(req.digest.as_bytes())) {
             return Err(("INVALID_DIGEST", "Invalid digest."));
         }
         let mut state = self.state.lock().expect("amsalem sandbox lock");
@@ -208,10 +208,18 @@ fn read_json(body: &[u8]) -> Option<Request> {
 
 fn read_xml(body: &[u8]) -> Option<Request> {
     let root = xml::parse(body).ok()?;
-    if root.name != "ChangePasswordRequest" {
+    // XmlSerializer's document, in no namespace: an element in one is not the member it names.
+    let no_namespace = |e: &xml::Element| e.namespace.is_empty();
+    if root.name != "ChangePasswordRequest"
+        || !no_namespace(&root)
+        || !root.children.iter().all(no_namespace)
+    {
         return None;
     }
     let user = root.child("User")?;
+    if !user.children.iter().all(no_namespace) {
+        return None;
+    }
     let text = |e: &xml::Element, name: &str| e.child_text(name).unwrap_or_default().to_string();
     Some(Request {
         user_name: text(user, "UserName"),
@@ -249,6 +257,41 @@ fn answer(format: Format, outcome: Result<(), (&'static str, &'static str)>) -> 
                  </ChangePasswordResponse>"
             );
             Reply::new(200, "application/xml; charset=utf-8", body)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request's XML sample from the vendor's documentation.
+    const SAMPLE: &str = r#"<ChangePasswordRequest xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" UserName="sample string 2" Salt="3" Digest="sample string 4">
+  <User>
+    <UserName>sample string 1</UserName>
+    <Email>sample string 2</Email>
+    <Key>sample string 3</Key>
+  </User>
+  <UserNewPassword>sample string 1</UserNewPassword>
+</ChangePasswordRequest>"#;
+
+    #[test]
+    fn the_documented_xml_sample_is_read() {
+        let req = read_xml(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(req.key, "sample string 3");
+        assert_eq!(req.api_username, "sample string 2");
+        assert_eq!(req.salt, Some(3));
+    }
+
+    #[test]
+    fn xml_in_a_namespace_is_not_read() {
+        let root_in_one = SAMPLE.replace(
+            "<ChangePasswordRequest ",
+            "<ChangePasswordRequest xmlns=\"urn:x\" ",
+        );
+        let member_in_one = SAMPLE.replace("<Key>", "<Key xmlns=\"urn:x\">");
+        for doc in [root_in_one, member_in_one] {
+            assert!(read_xml(doc.as_bytes()).is_none(), "{doc}");
         }
     }
 }

@@ -131,7 +131,13 @@ impl CapillarySandbox {
             .clear();
     }
 
-    pub fn handle(&self, rest: &str, api_key: Option<&[u8]>, body: &[u8]) -> Reply {
+    pub fn handle(
+        &self,
+        rest: &str,
+        content_type: &str,
+        api_key: Option<&[u8]>,
+        body: &[u8],
+    ) -> Reply {
         let Some(after_v1) = rest.strip_prefix("auth/v1/") else {
             return Reply::text(404, "no such Capillary resource\n");
         };
@@ -144,6 +150,10 @@ impl CapillarySandbox {
             "token/generate" | "otp/generate" | "otp/validate" | "password/forget"
         ) {
             return Reply::text(404, "no such Capillary resource\n");
+        }
+        // Capillary's API takes JSON only, declared as such.
+        if !content_type.trim_start().starts_with("application/json") {
+            return status(415, 415, "Content-Type must be application/json");
         }
         let key_ok = api_key.is_some_and(|k| bool::from(k.ct_eq(DEMO_API_KEY.as_bytes())));
         if !key_ok {

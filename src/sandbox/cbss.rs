@@ -38,6 +38,10 @@ const MAX_PENDING: usize = 10_000;
 const CLOCK_SKEW_SECS: i64 = 300;
 
 const NS_APP_CODE: &str = "http://schemas.datacontract.org/2004/07/CBSS_API.App_Code";
+const NS_STEP_REQUESTS: &str =
+    "http://schemas.datacontract.org/2004/07/CBSS_API.App_Code.Requests.Customers.ForgotUsernamePassswords";
+const NS_FORMS: &str =
+    "http://schemas.datacontract.org/2004/07/CBSS_API.Forms.Customers.ForgotUsernamePasswords";
 const NS_RESPONSES: &str = "http://schemas.datacontract.org/2004/07/CBSS_API.App_Code.Responses";
 const NS_STEP_RESPONSES: &str =
     "http://schemas.datacontract.org/2004/07/CBSS_API.App_Code.Responses.Customers.ForgotUsernamePassswords";
@@ -324,11 +328,18 @@ fn read_json(body: &[u8]) -> Option<Request> {
 
 fn read_xml(step: Step, body: &[u8]) -> Option<Request> {
     let root = xml::parse(body).ok()?;
-    if root.name != step.root() {
+    // The envelope's members are the base class's (App_Code), the content's the form's.
+    if root.name != step.root()
+        || root.namespace != NS_STEP_REQUESTS
+        || !super::datacontract_members_ok(&root, NS_APP_CODE)
+    {
         return None;
     }
-    let content = root
-        .child("Content")?
+    let content = root.child("Content")?;
+    if !super::datacontract_members_ok(content, NS_FORMS) {
+        return None;
+    }
+    let content = content
         .children
         .iter()
         .map(|c| (c.name.clone(), c.text.trim().to_string()))
@@ -388,6 +399,54 @@ fn envelope(step: Step, format: Format, client_code: &str, outcome: Outcome) -> 
                 xml::escape(client_code)
             );
             Reply::new(status, "application/xml; charset=utf-8", body)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Step 1's XML sample from the vendor's documentation, with `members` as its content.
+    fn sample(root_ns: &str, content: &str) -> String {
+        format!(
+            r#"<EmailAddressOrMobilePhoneNumber xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns="{root_ns}">
+  <ClientCode xmlns="http://schemas.datacontract.org/2004/07/CBSS_API.App_Code">sample string 1</ClientCode>
+  <Content xmlns:d2p1="http://schemas.datacontract.org/2004/07/CBSS_API.Forms.Customers.ForgotUsernamePasswords" xmlns="http://schemas.datacontract.org/2004/07/CBSS_API.App_Code">
+    {content}
+  </Content>
+  <DateTime xmlns="http://schemas.datacontract.org/2004/07/CBSS_API.App_Code">2024-11-18T12:34:23.6965096+08:00</DateTime>
+</EmailAddressOrMobilePhoneNumber>"#
+        )
+    }
+
+    const IN_ORDER: &str = "<d2p1:EmailAddress>sample string 2</d2p1:EmailAddress>\n    <d2p1:MobilePhoneNumber>sample string 1</d2p1:MobilePhoneNumber>";
+
+    #[test]
+    fn the_documented_xml_sample_is_read() {
+        let req = read_xml(Step::One, sample(NS_STEP_REQUESTS, IN_ORDER).as_bytes()).unwrap();
+        assert_eq!(req.client_code, "sample string 1");
+        assert_eq!(req.content["EmailAddress"], "sample string 2");
+        assert_eq!(req.content["MobilePhoneNumber"], "sample string 1");
+    }
+
+    #[test]
+    fn xml_in_other_namespaces_or_out_of_order_is_not_read() {
+        let wrong_root = sample("urn:elsewhere", IN_ORDER);
+        let reordered = sample(
+            NS_STEP_REQUESTS,
+            "<d2p1:MobilePhoneNumber>1</d2p1:MobilePhoneNumber><d2p1:EmailAddress>2</d2p1:EmailAddress>",
+        );
+        let unqualified = sample(
+            NS_STEP_REQUESTS,
+            "<EmailAddress>2</EmailAddress><MobilePhoneNumber>1</MobilePhoneNumber>",
+        );
+        let envelope_reordered = sample(NS_STEP_REQUESTS, IN_ORDER).replace(
+            "<ClientCode xmlns=\"http://schemas.datacontract.org/2004/07/CBSS_API.App_Code\">sample string 1</ClientCode>",
+            "",
+        ).replace("</EmailAddressOrMobilePhoneNumber>", "<ClientCode xmlns=\"http://schemas.datacontract.org/2004/07/CBSS_API.App_Code\">c</ClientCode></EmailAddressOrMobilePhoneNumber>");
+        for doc in [wrong_root, reordered, unqualified, envelope_reordered] {
+            assert!(read_xml(Step::One, doc.as_bytes()).is_none(), "{doc}");
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::xml;
 const REQUEST_LIFETIME: Duration = Duration::from_secs(3600);
 const MAX_REQUESTS: usize = 10_000;
 const NS_RESPONSE: &str = "http://schemas.datacontract.org/2004/07/BusinessLayer.Dto.Response";
+const NS_REQUEST: &str = "http://schemas.datacontract.org/2004/07/BusinessLayer.Dto.Request";
 
 /// PasswordChangeResponseCode values the sandbox uses (9000 is the documented sample; the others
 /// are the sandbox's own, as the vendor's full list is not public).
@@ -230,7 +231,10 @@ fn read_json(body: &[u8]) -> Option<Request> {
 
 fn read_xml(body: &[u8]) -> Option<Request> {
     let root = xml::parse(body).ok()?;
-    if root.name != "PasswordChangeRequest" {
+    if root.name != "PasswordChangeRequest"
+        || root.namespace != NS_REQUEST
+        || !super::datacontract_members_ok(&root, NS_REQUEST)
+    {
         return None;
     }
     let text = |name: &str| root.child_text(name).unwrap_or_default().to_string();
@@ -282,5 +286,42 @@ fn answer(
             "InformationMessageList": [], "WarningMessageList": [],
         });
         Reply::json(200, serde_json::to_vec(&body).expect("json"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request's XML sample from the vendor's documentation.
+    const SAMPLE: &str = r#"<PasswordChangeRequest xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns="http://schemas.datacontract.org/2004/07/BusinessLayer.Dto.Request">
+  <ChangeRequestId>sample string 3</ChangeRequestId>
+  <IPAddress>sample string 4</IPAddress>
+  <Password>sample string 2</Password>
+  <PermanentSessionId>sample string 6</PermanentSessionId>
+  <RequestFromIdentityServer>true</RequestFromIdentityServer>
+  <UserAgent>sample string 5</UserAgent>
+</PasswordChangeRequest>"#;
+
+    #[test]
+    fn the_documented_xml_sample_is_read() {
+        let req = read_xml(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(req.change_request_id, "sample string 3");
+        assert_eq!(req.ip_address, "sample string 4");
+        assert_eq!(req.from_identity_server, Some(true));
+    }
+
+    #[test]
+    fn xml_in_another_namespace_or_out_of_order_is_not_read() {
+        let elsewhere = SAMPLE.replace("BusinessLayer.Dto.Request", "BusinessLayer.Dto.Other");
+        let reordered = SAMPLE.replace(
+            "<ChangeRequestId>sample string 3</ChangeRequestId>\n  <IPAddress>sample string 4</IPAddress>",
+            "<IPAddress>sample string 4</IPAddress>\n  <ChangeRequestId>sample string 3</ChangeRequestId>",
+        );
+        let member_elsewhere = SAMPLE.replace("<Password>", "<Password xmlns=\"urn:x\">");
+        for doc in [elsewhere, reordered, member_elsewhere] {
+            assert_ne!(doc, SAMPLE);
+            assert!(read_xml(doc.as_bytes()).is_none(), "{doc}");
+        }
     }
 }

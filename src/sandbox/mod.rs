@@ -11,6 +11,17 @@ pub mod capillary;
 pub mod cbss;
 pub mod hepsiburada;
 
+/// Whether `element`'s members are as .NET's DataContractSerializer reads them: each in
+/// `namespace`, in ordinal order of name, none twice. The real reader skips a member out of order
+/// or in another namespace, as if it were absent, and the vendor then refuses the request.
+fn datacontract_members_ok(element: &crate::xml::Element, namespace: &str) -> bool {
+    element.children.iter().all(|c| c.namespace == namespace)
+        && element
+            .children
+            .windows(2)
+            .all(|pair| pair[0].name.as_bytes() < pair[1].name.as_bytes())
+}
+
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -360,7 +371,9 @@ impl Sandbox {
             let api_key = request
                 .header(capillary::API_KEY_HEADER)
                 .map(<[u8]>::to_vec);
-            return self.capillary.handle(rest, api_key.as_deref(), body);
+            return self
+                .capillary
+                .handle(rest, &content_type, api_key.as_deref(), body);
         }
         if let Some(rest) = path.strip_prefix("/amsalem/") {
             self.count("amsalem");

@@ -286,3 +286,26 @@ fn a_wrong_api_key_is_a_clear_upstream_error() {
     assert!(p["detail"].as_str().unwrap().contains("api_key_env"), "{p}");
     gw.assert_logs_clean(&["not-the-capillary-key", "sandbox-capillary-key"]);
 }
+
+#[test]
+fn the_capillary_sandbox_takes_json_only() {
+    let sandbox = Sandbox::start();
+    let body = br#"{"identifierType":"EMAIL","identifierValue":"somchai@example.com","brand":"DocDemo","deviceId":"d1"}"#;
+    let path = "/capillary/auth/v1/web/token/generate";
+    let send = |content_type: &str| {
+        request(
+            sandbox.addr,
+            "POST",
+            path,
+            &[
+                ("X-Api-Key", "sandbox-capillary-key"),
+                ("Content-Type", content_type),
+            ],
+            body,
+        )
+    };
+    assert_eq!(send("text/plain").status, 415);
+    assert_eq!(send("application/xml").status, 415);
+    let json = send("application/json");
+    assert_eq!(json.status, 200, "{}", String::from_utf8_lossy(&json.body));
+}

@@ -118,14 +118,20 @@ fn amsalem_change(gw: &Gateway, code: &str, user: &str) -> Response {
 #[test]
 fn amsalem_refuses_a_digest_made_by_another_recipe() {
     let sandbox = Sandbox::start();
-    let gw = amsalem(
-        &sandbox,
-        "[connections.a.amsalem.digest]\nencoding = \"base64\"",
-    );
-    let code = issue(&sandbox, "amsalem", "somchai");
-    let p = amsalem_change(&gw, &code, "somchai").problem(502, "upstream_error");
-    assert!(p["detail"].as_str().unwrap().contains("digest"), "{p}");
-    assert_eq!(p["vendor"]["code"], "INVALID_DIGEST");
+    // Base64, or hex in upper case: the sandbox's recipe is lower-case hex.
+    for encoding in ["base64", "HEX"] {
+        let gw = amsalem(
+            &sandbox,
+            &format!("[connections.a.amsalem.digest]\nencoding = \"{encoding}\""),
+        );
+        let code = issue(&sandbox, "amsalem", "somchai");
+        let p = amsalem_change(&gw, &code, "somchai").problem(502, "upstream_error");
+        assert!(
+            p["detail"].as_str().unwrap().contains("digest"),
+            "{encoding}: {p}"
+        );
+        assert_eq!(p["vendor"]["code"], "INVALID_DIGEST", "{encoding}");
+    }
 }
 
 #[test]
