@@ -308,7 +308,15 @@ fn content_type_problem(vendor: &'static str, response: &UpstreamResponse) -> Op
 /// must never be echoed (a vendor may quote the password or code it refused).
 pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
     let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
-    for secret in never_echo.iter().filter(|s| !s.is_empty()) {
+    // The longest first: a short one (a one-character code) redacted inside a long one (the
+    // connection's key) would break the long one's match and leave the rest of it shown.
+    let mut secrets: Vec<&str> = never_echo
+        .iter()
+        .copied()
+        .filter(|s| !s.is_empty())
+        .collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
         if out.contains(secret) {
             out = out.replace(secret, "[redacted]");
         }
@@ -356,6 +364,13 @@ mod tests {
         let out = clip_vendor_text("Password Secr3t! is too weak\n", &["Secr3t!"]);
         assert_eq!(out, "Password [redacted] is too weak");
         assert_eq!(clip_vendor_text(&"x".repeat(500), &[]).len(), 200);
+    }
+
+    #[test]
+    fn a_short_secret_does_not_shield_a_long_one_from_redaction() {
+        // The caller's one-character code comes first in the list, and occurs inside the key.
+        let out = clip_vendor_text("bad key sandbox-key-7 for code 7", &["7", "sandbox-key-7"]);
+        assert_eq!(out, "bad key [redacted] for code [redacted]");
     }
 }
 
