@@ -332,7 +332,7 @@ impl Gateway {
             used: self.used.as_ref(),
             per_identifier: self.per_identifier,
             // Read afresh when the request waited for anything since it began (its body may
-            // have taken up to its timeout per read to arrive, and the limits the step checks
+            // have taken up to the body timeout to arrive, and the limits the step checks
             // govern what it is about to send to the vendor); else its start is as good as now.
             checked_at: if waited { Instant::now() } else { arrived },
         };

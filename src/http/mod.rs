@@ -30,7 +30,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::Service;
 
 /// How long a connection may sit idle, or take to send a request's header, and how long a client
-/// may take between chunks of a body, unless the service is given others.
+/// may take to send a whole body, unless the service is given others.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
