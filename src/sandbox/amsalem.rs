@@ -3,6 +3,7 @@
 //! recipe), and keys issued through `POST /sandbox/amsalem/reset-codes` as the vendor's e-mail
 //! would. Failures carry a code in `Extra1`, as README.md lists.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +22,9 @@ pub const DEMO_API_USERNAME: &str = "sandbox-api";
 pub const DEMO_SECRET: &str = "sandbox-amsalem-secret";
 
 const KEY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// An `Extra1` failure code and the `Message` beside it.
+type Refusal = (&'static str, Cow<'static, str>);
+
 const SALTS_REMEMBERED: usize = 100_000;
 const MAX_KEYS: usize = 10_000;
 
@@ -112,21 +116,21 @@ impl AmsalemSandbox {
         };
         let outcome = match request {
             Some(req) => self.change_password(req),
-            None => Err(("INVALID_REQUEST", "The request is malformed.")),
+            None => Err(("INVALID_REQUEST", "The request is malformed.".into())),
         };
         answer(format, outcome)
     }
 
-    fn change_password(&self, req: Request) -> Result<(), (&'static str, &'static str)> {
+    fn change_password(&self, req: Request) -> Result<(), Refusal> {
         if req.api_username != DEMO_API_USERNAME {
-            return Err(("UNKNOWN_API_USER", "Unknown API user."));
+            return Err(("UNKNOWN_API_USER", "Unknown API user.".into()));
         }
         let salt = match req.salt {
             Some(s) if s >= 100_000_000 => s,
             _ => {
                 return Err((
                     "INVALID_REQUEST",
-                    "Salt must be a number of at least 9 digits.",
+                    "Salt must be a number of at least 9 digits.".into(),
                 ))
             }
         };
@@ -143,12 +147,15 @@ impl AmsalemSandbox {
         // The recipe's encoding is lower-case hex: a digest in another case is another recipe.
         let expected = hex::encode(hasher.finalize());
         if !bool::from(expected.as_bytes().ct_eq(req.digest.as_bytes())) {
-            return Err(("INVALID_DIGEST", "Invalid digest."));
+            // Quoted back as a .NET service's validation message might: the gateway must keep a
+            // request's digest out of what it shows and logs.
+            let message = format!("Invalid digest '{}'.", req.digest);
+            return Err(("INVALID_DIGEST", message.into()));
         }
         let mut state = self.state.lock().expect("amsalem sandbox lock");
         // A salt is good once: a replayed request is refused even with a valid digest.
         if !state.salts.insert(salt) {
-            return Err(("SALT_REUSED", "This salt was already used."));
+            return Err(("SALT_REUSED", "This salt was already used.".into()));
         }
         state.salt_order.push_back(salt);
         if state.salt_order.len() > SALTS_REMEMBERED {
@@ -157,27 +164,30 @@ impl AmsalemSandbox {
             }
         }
         let Some(issued) = state.keys.get(&req.key) else {
-            return Err(("INVALID_KEY", "Invalid key."));
+            return Err(("INVALID_KEY", "Invalid key.".into()));
         };
         if issued.expires <= Instant::now() {
-            return Err(("KEY_EXPIRED", "The key has expired."));
+            return Err(("KEY_EXPIRED", "The key has expired.".into()));
         }
         let customer = issued.customer;
         let c = &state.customers[customer];
         let email_ok = req.email.is_empty() || req.email.eq_ignore_ascii_case(c.email);
         if c.username != req.user_name || !email_ok {
-            return Err(("USER_MISMATCH", "The key does not belong to this user."));
+            return Err((
+                "USER_MISMATCH",
+                "The key does not belong to this user.".into(),
+            ));
         }
         if !password_ok(&req.new_password) {
             return Err((
                 "PASSWORD_POLICY",
-                "The password needs at least 8 characters with letters and digits.",
+                "The password needs at least 8 characters with letters and digits.".into(),
             ));
         }
         if c.password == req.new_password {
             return Err((
                 "PASSWORD_REUSED",
-                "The new password equals the current one.",
+                "The new password equals the current one.".into(),
             ));
         }
         state.customers[customer].password = req.new_password;
@@ -232,9 +242,9 @@ fn read_xml(body: &[u8]) -> Option<Request> {
     })
 }
 
-fn answer(format: Format, outcome: Result<(), (&'static str, &'static str)>) -> Reply {
+fn answer(format: Format, outcome: Result<(), Refusal>) -> Reply {
     let (success, message, extra1) = match outcome {
-        Ok(()) => (true, "The password was changed.", None),
+        Ok(()) => (true, Cow::Borrowed("The password was changed."), None),
         Err((code, message)) => (false, message, Some(code)),
     };
     match format {
@@ -253,8 +263,9 @@ fn answer(format: Format, outcome: Result<(), (&'static str, &'static str)>) -> 
             let body = format!(
                 "<ChangePasswordResponse xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" \
                  xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><Success>{success}</Success>\
-                 <Message>{message}</Message>{extra1}<Extra2 xsi:nil=\"true\" /><Extra3 xsi:nil=\"true\" />\
-                 </ChangePasswordResponse>"
+                 <Message>{}</Message>{extra1}<Extra2 xsi:nil=\"true\" /><Extra3 xsi:nil=\"true\" />\
+                 </ChangePasswordResponse>",
+                xml::escape(&message)
             );
             Reply::new(200, "application/xml; charset=utf-8", body)
         }

@@ -99,6 +99,12 @@ impl AmsalemSettings {
     /// building.
     #[doc(hidden)]
     pub fn request_body(&self, input: &CodeInput) -> Result<Vec<u8>, Problem> {
+        self.signed_body(input).map(|(body, _digest)| body)
+    }
+
+    /// The request body for `input` and the digest it carries: the digest signs the request, so
+    /// it is kept out of any vendor text the gateway passes on.
+    fn signed_body(&self, input: &CodeInput) -> Result<(Vec<u8>, String), Problem> {
         let user_name = match &input.identifier {
             Some(id) if id.kind == IdentifierKind::Username => id.value.as_str(),
             _ => {
@@ -118,7 +124,14 @@ impl AmsalemSettings {
         ))
     }
 
-    fn body(&self, user_name: &str, email: &str, key: &str, password: &str, salt: u64) -> Vec<u8> {
+    fn body(
+        &self,
+        user_name: &str,
+        email: &str,
+        key: &str,
+        password: &str,
+        salt: u64,
+    ) -> (Vec<u8>, String) {
         let digest = self.recipe.compute(&Inputs {
             api_username: &self.api_username,
             salt,
@@ -128,7 +141,7 @@ impl AmsalemSettings {
             email,
             secret: self.secret.expose(),
         });
-        match self.format {
+        let body = match self.format {
             WireFormat::Json => serde_json::to_vec(&JsonRequest {
                 user: JsonUser {
                     user_name,
@@ -154,7 +167,8 @@ impl AmsalemSettings {
                 xml::escape(password),
             )
             .into_bytes(),
-        }
+        };
+        (body, digest)
     }
 }
 
@@ -241,7 +255,7 @@ impl VendorAdapter for Amsalem {
         ctx: &StepContext,
         input: &CodeInput,
     ) -> Result<(), Problem> {
-        let body = self.settings.request_body(input)?;
+        let (body, digest) = self.settings.signed_body(input)?;
         let content_type = self.settings.format.content_type();
         let response = exchange(
             &self.client,
@@ -256,11 +270,13 @@ impl VendorAdapter for Amsalem {
             },
         )
         .await?;
-        // Nor may a vendor message quoting the connection's secret reach the caller.
+        // Nor may a vendor message quoting the connection's secret or the request's digest reach
+        // the caller.
         let never_echo = [
             input.new_password.as_str(),
             input.reset_code.as_str(),
             self.settings.secret.expose(),
+            digest.as_str(),
         ];
         read_answer(response.status, &response.body, &never_echo)
     }
