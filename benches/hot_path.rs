@@ -11,7 +11,7 @@ use reset_gateway::api::{ErrorCode, Problem};
 use reset_gateway::secret::Secret;
 use reset_gateway::signing::{HexCase, Recipe};
 use reset_gateway::token::{ResetClaims, Step, TokenKeys};
-use reset_gateway::vendors::amsalem::{self, AmsalemSettings};
+use reset_gateway::vendors::amsalem::{self, AmsalemSettings, SaltWidth};
 use reset_gateway::vendors::capillary::{self, CapillarySettings, Variant};
 use reset_gateway::vendors::cbss::{self, CbssSettings};
 use reset_gateway::vendors::hepsiburada::{self, HepsiburadaSettings};
@@ -91,6 +91,7 @@ fn hot_path(c: &mut Criterion) {
         secret: Secret::new("secret"),
         format: WireFormat::Json,
         recipe: Recipe::amsalem_default(),
+        salt: SaltWidth::default(),
     };
     c.bench_function(
         "amsalem request: salt, digest (default recipe), JSON body",

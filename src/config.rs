@@ -20,7 +20,7 @@ use crate::signing::HexCase;
 use crate::signing::{Algorithm, Encoding, Mode as SigningMode, Part, Recipe};
 use crate::token::TokenKeys;
 use crate::upstream::{BaseUrl, Timeouts};
-use crate::vendors::amsalem::AmsalemSettings;
+use crate::vendors::amsalem::{AmsalemSettings, SaltWidth};
 use crate::vendors::capillary::{CapillarySettings, Variant};
 use crate::vendors::cbss::CbssSettings;
 use crate::vendors::hepsiburada::HepsiburadaSettings;
@@ -278,6 +278,8 @@ struct RawAmsalem {
     sandbox_credentials: bool,
     #[serde(default)]
     digest: RawRecipe,
+    #[serde(default)]
+    salt: SaltWidth,
 }
 
 /// Amsalem's digest recipe; the defaults are vendors.md's assumption.
@@ -1085,6 +1087,7 @@ fn validate_amsalem(
         secret: secret?,
         format: raw.format,
         recipe,
+        salt: raw.salt,
     })
 }
 
@@ -1207,6 +1210,24 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
             .replace("http://127.0.0.1:1/cbss/", "ftp://x");
         let err = Config::parse(&text).unwrap_err();
         assert_eq!(err.len(), 3, "{err:#?}");
+    }
+
+    #[test]
+    fn amsalem_salts_default_to_int64_and_take_int32() {
+        let amsalem = |salt_line: &str| {
+            let text = MINIMAL.replace(
+                "[connections.c1.cbss]\nsandbox_credentials = true",
+                &format!("[connections.c1.amsalem]\nsandbox_credentials = true\n{salt_line}"),
+            );
+            Config::parse(&text).map(|c| match &c.connections[0].vendor {
+                VendorSettings::Amsalem(a) => a.salt,
+                _ => panic!("an Amsalem connection"),
+            })
+        };
+        assert_eq!(amsalem("").unwrap(), SaltWidth::Int64);
+        assert_eq!(amsalem("salt = \"int32\"").unwrap(), SaltWidth::Int32);
+        let err = amsalem("salt = \"int16\"").unwrap_err();
+        assert!(err[0].contains("unknown variant `int16`"), "{err:?}");
     }
 
     #[test]

@@ -32,6 +32,20 @@ pub struct AmsalemSettings {
     pub secret: Secret,
     pub format: WireFormat,
     pub recipe: Recipe,
+    pub salt: SaltWidth,
+}
+
+/// The integer type the vendor reads `Salt` into. Its documentation says "integer" and "at least 9
+/// digits", which a .NET service may mean as a 32-bit `int` or a 64-bit `long`: a salt past
+/// `int`'s range would fail to bind on a service that reads an `int`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SaltWidth {
+    /// 12 to 15 digits (the default: about 2^50 values, so salts do not repeat in practice).
+    #[default]
+    Int64,
+    /// 9 or 10 digits, at most 2,147,483,647 (about 2^31 values).
+    Int32,
 }
 
 pub struct Amsalem {
@@ -88,9 +102,14 @@ const CODES: &[(&str, ErrorCode, &str)] = &[
     ("INVALID_REQUEST", ErrorCode::UpstreamError, "Amsalem refused the request as malformed"),
 ];
 
-/// A fresh salt from the OS-seeded CSPRNG: 12 to 15 digits (the vendor asks for at least 9).
-fn fresh_salt() -> u64 {
-    rand::thread_rng().gen_range(100_000_000_000..1_000_000_000_000_000)
+/// A fresh salt from the OS-seeded CSPRNG of at least 9 digits (the vendor's minimum) that fits
+/// the integer type the vendor reads it into.
+fn fresh_salt(width: SaltWidth) -> u64 {
+    let range = match width {
+        SaltWidth::Int64 => 100_000_000_000..=999_999_999_999_999,
+        SaltWidth::Int32 => 100_000_000..=i32::MAX as u64,
+    };
+    rand::thread_rng().gen_range(range)
 }
 
 impl AmsalemSettings {
@@ -120,7 +139,7 @@ impl AmsalemSettings {
             email,
             &input.reset_code,
             &input.new_password,
-            fresh_salt(),
+            fresh_salt(self.salt),
         ))
     }
 
@@ -287,10 +306,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn salts_have_at_least_nine_digits_and_differ() {
-        let a = fresh_salt();
-        assert!(a.to_string().len() >= 9);
-        assert_ne!(a, fresh_salt());
+    fn salts_have_at_least_nine_digits_fit_their_width_and_differ() {
+        for width in [SaltWidth::Int64, SaltWidth::Int32] {
+            let salts: Vec<u64> = (0..1000).map(|_| fresh_salt(width)).collect();
+            assert!(salts.iter().all(|s| s.to_string().len() >= 9), "{width:?}");
+            assert!(salts.windows(2).any(|w| w[0] != w[1]), "{width:?}");
+        }
+        let int32: Vec<u64> = (0..1000).map(|_| fresh_salt(SaltWidth::Int32)).collect();
+        assert!(int32.iter().all(|&s| i32::try_from(s).is_ok()));
+        // The default's salts are past int's range, which is why the choice exists.
+        assert!(fresh_salt(SaltWidth::Int64) > i32::MAX as u64);
     }
 
     #[test]
