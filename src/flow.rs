@@ -219,6 +219,25 @@ fn vendor_surely_did_nothing(p: &Problem) -> bool {
     )
 }
 
+/// Whether a verification gives its per-reset cell back: a right code does, and so does an outcome
+/// that surely judged no code wrong (the vendor unreachable or throttling, the outbound budget
+/// spent, the reset expired or blocked at the vendor).
+/// A wrong code keeps its cell, and so does whatever may hide a judgement: a timeout, or an answer
+/// the gateway cannot map (a vendor naming a wrong code in a way the gateway does not know must
+/// still spend a cell, or guesses would be unlimited).
+fn gives_its_cell_back<T>(result: &Result<T, Problem>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(p) => matches!(
+            p.code,
+            ErrorCode::UpstreamUnavailable
+                | ErrorCode::ResetExpired
+                | ErrorCode::AttemptsExceeded
+                | ErrorCode::RateLimited
+        ),
+    }
+}
+
 fn wrong_otp_key(claims: &ResetClaims) -> String {
     format!("per-reset:{}:{}", claims.tenant, claims.subject)
 }
@@ -338,7 +357,7 @@ pub async fn verify(
     // A code holds a cell while it is checked, and keeps it only if it was wrong. Peeking first
     // and spending only on a wrong code let concurrent guesses all pass the peek while one cell
     // was left, and all reach the vendor: a burst of guesses per cell instead of one.
-    check(
+    let held = check(
         env,
         LimitName::PerReset,
         &otp_key,
@@ -361,9 +380,9 @@ pub async fn verify(
         }
         .await
     };
-    if !matches!(&result, Err(p) if p.code == ErrorCode::InvalidOtp) {
-        // A right code, or one the vendor never judged (an outage, a spent outbound budget),
-        // gives its cell back: only wrong codes count against the reset.
+    // A cell the shared store did not spend (its failure policy decided) is not given back there,
+    // where it would cancel a wrong code another request spent.
+    if !held.decision.fallback && gives_its_cell_back(&result) {
         crate::limit::decide(
             env.limiter,
             &otp_key,

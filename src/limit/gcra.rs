@@ -40,6 +40,9 @@ pub struct Decision {
     pub reset: Duration,
     /// When refused: how long until a request would be allowed.
     pub retry_after: Duration,
+    /// Made by a shared backend's failure policy, not by its store: cells it allowed were not
+    /// spent there, so they must not be given back there either.
+    pub fallback: bool,
 }
 
 /// Decides a request of `cost` cells at `now` against the stored TAT. Returns the decision and,
@@ -56,6 +59,7 @@ pub fn decide(tat: Option<u64>, now: u64, quota: Quota, cost: u32) -> (Decision,
             remaining: ((tolerance - ahead) / interval) as u32,
             reset: Duration::from_nanos(ahead),
             retry_after: Duration::ZERO,
+            fallback: false,
         };
         (decision, Some(new_tat))
     } else {
@@ -65,6 +69,7 @@ pub fn decide(tat: Option<u64>, now: u64, quota: Quota, cost: u32) -> (Decision,
             remaining: (tolerance.saturating_sub(tat - now) / interval) as u32,
             reset: Duration::from_nanos(retry),
             retry_after: Duration::from_nanos(retry),
+            fallback: false,
         };
         (decision, None)
     }

@@ -198,6 +198,7 @@ mod tests {
                 remaining: 0,
                 reset: Duration::from_millis(6_001),
                 retry_after: Duration::from_millis(6_001),
+                fallback: false,
             },
         };
         let written = |push: fn(&[LimitState], &mut Vec<u8>), states: &[LimitState]| {

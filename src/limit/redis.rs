@@ -66,11 +66,22 @@ impl RedisLimiter {
     }
 
     fn fallback(&self, key: &str, quota: Quota, mode: Mode) -> Decision {
+        if let Mode::Refund(_) = mode {
+            // A refund the store did not take leaves the cells spent there: the safe side for a
+            // limit, and no decision for a policy to make (nor to count as one).
+            return Decision {
+                allowed: true,
+                remaining: 0,
+                reset: Duration::ZERO,
+                retry_after: Duration::ZERO,
+                fallback: true,
+            };
+        }
         let policy = self.store.settings().on_failure;
         metrics::LIMITER_FALLBACK
             .with_label_values(&[policy.as_str()])
             .inc();
-        match policy {
+        let decision = match policy {
             FailurePolicy::Local => {
                 let replicas = self.store.settings().replicas.max(1);
                 let share = Quota::new((quota.count / replicas).max(1), quota.period);
@@ -81,13 +92,19 @@ impl RedisLimiter {
                 remaining: quota.count.saturating_sub(1),
                 reset: Duration::ZERO,
                 retry_after: Duration::ZERO,
+                fallback: true,
             },
             FailurePolicy::Deny => Decision {
                 allowed: false,
                 remaining: 0,
                 reset: Duration::from_secs(1),
                 retry_after: Duration::from_secs(1),
+                fallback: true,
             },
+        };
+        Decision {
+            fallback: true,
+            ..decision
         }
     }
 }
@@ -115,6 +132,7 @@ impl Limiter for RedisLimiter {
                 remaining: (*remaining).clamp(0, i64::from(u32::MAX)) as u32,
                 reset: Duration::from_micros((*reset).max(0) as u64),
                 retry_after: Duration::from_micros((*retry).max(0) as u64),
+                fallback: false,
             },
             _ => self.fallback(key, quota, mode),
         }

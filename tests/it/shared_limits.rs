@@ -426,3 +426,35 @@ fn two_replicas_share_limits_on_a_redis_cluster() {
         "up"
     );
 }
+
+#[test]
+fn a_cell_the_fallback_decided_is_not_given_back_to_redis() {
+    let sandbox = Sandbox::start();
+    let mut redis = Redis::start();
+    let config = capillary_config(
+        &sandbox,
+        &format!("[limits]\n{}", redis_backend(&redis, "allow")),
+    );
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let wrong = |otp: &str| if otp == "000000" { "111111" } else { "000000" }.to_string();
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    redis.stop();
+    let fallbacks = || {
+        metric(
+            gw.admin,
+            "reset_gateway_limiter_fallback_total{policy=\"allow\"}",
+        )
+    };
+    // A wrong code is decided by the fallback and keeps its cell: no refund is tried.
+    let before = fallbacks();
+    verify(&gw, "key-web", &reset_id, &wrong(&otp)).problem(422, "invalid_otp");
+    let per_wrong_code = fallbacks() - before;
+    assert!(per_wrong_code > 0.0, "Redis is down: the policy decides");
+    // A right code decided by the fallback was never spent in Redis, so nothing is given back
+    // there (where it would cancel a wrong code another request spent), and no refund is counted
+    // as a decision the policy made.
+    let before = fallbacks();
+    assert_eq!(verify(&gw, "key-web", &reset_id, &otp).status, 200);
+    assert_eq!(fallbacks() - before, per_wrong_code);
+}
