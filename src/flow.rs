@@ -221,19 +221,16 @@ fn vendor_surely_did_nothing(p: &Problem) -> bool {
 
 /// Whether a verification gives its per-reset cell back: a right code does, and so does an outcome
 /// that surely judged no code wrong (the vendor unreachable or throttling, the outbound budget
-/// spent, the reset expired or blocked at the vendor).
-/// A wrong code keeps its cell, and so does whatever may hide a judgement: a timeout, or an answer
-/// the gateway cannot map (a vendor naming a wrong code in a way the gateway does not know must
-/// still spend a cell, or guesses would be unlimited).
+/// spent, the reset expired at the vendor). A wrong code keeps its cell, and so does whatever may
+/// hide a judgement: a timeout, an answer the gateway cannot map (a vendor naming a wrong code in
+/// a way the gateway does not know must still spend a cell, or guesses would be unlimited), or the
+/// vendor's own lockout (it may be its answer to the wrong code that used up its count).
 fn gives_its_cell_back<T>(result: &Result<T, Problem>) -> bool {
     match result {
         Ok(_) => true,
         Err(p) => matches!(
             p.code,
-            ErrorCode::UpstreamUnavailable
-                | ErrorCode::ResetExpired
-                | ErrorCode::AttemptsExceeded
-                | ErrorCode::RateLimited
+            ErrorCode::UpstreamUnavailable | ErrorCode::ResetExpired
         ),
     }
 }
@@ -380,14 +377,19 @@ pub async fn verify(
         }
         .await
     };
-    // A cell the shared store did not spend (its failure policy decided) is not given back there,
-    // where it would cancel a wrong code another request spent.
-    if !held.decision.fallback && gives_its_cell_back(&result) {
+    if gives_its_cell_back(&result) {
+        // A cell the shared store's failure policy spent goes back where the policy spent it,
+        // never to the store, where it would cancel a wrong code another request spent there.
+        let refund = if held.decision.fallback {
+            Mode::RefundFallback(1)
+        } else {
+            Mode::Refund(1)
+        };
         crate::limit::decide(
             env.limiter,
             &otp_key,
             otp_quota,
-            Mode::Refund(1),
+            refund,
             std::time::Instant::now(),
         )
         .await;
