@@ -193,6 +193,24 @@ fn only_wrong_codes_and_answers_that_may_hide_one_keep_their_cells() {
 }
 
 #[test]
+fn a_vendor_throttling_verifications_costs_the_person_no_codes() {
+    // Capillary takes three calls a minute: the start spends two, and one wrong code the third.
+    let sandbox = Sandbox::start_with(&["--capillary-rate-limit", "3"]);
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    verify(&gw, "key-web", &reset_id, wrong).problem(422, "invalid_otp");
+    // Four codes are left. Throttled answers judged none of the six codes sent here: were they
+    // charged, the fifth would already be refused as too many attempts.
+    for attempt in 0..6 {
+        let r = verify(&gw, "key-web", &reset_id, wrong);
+        let p = r.problem(503, "upstream_unavailable");
+        assert_eq!(p["vendor"]["status"], 429, "attempt {attempt}: {p}");
+    }
+}
+
+#[test]
 fn concurrent_guesses_at_one_reset_cannot_share_its_last_codes() {
     // The vendor takes a while to answer, so all the guesses are in flight together.
     let sandbox = Sandbox::start_with_delay(300);
