@@ -511,11 +511,12 @@ async fn serve_request<H: Handler>(
         let handling = std::pin::pin!(handler.handle(&mut request, Some(peer)));
         AssertUnwindSafe(handling).catch_unwind().await
     };
-    let finished = request.finish();
     let reply = handled.unwrap_or_else(|_| {
-        tracing::error!("a request handler panicked");
+        // The caller's own id, when it sent a sane one, as every other answer carries: it is what
+        // the caller will quote when reporting the failure.
+        let request_id = crate::request_id::accept_or_generate(request.header("X-Request-Id"));
+        tracing::error!(request_id = %request_id, "a request handler panicked");
         let problem = Problem::new(ErrorCode::Internal, "the request failed unexpectedly");
-        let request_id = crate::request_id::generate();
         let mut reply = Reply::new(
             500,
             "application/problem+json",
@@ -526,6 +527,7 @@ async fn serve_request<H: Handler>(
         reply.close = true;
         reply
     });
+    let finished = request.finish();
     let closing =
         reply.close || finished.next.is_none() || crate::shutdown::draining() || stopped(shutdown);
     let how = ReplyOptions {
@@ -590,7 +592,7 @@ mod tests {
         });
         let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
         client
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: report-7\r\n\r\n")
             .await
             .unwrap();
         let mut answer = String::new();
@@ -604,12 +606,16 @@ mod tests {
         for field in [
             "content-type: application/problem+json",
             "cache-control: no-store",
-            "x-request-id: ",
+            "x-request-id: report-7",
             "connection: close",
         ] {
-            assert!(head.contains(field), "{field} missing from {head}");
+            assert!(
+                head.lines().any(|l| l == field),
+                "{field} missing from {head}"
+            );
         }
         assert!(body.contains(r#""code":"internal_error""#), "{body}");
+        assert!(body.contains(r#""request_id":"report-7""#), "{body}");
         assert!(!body.contains("a bug in a handler"), "{body}");
         drop(client);
         tokio::time::timeout(Duration::from_secs(10), server)
