@@ -13,7 +13,7 @@ use crate::api::types::{CompleteRequest, Identifier, IdentifierKind, StartReques
 use crate::api::{ErrorCode, Problem};
 use crate::gateway::Tenant;
 use crate::limit::{LimitName, LimitState, Limiter, Mode, Quota};
-use crate::single_use::UsedIds;
+use crate::single_use::{Claim, UsedIds};
 use crate::token::{ClaimsToSeal, ResetClaims, StateJson, Step, TokenKeys};
 use crate::vendors::{CanonicalStep, CodeInput, StartInput, StartState, StateRoom, StepContext};
 
@@ -200,6 +200,17 @@ async fn spend_outbound(
     })
 }
 
+/// `503` for a security check the shared store (Redis) must make and cannot now: a reset's wrong
+/// codes and its single use are never decided without it, whatever the limits' failure policy
+/// says, since no replica's memory knows what the others (or Redis, before it failed) counted.
+fn store_unavailable(what: &str) -> Problem {
+    Problem::new(
+        ErrorCode::UpstreamUnavailable,
+        format!("the gateway cannot check {what} right now (its shared store is not answering); try again shortly"),
+    )
+    .with_retry_after(1)
+}
+
 /// `501 unsupported_step` when the tenant's vendor has no such step.
 fn require(tenant: &Tenant, step: CanonicalStep, what: &str) -> Result<(), Problem> {
     if tenant.adapter.supports(step) {
@@ -361,8 +372,14 @@ pub async fn verify(
         otp_quota,
         Mode::Consume(1),
     )
-    .await
-    .map_err(exceeded)?;
+    .await;
+    let (Ok(state) | Err(state)) = &held;
+    if state.decision.fallback {
+        // Decided without the shared store: the code is not checked. (A cell the `local` policy
+        // spent stays spent in this replica's memory, which never decides this limit.)
+        return Err(store_unavailable("this reset's wrong codes"));
+    }
+    held.map_err(exceeded)?;
 
     let result = if claims.concealed {
         // The vendor never knew this identifier: fail exactly as a wrong code would.
@@ -378,18 +395,11 @@ pub async fn verify(
         .await
     };
     if gives_its_cell_back(&result) {
-        // A cell the shared store's failure policy spent goes back where the policy spent it,
-        // never to the store, where it would cancel a wrong code another request spent there.
-        let refund = if held.decision.fallback {
-            Mode::RefundFallback(1)
-        } else {
-            Mode::Refund(1)
-        };
         crate::limit::decide(
             env.limiter,
             &otp_key,
             otp_quota,
-            refund,
+            Mode::Refund(1),
             std::time::Instant::now(),
         )
         .await;
@@ -419,11 +429,15 @@ pub async fn complete(
             )?;
             let claims = open(env.keys, tenant, &reset_id, Step::Complete)?;
             let ttl = Duration::from_secs((claims.expires_at - now_secs()).max(1) as u64);
-            if !env.used.claim(&claims.id, ttl).await {
-                return Err(Problem::new(
-                    ErrorCode::WrongStep,
-                    "this reset id was already used to complete the reset",
-                ));
+            match env.used.claim(&claims.id, ttl).await {
+                Claim::Claimed => {}
+                Claim::AlreadyUsed => {
+                    return Err(Problem::new(
+                        ErrorCode::WrongStep,
+                        "this reset id was already used to complete the reset",
+                    ))
+                }
+                Claim::Unknown => return Err(store_unavailable("that this reset id is unused")),
             }
             let result = match spend_outbound(env, tenant, CanonicalStep::Complete).await {
                 Ok(()) => {

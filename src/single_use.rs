@@ -4,6 +4,11 @@
 //! A claim is released when the vendor surely did nothing: it was never reached, it was throttling,
 //! or it refused the new password outright (so the user may choose another). A success, or an
 //! outcome the gateway cannot know (a timeout, a broken answer), keeps the claim.
+//!
+//! Claims in Redis fail closed: while Redis does not answer, no claim is made, whatever the
+//! limits' failure policy says. A replica's own memory cannot know that another replica, or
+//! Redis before it failed, saw the id completed, and a used id completed again would be a second
+//! password change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,10 +18,21 @@ use async_trait::async_trait;
 
 use crate::redis_store::RedisStore;
 
+/// What a claim found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The id was unused, and is now claimed.
+    Claimed,
+    /// The id was already claimed.
+    AlreadyUsed,
+    /// The store did not answer: nobody can say whether the id was used.
+    Unknown,
+}
+
 #[async_trait]
 pub trait UsedIds: Send + Sync {
-    /// Claims `id` for `ttl`. False when it was already claimed.
-    async fn claim(&self, id: &str, ttl: Duration) -> bool;
+    /// Claims `id` for `ttl`.
+    async fn claim(&self, id: &str, ttl: Duration) -> Claim;
     /// Gives up a claim.
     async fn release(&self, id: &str);
 }
@@ -46,8 +62,12 @@ impl MemoryUsedIds {
 
 #[async_trait]
 impl UsedIds for MemoryUsedIds {
-    async fn claim(&self, id: &str, ttl: Duration) -> bool {
-        self.claim_now(id, ttl)
+    async fn claim(&self, id: &str, ttl: Duration) -> Claim {
+        if self.claim_now(id, ttl) {
+            Claim::Claimed
+        } else {
+            Claim::AlreadyUsed
+        }
     }
 
     async fn release(&self, id: &str) {
@@ -55,12 +75,11 @@ impl UsedIds for MemoryUsedIds {
     }
 }
 
-/// Claims in Redis (`SET NX PX`), shared by every replica; in-process while Redis is away.
+/// Claims in Redis (`SET NX PX`), shared by every replica; none while Redis is away.
 pub struct RedisUsedIds {
     store: Arc<RedisStore>,
     claim_script: redis::Script,
     release_script: redis::Script,
-    local: MemoryUsedIds,
 }
 
 impl RedisUsedIds {
@@ -71,14 +90,13 @@ impl RedisUsedIds {
                 "return redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) and 1 or 0",
             ),
             release_script: redis::Script::new("return redis.call('DEL', KEYS[1])"),
-            local: MemoryUsedIds::default(),
         }
     }
 }
 
 #[async_trait]
 impl UsedIds for RedisUsedIds {
-    async fn claim(&self, id: &str, ttl: Duration) -> bool {
+    async fn claim(&self, id: &str, ttl: Duration) -> Claim {
         let key = self.store.key(&format!("used:{id}"));
         let ms = ttl.as_millis().max(1) as i64;
         match self
@@ -86,18 +104,19 @@ impl UsedIds for RedisUsedIds {
             .script::<i64>(&self.claim_script, &key, &[ms])
             .await
         {
-            Ok(claimed) => claimed == 1,
-            Err(_) => self.local.claim_now(id, ttl),
+            Ok(1) => Claim::Claimed,
+            Ok(_) => Claim::AlreadyUsed,
+            Err(_) => Claim::Unknown,
         }
     }
 
+    /// A release Redis does not take leaves the id claimed until it expires: the safe side.
     async fn release(&self, id: &str) {
         let key = self.store.key(&format!("used:{id}"));
         let _ = self
             .store
             .script::<i64>(&self.release_script, &key, &[])
             .await;
-        self.local.release(id).await;
     }
 }
 

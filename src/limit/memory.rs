@@ -119,7 +119,7 @@ impl MemoryLimiter {
                 }
                 decision
             }
-            Mode::Refund(cells) | Mode::RefundFallback(cells) => {
+            Mode::Refund(cells) => {
                 let back = quota.interval_ns().saturating_mul(u64::from(cells));
                 if let Some(tat) = shard.tats.get_mut(&hash) {
                     *tat = tat.saturating_sub(back).max(now);

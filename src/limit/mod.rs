@@ -20,10 +20,6 @@ pub enum Mode {
     /// Give back this many cells a request spent and did not use: the key recovers as if they
     /// had never been spent (never beyond whole). Always allowed.
     Refund(u32),
-    /// Give back cells a shared backend's failure policy spent (a decision marked `fallback`):
-    /// they go back where the policy spent them (in-process under `local`), never to the shared
-    /// store, where they would cancel cells other requests spent. Always allowed.
-    RefundFallback(u32),
 }
 
 #[async_trait]

@@ -71,23 +71,6 @@ impl RedisLimiter {
         Quota::new((quota.count / replicas).max(1), quota.period)
     }
 
-    /// A refund that needs no decision: cells are given back where the policy spent them (the
-    /// in-process share under `local`; `allow` and `deny` spent none), and it is not counted as a
-    /// fallback decision.
-    fn refund_without_the_store(&self, key: &str, quota: Quota, cells: u32) -> Decision {
-        if self.store.settings().on_failure == FailurePolicy::Local {
-            self.local
-                .check_now(key, self.local_share(quota), Mode::Refund(cells));
-        }
-        Decision {
-            allowed: true,
-            remaining: 0,
-            reset: Duration::ZERO,
-            retry_after: Duration::ZERO,
-            fallback: true,
-        }
-    }
-
     fn fallback(&self, key: &str, quota: Quota, mode: Mode) -> Decision {
         if let Mode::Refund(_) = mode {
             // A refund the store did not take leaves the cells spent there: the safe side for a
@@ -134,7 +117,6 @@ impl Limiter for RedisLimiter {
         let cost = match mode {
             Mode::Consume(n) => i64::from(n),
             Mode::Refund(n) => -i64::from(n),
-            Mode::RefundFallback(n) => return self.refund_without_the_store(key, quota, n),
         };
         let interval = (quota.interval_ns() / 1_000).max(1) as i64;
         let tolerance = interval * i64::from(quota.count.max(1));

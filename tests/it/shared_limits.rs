@@ -433,39 +433,59 @@ fn two_replicas_share_limits_on_a_redis_cluster() {
 }
 
 #[test]
-fn a_cell_the_fallback_spent_goes_back_where_it_was_spent() {
+fn a_resets_codes_and_single_use_are_never_decided_without_redis() {
     let sandbox = Sandbox::start();
     let mut redis = Redis::start();
-    // Two replicas: while Redis is away, each holds 2 of a reset's 5 cells in-process.
+    // The most permissive policy: it lets load limits through, and still decides neither of these.
     let config = capillary_config(
         &sandbox,
-        &format!("[limits]\n{}", redis_backend(&redis, "local")),
+        &format!("[limits]\n{}", redis_backend(&redis, "allow")),
     );
     let gw = Gateway::start(&config, CAPILLARY_ENV);
-    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let first = start_reset(&gw, "key-web", "email", EMAIL);
     let otp = sandbox.last_otp(EMAIL);
+    let v = verify(&gw, "key-web", &first, &otp);
+    assert_eq!(v.status, 200);
+    let used = v.json()["reset_id"].as_str().unwrap().to_string();
+    assert_eq!(complete(&gw, "key-web", &used, "Shared-n3w-pw").status, 200);
+    let second = start_reset(&gw, "key-web", "email", EMAIL);
+    let fresh = sandbox.last_otp(EMAIL);
+
     redis.stop();
-    let fallbacks = || {
-        metric(
-            gw.admin,
-            "reset_gateway_limiter_fallback_total{policy=\"local\"}",
-        )
+    let calls = sandbox.calls("capillary");
+    // A used id completed again would be a second password change: nobody can say it is unused.
+    let r = complete(&gw, "key-web", &used, "Other-n3w-pw");
+    let p = r.problem(503, "upstream_unavailable");
+    assert!(p["detail"].as_str().unwrap().contains("unused"), "{p}");
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    // Nor are a reset's codes checked, right or wrong, while its wrong codes cannot be counted.
+    let wrong = if fresh == "000000" {
+        "111111"
+    } else {
+        "000000"
     };
-    // Three answers that judged no code wrong (the vendor's session expired): each holds one of
-    // the two local cells and gives it back there (to Redis it would cancel another request's
-    // wrong code), so the third is not refused.
-    let before = fallbacks();
-    let mut per_verification = 0.0;
-    for round in 0..3 {
-        sandbox.force_capillary_status(1505);
-        verify(&gw, "key-web", &reset_id, &otp).problem(410, "reset_expired");
-        if round == 0 {
-            per_verification = fallbacks() - before;
-        }
+    for code in [wrong, fresh.as_str()] {
+        let p = verify(&gw, "key-web", &second, code).problem(503, "upstream_unavailable");
+        assert!(p["detail"].as_str().unwrap().contains("wrong codes"), "{p}");
     }
-    assert!(per_verification > 0.0, "Redis is down: the policy decides");
-    // A refund is not a decision the policy made: it is not counted as one.
-    let before = fallbacks();
-    assert_eq!(verify(&gw, "key-web", &reset_id, &otp).status, 200);
-    assert_eq!(fallbacks() - before, per_verification);
+    assert_eq!(sandbox.calls("capillary"), calls, "no vendor call was made");
+    // Load limits still follow the policy: a start goes through.
+    start_reset(&gw, "key-web", "email", "mei@example.com");
+
+    // Redis back: the reset goes on.
+    redis.restart();
+    let mut answer = verify(&gw, "key-web", &second, &fresh);
+    for _ in 0..50 {
+        if answer.status != 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        answer = verify(&gw, "key-web", &second, &fresh);
+    }
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
 }
