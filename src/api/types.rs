@@ -44,16 +44,30 @@ pub struct StartRequest {
 }
 
 /// `POST /reset/verify`
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     pub reset_id: String,
     pub otp: String,
 }
 
+/// Stands in for a secret in a `Debug` form.
+pub(crate) const REDACTED: &str = "[redacted]";
+
+/// Debug forms name what a request carries and never show a code, a reset id or a password, so a
+/// request formatted into a log or a panic message leaks none of them.
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("reset_id", &REDACTED)
+            .field("otp", &REDACTED)
+            .finish()
+    }
+}
+
 /// `POST /reset/complete`, in either of its two shapes: with a `reset_id` (OTP flow) or with a
 /// vendor-issued `reset_code` (code flow).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     #[serde(default)]
@@ -67,6 +81,19 @@ pub struct CompleteRequest {
     #[serde(default)]
     pub session_id: Option<String>,
     pub new_password: String,
+}
+
+impl std::fmt::Debug for CompleteRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompleteRequest")
+            .field("reset_id", &self.reset_id.as_ref().map(|_| REDACTED))
+            .field("reset_code", &self.reset_code.as_ref().map(|_| REDACTED))
+            .field("identifier", &self.identifier)
+            .field("email", &self.email)
+            .field("session_id", &self.session_id.as_ref().map(|_| REDACTED))
+            .field("new_password", &REDACTED)
+            .finish()
+    }
 }
 
 /// Parses a body strictly into `T`, then validates it.
@@ -294,6 +321,34 @@ mod tests {
         let e = parse::<VerifyRequest>(br#"{"reset_id":"x","otp":"1","hunter2 secret":1}"#)
             .unwrap_err();
         assert!(!e.detail.contains("hunter2"), "{}", e.detail);
+    }
+
+    #[test]
+    fn debug_forms_show_no_code_reset_id_session_or_password() {
+        let verify: VerifyRequest =
+            parse(br#"{"reset_id":"sealed-id-77","otp":"424242"}"#).unwrap();
+        let complete: CompleteRequest = parse(
+            br#"{"reset_code":"vendor-code-99","identifier":{"type":"username","value":"somchai"},"session_id":"sess-55","new_password":"Hunter2-secret"}"#,
+        )
+        .unwrap();
+        let input = crate::vendors::CodeInput {
+            reset_code: "vendor-code-99".into(),
+            identifier: complete.identifier.clone(),
+            email: None,
+            session_id: complete.session_id.clone(),
+            new_password: complete.new_password.clone(),
+        };
+        let shown = format!("{verify:?} {complete:?} {input:?}");
+        for secret in [
+            "sealed-id-77",
+            "424242",
+            "vendor-code-99",
+            "sess-55",
+            "Hunter2-secret",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("somchai"), "{shown}");
     }
 
     #[test]

@@ -49,13 +49,27 @@ pub struct StartInput {
 }
 
 /// `POST /reset/complete` with a vendor-issued code.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CodeInput {
     pub reset_code: String,
     pub identifier: Option<Identifier>,
     pub email: Option<String>,
     pub session_id: Option<String>,
     pub new_password: String,
+}
+
+/// Never shows the code, the session or the password (see `api::types`).
+impl std::fmt::Debug for CodeInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::api::types::REDACTED;
+        f.debug_struct("CodeInput")
+            .field("reset_code", &REDACTED)
+            .field("identifier", &self.identifier)
+            .field("email", &self.email)
+            .field("session_id", &self.session_id.as_ref().map(|_| REDACTED))
+            .field("new_password", &REDACTED)
+            .finish()
+    }
 }
 
 /// The canonical steps, for what differs per step (such as how many vendor calls one makes).
