@@ -31,6 +31,10 @@ impl Secret {
     }
 }
 
+/// What stands in for a secret the gateway removed from text it passes on (a vendor's message) or
+/// from a request's `Debug` form.
+pub const REDACTED: &str = "[redacted]";
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::problem::{ErrorCode, Problem};
+use crate::secret::REDACTED;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,9 +51,6 @@ pub struct VerifyRequest {
     pub reset_id: String,
     pub otp: String,
 }
-
-/// Stands in for a secret in a `Debug` form.
-pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Debug forms name what a request carries and never show a code, a reset id or a password, so a
 /// request formatted into a log or a panic message leaks none of them.

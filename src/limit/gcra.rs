@@ -40,8 +40,8 @@ pub struct Decision {
     pub reset: Duration,
     /// When refused: how long until a request would be allowed.
     pub retry_after: Duration,
-    /// Made by a shared backend's failure policy, not by its store: cells it allowed were not
-    /// spent there, so they must not be given back there either.
+    /// Made by a shared backend's failure policy, not by its store: good enough for a load limit,
+    /// never for a security check that must count across replicas (a reset's wrong codes).
     pub fallback: bool,
 }
 

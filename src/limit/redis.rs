@@ -87,8 +87,11 @@ impl RedisLimiter {
         metrics::LIMITER_FALLBACK
             .with_label_values(&[policy.as_str()])
             .inc();
-        let decision = match policy {
-            FailurePolicy::Local => self.local.check_now(key, self.local_share(quota), mode),
+        match policy {
+            FailurePolicy::Local => Decision {
+                fallback: true,
+                ..self.local.check_now(key, self.local_share(quota), mode)
+            },
             FailurePolicy::Allow => Decision {
                 allowed: true,
                 remaining: quota.count.saturating_sub(1),
@@ -103,10 +106,6 @@ impl RedisLimiter {
                 retry_after: Duration::from_secs(1),
                 fallback: true,
             },
-        };
-        Decision {
-            fallback: true,
-            ..decision
         }
     }
 }
@@ -114,12 +113,12 @@ impl RedisLimiter {
 #[async_trait]
 impl Limiter for RedisLimiter {
     async fn check(&self, key: &str, quota: Quota, mode: Mode) -> Decision {
+        let interval = (quota.interval_ns() / 1_000).max(1) as i64;
+        let tolerance = interval * i64::from(quota.count.max(1));
         let cost = match mode {
             Mode::Consume(n) => i64::from(n),
             Mode::Refund(n) => -i64::from(n),
         };
-        let interval = (quota.interval_ns() / 1_000).max(1) as i64;
-        let tolerance = interval * i64::from(quota.count.max(1));
         let reply: Result<Vec<i64>, String> = self
             .store
             .script(

@@ -61,7 +61,7 @@ pub struct CodeInput {
 /// Never shows the code, the session or the password (see `api::types`).
 impl std::fmt::Debug for CodeInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::api::types::REDACTED;
+        use crate::secret::REDACTED;
         f.debug_struct("CodeInput")
             .field("reset_code", &REDACTED)
             .field("identifier", &self.identifier)
@@ -332,7 +332,7 @@ pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     for secret in secrets {
         if out.contains(secret) {
-            out = out.replace(secret, "[redacted]");
+            out = out.replace(secret, crate::secret::REDACTED);
         }
     }
     // Clipped only after redaction: a secret across the cut would otherwise leave its first part.
