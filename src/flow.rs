@@ -246,6 +246,12 @@ fn gives_its_cell_back<T>(result: &Result<T, Problem>) -> bool {
     }
 }
 
+/// A wrong one-time code, as a decoy's verification and (for a tenant that conceals unknown
+/// identifiers) every verification answer it: one wording, no vendor member.
+fn wrong_code() -> Problem {
+    Problem::new(ErrorCode::InvalidOtp, "the one-time code is wrong")
+}
+
 fn wrong_otp_key(claims: &ResetClaims) -> String {
     format!("per-reset:{}:{}", claims.tenant, claims.subject)
 }
@@ -314,7 +320,22 @@ pub async fn start(
         device_id: req.device_id,
     };
     let state_width = tenant.adapter.start_state_width(&input);
-    let (vendor, concealed) = match tenant.adapter.start(ctx, &input).await {
+    let sent = std::time::Instant::now();
+    let started = tenant.adapter.start(ctx, &input).await;
+    if matches!(
+        &started,
+        Ok(_)
+            | Err(Problem {
+                code: ErrorCode::IdentifierNotFound,
+                ..
+            })
+    ) {
+        // The vendor answered (known or not): what one of its calls takes, for a decoy's
+        // verification to wait as long before any real verification has been timed.
+        let calls = tenant.adapter.vendor_calls(CanonicalStep::Start).max(1);
+        tenant.recent_start_calls.record(sent.elapsed() / calls);
+    }
+    let (vendor, concealed) = match started {
         Ok(state) => (state, false),
         Err(p) if p.code == ErrorCode::IdentifierNotFound => {
             if tenant.settings.reveal_unknown_identifiers {
@@ -381,19 +402,32 @@ pub async fn verify(
     }
     held.map_err(exceeded)?;
 
-    let result = if claims.concealed {
-        // The vendor never knew this identifier: fail exactly as a wrong code would.
-        Err(Problem::new(
-            ErrorCode::InvalidOtp,
-            "the one-time code is wrong",
-        ))
-    } else {
-        async {
-            spend_outbound(env, tenant, CanonicalStep::Verify).await?;
-            tenant.adapter.verify(ctx, &claims.vendor, &req.otp).await
+    let result = async {
+        spend_outbound(env, tenant, CanonicalStep::Verify).await?;
+        if claims.concealed {
+            // The vendor never knew this identifier: fail exactly as a wrong code would, and as
+            // late (recent_durations.rs).
+            let took = tenant.recent_verifications.draw();
+            if let Some(wait) = took.or_else(|| tenant.recent_start_calls.draw()) {
+                tokio::time::sleep(wait).await;
+            }
+            return Err(wrong_code());
         }
-        .await
-    };
+        let sent = std::time::Instant::now();
+        let result = tenant.adapter.verify(ctx, &claims.vendor, &req.otp).await;
+        if matches!(
+            &result,
+            Ok(_)
+                | Err(Problem {
+                    code: ErrorCode::InvalidOtp,
+                    ..
+                })
+        ) {
+            tenant.recent_verifications.record(sent.elapsed());
+        }
+        result
+    }
+    .await;
     if gives_its_cell_back(&result) {
         crate::limit::decide(
             env.limiter,
@@ -404,7 +438,12 @@ pub async fn verify(
         )
         .await;
     }
-    let vendor = result?;
+    let vendor = result.map_err(|p| match p.code {
+        // A decoy's wrong code has no vendor answer to show, so a real one shows none either
+        // when the tenant conceals: its `vendor` member would tell that the account exists.
+        ErrorCode::InvalidOtp if !tenant.settings.reveal_unknown_identifiers => wrong_code(),
+        _ => p,
+    })?;
     let next = ResetClaims {
         step: Step::Complete,
         vendor,

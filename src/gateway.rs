@@ -23,6 +23,7 @@ use crate::http::{BodyError, Handler, Reply, Request};
 use crate::language;
 use crate::limit::{self, LimitName, LimitState, Limiter, Mode, Quota};
 use crate::metrics;
+use crate::recent_durations::RecentDurations;
 use crate::request_id::{self, RequestId};
 use crate::signing::sha256;
 use crate::single_use::UsedIds;
@@ -44,6 +45,10 @@ pub struct Tenant {
     pub outbound: Option<(String, Quota)>,
     /// The connection's name (for the outbound budget metric).
     pub connection: String,
+    /// How long this tenant's recent real verifications took at the vendor, and its recent
+    /// starts per vendor call: a decoy's verification waits as long (recent_durations.rs).
+    pub recent_verifications: RecentDurations,
+    pub recent_start_calls: RecentDurations,
 }
 
 /// API keys by the first 8 bytes of their SHA-256. Those bytes are already uniformly spread, and
@@ -172,6 +177,8 @@ impl Gateway {
                 step_timeout: *step_timeout,
                 outbound: outbound.clone(),
                 connection: settings.connection.clone(),
+                recent_verifications: RecentDurations::new(),
+                recent_start_calls: RecentDurations::new(),
             });
         }
         let mut keys_by_prefix = KeyIndex::default();

@@ -18,6 +18,7 @@ pub mod json;
 pub mod language;
 pub mod limit;
 pub mod metrics;
+pub mod recent_durations;
 pub mod redis_store;
 pub mod request_id;
 mod robustness;

@@ -80,10 +80,62 @@ fn a_wrong_otp_is_invalid_otp_and_the_right_one_still_works() {
     let otp = sandbox.last_otp(EMAIL);
     let wrong = if otp == "000000" { "111111" } else { "000000" };
     let body = verify(&gw, "key-json", &reset_id, wrong).problem(422, "invalid_otp");
-    assert_eq!(body["vendor"]["name"], "cbss");
-    assert_eq!(body["vendor"]["code"], "INVALID_OTP");
+    // The tenant conceals unknown identifiers, and a decoy has no vendor answer to show: a real
+    // wrong code shows none either, or its `vendor` member would tell the account exists.
+    assert!(body.get("vendor").is_none(), "{body}");
     assert_eq!(verify(&gw, "key-json", &reset_id, &otp).status, 200);
     gw.assert_logs_clean(&[&otp, wrong]);
+}
+
+#[test]
+fn a_decoys_wrong_code_is_answered_like_a_real_one_and_as_late() {
+    // Every sandbox answer takes 300 ms. A decoy's verification never reaches CBSS (there is no
+    // reset there to check a code against), so it waits as long as a real call took: a start's
+    // while no verification has been timed yet, then a real verification's.
+    let sandbox = Sandbox::start_with_delay(300);
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let floor = std::time::Duration::from_millis(300);
+    let timed_verify = |reset_id: &str, otp: &str| {
+        let started = std::time::Instant::now();
+        let r = verify(&gw, "key-json", reset_id, otp);
+        (r, started.elapsed())
+    };
+    let decoy = start_reset(&gw, "key-json", "email", "nobody@example.com");
+    let (first, took) = timed_verify(&decoy, "123456");
+    first.problem(422, "invalid_otp");
+    assert!(
+        took >= floor,
+        "a decoy answered sooner than CBSS can: {took:?}"
+    );
+
+    let real = start_reset(&gw, "key-json", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let (real_answer, real_took) = timed_verify(&real, wrong);
+    let (decoy_answer, took) = timed_verify(&decoy, "123456");
+    assert!(real_took >= floor, "{real_took:?}");
+    assert!(
+        took >= floor,
+        "a decoy answered sooner than CBSS can: {took:?}"
+    );
+    // Nothing but the request id tells them apart: not the status, not the body, not which
+    // headers came.
+    let body = |r: &Response| {
+        let mut body = r.problem(422, "invalid_otp");
+        body.as_object_mut().unwrap().remove("request_id");
+        body
+    };
+    assert_eq!(body(&real_answer), body(&decoy_answer));
+    let names = |r: &Response| {
+        let mut h: Vec<String> = r
+            .headers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
+        h.sort();
+        h
+    };
+    assert_eq!(names(&real_answer), names(&decoy_answer));
 }
 
 #[test]
@@ -168,4 +220,11 @@ api_keys = [{{ name = "k", key_sha256 = "{}" }}]
         r#"{"identifier":{"type":"email","value":"nobody@example.com"}}"#,
     );
     r.problem(404, "identifier_not_found");
+    // With nothing concealed, a wrong code shows what CBSS said.
+    let reset_id = start_reset(&gw, "key-reveal", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let body = verify(&gw, "key-reveal", &reset_id, wrong).problem(422, "invalid_otp");
+    assert_eq!(body["vendor"]["name"], "cbss");
+    assert_eq!(body["vendor"]["code"], "INVALID_OTP");
 }
