@@ -21,6 +21,7 @@ use crate::config::{Config, TenantSettings, VendorSettings};
 use crate::flow;
 use crate::http::{BodyError, Handler, Reply, Request};
 use crate::language;
+use crate::limit::vendor_budget::vendor_budget;
 use crate::limit::{self, LimitName, LimitState, Limiter, Mode, Quota};
 use crate::metrics;
 use crate::recent_durations::RecentDurations;
@@ -33,7 +34,7 @@ use crate::vendors::amsalem::Amsalem;
 use crate::vendors::capillary::Capillary;
 use crate::vendors::cbss::Cbss;
 use crate::vendors::hepsiburada::Hepsiburada;
-use crate::vendors::{StepContext, VendorAdapter};
+use crate::vendors::{CanonicalStep, StepContext, VendorAdapter};
 
 /// A tenant, ready to serve: its settings and its vendor connection.
 pub struct Tenant {
@@ -145,7 +146,19 @@ impl Gateway {
                     Arc::new(Hepsiburada::new(settings.clone(), client))
                 }
             };
-            let outbound = conn.outbound.map(|quota| {
+            let most_per_step = [
+                CanonicalStep::Start,
+                CanonicalStep::Verify,
+                CanonicalStep::Complete,
+                CanonicalStep::CompleteWithCode,
+            ]
+            .into_iter()
+            .map(|step| adapter.vendor_calls(step))
+            .max()
+            .unwrap_or(1);
+            let outbound = conn.outbound.map(|limit| {
+                // Spent so that the vendor never sees more than its limit in any window.
+                let quota = vendor_budget(limit, most_per_step);
                 metrics::OUTBOUND_QUOTA
                     .with_label_values(&[conn.name.as_str(), conn.vendor.name()])
                     .set(i64::from(quota.count));

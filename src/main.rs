@@ -57,9 +57,13 @@ enum Command {
         /// Delay every vendor answer by this many milliseconds (to try timeouts).
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
-        /// Capillary's requests per minute per API key.
+        /// Capillary's requests per window (a minute) per API key.
         #[arg(long, default_value_t = 1000)]
         capillary_rate_limit: u32,
+        /// The window of Capillary's rate limit, in seconds: never more than the limit in any
+        /// window this long.
+        #[arg(long, default_value_t = 60)]
+        capillary_rate_window_secs: u64,
         /// How long a Capillary sessionId lives, in seconds.
         #[arg(long, default_value_t = 900)]
         capillary_session_secs: u64,
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
             listen,
             delay_ms,
             capillary_rate_limit,
+            capillary_rate_window_secs,
             capillary_session_secs,
             idle_timeout_ms,
         } => fail(reset_gateway::run::sandbox(
@@ -128,7 +133,8 @@ fn main() -> ExitCode {
             SandboxOptions {
                 delay: Duration::from_millis(delay_ms),
                 capillary: CapillaryOptions {
-                    rate_limit_per_minute: capillary_rate_limit.max(1),
+                    rate_limit: capillary_rate_limit.max(1),
+                    rate_window: Duration::from_secs(capillary_rate_window_secs.max(1)),
                     session_ttl: Duration::from_secs(capillary_session_secs.max(1)),
                 },
             },

@@ -7,6 +7,7 @@
 pub mod gcra;
 pub mod memory;
 pub mod redis;
+pub mod vendor_budget;
 
 use async_trait::async_trait;
 
@@ -126,7 +127,13 @@ impl LimitState {
         out.extend_from_slice(b"\";q=");
         out.extend_from_slice(number.format(self.quota.count).as_bytes());
         out.extend_from_slice(b";w=");
-        out.extend_from_slice(number.format(self.quota.period.as_secs().max(1)).as_bytes());
+        // Whole seconds, rounded up: a window said shorter than it is would overstate the rate
+        // (the outbound budget's periods are not whole seconds: limit/vendor_budget.rs).
+        out.extend_from_slice(
+            number
+                .format(ceil_secs(self.quota.period).max(1))
+                .as_bytes(),
+        );
     }
 
     /// One `RateLimit` list member: `"per-key";r=999;t=1`.

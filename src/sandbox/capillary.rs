@@ -1,9 +1,11 @@
 //! The Capillary sandbox: token/generate, otp/generate, otp/validate and password/forget on the
 //! mobile and web paths, sessions that expire, OTPs into the outbox, the documented 15xx status
 //! codes in the situations Capillary's docs give them, and a per-API-key rate limit answered with
-//! HTTP 429.
+//! HTTP 429. The limit is read as strictly as "1000 requests per minute" can be: never more than
+//! that many in any minute, counted as they arrive (a sliding window), so that a gateway spending
+//! calls in bursts a fixed-window or token-bucket vendor would forgive fails here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,8 +14,6 @@ use subtle::ConstantTimeEq;
 
 use super::{demo_customers, password_ok, random_otp, Customer, Outbox};
 use crate::http::Reply;
-use crate::limit::memory::MemoryLimiter;
-use crate::limit::{Mode, Quota};
 
 /// The sandbox's API key: a public demo value, not a secret.
 pub const DEMO_API_KEY: &str = "sandbox-capillary-key";
@@ -32,8 +32,9 @@ const MAX_SESSIONS: usize = 10_000;
 /// How the sandbox is set up.
 #[derive(Debug, Clone, Copy)]
 pub struct CapillaryOptions {
-    /// Requests per minute per API key, as on Capillary's demo clusters.
-    pub rate_limit_per_minute: u32,
+    /// Requests per `rate_window` per API key: 1000 a minute, as on Capillary's demo clusters.
+    pub rate_limit: u32,
+    pub rate_window: Duration,
     /// How long a sessionId lives (15 minutes at Capillary).
     pub session_ttl: Duration,
 }
@@ -41,7 +42,8 @@ pub struct CapillaryOptions {
 impl Default for CapillaryOptions {
     fn default() -> Self {
         CapillaryOptions {
-            rate_limit_per_minute: 1000,
+            rate_limit: 1000,
+            rate_window: Duration::from_secs(60),
             session_ttl: Duration::from_secs(900),
         }
     }
@@ -72,7 +74,9 @@ struct State {
 pub struct CapillarySandbox {
     state: Mutex<State>,
     outbox: Arc<Outbox>,
-    limiter: MemoryLimiter,
+    /// When the requests of the last `rate_window` arrived, oldest first (the sandbox has one
+    /// API key): at most `rate_limit` of them.
+    arrivals: Mutex<VecDeque<Instant>>,
     options: CapillaryOptions,
 }
 
@@ -111,9 +115,31 @@ impl CapillarySandbox {
                 forced: None,
             }),
             outbox,
-            limiter: MemoryLimiter::new(),
+            arrivals: Mutex::new(VecDeque::new()),
             options,
         }
+    }
+
+    /// Counts a request against the rate limit, or refuses it with the seconds until the oldest
+    /// request counted leaves the window. Refused requests are not counted (as a vendor that
+    /// counts what it serves).
+    fn admit(&self) -> Result<(), u64> {
+        let now = Instant::now();
+        let window = self.options.rate_window;
+        let mut arrivals = self.arrivals.lock().expect("capillary rate lock");
+        while arrivals
+            .front()
+            .is_some_and(|&at| now.duration_since(at) >= window)
+        {
+            arrivals.pop_front();
+        }
+        if arrivals.len() >= self.options.rate_limit as usize {
+            let oldest = *arrivals.front().expect("the limit is at least 1");
+            let wait = (oldest + window).duration_since(now);
+            return Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+        }
+        arrivals.push_back(now);
+        Ok(())
     }
 
     /// Makes the next business request fail with `code` (for exercising the gateway's mapping),
@@ -159,12 +185,7 @@ impl CapillarySandbox {
         if !key_ok {
             return status(401, 401, "Unauthorized");
         }
-        let quota = Quota::new(self.options.rate_limit_per_minute, Duration::from_secs(60));
-        let decision = self
-            .limiter
-            .check_now(DEMO_API_KEY, quota, Mode::Consume(1));
-        if !decision.allowed {
-            let retry = decision.retry_after.as_secs() + 1;
+        if let Err(retry) = self.admit() {
             return status(429, 429, "Too many requests").header("Retry-After", retry.to_string());
         }
         let Some(req) = parse(body) else {

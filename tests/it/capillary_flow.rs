@@ -250,8 +250,10 @@ fn capillarys_own_rate_limit_is_upstream_unavailable_with_retry_after() {
     );
     let p = r.problem(503, "upstream_unavailable");
     assert_eq!(p["vendor"]["status"], 429);
+    // Capillary's own Retry-After, passed on: when the oldest of the three calls of the last
+    // minute leaves its window.
     let retry: u64 = r.header("Retry-After").unwrap().parse().unwrap();
-    assert!((1..=20).contains(&retry), "Retry-After: {retry}");
+    assert!((55..=60).contains(&retry), "Retry-After: {retry}");
 }
 
 #[test]

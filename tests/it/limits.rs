@@ -193,6 +193,54 @@ fn only_wrong_codes_and_answers_that_may_hide_one_keep_their_cells() {
 }
 
 #[test]
+fn the_outbound_budget_never_lets_a_vendor_counting_any_window_throttle_the_gateway() {
+    // Capillary takes 10 calls in any 2 s, counted as they arrive (the sandbox's sliding window,
+    // the strictest reading of "10 per 2 s"), and the connection's budget says 10 per 2 s. Starts
+    // go one after another as fast as they are served, for 5 s: the budget refuses some itself
+    // (503, limit outbound), and Capillary must never throttle the gateway. A budget spent as a
+    // plain GCRA quota of 10 per 2 s sends 20 calls in the first 2 s, and fails here.
+    let sandbox = Sandbox::start_with(&[
+        "--capillary-rate-limit",
+        "10",
+        "--capillary-rate-window-secs",
+        "2",
+    ]);
+    let config = capillary_config(
+        &sandbox,
+        "[limits]\nper_identifier = { count = 100, period_secs = 900 }\n",
+    )
+    .replace(
+        "[connections.web.capillary]",
+        "outbound_limit = { count = 10, period_secs = 2 }\n[connections.web.capillary]",
+    );
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let customers = [EMAIL, "mei@example.com", "locked@example.com"];
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (mut served, mut refused) = (0, 0);
+    while std::time::Instant::now() < until {
+        let email = customers[(served + refused) % customers.len()];
+        let r = gw.post(
+            "/reset",
+            "key-web",
+            &format!(r#"{{"identifier":{{"type":"email","value":"{email}"}}}}"#),
+        );
+        if r.status == 202 {
+            served += 1;
+            continue;
+        }
+        let p = r.problem(503, "upstream_unavailable");
+        assert_eq!(
+            p["limit"], "outbound",
+            "Capillary throttled the gateway: {p}"
+        );
+        refused += 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(served >= 5, "served {served}, refused {refused}");
+    assert!(refused > 0, "the budget was never spent: served {served}");
+}
+
+#[test]
 fn a_vendor_throttling_verifications_costs_the_person_no_codes() {
     // Capillary takes three calls a minute: the start spends two, and one wrong code the third.
     let sandbox = Sandbox::start_with(&["--capillary-rate-limit", "3"]);
@@ -242,9 +290,11 @@ fn the_outbound_budget_refuses_without_calling_the_vendor() {
     let sandbox = Sandbox::start();
     let config = capillary_config(&sandbox, "").replace(
         "[connections.web.capillary]",
-        "outbound_limit = { count = 3, period_secs = 60 }\n[connections.web.capillary]",
+        "outbound_limit = { count = 30, period_secs = 600 }\n[connections.web.capillary]",
     );
     let gw = Gateway::start(&config, CAPILLARY_ENV);
+    // The budget bursts a tenth of the limit, 3 calls, and then one call every 22.4 s (27 over
+    // 600 s and a 6 s margin): never more than 30 in any 600 s.
     let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
     assert_eq!(sandbox.calls("capillary"), 2);
     // A start needs two calls and one is left: refused whole, nothing half done at the vendor.
@@ -255,7 +305,8 @@ fn the_outbound_budget_refuses_without_calling_the_vendor() {
     );
     let p = r.problem(503, "upstream_unavailable");
     assert_eq!(p["limit"], "outbound");
-    assert_eq!(r.header("Retry-After"), Some("20"));
+    let retry: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+    assert!((20..=23).contains(&retry), "Retry-After: {retry}");
     assert_eq!(sandbox.calls("capillary"), 2);
     // One call is left: a verify fits, and then the budget is spent.
     let otp = sandbox.last_otp(EMAIL);

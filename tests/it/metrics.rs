@@ -113,10 +113,11 @@ fn the_outbound_budget_gauges_follow_the_budget() {
     let sandbox = Sandbox::start();
     let config = capillary_config(&sandbox, "").replace(
         "[connections.web.capillary]",
-        "outbound_limit = { count = 10, period_secs = 600 }\n[connections.web.capillary]",
+        "outbound_limit = { count = 100, period_secs = 600 }\n[connections.web.capillary]",
     );
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     let labels = [("connection", "web"), ("vendor", "capillary")];
+    // The budget holds a tenth of the vendor's limit at once (limit/vendor_budget.rs).
     assert_eq!(
         sample(gw.admin, "reset_gateway_outbound_budget_quota", &labels),
         10.0

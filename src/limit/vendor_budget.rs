@@ -1,0 +1,111 @@
+//! A vendor's documented limit ("1000 calls a minute") as the GCRA quota the gateway spends its
+//! calls from, so that the vendor never sees more than its limit in any window of its length.
+//!
+//! A GCRA quota of `count` per `period` bursts `count` and then refills at `count` per `period`,
+//! so some window of `period` can hold nearly twice `count`: a vendor that counts by the clock
+//! minute, or over a sliding minute, would throttle the gateway. A quota bursting `burst` and
+//! refilling `count - burst` per `period` holds at most `count` in any window of `period` (cells
+//! in any span `t` number at most `burst + t / interval`). The refill is stretched by a margin
+//! (the larger of a hundredth of the period and one second), because the vendor counts calls
+//! when they reach it, not when the gateway decided them: a call held up on its way (a connect,
+//! a busy loop) arrives closer to the next, and the margin absorbs up to that much.
+
+use std::time::Duration;
+
+use super::Quota;
+
+/// The least margin added to the period: how much later than decided a call may reach the
+/// vendor, relative to the next, without the vendor seeing more than its limit.
+const LEAST_MARGIN: Duration = Duration::from_secs(1);
+
+/// The quota to spend a vendor's calls from, for a vendor that allows `limit.count` calls per
+/// `limit.period`, where one step may need `most_per_step` calls at once. It bursts a tenth of
+/// the limit (at least one step's calls, at most the whole limit) and refills the rest.
+pub fn vendor_budget(limit: Quota, most_per_step: u32) -> Quota {
+    let count = limit.count.max(1);
+    let burst = (count / 10).max(most_per_step).clamp(1, count);
+    // What refills per stretched period; at least one cell, even when the burst is the whole
+    // limit (then the refill's interval is the whole stretched period).
+    let refill = (count - burst).max(1);
+    let margin = (limit.period / 100).max(LEAST_MARGIN);
+    let interval = (limit.period + margin) / refill;
+    Quota::new(burst, interval * burst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limit::gcra::decide;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    /// The most calls `quota` lets through in any window of `window`, against a caller that sends
+    /// whenever it is allowed, from a full budget: found by running it, at `step` resolution.
+    fn most_in_any_window(quota: Quota, window: Duration, step: Duration) -> usize {
+        let mut tat = None;
+        let mut sent: Vec<u64> = Vec::new();
+        let step = step.as_nanos() as u64;
+        let end = window.as_nanos() as u64 * 4;
+        let mut now = 0;
+        while now < end {
+            loop {
+                let (decision, next) = decide(tat, now, quota, 1);
+                if !decision.allowed {
+                    break;
+                }
+                tat = next;
+                sent.push(now);
+            }
+            now += step;
+        }
+        let window = window.as_nanos() as u64;
+        (0..sent.len())
+            .map(|i| {
+                sent[i..]
+                    .iter()
+                    .take_while(|&&t| t < sent[i] + window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn capillarys_limit_bursts_a_tenth_and_never_passes_1000_a_minute() {
+        let budget = vendor_budget(Quota::new(1000, MINUTE), 2);
+        assert_eq!(budget.count, 100);
+        let most = most_in_any_window(budget, MINUTE, Duration::from_millis(1));
+        assert!(most <= 1000, "{most}");
+        // And it is not needlessly mean: close to the limit over a minute.
+        assert!(most >= 980, "{most}");
+    }
+
+    #[test]
+    fn the_plain_quota_would_pass_the_limit() {
+        // What this module is for: the same quota spent as it stands nearly doubles in a window.
+        let most = most_in_any_window(Quota::new(1000, MINUTE), MINUTE, Duration::from_millis(1));
+        assert!(most > 1900, "{most}");
+    }
+
+    #[test]
+    fn a_step_that_needs_more_calls_than_a_tenth_still_fits_in_the_burst() {
+        let budget = vendor_budget(Quota::new(10, Duration::from_secs(2)), 2);
+        assert_eq!(budget.count, 2);
+        let most = most_in_any_window(budget, Duration::from_secs(2), Duration::from_millis(1));
+        assert!(most <= 10, "{most}");
+    }
+
+    #[test]
+    fn tiny_limits_are_never_passed() {
+        for count in 1..=5 {
+            let limit = Quota::new(count, Duration::from_secs(10));
+            let budget = vendor_budget(limit, 2);
+            assert!(
+                budget.count >= 1 && budget.count <= count,
+                "{count}: {budget:?}"
+            );
+            let most = most_in_any_window(budget, limit.period, Duration::from_millis(5));
+            assert!(most <= count as usize, "{count}: {most}");
+        }
+    }
+}
