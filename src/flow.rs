@@ -320,16 +320,16 @@ pub async fn start(
         device_id: req.device_id,
     };
     let state_width = tenant.adapter.start_state_width(&input);
-    let sent = std::time::Instant::now();
+    let sent = tenant
+        .recent_start_calls
+        .due()
+        .then(std::time::Instant::now);
     let started = tenant.adapter.start(ctx, &input).await;
-    if matches!(
-        &started,
-        Ok(_)
-            | Err(Problem {
-                code: ErrorCode::IdentifierNotFound,
-                ..
-            })
-    ) {
+    let answered = match &started {
+        Ok(_) => true,
+        Err(p) => p.code == ErrorCode::IdentifierNotFound,
+    };
+    if let (Some(sent), true) = (sent, answered) {
         // The vendor answered (known or not): what one of its calls takes, for a decoy's
         // verification to wait as long before any real verification has been timed.
         let calls = tenant.adapter.vendor_calls(CanonicalStep::Start).max(1);
@@ -413,16 +413,16 @@ pub async fn verify(
             }
             return Err(wrong_code());
         }
-        let sent = std::time::Instant::now();
+        let sent = tenant
+            .recent_verifications
+            .due()
+            .then(std::time::Instant::now);
         let result = tenant.adapter.verify(ctx, &claims.vendor, &req.otp).await;
-        if matches!(
-            &result,
-            Ok(_)
-                | Err(Problem {
-                    code: ErrorCode::InvalidOtp,
-                    ..
-                })
-        ) {
+        let judged = match &result {
+            Ok(_) => true,
+            Err(p) => p.code == ErrorCode::InvalidOtp,
+        };
+        if let (Some(sent), true) = (sent, judged) {
             tenant.recent_verifications.record(sent.elapsed());
         }
         result

@@ -6,7 +6,12 @@
 //! identifiers have accounts. So it waits as long as a recent real call took: one duration drawn
 //! at random from the last `SLOTS`, so that decoys' times follow the real ones' spread rather than
 //! sitting at one telltale value.
+//!
+//! Starts are the request path at its busiest, and the ring is shared by the gateway's threads: a
+//! duration is taken at most once a second (`due`), so a busy tenant's steps read one shared
+//! number, and only one a second times its call and takes the lock.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,6 +24,8 @@ const SLOTS: usize = 32;
 #[derive(Default)]
 pub struct RecentDurations {
     ring: Mutex<Ring>,
+    /// The second (Unix time) of the latest duration recorded.
+    recorded_in: AtomicI64,
 }
 
 #[derive(Default)]
@@ -33,7 +40,21 @@ impl RecentDurations {
         Self::default()
     }
 
+    /// Whether a duration should be taken now: none has been recorded this second.
+    pub fn due(&self) -> bool {
+        self.due_in(crate::timestamp::unix_secs_coarse())
+    }
+
+    fn due_in(&self, second: i64) -> bool {
+        self.recorded_in.load(Ordering::Relaxed) != second
+    }
+
     pub fn record(&self, took: Duration) {
+        self.record_in(crate::timestamp::unix_secs_coarse(), took);
+    }
+
+    fn record_in(&self, second: i64, took: Duration) {
+        self.recorded_in.store(second, Ordering::Relaxed);
         let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
         let mut ring = self.lock();
         let at = ring.next;
@@ -84,6 +105,15 @@ mod tests {
                 "{drawn:?}"
             );
         }
+    }
+
+    #[test]
+    fn one_duration_a_second_is_due() {
+        let recent = RecentDurations::new();
+        assert!(recent.due_in(100));
+        recent.record_in(100, Duration::from_millis(5));
+        assert!(!recent.due_in(100));
+        assert!(recent.due_in(101));
     }
 
     #[test]
