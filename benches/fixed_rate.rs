@@ -14,7 +14,9 @@
 //! `{"rps":..,"p50_ms":..,"p90_ms":..,"p99_ms":..,"errors":..,"requests":..,"warm_up_s":..}`. Without arguments (a plain
 //! `cargo bench`) it says how to use it and exits. With `FIXED_RATE_SLOW_MS=N` set it also
 //! prints, on standard error, each counted request slower than N ms and when it was due: stalls
-//! show up as bursts of due times.
+//! show up as bursts of due times. With `FIXED_RATE_LATENCIES=FILE` it also writes every counted
+//! latency to FILE, in microseconds, ascending, as little-endian 32-bit integers (the harness
+//! pools many short runs' latencies with it), and `FIXED_RATE_WARM_UP_MS=N` shortens the warm-up.
 
 use nix::poll::{ppoll, PollFd, PollFlags};
 use nix::sys::time::TimeSpec;
@@ -25,7 +27,8 @@ use std::time::{Duration, Instant};
 
 const BODY: &str = r#"{"identifier":{"type":"email","value":"somchai@example.com"}}"#;
 
-/// How long the target is driven at the full rate before answers are counted.
+/// How long the target is driven at the full rate before answers are counted, unless
+/// `FIXED_RATE_WARM_UP_MS` says otherwise.
 const WARM_UP: Duration = Duration::from_secs(1);
 
 /// How long answers still outstanding at the end are waited for before they count as errors.
@@ -73,8 +76,12 @@ fn main() {
     // counted: the figures are the target's steady state, as a long-running service sees it,
     // not its first connections or its first call to its upstream.
     let streams: Vec<Option<TcpStream>> = (0..count).map(|_| connect(&addr)).collect();
+    let warm_up = std::env::var("FIXED_RATE_WARM_UP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(WARM_UP, Duration::from_millis);
     let start = Instant::now() + Duration::from_millis(100);
-    let measured_from = start + WARM_UP;
+    let measured_from = start + warm_up;
     let end = measured_from + Duration::from_secs_f64(seconds);
     let mut conns: Vec<Connection> = streams
         .into_iter()
@@ -177,6 +184,17 @@ fn main() {
         }
     }
     latencies.sort();
+    if let Ok(path) = std::env::var("FIXED_RATE_LATENCIES") {
+        let bytes: Vec<u8> = latencies
+            .iter()
+            .flat_map(|d| {
+                u32::try_from(d.as_micros())
+                    .unwrap_or(u32::MAX)
+                    .to_le_bytes()
+            })
+            .collect();
+        std::fs::write(&path, bytes).expect("FIXED_RATE_LATENCIES names a writable file");
+    }
     let at = |q: f64| {
         latencies
             .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
@@ -190,7 +208,7 @@ fn main() {
         at(0.99),
         errors,
         latencies.len(),
-        WARM_UP.as_secs_f64()
+        warm_up.as_secs_f64()
     );
 }
 
