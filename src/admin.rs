@@ -22,8 +22,11 @@ pub struct Admin {
 
 impl Admin {
     /// Ready once the config is loaded (it was, before this listener started). With Redis, the
-    /// answer reports its state; it is `503` only when Redis is down and the policy is `deny`,
-    /// since under `local` or `allow` this replica still serves correctly.
+    /// answer reports its state; it is `503` only when Redis is down and the policy is `deny`.
+    /// Under `local` or `allow` this replica still serves starts and code-flow completions, their
+    /// load limits decided by the policy; verifications and completions with a reset id are 503
+    /// until Redis is back, on every replica alike, so taking the replicas out of the load
+    /// balancer would only refuse the rest as well.
     async fn readiness(&self) -> Reply {
         let Some(redis) = &self.redis else {
             return Reply::json(200, &br#"{"status":"ready"}"#[..]);

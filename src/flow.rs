@@ -346,6 +346,20 @@ pub async fn start(
             }
             (StartState::Nothing, true)
         }
+        Err(p)
+            if p.code == ErrorCode::RateLimited
+                && p.limit.is_none()
+                && !tenant.settings.reveal_unknown_identifiers =>
+        {
+            // The vendor will send this identifier no more codes for now (Capillary's 1534),
+            // which only an identifier it knows can reach: saying so would tell that the account
+            // exists, so it is answered as an unknown one is.
+            tracing::info!(
+                tenant = %tenant.settings.name,
+                "the vendor sends this identifier no more codes for now: answered as a decoy, to conceal that it exists"
+            );
+            (StartState::Nothing, true)
+        }
         Err(p) => return Err(p),
     };
     let id = crate::request_id::RequestId::random();

@@ -239,6 +239,40 @@ fn every_documented_status_code_maps_to_its_canonical_problem() {
 }
 
 #[test]
+fn a_customer_capillary_sends_no_more_codes_to_is_concealed_too() {
+    // Capillary sends one customer at most 10 codes an hour and answers 1534 past that, which
+    // only an identifier it knows can reach: answered as it is, the 11th start would tell that
+    // the account exists. A tenant that conceals answers it as a decoy (202, no code sent, and
+    // its verification fails as a wrong code); a tenant that reveals says 429.
+    let sandbox = Sandbox::start();
+    let more_starts = "[limits]\nper_identifier = { count = 100, period_secs = 60 }\n";
+    let config = capillary_config(&sandbox, more_starts).replacen(
+        "name = \"mobile\"",
+        "name = \"mobile\"\nreveal_unknown_identifiers = true",
+        1,
+    );
+    assert!(config.contains("reveal_unknown_identifiers = true"));
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    for _ in 0..10 {
+        start_reset(&gw, "key-web", "email", EMAIL);
+    }
+    let sent = |outbox: Vec<serde_json::Value>| outbox.iter().filter(|e| e["to"] == EMAIL).count();
+    assert_eq!(sent(sandbox.outbox()), 10);
+    let last_otp = sandbox.last_otp(EMAIL);
+    let eleventh = start_reset(&gw, "key-web", "email", EMAIL);
+    assert_eq!(sent(sandbox.outbox()), 10);
+    verify(&gw, "key-web", &eleventh, &last_otp).problem(422, "invalid_otp");
+
+    let r = gw.post(
+        "/reset",
+        "key-mobile",
+        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
+    );
+    let p = r.problem(429, "rate_limited");
+    assert_eq!(p["vendor"]["code"], "1534");
+}
+
+#[test]
 fn capillarys_own_rate_limit_is_upstream_unavailable_with_retry_after() {
     let sandbox = Sandbox::start_with(&["--capillary-rate-limit", "3"]);
     let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
