@@ -246,6 +246,25 @@ fn gives_its_cell_back<T>(result: &Result<T, Problem>) -> bool {
     }
 }
 
+/// A decoy's vendor state: how long one vendor call of its start took, `{"w":micros}`, so that
+/// its verification can wait as long on whichever replica answers it, one that has timed no real
+/// verification included. Nothing where the adapter's room is too small for it: a decoy's reset
+/// id must be as long as a real one's.
+fn decoy_state(per_call: Duration, width: usize) -> StartState {
+    let micros = u32::try_from(per_call.as_micros()).unwrap_or(u32::MAX);
+    let text = format!("{{\"w\":{micros}}}");
+    if text.len() <= width {
+        StartState::Json(text)
+    } else {
+        StartState::Nothing
+    }
+}
+
+/// The wait a decoy's state carries (`decoy_state`), if any.
+fn decoy_wait(state: &crate::vendors::VendorState) -> Option<Duration> {
+    state.get("w")?.as_u64().map(Duration::from_micros)
+}
+
 /// A wrong one-time code, as a decoy's verification and (for a tenant that conceals unknown
 /// identifiers) every verification answer it: one wording, no vendor member.
 fn wrong_code() -> Problem {
@@ -320,21 +339,10 @@ pub async fn start(
         device_id: req.device_id,
     };
     let state_width = tenant.adapter.start_state_width(&input);
-    let sent = tenant
-        .recent_start_calls
-        .due()
-        .then(std::time::Instant::now);
+    let sent = std::time::Instant::now();
     let started = tenant.adapter.start(ctx, &input).await;
-    let answered = match &started {
-        Ok(_) => true,
-        Err(p) => p.code == ErrorCode::IdentifierNotFound,
-    };
-    if let (Some(sent), true) = (sent, answered) {
-        // The vendor answered (known or not): what one of its calls takes, for a decoy's
-        // verification to wait as long before any real verification has been timed.
-        let calls = tenant.adapter.vendor_calls(CanonicalStep::Start).max(1);
-        tenant.recent_start_calls.record(sent.elapsed() / calls);
-    }
+    // What one vendor call of this start took: a decoy's verification waits about as long.
+    let per_call = sent.elapsed() / tenant.adapter.vendor_calls(CanonicalStep::Start).max(1);
     let (vendor, concealed) = match started {
         Ok(state) => (state, false),
         Err(p) if p.code == ErrorCode::IdentifierNotFound => {
@@ -344,7 +352,7 @@ pub async fn start(
                     ..p
                 });
             }
-            (StartState::Nothing, true)
+            (decoy_state(per_call, state_width), true)
         }
         Err(p)
             if p.code == ErrorCode::RateLimited
@@ -358,7 +366,7 @@ pub async fn start(
                 tenant = %tenant.settings.name,
                 "the vendor sends this identifier no more codes for now: answered as a decoy, to conceal that it exists"
             );
-            (StartState::Nothing, true)
+            (decoy_state(per_call, state_width), true)
         }
         Err(p) => return Err(p),
     };
@@ -421,8 +429,11 @@ pub async fn verify(
         if claims.concealed {
             // The vendor never knew this identifier: fail exactly as a wrong code would, and as
             // late (recent_durations.rs).
-            let took = tenant.recent_verifications.draw();
-            if let Some(wait) = took.or_else(|| tenant.recent_start_calls.draw()) {
+            let wait = tenant
+                .recent_verifications
+                .draw()
+                .or_else(|| decoy_wait(&claims.vendor));
+            if let Some(wait) = wait {
                 tokio::time::sleep(wait).await;
             }
             return Err(wrong_code());

@@ -46,10 +46,9 @@ pub struct Tenant {
     pub outbound: Option<(String, Quota)>,
     /// The connection's name (for the outbound budget metric).
     pub connection: String,
-    /// How long this tenant's recent real verifications took at the vendor, and its recent
-    /// starts per vendor call: a decoy's verification waits as long (recent_durations.rs).
+    /// How long this tenant's recent real verifications took at the vendor: a decoy's
+    /// verification waits as long (recent_durations.rs).
     pub recent_verifications: RecentDurations,
-    pub recent_start_calls: RecentDurations,
 }
 
 /// API keys by the first 8 bytes of their SHA-256. Those bytes are already uniformly spread, and
@@ -191,7 +190,6 @@ impl Gateway {
                 outbound: outbound.clone(),
                 connection: settings.connection.clone(),
                 recent_verifications: RecentDurations::new(),
-                recent_start_calls: RecentDurations::new(),
             });
         }
         let mut keys_by_prefix = KeyIndex::default();

@@ -7,9 +7,13 @@
 //! at random from the last `SLOTS`, so that decoys' times follow the real ones' spread rather than
 //! sitting at one telltale value.
 //!
-//! Starts are the request path at its busiest, and the ring is shared by the gateway's threads: a
-//! duration is taken at most once a second (`due`), so a busy tenant's steps read one shared
-//! number, and only one a second times its call and takes the lock.
+//! The ring is shared by the gateway's threads: a duration is taken at most once a second (`due`
+//! claims the second), so a busy tenant's steps read one shared number, and only one a second
+//! times its call and takes the lock. 32 samples span the last half minute or more.
+//!
+//! Before a replica has timed any verification (just started, or a quiet tenant whose starts
+//! went to other replicas), a decoy waits as long as one vendor call of its own start took,
+//! which its reset id carries (`flow::decoy_state`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
@@ -24,7 +28,7 @@ const SLOTS: usize = 32;
 #[derive(Default)]
 pub struct RecentDurations {
     ring: Mutex<Ring>,
-    /// The second (Unix time) of the latest duration recorded.
+    /// The second (Unix time) the latest duration was claimed in.
     recorded_in: AtomicI64,
 }
 
@@ -40,21 +44,22 @@ impl RecentDurations {
         Self::default()
     }
 
-    /// Whether a duration should be taken now: none has been recorded this second.
+    /// Whether to take a duration now: true for the first caller of each second, which claims
+    /// it (before its call, so calls in flight together are not all timed).
     pub fn due(&self) -> bool {
         self.due_in(crate::timestamp::unix_secs_coarse())
     }
 
     fn due_in(&self, second: i64) -> bool {
-        self.recorded_in.load(Ordering::Relaxed) != second
+        let claimed = self.recorded_in.load(Ordering::Relaxed);
+        claimed != second
+            && self
+                .recorded_in
+                .compare_exchange(claimed, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub fn record(&self, took: Duration) {
-        self.record_in(crate::timestamp::unix_secs_coarse(), took);
-    }
-
-    fn record_in(&self, second: i64, took: Duration) {
-        self.recorded_in.store(second, Ordering::Relaxed);
         let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
         let mut ring = self.lock();
         let at = ring.next;
@@ -110,8 +115,9 @@ mod tests {
     #[test]
     fn one_duration_a_second_is_due() {
         let recent = RecentDurations::new();
+        // The first caller claims the second, whether or not it records anything after.
         assert!(recent.due_in(100));
-        recent.record_in(100, Duration::from_millis(5));
+        assert!(!recent.due_in(100));
         assert!(!recent.due_in(100));
         assert!(recent.due_in(101));
     }

@@ -90,18 +90,28 @@ fn a_wrong_otp_is_invalid_otp_and_the_right_one_still_works() {
 #[test]
 fn a_decoys_wrong_code_is_answered_like_a_real_one_and_as_late() {
     // Every sandbox answer takes 300 ms. A decoy's verification never reaches CBSS (there is no
-    // reset there to check a code against), so it waits as long as a real call took: a start's
-    // while no verification has been timed yet, then a real verification's.
+    // reset there to check a code against), so it waits as long as a real call took: its own
+    // start's while the replica has timed no verification, then a real verification's.
     let sandbox = Sandbox::start_with_delay(300);
-    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    // Two replicas sharing their token keys, as a deployment's do.
+    let keys = format!("k1:{}=", "A".repeat(43));
+    let env: Vec<(&str, &str)> = CBSS_ENV
+        .iter()
+        .copied()
+        .chain([("GATEWAY_TOKEN_KEYS", keys.as_str())])
+        .collect();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), &env);
+    let other = Gateway::start(&cbss_config(&sandbox, ""), &env);
     let floor = std::time::Duration::from_millis(300);
-    let timed_verify = |reset_id: &str, otp: &str| {
+    let timed_verify = |gw: &Gateway, reset_id: &str, otp: &str| {
         let started = std::time::Instant::now();
-        let r = verify(&gw, "key-json", reset_id, otp);
+        let r = verify(gw, "key-json", reset_id, otp);
         (r, started.elapsed())
     };
     let decoy = start_reset(&gw, "key-json", "email", "nobody@example.com");
-    let (first, took) = timed_verify(&decoy, "123456");
+    // Verified by a replica that has timed nothing at all: the reset id says how long its
+    // start's call took.
+    let (first, took) = timed_verify(&other, &decoy, "123456");
     first.problem(422, "invalid_otp");
     assert!(
         took >= floor,
@@ -111,8 +121,8 @@ fn a_decoys_wrong_code_is_answered_like_a_real_one_and_as_late() {
     let real = start_reset(&gw, "key-json", "email", EMAIL);
     let otp = sandbox.last_otp(EMAIL);
     let wrong = if otp == "000000" { "111111" } else { "000000" };
-    let (real_answer, real_took) = timed_verify(&real, wrong);
-    let (decoy_answer, took) = timed_verify(&decoy, "123456");
+    let (real_answer, real_took) = timed_verify(&gw, &real, wrong);
+    let (decoy_answer, took) = timed_verify(&gw, &decoy, "123456");
     assert!(real_took >= floor, "{real_took:?}");
     assert!(
         took >= floor,
