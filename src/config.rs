@@ -253,8 +253,9 @@ struct RawConnection {
     base_url: String,
     #[serde(default)]
     timeouts: RawTimeouts,
-    /// The gateway's budget of calls to this vendor account; defaults to the vendor's own limit
-    /// where it is documented (Capillary: 1000 per minute).
+    /// The vendor's limit for this account, which the gateway's calls never pass in any window
+    /// (limit/vendor_budget.rs); defaults to the vendor's own limit where it is documented
+    /// (Capillary: 1000 per minute).
     outbound_limit: Option<RawQuota>,
     /// Exactly one vendor table: the vendor is whichever is present.
     #[serde(default)]

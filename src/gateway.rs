@@ -157,7 +157,7 @@ impl Gateway {
             .unwrap_or(1);
             let outbound = conn.outbound.map(|limit| {
                 // Spent so that the vendor never sees more than its limit in any window.
-                let quota = vendor_budget(limit, most_per_step);
+                let quota = vendor_budget(limit, most_per_step, conn.timeouts.total);
                 metrics::OUTBOUND_QUOTA
                     .with_label_values(&[conn.name.as_str(), conn.vendor.name()])
                     .set(i64::from(quota.count));

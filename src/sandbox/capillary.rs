@@ -133,7 +133,7 @@ impl CapillarySandbox {
         {
             arrivals.pop_front();
         }
-        if arrivals.len() >= self.options.rate_limit as usize {
+        if arrivals.len() >= self.options.rate_limit.max(1) as usize {
             let oldest = *arrivals.front().expect("the limit is at least 1");
             let wait = (oldest + window).duration_since(now);
             return Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));

@@ -236,7 +236,9 @@ fn the_outbound_budget_never_lets_a_vendor_counting_any_window_throttle_the_gate
         refused += 1;
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(served >= 5, "served {served}, refused {refused}");
+    // The budget: two calls at once, then one every 0.625 s (8 over 2 s and the connection's
+    // 3 s time limit as the margin): one start, then one every 1.25 s.
+    assert!(served >= 3, "served {served}, refused {refused}");
     assert!(refused > 0, "the budget was never spent: served {served}");
 }
 
