@@ -372,12 +372,19 @@ struct RawCbss {
     utc_offset: String,
     #[serde(default = "default_session_secs")]
     session_lifetime_secs: u64,
+    /// How long a CBSS one-time code lives (assumed: the excerpts do not say; the sandbox's).
+    #[serde(default = "default_cbss_code_secs")]
+    code_lifetime_secs: u64,
     /// Use the built-in sandbox's public demo credentials instead of secrets from the environment.
     #[serde(default)]
     sandbox_credentials: bool,
     client_key_env: Option<String>,
     login_salt_env: Option<String>,
     forgot_salt_env: Option<String>,
+}
+
+fn default_cbss_code_secs() -> u64 {
+    300
 }
 
 fn default_cbss_offset() -> String {
@@ -919,6 +926,11 @@ fn validate_cbss(
             "{at}.session_lifetime_secs: must be between 10 and 86400"
         ));
     }
+    if !(1..=86_400).contains(&raw.code_lifetime_secs) {
+        problems.push(format!(
+            "{at}.code_lifetime_secs: must be between 1 and 86400"
+        ));
+    }
     let (client_code, client_key, login_salt, forgot_salt) = if raw.sandbox_credentials {
         if !sandbox_enabled {
             problems.push(format!(
@@ -972,6 +984,7 @@ fn validate_cbss(
         signature_case: raw.signature_case,
         utc_offset: utc_offset?,
         session_lifetime: Duration::from_secs(raw.session_lifetime_secs),
+        code_lifetime: Duration::from_secs(raw.code_lifetime_secs),
     })
 }
 

@@ -265,6 +265,26 @@ fn decoy_wait(state: &crate::vendors::VendorState) -> Option<Duration> {
     state.get("w")?.as_u64().map(Duration::from_micros)
 }
 
+/// Whether a decoy's code would have expired at its vendor by now, for a vendor that answers an
+/// expired code differently from a wrong one (`VendorAdapter::code_lifetime`): its start was one
+/// reset lifetime before the reset id's expiry.
+fn decoy_code_expired(tenant: &Tenant, claims: &ResetClaims) -> bool {
+    let Some(code) = tenant.adapter.code_lifetime() else {
+        return false;
+    };
+    let started = claims.expires_at - lifetime(tenant).as_secs() as i64;
+    now_secs() >= started + code.as_secs() as i64
+}
+
+/// An expired reset or code, as a decoy's verification answers it past the vendor's code
+/// lifetime and (for a tenant that conceals unknown identifiers) every verification does.
+fn expired_code() -> Problem {
+    Problem::new(
+        ErrorCode::ResetExpired,
+        "the one-time code or the reset has expired; start again",
+    )
+}
+
 /// A wrong one-time code, as a decoy's verification and (for a tenant that conceals unknown
 /// identifiers) every verification answer it: one wording, no vendor member.
 fn wrong_code() -> Problem {
@@ -436,7 +456,10 @@ pub async fn verify(
             if let Some(wait) = wait {
                 tokio::time::sleep(wait).await;
             }
-            return Err(wrong_code());
+            return Err(match decoy_code_expired(tenant, &claims) {
+                true => expired_code(),
+                false => wrong_code(),
+            });
         }
         let sent = tenant
             .recent_verifications
@@ -463,10 +486,12 @@ pub async fn verify(
         )
         .await;
     }
+    let conceals = !tenant.settings.reveal_unknown_identifiers;
     let vendor = result.map_err(|p| match p.code {
-        // A decoy's wrong code has no vendor answer to show, so a real one shows none either
-        // when the tenant conceals: its `vendor` member would tell that the account exists.
-        ErrorCode::InvalidOtp if !tenant.settings.reveal_unknown_identifiers => wrong_code(),
+        // A decoy's wrong or expired code has no vendor answer to show, so a real one shows none
+        // either when the tenant conceals: its `vendor` member would tell the account exists.
+        ErrorCode::InvalidOtp if conceals => wrong_code(),
+        ErrorCode::ResetExpired if conceals => expired_code(),
         _ => p,
     })?;
     let next = ResetClaims {

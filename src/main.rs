@@ -57,6 +57,9 @@ enum Command {
         /// Delay every vendor answer by this many milliseconds (to try timeouts).
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// How long a CBSS one-time code lives, in seconds.
+        #[arg(long, default_value_t = 300)]
+        cbss_otp_lifetime_secs: u64,
         /// Capillary's requests per window (a minute) per API key.
         #[arg(long, default_value_t = 1000)]
         capillary_rate_limit: u32,
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Command::Sandbox {
             listen,
             delay_ms,
+            cbss_otp_lifetime_secs,
             capillary_rate_limit,
             capillary_rate_window_secs,
             capillary_session_secs,
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
             &listen,
             SandboxOptions {
                 delay: Duration::from_millis(delay_ms),
+                cbss_otp_lifetime: Duration::from_secs(cbss_otp_lifetime_secs.max(1)),
                 capillary: CapillaryOptions {
                     rate_limit: capillary_rate_limit.max(1),
                     rate_window: Duration::from_secs(capillary_rate_window_secs.max(1)),

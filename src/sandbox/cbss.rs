@@ -31,7 +31,8 @@ pub const DEMO_CLIENT: DemoClient = DemoClient {
     forgot_salt: "sandbox-forgot-salt",
 };
 
-const OTP_LIFETIME: Duration = Duration::from_secs(300);
+/// How long a one-time code lives unless the sandbox is told otherwise.
+pub const OTP_LIFETIME: Duration = Duration::from_secs(300);
 const REQUEST_LIFETIME: Duration = Duration::from_secs(900);
 const MAX_OTP_ATTEMPTS: u32 = 5;
 const MAX_PENDING: usize = 10_000;
@@ -98,6 +99,7 @@ struct State {
 pub struct CbssSandbox {
     state: Mutex<State>,
     outbox: Arc<Outbox>,
+    otp_lifetime: Duration,
 }
 
 /// A request as CBSS reads it, whichever format it came in.
@@ -114,8 +116,9 @@ enum Outcome {
 }
 
 impl CbssSandbox {
-    pub fn new(outbox: Arc<Outbox>) -> Self {
+    pub fn new(outbox: Arc<Outbox>, otp_lifetime: Duration) -> Self {
         CbssSandbox {
+            otp_lifetime,
             state: Mutex::new(State {
                 customers: demo_customers(),
                 pending: HashMap::new(),
@@ -212,7 +215,7 @@ impl CbssSandbox {
             Pending {
                 customer,
                 otp,
-                otp_expires: now + OTP_LIFETIME,
+                otp_expires: now + self.otp_lifetime,
                 request_expires: now + REQUEST_LIFETIME,
                 attempts: 0,
                 verified: false,

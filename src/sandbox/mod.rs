@@ -111,11 +111,23 @@ pub fn demo_customers() -> Vec<Customer> {
 
 /// How the sandbox vendors behave, including knobs for exercising the gateway against a slow or
 /// strict vendor.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct SandboxOptions {
     /// Wait this long before answering any vendor request.
     pub delay: Duration,
+    /// How long a CBSS one-time code lives (5 minutes).
+    pub cbss_otp_lifetime: Duration,
     pub capillary: capillary::CapillaryOptions,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            delay: Duration::ZERO,
+            cbss_otp_lifetime: cbss::OTP_LIFETIME,
+            capillary: capillary::CapillaryOptions::default(),
+        }
+    }
 }
 
 /// A way for a sandbox vendor to misbehave, set through `POST /sandbox/faults`.
@@ -219,7 +231,7 @@ impl Sandbox {
     pub fn new(options: SandboxOptions) -> Self {
         let outbox = Arc::new(Outbox::default());
         Sandbox {
-            cbss: cbss::CbssSandbox::new(outbox.clone()),
+            cbss: cbss::CbssSandbox::new(outbox.clone(), options.cbss_otp_lifetime),
             capillary: capillary::CapillarySandbox::new(outbox.clone(), options.capillary),
             amsalem: amsalem::AmsalemSandbox::new(outbox.clone()),
             hepsiburada: hepsiburada::HepsiburadaSandbox::new(outbox.clone()),

@@ -42,6 +42,8 @@ pub struct CbssSettings {
     /// The offset CBSS's `DateTime` is written in (the samples use +08:00).
     pub utc_offset: FixedOffset,
     pub session_lifetime: Duration,
+    /// How long a one-time code lives: past it CBSS answers OTP_EXPIRED.
+    pub code_lifetime: Duration,
 }
 
 pub struct Cbss {
@@ -573,6 +575,10 @@ impl VendorAdapter for Cbss {
 
     fn session_lifetime(&self) -> Option<Duration> {
         Some(self.settings.session_lifetime)
+    }
+
+    fn code_lifetime(&self) -> Option<Duration> {
+        Some(self.settings.code_lifetime)
     }
 
     fn vendor_calls(&self, step: CanonicalStep) -> u32 {

@@ -126,6 +126,14 @@ pub trait VendorAdapter: Send + Sync {
     /// How long the vendor keeps a reset session open, if it says; reset ids never outlive it.
     fn session_lifetime(&self) -> Option<Duration>;
 
+    /// How long the vendor's one-time code lives, for a vendor that answers an expired code
+    /// differently from a wrong one before the reset id expires: a decoy's verification answers
+    /// as an expired one past it. `None`: an expired code is answered as a wrong one (or the
+    /// code outlives the reset id).
+    fn code_lifetime(&self) -> Option<Duration> {
+        None
+    }
+
     /// How many vendor calls `step` makes: the outbound budget is spent before the first, all at
     /// once, so a step is never left half done for want of budget. 0 for a step it does not have.
     fn vendor_calls(&self, step: CanonicalStep) -> u32;

@@ -162,6 +162,34 @@ fn the_vendor_attempt_limit_is_attempts_exceeded() {
 }
 
 #[test]
+fn a_decoys_code_expires_when_a_real_one_would() {
+    // CBSS's codes live 2 s here, and the connection says so: past that a real verification is
+    // OTP_EXPIRED, 410 reset_expired, and a decoy's must be the same answer (before, both are
+    // wrong codes).
+    let sandbox = Sandbox::start_with(&["--cbss-otp-lifetime-secs", "2"]);
+    let config = cbss_config(&sandbox, "").replacen(
+        "[connections.json.cbss]\n",
+        "[connections.json.cbss]\ncode_lifetime_secs = 2\n",
+        1,
+    );
+    assert!(config.contains("code_lifetime_secs = 2"));
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let real = start_reset(&gw, "key-json", "email", EMAIL);
+    let decoy = start_reset(&gw, "key-json", "email", "nobody@example.com");
+    let otp = sandbox.last_otp(EMAIL);
+    verify(&gw, "key-json", &decoy, &otp).problem(422, "invalid_otp");
+    std::thread::sleep(std::time::Duration::from_millis(3_100));
+    let body = |r: Response| {
+        let mut body = r.problem(410, "reset_expired");
+        body.as_object_mut().unwrap().remove("request_id");
+        body
+    };
+    let real_answer = body(verify(&gw, "key-json", &real, &otp));
+    let decoy_answer = body(verify(&gw, "key-json", &decoy, &otp));
+    assert_eq!(real_answer, decoy_answer);
+}
+
+#[test]
 fn a_weak_password_is_password_rejected() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
