@@ -49,6 +49,14 @@ impl Admin {
 
 impl Handler for Admin {
     async fn handle(&self, request: &mut Request<'_>, _peer: Option<SocketAddr>) -> Reply {
+        // Every answer carries an X-Request-Id, the caller's if it sent a sane one, as the API's do.
+        let id = crate::request_id::accept_or_generate(request.header("X-Request-Id"));
+        self.route(request).await.header("X-Request-Id", id)
+    }
+}
+
+impl Admin {
+    async fn route(&self, request: &mut Request<'_>) -> Reply {
         let method = request.method().to_string();
         let path = request.path().to_string();
         match (method.as_str(), path.as_str(), &self.sandbox) {

@@ -220,10 +220,11 @@ impl Gateway {
         let unauthenticated = |detail: &str| Problem::new(ErrorCode::Unauthenticated, detail);
         let header =
             authorization.ok_or_else(|| unauthenticated("send Authorization: Bearer <api key>"))?;
+        // The scheme's name is case-insensitive (RFC 9110, section 11.1).
         let key = header
-            .strip_prefix(b"Bearer ")
-            .or_else(|| header.strip_prefix(b"bearer "))
-            .map(|k| k.trim_ascii())
+            .split_at_checked(7)
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"Bearer "))
+            .map(|(_, k)| k.trim_ascii())
             .filter(|k| !k.is_empty() && k.len() <= 512)
             .ok_or_else(|| unauthenticated("the Authorization header must be Bearer <api key>"))?;
         // Found by its digest's first 8 bytes, then compared whole in constant time: a lookup

@@ -51,6 +51,44 @@ fn missing_malformed_and_unknown_keys_are_unauthenticated() {
 }
 
 #[test]
+fn the_bearer_scheme_is_named_in_any_case() {
+    // Authentication schemes are case-insensitive (RFC 9110): BEARER and bEaReR name Bearer.
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    for scheme in ["BEARER", "bEaReR"] {
+        let r = request(
+            gw.api,
+            "POST",
+            "/reset",
+            &[
+                ("Authorization", &format!("{scheme} key-json")),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(
+            r.status,
+            202,
+            "{scheme}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // A scheme that only starts like it is still refused.
+    let r = request(
+        gw.api,
+        "POST",
+        "/reset",
+        &[
+            ("Authorization", "Bearerkey-json"),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    );
+    r.problem(401, "unauthenticated");
+}
+
+#[test]
 fn a_tampered_reset_id_is_invalid_reset_id() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);

@@ -107,6 +107,18 @@ fn the_default_config_serves_the_walkthrough_with_the_in_process_sandbox() {
 
     let health = request(gw.admin, "GET", "/healthz", &[], b"");
     assert_eq!(health.status, 200);
+    // The admin listener's answers carry a request id too, the caller's when it sent one.
+    assert!(health
+        .header("X-Request-Id")
+        .is_some_and(|id| !id.is_empty()));
+    let traced = request(
+        gw.admin,
+        "GET",
+        "/healthz",
+        &[("X-Request-Id", "probe-1")],
+        b"",
+    );
+    assert_eq!(traced.header("X-Request-Id"), Some("probe-1"));
     assert_eq!(request(gw.admin, "GET", "/readyz", &[], b"").status, 200);
 
     for key in ["demo-cbss-key", "demo-cbss-xml-key", "demo-capillary-key"] {
