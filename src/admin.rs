@@ -45,17 +45,8 @@ impl Admin {
         });
         Reply::json(status, serde_json::to_vec(&body).unwrap_or_default())
     }
-}
 
-impl Handler for Admin {
-    async fn handle(&self, request: &mut Request<'_>, _peer: Option<SocketAddr>) -> Reply {
-        // Every answer carries an X-Request-Id, the caller's if it sent a sane one, as the API's do.
-        let id = crate::request_id::accept_or_generate(request.header("X-Request-Id"));
-        self.route(request).await.header("X-Request-Id", id)
-    }
-}
-
-impl Admin {
+    /// Answers one admin request by its method and path.
     async fn route(&self, request: &mut Request<'_>) -> Reply {
         let method = request.method().to_string();
         let path = request.path().to_string();
@@ -79,5 +70,13 @@ impl Admin {
             }
             _ => Reply::text(404, "not found\n"),
         }
+    }
+}
+
+impl Handler for Admin {
+    async fn handle(&self, request: &mut Request<'_>, _peer: Option<SocketAddr>) -> Reply {
+        // Every answer carries an X-Request-Id, the caller's if it sent a sane one, as the API's do.
+        let id = crate::request_id::accept_or_generate(request.header("X-Request-Id"));
+        self.route(request).await.header("X-Request-Id", id)
     }
 }

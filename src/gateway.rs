@@ -145,16 +145,11 @@ impl Gateway {
                     Arc::new(Hepsiburada::new(settings.clone(), client))
                 }
             };
-            let most_per_step = [
-                CanonicalStep::Start,
-                CanonicalStep::Verify,
-                CanonicalStep::Complete,
-                CanonicalStep::CompleteWithCode,
-            ]
-            .into_iter()
-            .map(|step| adapter.vendor_calls(step))
-            .max()
-            .unwrap_or(1);
+            let most_per_step = CanonicalStep::ALL
+                .into_iter()
+                .map(|step| adapter.vendor_calls(step))
+                .max()
+                .unwrap_or(1);
             let outbound = conn.outbound.map(|limit| {
                 // Spent so that the vendor never sees more than its limit in any window.
                 let quota = vendor_budget(limit, most_per_step, conn.timeouts.total);

@@ -153,7 +153,8 @@ impl LimitState {
     }
 }
 
-fn ceil_secs(d: std::time::Duration) -> u64 {
+/// Whole seconds, rounded up (for `Retry-After` and the RateLimit fields).
+pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 

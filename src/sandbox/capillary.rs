@@ -136,7 +136,7 @@ impl CapillarySandbox {
         if arrivals.len() >= self.options.rate_limit.max(1) as usize {
             let oldest = *arrivals.front().expect("the limit is at least 1");
             let wait = (oldest + window).duration_since(now);
-            return Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+            return Err(crate::limit::ceil_secs(wait));
         }
         arrivals.push_back(now);
         Ok(())

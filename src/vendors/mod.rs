@@ -81,6 +81,15 @@ pub enum CanonicalStep {
     CompleteWithCode,
 }
 
+impl CanonicalStep {
+    pub const ALL: [CanonicalStep; 4] = [
+        CanonicalStep::Start,
+        CanonicalStep::Verify,
+        CanonicalStep::Complete,
+        CanonicalStep::CompleteWithCode,
+    ];
+}
+
 /// The vendor's state for one reset, carried sealed inside the reset id.
 pub type VendorState = serde_json::Value;
 

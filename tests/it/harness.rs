@@ -495,6 +495,25 @@ impl Response {
         assert!(body["request_id"].is_string());
         body
     }
+
+    /// `problem`, less its request id: what must be the same for two requests that must look
+    /// alike (a decoy's and a real reset's).
+    pub fn problem_but_request_id(&self, status: u16, code: &str) -> serde_json::Value {
+        let mut body = self.problem(status, code);
+        body.as_object_mut().unwrap().remove("request_id");
+        body
+    }
+
+    /// The names of the answer's header fields, lower case and sorted.
+    pub fn header_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 /// One HTTP/1.1 request on a fresh connection, read to the end.
