@@ -28,6 +28,22 @@ impl Quota {
     pub fn tolerance_ns(&self) -> u64 {
         self.interval_ns() * u64::from(self.count.max(1))
     }
+
+    /// One of `replicas` equal shares of this quota: a `replicas`-th of its rate, bursting
+    /// `count / replicas` cells, but never fewer than `least_burst` (a request that costs more
+    /// cells than a share's burst would be refused forever) nor than one. Only the burst is raised,
+    /// never the rate, so the replicas' shares together refill no faster than the whole quota.
+    pub fn share(&self, replicas: u32, least_burst: u32) -> Quota {
+        let (count, replicas) = (self.count.max(1), replicas.max(1));
+        let burst = (count / replicas).max(least_burst).max(1);
+        // `burst` cells per the time the whole quota takes to emit `burst * replicas` of them.
+        let period_ns =
+            self.period.as_nanos() * u128::from(burst) * u128::from(replicas) / u128::from(count);
+        Quota::new(
+            burst,
+            Duration::from_nanos(period_ns.min(u128::from(u64::MAX)) as u64),
+        )
+    }
 }
 
 /// What one check decided.
@@ -125,6 +141,33 @@ mod tests {
         let (d, none) = decide(tat, 0, q, 2);
         assert!(!d.allowed && none.is_none() && d.remaining == 1);
         assert!(decide(tat, 0, q, 1).0.allowed);
+    }
+
+    #[test]
+    fn a_share_is_a_replicas_part_of_the_rate() {
+        let q = Quota::new(100, Duration::from_secs(2));
+        assert_eq!(q.share(2, 1), Quota::new(50, Duration::from_secs(2)));
+        // A share that is not a whole number of cells keeps the exact rate: 5 / 3 per 15 minutes.
+        let q = Quota::new(5, Duration::from_secs(900));
+        let share = q.share(3, 1);
+        assert_eq!(share, Quota::new(1, Duration::from_secs(540)));
+        assert_eq!(share.interval_ns(), q.interval_ns() * 3);
+    }
+
+    #[test]
+    fn a_share_bursts_a_whole_request_without_refilling_faster() {
+        // A vendor budget bursting 2 cells, split over 2 replicas: a share of 1 cell would refuse
+        // a 2-cell step (a Capillary start) forever.
+        let q = Quota::new(2, Duration::from_millis(1_250));
+        let share = q.share(2, 2);
+        let (d, tat) = decide(None, 0, share, 2);
+        assert!(d.allowed);
+        assert!(!decide(tat, 0, share, 1).0.allowed);
+        // Its cells come back at half the whole quota's rate: one per 1.25 s, not per 0.625 s.
+        assert_eq!(share.interval_ns(), 2 * q.interval_ns());
+        let (d, _) = decide(tat, 2 * share.interval_ns(), share, 2);
+        assert!(d.allowed);
+        assert!(!decide(tat, 2 * share.interval_ns() - 1, share, 2).0.allowed);
     }
 
     #[test]

@@ -65,14 +65,14 @@ impl RedisLimiter {
         }
     }
 
-    /// This replica's share of `quota` while the store is away, under the `local` policy.
-    fn local_share(&self, quota: Quota) -> Quota {
-        let replicas = self.store.settings().replicas.max(1);
-        Quota::new((quota.count / replicas).max(1), quota.period)
+    /// This replica's share of `quota` while the store is away, under the `local` policy: a
+    /// request of `cost` cells still fits its burst.
+    fn local_share(&self, quota: Quota, cost: u32) -> Quota {
+        quota.share(self.store.settings().replicas, cost)
     }
 
     fn fallback(&self, key: &str, quota: Quota, mode: Mode) -> Decision {
-        if let Mode::Refund(_) = mode {
+        let Mode::Consume(cost) = mode else {
             // A refund the store did not take leaves the cells spent there: the safe side for a
             // limit, and no decision for a policy to make (nor to count as one).
             return Decision {
@@ -82,7 +82,7 @@ impl RedisLimiter {
                 retry_after: Duration::ZERO,
                 fallback: true,
             };
-        }
+        };
         let policy = self.store.settings().on_failure;
         metrics::LIMITER_FALLBACK
             .with_label_values(&[policy.as_str()])
@@ -90,7 +90,9 @@ impl RedisLimiter {
         match policy {
             FailurePolicy::Local => Decision {
                 fallback: true,
-                ..self.local.check_now(key, self.local_share(quota), mode)
+                ..self
+                    .local
+                    .check_now(key, self.local_share(quota, cost), mode)
             },
             FailurePolicy::Allow => Decision {
                 allowed: true,

@@ -489,3 +489,37 @@ fn a_resets_codes_and_single_use_are_never_decided_without_redis() {
         String::from_utf8_lossy(&answer.body)
     );
 }
+
+#[test]
+fn with_redis_down_local_a_tiny_outbound_share_still_fits_a_whole_start() {
+    // Capillary at 10 calls per 2 s: the outbound budget bursts 2 cells, one start's two calls.
+    // Each of two replicas' local share is half the rate, but never a burst smaller than the
+    // step: a share of 1 cell would refuse every start for as long as Redis is down.
+    let sandbox = Sandbox::start();
+    let mut redis = Redis::start();
+    let config = capillary_config(
+        &sandbox,
+        &format!("[limits]\n{}", redis_backend(&redis, "local")),
+    )
+    .replace(
+        "[connections.web.capillary]",
+        "outbound_limit = { count = 10, period_secs = 2 }\n[connections.web.capillary]",
+    );
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    redis.stop();
+    start_reset(&gw, "key-web", "email", EMAIL);
+    // The share is spent: the next start is refused without calling Capillary.
+    let r = gw.post(
+        "/reset",
+        "key-web",
+        r#"{"identifier":{"type":"email","value":"mei@example.com"}}"#,
+    );
+    let p = r.problem(503, "upstream_unavailable");
+    assert_eq!(p["limit"], "outbound", "{p}");
+    assert!(
+        metric(
+            gw.admin,
+            "reset_gateway_limiter_fallback_total{policy=\"local\"}"
+        ) > 0.0
+    );
+}
