@@ -11,11 +11,18 @@ impl Secret {
         Secret(value.into())
     }
 
-    /// Reads a secret from the environment variable `name`.
+    /// Reads a secret from the environment variable `name`. A value holding a control character
+    /// is refused: it is always a mistake (most often the line break a Kubernetes Secret made
+    /// with `--from-file` keeps at its end), it would sign wrongly, and sent as a header value a
+    /// line break would end the request's head early and smuggle the rest to the vendor.
     pub fn from_env(name: &str) -> Result<Self, String> {
         match std::env::var(name) {
-            Ok(v) if !v.is_empty() => Ok(Secret(v)),
-            Ok(_) => Err(format!("environment variable {name} is empty")),
+            Ok(v) if v.is_empty() => Err(format!("environment variable {name} is empty")),
+            Ok(v) if v.chars().any(char::is_control) => Err(format!(
+                "environment variable {name} holds a control character (a line break at its \
+                 end, as a Secret made from a file keeps, for instance): remove it"
+            )),
+            Ok(v) => Ok(Secret(v)),
             Err(_) => Err(format!("environment variable {name} is not set")),
         }
     }
@@ -50,6 +57,19 @@ impl std::fmt::Display for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_with_a_control_character_is_refused_without_being_shown() {
+        let name = "RESET_GATEWAY_SECRET_TEST_NEWLINE";
+        // The process's environment is shared by the unit tests: this name is this test's own.
+        std::env::set_var(name, "hunter2\n");
+        let refused = Secret::from_env(name).unwrap_err();
+        assert!(refused.contains("control character"), "{refused}");
+        assert!(!refused.contains("hunter2"), "{refused}");
+        std::env::set_var(name, "hunter2");
+        assert!(Secret::from_env(name).unwrap().ct_eq(b"hunter2"));
+        std::env::remove_var(name);
+    }
 
     #[test]
     fn never_formats_its_value() {

@@ -151,6 +151,10 @@ pub enum UpstreamFailure {
     Protocol(String),
     /// The answer passed `MAX_RESPONSE_BYTES`.
     TooLarge,
+    /// The request was not sent: a header value held a line break or another control character,
+    /// which would have ended the request's head early. (Values come from the config's secrets,
+    /// refused at load, and from sanitised request ids: this is the last line, not the first.)
+    Unsendable(String),
 }
 
 /// One vendor's answer.
@@ -382,6 +386,13 @@ impl UpstreamClient {
         &self,
         req: &UpstreamRequest<'_>,
     ) -> Result<UpstreamResponse, UpstreamFailure> {
+        if let Some((name, _)) = req
+            .headers
+            .iter()
+            .find(|(_, value)| value.bytes().any(|b| b.is_ascii_control() && b != b'\t'))
+        {
+            return Err(UpstreamFailure::Unsendable(name.to_string()));
+        }
         let started = Instant::now();
         let result = self.send(req, started).await;
         let finished = Instant::now();

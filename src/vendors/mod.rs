@@ -161,6 +161,18 @@ pub trait VendorAdapter: Send + Sync {
         self.vendor_calls(step) > 0
     }
 
+    /// Refuses a start this vendor could never send (an identifier kind it does not reset by),
+    /// before any limit is checked or budget spent: a request the gateway answers itself must
+    /// not use up what real vendor calls need.
+    fn check_start(&self, _input: &StartInput) -> Result<(), Problem> {
+        Ok(())
+    }
+
+    /// Likewise for a code-flow completion (a field or header the vendor needs).
+    fn check_code(&self, _ctx: &StepContext, _input: &CodeInput) -> Result<(), Problem> {
+        Ok(())
+    }
+
     // The step methods answer `501 unsupported_step` unless the vendor has the step. A vendor
     // declares its steps in `vendor_calls` (the flow refuses a step it lacks before calling), and
     // the conformance suite fails a vendor that declares a step it does not implement.
@@ -288,6 +300,13 @@ pub fn failure_problem(vendor: &'static str, failure: UpstreamFailure) -> Proble
         UpstreamFailure::TooLarge => Problem::new(
             ErrorCode::UpstreamError,
             format!("{vendor} answered with an oversized body"),
+        ),
+        UpstreamFailure::Unsendable(header) => Problem::new(
+            ErrorCode::UpstreamError,
+            format!(
+                "the request to {vendor} was not sent: its {header} header's value holds a \
+                 control character (check the connection's secrets)"
+            ),
         ),
     }
 }
