@@ -335,7 +335,12 @@ pub async fn start(
     req: StartRequest,
 ) -> Result<StepReply, Problem> {
     require(tenant, CanonicalStep::Start, "OTP start (POST /reset)")?;
-    let key = per_identifier_key(&tenant.settings.name, &req.identifier);
+    let input = StartInput {
+        identifier: req.identifier,
+        device_id: req.device_id,
+    };
+    tenant.adapter.check_start(&input)?;
+    let key = per_identifier_key(&tenant.settings.name, &input.identifier);
     let subject = &key[key.len() - SUBJECT_LEN..];
     check(
         env,
@@ -354,10 +359,6 @@ pub async fn start(
     })?;
     spend_outbound(env, tenant, CanonicalStep::Start).await?;
 
-    let input = StartInput {
-        identifier: req.identifier,
-        device_id: req.device_id,
-    };
     let state_width = tenant.adapter.start_state_width(&input);
     let sent = std::time::Instant::now();
     let started = tenant.adapter.start(ctx, &input).await;
@@ -557,6 +558,7 @@ pub async fn complete(
                 session_id: req.session_id,
                 new_password: req.new_password,
             };
+            tenant.adapter.check_code(ctx, &input)?;
             spend_outbound(env, tenant, CanonicalStep::CompleteWithCode).await?;
             tenant.adapter.complete_with_code(ctx, &input).await?;
         }

@@ -143,7 +143,8 @@ impl CapillarySandbox {
     }
 
     /// Makes the next business request fail with `code` (for exercising the gateway's mapping),
-    /// and `message` if given (as a vendor's message may quote what it was sent).
+    /// and `message` if given (as a vendor's message may quote what it was sent: `{sessionId}`
+    /// in it is replaced by the request's session id).
     pub fn force_next(&self, code: u32, message: Option<String>) {
         self.state.lock().expect("capillary sandbox lock").forced = Some((code, message));
     }
@@ -196,11 +197,11 @@ impl CapillarySandbox {
         }
         let mut state = self.state.lock().expect("capillary sandbox lock");
         if let Some((code, message)) = state.forced.take() {
-            return status(
-                200,
-                code,
-                message.as_deref().unwrap_or("Forced by the sandbox"),
-            );
+            let message = message
+                .as_deref()
+                .unwrap_or("Forced by the sandbox")
+                .replace("{sessionId}", req.session_id.as_deref().unwrap_or_default());
+            return status(200, code, &message);
         }
         if !matches!(
             req.identifier_type.as_str(),

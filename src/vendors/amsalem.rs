@@ -102,6 +102,17 @@ const CODES: &[(&str, ErrorCode, &str)] = &[
     ("INVALID_REQUEST", ErrorCode::UpstreamError, "Amsalem refused the request as malformed"),
 ];
 
+/// The user whose password changes: Amsalem's key belongs to one user name.
+fn user_name(input: &CodeInput) -> Result<&str, Problem> {
+    match &input.identifier {
+        Some(id) if id.kind == IdentifierKind::Username => Ok(id.value.as_str()),
+        _ => Err(Problem::new(
+            ErrorCode::InvalidRequest,
+            "this tenant's vendor needs identifier {\"type\": \"username\", ...} with reset_code",
+        )),
+    }
+}
+
 /// A fresh salt from the OS-seeded CSPRNG of at least 9 digits (the vendor's minimum) that fits
 /// the integer type the vendor reads it into.
 fn fresh_salt(width: SaltWidth) -> u64 {
@@ -124,15 +135,7 @@ impl AmsalemSettings {
     /// The request body for `input` and the digest it carries: the digest signs the request, so
     /// it is kept out of any vendor text the gateway passes on.
     fn signed_body(&self, input: &CodeInput) -> Result<(Vec<u8>, String), Problem> {
-        let user_name = match &input.identifier {
-            Some(id) if id.kind == IdentifierKind::Username => id.value.as_str(),
-            _ => {
-                return Err(Problem::new(
-                    ErrorCode::InvalidRequest,
-                    "this tenant's vendor needs identifier {\"type\": \"username\", ...} with reset_code",
-                ))
-            }
-        };
+        let user_name = user_name(input)?;
         let email = input.email.as_deref().unwrap_or("");
         Ok(self.body(
             user_name,
@@ -260,6 +263,10 @@ impl VendorAdapter for Amsalem {
     fn start_state_width(&self, _input: &StartInput) -> usize {
         // It has no OTP start, so no decoy to match.
         0
+    }
+
+    fn check_code(&self, _ctx: &StepContext, input: &CodeInput) -> Result<(), Problem> {
+        user_name(input).map(|_| ())
     }
 
     fn vendor_calls(&self, step: CanonicalStep) -> u32 {

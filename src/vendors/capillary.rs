@@ -389,9 +389,14 @@ impl Capillary {
         )
         .await?;
         let answer = parse(response.status, &response.body)?;
-        // A vendor message may quote what it was sent: neither the caller's password or code
-        // nor the connection's API key may reach the caller.
-        let never_echo = [caller_secret.unwrap_or(""), self.settings.api_key.expose()];
+        // A vendor message may quote what it was sent: neither the caller's password or code,
+        // nor the connection's API key, nor the session (sealed in the reset id, never shown)
+        // may reach the caller.
+        let never_echo = [
+            caller_secret.unwrap_or(""),
+            self.settings.api_key.expose(),
+            body.session_id.unwrap_or(""),
+        ];
         judge(response.status, answer, &never_echo)
     }
 

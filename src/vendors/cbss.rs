@@ -581,6 +581,10 @@ impl VendorAdapter for Cbss {
         Some(self.settings.code_lifetime)
     }
 
+    fn check_start(&self, input: &StartInput) -> Result<(), Problem> {
+        start_field(&input.identifier).map(|_| ())
+    }
+
     fn vendor_calls(&self, step: CanonicalStep) -> u32 {
         match step {
             CanonicalStep::CompleteWithCode => 0,

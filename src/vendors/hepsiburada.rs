@@ -193,6 +193,19 @@ impl Hepsiburada {
     }
 }
 
+/// The end user's agent. Hepsiburada records who changed the password: without the agent there
+/// is nothing true to send, so the request is refused rather than sent half filled.
+fn end_users_agent(ctx: &StepContext) -> Result<&str, Problem> {
+    let user_agent = ctx.user_agent.as_deref().unwrap_or("");
+    if user_agent.trim().is_empty() {
+        return Err(Problem::new(
+            ErrorCode::InvalidRequest,
+            "this tenant's vendor needs the end user's User-Agent header",
+        ));
+    }
+    Ok(user_agent)
+}
+
 #[async_trait]
 impl VendorAdapter for Hepsiburada {
     fn vendor(&self) -> &'static str {
@@ -208,6 +221,10 @@ impl VendorAdapter for Hepsiburada {
         0
     }
 
+    fn check_code(&self, ctx: &StepContext, _input: &CodeInput) -> Result<(), Problem> {
+        end_users_agent(ctx).map(|_| ())
+    }
+
     fn vendor_calls(&self, step: CanonicalStep) -> u32 {
         match step {
             CanonicalStep::CompleteWithCode => 1,
@@ -220,15 +237,7 @@ impl VendorAdapter for Hepsiburada {
         ctx: &StepContext,
         input: &CodeInput,
     ) -> Result<(), Problem> {
-        // Hepsiburada records who changed the password: without the end user's agent there is
-        // nothing true to send, so the request is refused here rather than sent half filled.
-        let user_agent = ctx.user_agent.as_deref().unwrap_or("");
-        if user_agent.trim().is_empty() {
-            return Err(Problem::new(
-                ErrorCode::InvalidRequest,
-                "this tenant's vendor needs the end user's User-Agent header",
-            ));
-        }
+        let user_agent = end_users_agent(ctx)?;
         let body = self.settings.request_body(input, ctx.client_ip, user_agent);
         let content_type = self.settings.format.content_type();
         let response = exchange(
@@ -244,7 +253,12 @@ impl VendorAdapter for Hepsiburada {
             },
         )
         .await?;
-        let never_echo = [input.new_password.as_str(), input.reset_code.as_str()];
+        // Nor the permanent session id, a credential of the end user's as the code is.
+        let never_echo = [
+            input.new_password.as_str(),
+            input.reset_code.as_str(),
+            input.session_id.as_deref().unwrap_or(""),
+        ];
         read_answer(response.status, &response.body, &never_echo)
     }
 }

@@ -312,13 +312,16 @@ fn a_vendor_message_quoting_the_gateways_credential_or_the_callers_code_is_scrub
         .1;
     sandbox.force_capillary_answer(
         1999,
-        &format!("request with X-Api-Key {capillary_key} and otp 424242 refused"),
+        &format!(
+            "request with X-Api-Key {capillary_key} and otp 424242 for session {{sessionId}} refused"
+        ),
     );
     let p = verify(&gw, "key-web", &reset_id, "424242").problem(502, "upstream_error");
     let message = p["vendor"]["message"].as_str().unwrap();
+    // The session is sealed in the reset id and never shown either.
     assert_eq!(
         message,
-        "request with X-Api-Key [redacted] and otp [redacted] refused"
+        "request with X-Api-Key [redacted] and otp [redacted] for session [redacted] refused"
     );
     gw.assert_logs_clean(&[capillary_key, "424242"]);
 }

@@ -357,3 +357,30 @@ fn an_identifiers_limit_is_decided_when_the_body_has_arrived() {
     let r = gw.post("/reset", "key-json", &body);
     assert_eq!(r.problem(429, "rate_limited")["limit"], "per-identifier");
 }
+
+#[test]
+fn a_request_the_vendor_could_never_take_is_refused_before_any_limit_or_budget() {
+    // CBSS resets by email or mobile only. A start by username is answered 400 by the gateway
+    // itself: it must not spend the outbound budget real starts need (here one call a minute),
+    // nor the identifier's allowance.
+    let sandbox = Sandbox::start();
+    let config = cbss_config(&sandbox, "").replace(
+        "[connections.json.cbss]",
+        "outbound_limit = { count = 2, period_secs = 60 }\n[connections.json.cbss]",
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+    for _ in 0..7 {
+        let r = gw.post(
+            "/reset",
+            "key-json",
+            r#"{"identifier":{"type":"username","value":"somchai"}}"#,
+        );
+        let p = r.problem(400, "invalid_request");
+        assert!(
+            p["detail"].as_str().unwrap().contains("email or mobile"),
+            "{p}"
+        );
+    }
+    start_reset(&gw, "key-json", "email", EMAIL);
+    assert_eq!(sandbox.calls("cbss"), 1, "only the real start reached CBSS");
+}
