@@ -493,6 +493,10 @@ pub async fn verify(
         // either when the tenant conceals: its `vendor` member would tell the account exists.
         ErrorCode::InvalidOtp if conceals => wrong_code(),
         ErrorCode::ResetExpired if conceals => expired_code(),
+        // The vendor's own count of wrong codes ran out (Capillary's 1518) before the gateway's:
+        // a decoy, which no vendor counts, would still say "wrong code" here, so a real reset
+        // does too. Its cell stays spent, so the gateway's own limit refuses both alike next.
+        ErrorCode::AttemptsExceeded if conceals && p.limit.is_none() => wrong_code(),
         _ => p,
     })?;
     let next = ResetClaims {

@@ -365,3 +365,31 @@ fn the_capillary_sandbox_takes_json_only() {
     let json = send("application/json");
     assert_eq!(json.status, 200, "{}", String::from_utf8_lossy(&json.body));
 }
+
+#[test]
+fn the_vendors_own_lockout_at_verify_is_concealed_like_a_decoys_wrong_code() {
+    // The gateway allows 10 wrong codes per identifier; Capillary locks a session after 5
+    // (1518). Until the gateway's own limit, a known customer's reset and a decoy must answer
+    // every wrong code alike: a 429 with Capillary's code at the sixth would tell the account
+    // exists.
+    let sandbox = Sandbox::start();
+    let config = capillary_config(&sandbox, "[limits]\nwrong_otps_per_reset = 10\n");
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let answers = |email: &str| -> Vec<serde_json::Value> {
+        let reset_id = start_reset(&gw, "key-web", "email", email);
+        (0..11)
+            .map(|_| {
+                let r = verify(&gw, "key-web", &reset_id, "000000");
+                let mut body = r.json();
+                body.as_object_mut().unwrap().remove("request_id");
+                serde_json::json!({"status": r.status, "body": body})
+            })
+            .collect()
+    };
+    let known = answers(EMAIL);
+    let decoy = answers("nobody@example.com");
+    assert_eq!(known, decoy);
+    assert!(known[..10].iter().all(|a| a["status"] == 422), "{known:?}");
+    assert_eq!(known[10]["status"], 429);
+    assert_eq!(known[10]["body"]["code"], "attempts_exceeded");
+}
