@@ -189,3 +189,52 @@ fn the_amsalem_sandbox_refuses_a_replayed_salt() {
     assert_eq!(replay["Success"], false);
     assert_eq!(replay["Extra1"], "SALT_REUSED");
 }
+
+#[test]
+fn guessing_a_users_reset_code_is_bounded_like_guessing_an_otp() {
+    // Five wrong codes for one user (wrong_otps_per_reset's default), then that user's
+    // completions are refused without calling the vendor, the right code's included; a right
+    // code or a refused password gives its cell back, and other users are not affected.
+    let sandbox = Sandbox::start();
+    let gw = amsalem(&sandbox, "");
+    let code = issue(&sandbox, "amsalem", "somchai");
+    let weak = gw.post(
+        "/reset/complete",
+        "key-a",
+        &format!(
+            r#"{{"reset_code":"{code}","identifier":{{"type":"username","value":"somchai"}},"new_password":"short"}}"#
+        ),
+    );
+    weak.problem(422, "password_rejected");
+    for _ in 0..5 {
+        amsalem_change(&gw, "wrong-code", "somchai").problem(422, "invalid_otp");
+    }
+    let calls = sandbox.calls("amsalem");
+    let r = amsalem_change(&gw, &code, "somchai");
+    let p = r.problem(429, "attempts_exceeded");
+    assert_eq!(p["limit"], "per-reset", "{p}");
+    assert!(r.header("Retry-After").is_some());
+    assert_eq!(
+        sandbox.calls("amsalem"),
+        calls,
+        "refused without calling Amsalem"
+    );
+    // Another user's guesses are counted apart.
+    let mei = issue(&sandbox, "amsalem", "mei");
+    let r = gw.post(
+        "/reset/complete",
+        "key-a",
+        &format!(
+            r#"{{"reset_code":"{mei}","identifier":{{"type":"username","value":"mei"}},"new_password":"Amsalem-n3w"}}"#
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // Hepsiburada names no user: its codes are counted per vendor session.
+    let gw = hepsiburada(&sandbox, "");
+    let agent = [("User-Agent", "Browser/1.0")];
+    for _ in 0..5 {
+        change(&gw, "wrong-code", &agent).problem(422, "invalid_otp");
+    }
+    change(&gw, "wrong-code", &agent).problem(429, "attempts_exceeded");
+}
