@@ -246,6 +246,21 @@ fn store_unavailable(what: &str) -> Problem {
     .with_retry_after(1)
 }
 
+/// `501 unsupported_step` unless the tenant's vendor has an OTP start. Checked by the gateway
+/// before it reads the body too: fixing a body would not make the step exist.
+pub fn require_start(tenant: &Tenant) -> Result<(), Problem> {
+    require(tenant, CanonicalStep::Start, "OTP start (POST /reset)")
+}
+
+/// `501 unsupported_step` unless the tenant's vendor has an OTP verification (as `require_start`).
+pub fn require_verify(tenant: &Tenant) -> Result<(), Problem> {
+    require(
+        tenant,
+        CanonicalStep::Verify,
+        "OTP verification (POST /reset/verify)",
+    )
+}
+
 /// `501 unsupported_step` when the tenant's vendor has no such step.
 fn require(tenant: &Tenant, step: CanonicalStep, what: &str) -> Result<(), Problem> {
     if tenant.adapter.supports(step) {
@@ -369,7 +384,7 @@ pub async fn start(
     ctx: &StepContext,
     req: StartRequest,
 ) -> Result<StepReply, Problem> {
-    require(tenant, CanonicalStep::Start, "OTP start (POST /reset)")?;
+    require_start(tenant)?;
     let input = StartInput {
         identifier: req.identifier,
         device_id: req.device_id,
@@ -446,11 +461,7 @@ pub async fn verify(
     ctx: &StepContext,
     req: VerifyRequest,
 ) -> Result<StepReply, Problem> {
-    require(
-        tenant,
-        CanonicalStep::Verify,
-        "OTP verification (POST /reset/verify)",
-    )?;
+    require_verify(tenant)?;
     let claims = open(env.keys, tenant, &req.reset_id, Step::Verify)?;
     let otp_key = wrong_otp_key(&claims);
     let otp_quota = tenant.settings.wrong_otp_quota;

@@ -155,8 +155,8 @@ pub trait VendorAdapter: Send + Sync {
     /// conceals an unknown identifier. No default: an adapter that conceals must size it.
     fn start_state_width(&self, input: &StartInput) -> usize;
 
-    /// Whether the vendor has `step` at all; a step it lacks is `501 unsupported_step` before any
-    /// other check of the request.
+    /// Whether the vendor has `step` at all; a step it lacks is `501 unsupported_step` before the
+    /// body is read (after the API key and the media type) and before any limit.
     fn supports(&self, step: CanonicalStep) -> bool {
         self.vendor_calls(step) > 0
     }
