@@ -40,6 +40,7 @@ fn main() {
         RedisStore::new(RedisSettings {
             url: url.clone(),
             cluster_nodes: Vec::new(),
+            password: None,
             timeout: Duration::from_millis(50),
             on_failure: FailurePolicy::Deny,
             replicas: 1,

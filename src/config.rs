@@ -203,6 +203,7 @@ enum Backend {
 struct RawRedis {
     url: String,
     cluster_nodes: Vec<String>,
+    password_env: Option<String>,
     timeout_ms: u64,
     on_failure: FailurePolicy,
     replicas: u32,
@@ -214,6 +215,7 @@ impl Default for RawRedis {
         RawRedis {
             url: "redis://127.0.0.1:6379".into(),
             cluster_nodes: Vec::new(),
+            password_env: None,
             timeout_ms: 50,
             on_failure: FailurePolicy::Local,
             replicas: 3,
@@ -673,9 +675,15 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
             if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
                 problems.push("limits.redis.key_prefix: must be non-empty, without braces".into());
             }
+            let password = r.password_env.as_deref().and_then(|name| {
+                Secret::from_env(name)
+                    .map_err(|e| problems.push(format!("limits.redis.password_env: {e}")))
+                    .ok()
+            });
             let settings = RedisSettings {
                 url: r.url.clone(),
                 cluster_nodes: r.cluster_nodes.clone(),
+                password,
                 timeout: Duration::from_millis(r.timeout_ms),
                 on_failure: r.on_failure,
                 replicas: r.replicas,

@@ -14,6 +14,7 @@ use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
 use crate::metrics;
+use crate::secret::Secret;
 
 /// What to do when Redis does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
@@ -44,11 +45,30 @@ pub struct RedisSettings {
     pub url: String,
     /// When non-empty, a Redis Cluster reached through these nodes (and `url` is not used).
     pub cluster_nodes: Vec<String>,
+    /// The AUTH password, from the environment variable `password_env` names (never in a URL).
+    pub password: Option<Secret>,
     pub timeout: Duration,
     pub on_failure: FailurePolicy,
     /// How many gateway replicas share the limits: the `local` fallback enforces 1/replicas of each.
     pub replicas: u32,
     pub key_prefix: String,
+}
+
+/// Parses a Redis address, refusing one that carries a password: secrets are never written in
+/// the config file (`limits.redis.password_env` names the variable that holds it).
+fn without_password(url: &str, at: &str) -> Result<redis::ConnectionInfo, String> {
+    use redis::IntoConnectionInfo;
+    // The crate's own message may quote the address, password and all: not passed on.
+    let info = url
+        .into_connection_info()
+        .map_err(|_| format!("{at}: not a Redis address (redis://host:port or unix:///path)"))?;
+    if info.redis_settings().password().is_some() {
+        return Err(format!(
+            "{at}: holds a password; name the environment variable that holds it in \
+             limits.redis.password_env instead"
+        ));
+    }
+    Ok(info)
 }
 
 /// How long after a failed call the store is not tried (calls fail at once meanwhile).
@@ -74,13 +94,28 @@ pub struct RedisStore {
 impl RedisStore {
     pub fn new(settings: RedisSettings) -> Result<RedisStore, String> {
         let (client, cluster) = if settings.cluster_nodes.is_empty() {
-            let client = redis::Client::open(settings.url.as_str())
-                .map_err(|e| format!("limits.redis.url: {e}"))?;
+            let mut info = without_password(&settings.url, "limits.redis.url")?;
+            if let Some(password) = &settings.password {
+                let redis = info
+                    .redis_settings()
+                    .clone()
+                    .set_password(password.expose());
+                info = info.set_redis_settings(redis);
+            }
+            let client = redis::Client::open(info).map_err(|e| format!("limits.redis.url: {e}"))?;
             (Some(client), None)
         } else {
-            let cluster = redis::cluster::ClusterClientBuilder::new(settings.cluster_nodes.clone())
-                .connection_timeout(settings.timeout)
-                .response_timeout(settings.timeout)
+            for node in &settings.cluster_nodes {
+                without_password(node, "limits.redis.cluster_nodes")?;
+            }
+            let mut builder =
+                redis::cluster::ClusterClientBuilder::new(settings.cluster_nodes.clone())
+                    .connection_timeout(settings.timeout)
+                    .response_timeout(settings.timeout);
+            if let Some(password) = &settings.password {
+                builder = builder.password(password.expose());
+            }
+            let cluster = builder
                 .build()
                 .map_err(|e| format!("limits.redis.cluster_nodes: {e}"))?;
             (None, Some(cluster))

@@ -620,12 +620,23 @@ pub fn complete(gw: &Gateway, key: &str, reset_id: &str, password: &str) -> Resp
 pub struct Redis {
     child: Option<Child>,
     pub socket: PathBuf,
+    /// The password the server requires (`--requirepass`), if any.
+    password: Option<String>,
 }
 
 static REDIS_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_requiring(None)
+    }
+
+    /// A server that answers only clients that authenticate with `password`.
+    pub fn start_with_password(password: &str) -> Redis {
+        Redis::start_requiring(Some(password.to_string()))
+    }
+
+    fn start_requiring(password: Option<String>) -> Redis {
         let socket = std::env::temp_dir().join(format!(
             "reset-gateway-it-redis-{}-{}.sock",
             std::process::id(),
@@ -634,6 +645,7 @@ impl Redis {
         let mut redis = Redis {
             child: None,
             socket,
+            password,
         };
         redis.restart();
         redis
@@ -655,7 +667,8 @@ impl Redis {
     /// Starts (again) on the same socket, and waits until it answers.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args([
                 "--port",
                 "0",
@@ -665,7 +678,11 @@ impl Redis {
                 "no",
                 "--unixsocket",
             ])
-            .arg(&self.socket)
+            .arg(&self.socket);
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -673,9 +690,13 @@ impl Redis {
         self.child = Some(child);
         for _ in 0..200 {
             if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) {
-                let _ = s.write_all(b"PING\r\n");
-                let mut buf = [0u8; 7];
-                if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                let (hello, answer): (String, &[u8]) = match &self.password {
+                    Some(p) => (format!("AUTH {p}\r\nPING\r\n"), b"+OK\r\n+PONG\r\n"),
+                    None => ("PING\r\n".into(), b"+PONG\r\n"),
+                };
+                let _ = s.write_all(hello.as_bytes());
+                let mut buf = vec![0u8; answer.len()];
+                if s.read_exact(&mut buf).is_ok() && buf == answer {
                     return;
                 }
             }

@@ -523,3 +523,53 @@ fn with_redis_down_local_a_tiny_outbound_share_still_fits_a_whole_start() {
         ) > 0.0
     );
 }
+
+#[test]
+fn a_redis_that_requires_a_password_gets_it_from_the_environment_never_the_file() {
+    let sandbox = Sandbox::start();
+    let redis = Redis::start_with_password("redis-pw-4f1c");
+    let config = |password_env: &str| {
+        let backend = format!(
+            "{}password_env = \"{password_env}\"\n",
+            redis_backend(&redis, "deny")
+        );
+        replica(&sandbox, 100, &backend)
+    };
+    let env = [
+        ("IT_CAPILLARY_KEY", "sandbox-capillary-key"),
+        ("IT_REDIS_PASSWORD", "redis-pw-4f1c"),
+        ("IT_WRONG_REDIS_PASSWORD", "not-it"),
+    ];
+    // The right password: decisions are shared, none made by the failure policy.
+    let gw = Gateway::start(&config("IT_REDIS_PASSWORD"), &env);
+    assert_eq!(gw.post("/reset/verify", "key-web", CHEAP).status, 400);
+    let ready = request(gw.admin, "GET", "/readyz", &[], b"");
+    assert_eq!(
+        (ready.status, ready.json()["redis"].as_str()),
+        (200, Some("up"))
+    );
+    assert_eq!(
+        metric(
+            gw.admin,
+            "reset_gateway_limiter_fallback_total{policy=\"deny\"}"
+        ),
+        0.0
+    );
+    // A wrong one is a Redis that does not answer: the policy decides, and /readyz says so.
+    let wrong = Gateway::start(&config("IT_WRONG_REDIS_PASSWORD"), &env);
+    assert_eq!(wrong.post("/reset/verify", "key-web", CHEAP).status, 429);
+    assert_eq!(
+        request(wrong.admin, "GET", "/readyz", &[], b"").json()["redis"],
+        "down"
+    );
+    // A password written in the address is refused, and not repeated.
+    let (passed, err) = check_config(
+        &replica(&sandbox, 100, &redis_backend(&redis, "deny")).replace(
+            &format!("url = \"{}\"", redis.url()),
+            "url = \"redis://:file-pw-9d2e@127.0.0.1:6379\"",
+        ),
+    );
+    assert!(!passed);
+    assert!(err.contains("limits.redis.password_env"), "{err}");
+    assert!(!err.contains("file-pw-9d2e"), "{err}");
+}
