@@ -146,41 +146,6 @@ fn push_subject(out: &mut String, tenant: &str, identifier: &Identifier) {
     crate::signing::with_hex_lower(&digest[..SUBJECT_LEN / 2], |hex| out.push_str(hex));
 }
 
-/// The key a code-flow completion's wrong codes are counted under: the user it names (Amsalem's
-/// username), else the vendor session it continues (Hepsiburada's PermanentSessionId), so that
-/// guessing one user's code is as bounded as guessing an OTP. `None` when the request names
-/// neither (the vendor then refuses it whatever the code).
-fn wrong_code_key(tenant: &str, input: &CodeInput) -> Option<String> {
-    let mut key = String::with_capacity(64);
-    key.push_str("per-reset-code:");
-    key.push_str(tenant);
-    key.push(':');
-    if let Some(identifier) = &input.identifier {
-        push_subject(&mut key, tenant, identifier);
-        return Some(key);
-    }
-    let session = input.session_id.as_deref().filter(|s| !s.is_empty())?;
-    let digest =
-        crate::signing::sha256_parts(&[tenant.as_bytes(), b"\0session\0", session.as_bytes()]);
-    key.push_str("session:");
-    crate::signing::with_hex_lower(&digest[..SUBJECT_LEN / 2], |hex| key.push_str(hex));
-    Some(key)
-}
-
-/// Whether a code-flow completion's answer gives back the cell its code held: the code was not
-/// shown wrong (it worked, the password was refused, or the vendor was never reached).
-fn code_gives_its_cell_back(result: &Result<(), Problem>) -> bool {
-    match result {
-        Ok(()) => true,
-        Err(p) => matches!(
-            p.code,
-            ErrorCode::UpstreamUnavailable
-                | ErrorCode::PasswordRejected
-                | ErrorCode::PasswordReused
-        ),
-    }
-}
-
 /// A limit checked before any vendor call, as of `env.checked_at`.
 async fn check(
     env: &Env<'_>,
@@ -609,29 +574,34 @@ pub async fn complete(
                 new_password: req.new_password,
             };
             tenant.adapter.check_code(ctx, &input)?;
-            // As at verify, a code holds a cell while it is checked and keeps it only if it was
-            // wrong. Unlike a reset's wrong OTPs, this is left to the store's failure policy
-            // when Redis does not answer: there is no reset id to refuse, and a completion is
-            // the only way a code-flow user can finish.
+            // As at verify, a code holds a cell of its user's count while it is checked and
+            // keeps it only if it was wrong (code_guesses.rs); and as there, the count is a
+            // security check, never decided without the shared store.
             let quota = tenant.settings.wrong_otp_quota;
-            let key = wrong_code_key(&tenant.settings.name, &input);
+            let key = tenant
+                .adapter
+                .code_owner(&input)
+                .map(|owner| crate::code_guesses::key(&tenant.settings.name, owner));
             if let Some(key) = &key {
-                check(env, LimitName::PerReset, key, quota, Mode::Consume(1))
-                    .await
-                    .map_err(|state| {
-                        Problem::limited(
-                            ErrorCode::AttemptsExceeded,
-                            "too many wrong reset codes for this user; try again later",
-                            state,
-                        )
-                    })?;
+                let held = check(env, LimitName::PerReset, key, quota, Mode::Consume(1)).await;
+                let (Ok(state) | Err(state)) = &held;
+                if state.decision.fallback {
+                    return Err(store_unavailable("this user's wrong reset codes"));
+                }
+                held.map_err(|state| {
+                    Problem::limited(
+                        ErrorCode::AttemptsExceeded,
+                        "too many wrong reset codes for this user; try again later",
+                        state,
+                    )
+                })?;
             }
             let result = async {
                 spend_outbound(env, tenant, CanonicalStep::CompleteWithCode).await?;
                 tenant.adapter.complete_with_code(ctx, &input).await
             }
             .await;
-            if let (Some(key), true) = (&key, code_gives_its_cell_back(&result)) {
+            if let (Some(key), true) = (&key, crate::code_guesses::gives_its_cell_back(&result)) {
                 crate::limit::decide(
                     env.limiter,
                     key,
@@ -641,7 +611,10 @@ pub async fn complete(
                 )
                 .await;
             }
-            result?;
+            result.map_err(|p| match p.code {
+                ErrorCode::InvalidOtp => crate::code_guesses::wrong_code(),
+                _ => p,
+            })?;
         }
         _ => {
             return Err(Problem::new(

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod api;
 pub mod client_ip;
+pub mod code_guesses;
 pub mod config;
 pub mod conn;
 pub mod deadline;

@@ -269,6 +269,10 @@ impl VendorAdapter for Amsalem {
         user_name(input).map(|_| ())
     }
 
+    fn code_owner<'a>(&self, input: &'a CodeInput) -> Option<&'a str> {
+        user_name(input).ok()
+    }
+
     fn vendor_calls(&self, step: CanonicalStep) -> u32 {
         match step {
             CanonicalStep::CompleteWithCode => 1,

@@ -155,8 +155,8 @@ pub trait VendorAdapter: Send + Sync {
     /// conceals an unknown identifier. No default: an adapter that conceals must size it.
     fn start_state_width(&self, input: &StartInput) -> usize;
 
-    /// Whether the vendor has `step` at all; a step it lacks is `501 unsupported_step` before the
-    /// body is read (after the API key and the media type) and before any limit.
+    /// Whether the vendor has `step` at all; a step it lacks is `501 unsupported_step` once the API
+    /// key is known (and counted by the per-key limit), before the body is parsed.
     fn supports(&self, step: CanonicalStep) -> bool {
         self.vendor_calls(step) > 0
     }
@@ -171,6 +171,14 @@ pub trait VendorAdapter: Send + Sync {
     /// Likewise for a code-flow completion (a field or header the vendor needs).
     fn check_code(&self, _ctx: &StepContext, _input: &CodeInput) -> Result<(), Problem> {
         Ok(())
+    }
+
+    /// The user a code-flow completion's code is checked against at the vendor, under whom its
+    /// wrong codes are counted (code_guesses.rs). Only a user the vendor itself checks: a field
+    /// it ignores would let a guesser change it at will. `None` for a vendor that finds the
+    /// reset by the code alone.
+    fn code_owner<'a>(&self, _input: &'a CodeInput) -> Option<&'a str> {
+        None
     }
 
     // The step methods answer `501 unsupported_step` unless the vendor has the step. A vendor

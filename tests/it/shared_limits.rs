@@ -573,3 +573,42 @@ fn a_redis_that_requires_a_password_gets_it_from_the_environment_never_the_file(
     assert!(err.contains("limits.redis.password_env"), "{err}");
     assert!(!err.contains("file-pw-9d2e"), "{err}");
 }
+
+#[test]
+fn with_redis_down_an_amsalem_completion_waits_for_the_shared_count_of_wrong_codes() {
+    // A user's wrong reset codes are a security count, as a reset's wrong OTPs are: no replica's
+    // memory knows what the others counted, so while Redis does not answer it is not decided,
+    // whatever the policy, and no code reaches the vendor.
+    let sandbox = Sandbox::start();
+    let mut redis = Redis::start();
+    let config = format!(
+        "[connections.a]\nbase_url = \"{}\"\n[connections.a.amsalem]\nformat = \"json\"\n\
+         api_username = \"sandbox-api\"\nsecret_env = \"IT_AMSALEM_SECRET\"\n\
+         [[tenants]]\nname = \"a\"\nconnection = \"a\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n\
+         [limits]\n{}",
+        sandbox.url("amsalem"),
+        sha256_hex("key-a"),
+        redis_backend(&redis, "local")
+    );
+    let gw = Gateway::start(&config, &[("IT_AMSALEM_SECRET", "sandbox-amsalem-secret")]);
+    let complete = |code: &str| {
+        gw.post(
+            "/reset/complete",
+            "key-a",
+            &format!(
+                r#"{{"reset_code":"{code}","identifier":{{"type":"username","value":"somchai"}},"new_password":"Amsalem-n3w"}}"#
+            ),
+        )
+    };
+    complete("wrong-code").problem(422, "invalid_otp");
+    redis.stop();
+    let calls = sandbox.calls("amsalem");
+    let r = complete("wrong-code");
+    let p = r.problem(503, "upstream_unavailable");
+    assert!(
+        p["detail"].as_str().unwrap().contains("wrong reset codes"),
+        "{p}"
+    );
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    assert_eq!(sandbox.calls("amsalem"), calls, "no code reached Amsalem");
+}
