@@ -12,9 +12,15 @@
 use crate::api::{ErrorCode, Problem};
 
 /// The limiter key for wrong codes against `owner` at `tenant`: a keyed hash, so the key names
-/// no user in the clear. User names are compared without case, as the vendor's may be.
+/// no user in the clear. User names are compared as loosely as a vendor's lookup might (case,
+/// and spaces around or repeated within): counting two spellings as one user is the safe side,
+/// and spellings counted apart would each get a fresh allowance.
 pub fn key(tenant: &str, owner: &str) -> String {
-    let owner = owner.to_lowercase();
+    let owner = owner
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
     let digest =
         crate::signing::sha256_parts(&[tenant.as_bytes(), b"\0code-owner\0", owner.as_bytes()]);
     let mut key = String::with_capacity(64);
@@ -26,14 +32,16 @@ pub fn key(tenant: &str, owner: &str) -> String {
 }
 
 /// Whether a completion gives back the cell its code held: the code was not shown wrong (it
-/// worked, the vendor refused the password, or the vendor was never reached). A wrong code keeps
-/// its cell, and so does whatever may hide one (a timeout, an answer the gateway cannot map).
+/// worked, had expired, the vendor refused the password, or the vendor was never reached). A
+/// wrong code keeps its cell, and so does whatever may hide one (a timeout, an answer the gateway
+/// cannot map). The adapter adds the refusals that came before its vendor looked at the code.
 pub fn gives_its_cell_back(result: &Result<(), Problem>) -> bool {
     match result {
         Ok(()) => true,
         Err(p) => matches!(
             p.code,
             ErrorCode::UpstreamUnavailable
+                | ErrorCode::ResetExpired
                 | ErrorCode::PasswordRejected
                 | ErrorCode::PasswordReused
         ),
@@ -42,7 +50,8 @@ pub fn gives_its_cell_back(result: &Result<(), Problem>) -> bool {
 
 /// A wrong code, in one wording and without the vendor's own answer: Amsalem tells a key issued
 /// to another user (USER_MISMATCH) from a wrong key (INVALID_KEY), which would let a guesser try
-/// codes under made-up user names, spending no real user's cells, and learn which codes exist.
+/// codes under made-up user names, spending no real user's cells, and learn which live codes
+/// exist. (An expired key still answers as expired under any name: it is of no use to anyone.)
 pub fn wrong_code() -> Problem {
     Problem::new(ErrorCode::InvalidOtp, "the reset code is wrong")
 }
@@ -54,6 +63,8 @@ mod tests {
     #[test]
     fn one_user_one_key_whatever_the_case_and_no_name_in_the_clear() {
         assert_eq!(key("t", "Somchai"), key("t", "somchai"));
+        assert_eq!(key("t", " somchai  "), key("t", "somchai"));
+        assert_eq!(key("t", "som  chai"), key("t", "som chai"));
         assert_ne!(key("t", "somchai"), key("t", "mei"));
         assert_ne!(key("t", "somchai"), key("u", "somchai"));
         assert!(!key("t", "somchai").contains("somchai"));

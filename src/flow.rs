@@ -300,6 +300,28 @@ fn expired_code() -> Problem {
     )
 }
 
+/// A real verification's failure as a concealing tenant answers it: as a decoy's would be.
+fn concealed(tenant: &Tenant, claims: &ResetClaims, p: Problem) -> Problem {
+    match p.code {
+        // A decoy's wrong or expired code has no vendor answer to show, so a real one shows none
+        // either: its `vendor` member would tell the account exists.
+        ErrorCode::InvalidOtp => wrong_code(),
+        ErrorCode::ResetExpired => expired_code(),
+        // The vendor's own count of wrong codes ran out (Capillary's 1518, CBSS's) before the
+        // gateway's. A decoy, which no vendor counts, says what its age says: a wrong code, or
+        // past the vendor's code lifetime an expired one (which gives its cell back, as a
+        // decoy's does). A wrong code keeps its cell, so the gateway's own limit then refuses
+        // both alike.
+        ErrorCode::AttemptsExceeded if p.limit.is_none() => {
+            match decoy_code_expired(tenant, claims) {
+                true => expired_code(),
+                false => wrong_code(),
+            }
+        }
+        _ => p,
+    }
+}
+
 /// A wrong one-time code, as a decoy's verification and (for a tenant that conceals unknown
 /// identifiers) every verification answer it: one wording, no vendor member.
 fn wrong_code() -> Problem {
@@ -488,6 +510,12 @@ pub async fn verify(
         result
     }
     .await;
+    // For a tenant that conceals, what a decoy could never meet is answered as a decoy's would
+    // be, before the cell is judged, so that the count moves alike for both too.
+    let result = match result {
+        Err(p) if !tenant.settings.reveal_unknown_identifiers => Err(concealed(tenant, &claims, p)),
+        other => other,
+    };
     if gives_its_cell_back(&result) {
         crate::limit::decide(
             env.limiter,
@@ -498,18 +526,7 @@ pub async fn verify(
         )
         .await;
     }
-    let conceals = !tenant.settings.reveal_unknown_identifiers;
-    let vendor = result.map_err(|p| match p.code {
-        // A decoy's wrong or expired code has no vendor answer to show, so a real one shows none
-        // either when the tenant conceals: its `vendor` member would tell the account exists.
-        ErrorCode::InvalidOtp if conceals => wrong_code(),
-        ErrorCode::ResetExpired if conceals => expired_code(),
-        // The vendor's own count of wrong codes ran out (Capillary's 1518) before the gateway's:
-        // a decoy, which no vendor counts, would still say "wrong code" here, so a real reset
-        // does too. Its cell stays spent, so the gateway's own limit refuses both alike next.
-        ErrorCode::AttemptsExceeded if conceals && p.limit.is_none() => wrong_code(),
-        _ => p,
-    })?;
+    let vendor = result?;
     let next = ResetClaims {
         step: Step::Complete,
         vendor,
@@ -601,7 +618,12 @@ pub async fn complete(
                 tenant.adapter.complete_with_code(ctx, &input).await
             }
             .await;
-            if let (Some(key), true) = (&key, crate::code_guesses::gives_its_cell_back(&result)) {
+            let unjudged = match &result {
+                Err(p) => tenant.adapter.refused_before_the_code(p),
+                Ok(()) => false,
+            };
+            let back = unjudged || crate::code_guesses::gives_its_cell_back(&result);
+            if let (Some(key), true) = (&key, back) {
                 crate::limit::decide(
                     env.limiter,
                     key,

@@ -102,6 +102,14 @@ const CODES: &[(&str, ErrorCode, &str)] = &[
     ("INVALID_REQUEST", ErrorCode::UpstreamError, "Amsalem refused the request as malformed"),
 ];
 
+/// Amsalem's refusals of the gateway's own request, which come before it looks at the key.
+const REFUSED_BEFORE_THE_KEY: &[&str] = &[
+    "INVALID_DIGEST",
+    "UNKNOWN_API_USER",
+    "SALT_REUSED",
+    "INVALID_REQUEST",
+];
+
 /// The user whose password changes: Amsalem's key belongs to one user name.
 fn user_name(input: &CodeInput) -> Result<&str, Problem> {
     match &input.identifier {
@@ -271,6 +279,16 @@ impl VendorAdapter for Amsalem {
 
     fn code_owner<'a>(&self, input: &'a CodeInput) -> Option<&'a str> {
         user_name(input).ok()
+    }
+
+    fn refused_before_the_code(&self, problem: &Problem) -> bool {
+        // Assumed, as the sandbox does: the authentication block and the request's form are
+        // checked before the key.
+        problem
+            .vendor
+            .as_ref()
+            .and_then(|v| v.code.as_deref())
+            .is_some_and(|code| REFUSED_BEFORE_THE_KEY.contains(&code))
     }
 
     fn vendor_calls(&self, step: CanonicalStep) -> u32 {

@@ -181,6 +181,14 @@ pub trait VendorAdapter: Send + Sync {
         None
     }
 
+    /// Whether a code-flow refusal came before the vendor looked at the reset code (its checks of
+    /// the gateway's own request: credentials, digest, salt, framing). Such a refusal judged no
+    /// code, so the user's cell comes back: a misconfigured connection must not use up every
+    /// user's wrong-code allowance.
+    fn refused_before_the_code(&self, _problem: &Problem) -> bool {
+        false
+    }
+
     // The step methods answer `501 unsupported_step` unless the vendor has the step. A vendor
     // declares its steps in `vendor_calls` (the flow refuses a step it lacks before calling), and
     // the conformance suite fails a vendor that declares a step it does not implement.

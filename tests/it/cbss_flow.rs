@@ -177,6 +177,38 @@ fn a_decoys_code_expires_when_a_real_one_would() {
 }
 
 #[test]
+fn after_the_vendors_lockout_a_real_reset_still_answers_as_a_decoy_does() {
+    // The gateway allows 10 wrong codes; CBSS locks a reset after 5, and its codes live 2 s.
+    // After the lockout a real reset must answer every wrong code as a decoy of the same age
+    // does: a wrong code while the code would be alive, an expired one past its lifetime (and
+    // both give that cell back alike, so the gateway's count stays in step).
+    let sandbox = Sandbox::start_with(&["--cbss-otp-lifetime-secs", "2"]);
+    let config = cbss_config(&sandbox, "[limits]\nwrong_otps_per_reset = 10\n").replacen(
+        "[connections.json.cbss]\n",
+        "[connections.json.cbss]\ncode_lifetime_secs = 2\n",
+        1,
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let real = start_reset(&gw, "key-json", "email", EMAIL);
+    let decoy = start_reset(&gw, "key-json", "email", "nobody@example.com");
+    let answer = |reset_id: &str| {
+        let r = verify(&gw, "key-json", reset_id, "000000");
+        let mut body = r.json();
+        body.as_object_mut().unwrap().remove("request_id");
+        (r.status, body)
+    };
+    for i in 0..6 {
+        assert_eq!(answer(&real), answer(&decoy), "wrong code {i}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    for i in 0..3 {
+        let (real, decoy) = (answer(&real), answer(&decoy));
+        assert_eq!(real, decoy, "past the code's lifetime, {i}");
+        assert_eq!(real.0, 410);
+    }
+}
+
+#[test]
 fn a_weak_password_is_password_rejected() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);

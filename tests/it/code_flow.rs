@@ -244,3 +244,20 @@ fn guessing_a_users_reset_code_is_bounded_like_guessing_an_otp() {
     assert_eq!(p["code"], "invalid_otp");
     assert!(p.get("vendor").is_none(), "{p:?}");
 }
+
+#[test]
+fn a_misconfigured_connection_costs_no_user_a_wrong_code() {
+    // Amsalem refuses a digest made by another recipe before it looks at the key: no code was
+    // judged, so however often a user retries while the connection is wrong, none of their
+    // wrong-code allowance is used up.
+    let sandbox = Sandbox::start();
+    let gw = amsalem(
+        &sandbox,
+        "[connections.a.amsalem.digest]\nencoding = \"base64\"",
+    );
+    let code = issue(&sandbox, "amsalem", "somchai");
+    for _ in 0..7 {
+        let p = amsalem_change(&gw, &code, "somchai").problem(502, "upstream_error");
+        assert_eq!(p["vendor"]["code"], "INVALID_DIGEST");
+    }
+}
