@@ -211,13 +211,49 @@ fn store_unavailable(what: &str) -> Problem {
     .with_retry_after(1)
 }
 
-/// `501 unsupported_step` unless the tenant's vendor has an OTP start. Checked by the gateway
-/// before it reads the body too: fixing a body would not make the step exist.
+/// Holds one cell of a wrong-code count (`key` under `quota`) while a code is checked: the code
+/// keeps it only if it was wrong (`give_the_guess_back` otherwise). Peeking first and spending
+/// only on a wrong code let concurrent guesses all pass the peek while one cell was left, and all
+/// reach the vendor: a burst of guesses per cell instead of one. The count is a security check,
+/// never decided without the shared store: then the code is not checked at all (a cell the
+/// `local` policy spent stays spent in this replica's memory, which never decides this limit).
+async fn hold_a_guess(
+    env: &Env<'_>,
+    key: &str,
+    quota: Quota,
+    counted: &str,
+    exceeded: &'static str,
+) -> Result<(), Problem> {
+    let held = check(env, LimitName::PerReset, key, quota, Mode::Consume(1)).await;
+    let (Ok(state) | Err(state)) = &held;
+    if state.decision.fallback {
+        return Err(store_unavailable(counted));
+    }
+    held.map(|_| ())
+        .map_err(|state| Problem::limited(ErrorCode::AttemptsExceeded, exceeded, state))
+}
+
+/// Gives back the cell `hold_a_guess` took, for a code that was not shown wrong.
+async fn give_the_guess_back(env: &Env<'_>, key: &str, quota: Quota) {
+    crate::limit::decide(
+        env.limiter,
+        key,
+        quota,
+        Mode::Refund(1),
+        std::time::Instant::now(),
+    )
+    .await;
+}
+
+/// `501 unsupported_step` unless the tenant's vendor has an OTP start. The gateway asks before
+/// it parses the body (fixing a body would not make the step exist), so `start` does not ask
+/// again.
 pub fn require_start(tenant: &Tenant) -> Result<(), Problem> {
     require(tenant, CanonicalStep::Start, "OTP start (POST /reset)")
 }
 
-/// `501 unsupported_step` unless the tenant's vendor has an OTP verification (as `require_start`).
+/// `501 unsupported_step` unless the tenant's vendor has an OTP verification, asked as
+/// `require_start` is (so `verify` does not ask again).
 pub fn require_verify(tenant: &Tenant) -> Result<(), Problem> {
     require(
         tenant,
@@ -365,13 +401,14 @@ fn open(
     Ok(claims)
 }
 
+/// OTP flow, step 1. The caller has answered 501 already for a vendor without it
+/// (`require_start`).
 pub async fn start(
     env: &Env<'_>,
     tenant: &Tenant,
     ctx: &StepContext,
     req: StartRequest,
 ) -> Result<StepReply, Problem> {
-    require_start(tenant)?;
     let input = StartInput {
         identifier: req.identifier,
         device_id: req.device_id,
@@ -442,41 +479,25 @@ pub async fn start(
     Ok(progress(env.keys, &claims, state_width, 202))
 }
 
+/// OTP flow, step 2. The caller has answered 501 already for a vendor without it
+/// (`require_verify`).
 pub async fn verify(
     env: &Env<'_>,
     tenant: &Tenant,
     ctx: &StepContext,
     req: VerifyRequest,
 ) -> Result<StepReply, Problem> {
-    require_verify(tenant)?;
     let claims = open(env.keys, tenant, &req.reset_id, Step::Verify)?;
     let otp_key = wrong_otp_key(&claims);
     let otp_quota = tenant.settings.wrong_otp_quota;
-    let exceeded = |state| {
-        Problem::limited(
-            ErrorCode::AttemptsExceeded,
-            "too many wrong codes for this reset; try again later",
-            state,
-        )
-    };
-    // A code holds a cell while it is checked, and keeps it only if it was wrong. Peeking first
-    // and spending only on a wrong code let concurrent guesses all pass the peek while one cell
-    // was left, and all reach the vendor: a burst of guesses per cell instead of one.
-    let held = check(
+    hold_a_guess(
         env,
-        LimitName::PerReset,
         &otp_key,
         otp_quota,
-        Mode::Consume(1),
+        "this reset's wrong codes",
+        "too many wrong codes for this reset; try again later",
     )
-    .await;
-    let (Ok(state) | Err(state)) = &held;
-    if state.decision.fallback {
-        // Decided without the shared store: the code is not checked. (A cell the `local` policy
-        // spent stays spent in this replica's memory, which never decides this limit.)
-        return Err(store_unavailable("this reset's wrong codes"));
-    }
-    held.map_err(exceeded)?;
+    .await?;
 
     let result = async {
         spend_outbound(env, tenant, CanonicalStep::Verify).await?;
@@ -517,14 +538,7 @@ pub async fn verify(
         other => other,
     };
     if gives_its_cell_back(&result) {
-        crate::limit::decide(
-            env.limiter,
-            &otp_key,
-            otp_quota,
-            Mode::Refund(1),
-            std::time::Instant::now(),
-        )
-        .await;
+        give_the_guess_back(env, &otp_key, otp_quota).await;
     }
     let vendor = result?;
     let next = ResetClaims {
@@ -600,18 +614,14 @@ pub async fn complete(
                 .code_owner(&input)
                 .map(|owner| crate::code_guesses::key(&tenant.settings.name, owner));
             if let Some(key) = &key {
-                let held = check(env, LimitName::PerReset, key, quota, Mode::Consume(1)).await;
-                let (Ok(state) | Err(state)) = &held;
-                if state.decision.fallback {
-                    return Err(store_unavailable("this user's wrong reset codes"));
-                }
-                held.map_err(|state| {
-                    Problem::limited(
-                        ErrorCode::AttemptsExceeded,
-                        "too many wrong reset codes for this user; try again later",
-                        state,
-                    )
-                })?;
+                hold_a_guess(
+                    env,
+                    key,
+                    quota,
+                    "this user's wrong reset codes",
+                    "too many wrong reset codes for this user; try again later",
+                )
+                .await?;
             }
             let result = async {
                 spend_outbound(env, tenant, CanonicalStep::CompleteWithCode).await?;
@@ -624,14 +634,7 @@ pub async fn complete(
             };
             let back = unjudged || crate::code_guesses::gives_its_cell_back(&result);
             if let (Some(key), true) = (&key, back) {
-                crate::limit::decide(
-                    env.limiter,
-                    key,
-                    quota,
-                    Mode::Refund(1),
-                    std::time::Instant::now(),
-                )
-                .await;
+                give_the_guess_back(env, key, quota).await;
             }
             result.map_err(|p| match p.code {
                 ErrorCode::InvalidOtp => crate::code_guesses::wrong_code(),
