@@ -150,19 +150,26 @@ fn the_vendor_attempt_limit_is_attempts_exceeded() {
     verify(&gw, "key-json", &reset_id, &otp).problem(429, "attempts_exceeded");
 }
 
-#[test]
-fn a_decoys_code_expires_when_a_real_one_would() {
-    // CBSS's codes live 2 s here, and the connection says so: past that a real verification is
-    // OTP_EXPIRED, 410 reset_expired, and a decoy's must be the same answer (before, both are
-    // wrong codes).
+/// A CBSS sandbox whose codes live 2 s, and a gateway on it whose `json` connection says so
+/// (`extra` appended to its config).
+fn with_two_second_codes(extra: &str) -> (Sandbox, Gateway) {
     let sandbox = Sandbox::start_with(&["--cbss-otp-lifetime-secs", "2"]);
-    let config = cbss_config(&sandbox, "").replacen(
+    let config = cbss_config(&sandbox, extra).replacen(
         "[connections.json.cbss]\n",
         "[connections.json.cbss]\ncode_lifetime_secs = 2\n",
         1,
     );
     assert!(config.contains("code_lifetime_secs = 2"));
     let gw = Gateway::start(&config, CBSS_ENV);
+    (sandbox, gw)
+}
+
+#[test]
+fn a_decoys_code_expires_when_a_real_one_would() {
+    // CBSS's codes live 2 s here, and the connection says so: past that a real verification is
+    // OTP_EXPIRED, 410 reset_expired, and a decoy's must be the same answer (before, both are
+    // wrong codes).
+    let (sandbox, gw) = with_two_second_codes("");
     let real = start_reset(&gw, "key-json", "email", EMAIL);
     let decoy = start_reset(&gw, "key-json", "email", "nobody@example.com");
     let otp = sandbox.last_otp(EMAIL);
@@ -182,13 +189,7 @@ fn after_the_vendors_lockout_a_real_reset_still_answers_as_a_decoy_does() {
     // After the lockout a real reset must answer every wrong code as a decoy of the same age
     // does: a wrong code while the code would be alive, an expired one past its lifetime (and
     // both give that cell back alike, so the gateway's count stays in step).
-    let sandbox = Sandbox::start_with(&["--cbss-otp-lifetime-secs", "2"]);
-    let config = cbss_config(&sandbox, "[limits]\nwrong_otps_per_reset = 10\n").replacen(
-        "[connections.json.cbss]\n",
-        "[connections.json.cbss]\ncode_lifetime_secs = 2\n",
-        1,
-    );
-    let gw = Gateway::start(&config, CBSS_ENV);
+    let (_sandbox, gw) = with_two_second_codes("[limits]\nwrong_otps_per_reset = 10\n");
     let real = start_reset(&gw, "key-json", "email", EMAIL);
     let decoy = start_reset(&gw, "key-json", "email", "nobody@example.com");
     let answer = |reset_id: &str| {

@@ -212,12 +212,7 @@ fn a_secret_ending_in_a_line_break_is_refused_at_load_without_being_shown() {
     // A Kubernetes Secret made with `--from-file` keeps the file's last line break. Sent as
     // Capillary's API key header, it would end the request's head early and smuggle the rest of
     // the request to the vendor; the gateway refuses to start instead.
-    let path = std::env::temp_dir().join(format!(
-        "reset-gateway-it-newline-{}.toml",
-        std::process::id()
-    ));
-    std::fs::write(
-        &path,
+    let (passed, err) = check_config_with_env(
         r#"
 [connections.c]
 base_url = "http://127.0.0.1:1/"
@@ -229,16 +224,9 @@ name = "t"
 connection = "c"
 api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000000000000000000000000000" }]
 "#,
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", path.to_str().unwrap()])
-        .env("IT_NEWLINE_KEY", "capillary-key-value\n")
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+        &[("IT_NEWLINE_KEY", "capillary-key-value\n")],
+    );
+    assert!(!passed, "{err}");
     assert!(
         err.contains("IT_NEWLINE_KEY") && err.contains("control character"),
         "{err}"

@@ -95,14 +95,7 @@ fn hepsiburada_needs_the_end_users_agent() {
 }
 
 fn amsalem(sandbox: &Sandbox, digest: &str) -> Gateway {
-    let config = format!(
-        "[connections.a]\nbase_url = \"{}\"\n[connections.a.amsalem]\nformat = \"json\"\n\
-         api_username = \"sandbox-api\"\nsecret_env = \"IT_AMSALEM_SECRET\"\n{digest}\n\
-         [[tenants]]\nname = \"a\"\nconnection = \"a\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
-        sandbox.url("amsalem"),
-        sha256_hex("key-a")
-    );
-    Gateway::start(&config, &[("IT_AMSALEM_SECRET", "sandbox-amsalem-secret")])
+    Gateway::start(&amsalem_config(sandbox, digest), AMSALEM_ENV)
 }
 
 fn amsalem_change(gw: &Gateway, code: &str, user: &str) -> Response {

@@ -217,6 +217,11 @@ pub fn remember_secret(s: &str) {
 /// Runs `check-config` on `toml` (written to a temporary file, with no token keys in the
 /// environment): whether it passed, and what it printed on stderr.
 pub fn check_config(toml: &str) -> (bool, String) {
+    check_config_with_env(toml, &[])
+}
+
+/// `check_config` with `env` set for the run (the variables the config names).
+pub fn check_config_with_env(toml: &str, env: &[(&str, &str)]) -> (bool, String) {
     let path = std::env::temp_dir().join(format!(
         "reset-gateway-it-check-{}-{}.toml",
         std::process::id(),
@@ -226,6 +231,7 @@ pub fn check_config(toml: &str) -> (bool, String) {
     let out = Command::new(BIN)
         .args(["check-config", path.to_str().unwrap()])
         .env_remove("GATEWAY_TOKEN_KEYS")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&path);
@@ -403,6 +409,32 @@ api_keys = [{{ name = "k", key_sha256 = "{xml}" }}]
         xml = sha256_hex("key-xml"),
     )
 }
+
+/// `config` with connection `name`'s `outbound_limit` set to `count` calls per `period_secs`.
+pub fn with_outbound_limit(config: &str, name: &str, count: u32, period_secs: u64) -> String {
+    let header = format!("[connections.{name}]\n");
+    assert!(
+        config.contains(&header),
+        "the config has no connection {name}"
+    );
+    let limit = format!("outbound_limit = {{ count = {count}, period_secs = {period_secs} }}\n");
+    config.replacen(&header, &format!("{header}{limit}"), 1)
+}
+
+/// An Amsalem connection `a` on `sandbox` for tenant `a` (key-a), the sandbox's API user, and
+/// any extra TOML appended.
+pub fn amsalem_config(sandbox: &Sandbox, extra: &str) -> String {
+    format!(
+        "[connections.a]\nbase_url = \"{}\"\n[connections.a.amsalem]\nformat = \"json\"\n\
+         api_username = \"sandbox-api\"\nsecret_env = \"IT_AMSALEM_SECRET\"\n\
+         [[tenants]]\nname = \"a\"\nconnection = \"a\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n{extra}",
+        sandbox.url("amsalem"),
+        sha256_hex("key-a")
+    )
+}
+
+/// The sandbox's Amsalem secret, as a deployment would pass it.
+pub const AMSALEM_ENV: &[(&str, &str)] = &[("IT_AMSALEM_SECRET", "sandbox-amsalem-secret")];
 
 /// A config with Capillary connections on `sandbox`: tenants `web` (key-web) and `mobile`
 /// (key-mobile), and any extra TOML appended.

@@ -205,13 +205,14 @@ fn the_outbound_budget_never_lets_a_vendor_counting_any_window_throttle_the_gate
         "--capillary-rate-window-secs",
         "2",
     ]);
-    let config = capillary_config(
-        &sandbox,
-        "[limits]\nper_identifier = { count = 100, period_secs = 900 }\n",
-    )
-    .replace(
-        "[connections.web.capillary]",
-        "outbound_limit = { count = 10, period_secs = 2 }\n[connections.web.capillary]",
+    let config = with_outbound_limit(
+        &capillary_config(
+            &sandbox,
+            "[limits]\nper_identifier = { count = 100, period_secs = 900 }\n",
+        ),
+        "web",
+        10,
+        2,
     );
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     let customers = [EMAIL, "mei@example.com", "locked@example.com"];
@@ -290,10 +291,7 @@ fn concurrent_guesses_at_one_reset_cannot_share_its_last_codes() {
 #[test]
 fn the_outbound_budget_refuses_without_calling_the_vendor() {
     let sandbox = Sandbox::start();
-    let config = capillary_config(&sandbox, "").replace(
-        "[connections.web.capillary]",
-        "outbound_limit = { count = 30, period_secs = 600 }\n[connections.web.capillary]",
-    );
+    let config = with_outbound_limit(&capillary_config(&sandbox, ""), "web", 30, 600);
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     // The budget bursts a tenth of the limit, 3 calls, and then one call every 22.4 s (27 over
     // 600 s and a 6 s margin): never more than 30 in any 600 s.
@@ -364,10 +362,7 @@ fn a_request_the_vendor_could_never_take_is_refused_before_any_limit_or_budget()
     // itself: it must not spend the outbound budget real starts need (here one call a minute),
     // nor the identifier's allowance.
     let sandbox = Sandbox::start();
-    let config = cbss_config(&sandbox, "").replace(
-        "[connections.json.cbss]",
-        "outbound_limit = { count = 2, period_secs = 60 }\n[connections.json.cbss]",
-    );
+    let config = with_outbound_limit(&cbss_config(&sandbox, ""), "json", 2, 60);
     let gw = Gateway::start(&config, CBSS_ENV);
     for _ in 0..7 {
         let r = gw.post(

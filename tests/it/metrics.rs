@@ -111,10 +111,7 @@ fn metrics_count_known_traffic_exactly() {
 #[test]
 fn the_outbound_budget_gauges_follow_the_budget() {
     let sandbox = Sandbox::start();
-    let config = capillary_config(&sandbox, "").replace(
-        "[connections.web.capillary]",
-        "outbound_limit = { count = 100, period_secs = 600 }\n[connections.web.capillary]",
-    );
+    let config = with_outbound_limit(&capillary_config(&sandbox, ""), "web", 100, 600);
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     let labels = [("connection", "web"), ("vendor", "capillary")];
     // The budget holds a tenth of the vendor's limit at once (limit/vendor_budget.rs).

@@ -497,13 +497,14 @@ fn with_redis_down_local_a_tiny_outbound_share_still_fits_a_whole_start() {
     // step: a share of 1 cell would refuse every start for as long as Redis is down.
     let sandbox = Sandbox::start();
     let mut redis = Redis::start();
-    let config = capillary_config(
-        &sandbox,
-        &format!("[limits]\n{}", redis_backend(&redis, "local")),
-    )
-    .replace(
-        "[connections.web.capillary]",
-        "outbound_limit = { count = 10, period_secs = 2 }\n[connections.web.capillary]",
+    let config = with_outbound_limit(
+        &capillary_config(
+            &sandbox,
+            &format!("[limits]\n{}", redis_backend(&redis, "local")),
+        ),
+        "web",
+        10,
+        2,
     );
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     redis.stop();
@@ -581,16 +582,11 @@ fn with_redis_down_an_amsalem_completion_waits_for_the_shared_count_of_wrong_cod
     // whatever the policy, and no code reaches the vendor.
     let sandbox = Sandbox::start();
     let mut redis = Redis::start();
-    let config = format!(
-        "[connections.a]\nbase_url = \"{}\"\n[connections.a.amsalem]\nformat = \"json\"\n\
-         api_username = \"sandbox-api\"\nsecret_env = \"IT_AMSALEM_SECRET\"\n\
-         [[tenants]]\nname = \"a\"\nconnection = \"a\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n\
-         [limits]\n{}",
-        sandbox.url("amsalem"),
-        sha256_hex("key-a"),
-        redis_backend(&redis, "local")
+    let config = amsalem_config(
+        &sandbox,
+        &format!("[limits]\n{}", redis_backend(&redis, "local")),
     );
-    let gw = Gateway::start(&config, &[("IT_AMSALEM_SECRET", "sandbox-amsalem-secret")]);
+    let gw = Gateway::start(&config, AMSALEM_ENV);
     let complete = |code: &str| {
         gw.post(
             "/reset/complete",
