@@ -953,7 +953,9 @@ fn validate_cbss(
                 "{at}: sandbox_credentials and *_env secrets exclude each other"
             ));
         }
-        let demo = &sandbox::cbss::DEMO_CLIENT;
+        // The sandbox checks each client's signatures in one case, as a vendor would: the demo
+        // client that signs in the case this connection is set to.
+        let demo = sandbox::cbss::demo_client(raw.signature_case);
         (
             raw.client_code
                 .clone()
@@ -1188,6 +1190,23 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
                 "threads = {bad}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_sandbox_client_signs_in_the_connections_hex_case() {
+        let client = |case: &str| {
+            let text = MINIMAL.replace(
+                "sandbox_credentials = true",
+                &format!("sandbox_credentials = true\nsignature_case = \"{case}\""),
+            );
+            let c = Config::parse(&text).unwrap();
+            let VendorSettings::Cbss(cbss) = &c.connections[0].vendor else {
+                panic!("a CBSS connection");
+            };
+            cbss.client_code.clone()
+        };
+        assert_eq!(client("lower"), "DEMO");
+        assert_eq!(client("upper"), "DEMO-UPPER");
     }
 
     #[test]

@@ -19,15 +19,15 @@ const DEFAULT_REGIONS: &[(&str, &str)] = &[
     ("he", "he_IL"),
 ];
 
-/// Picks the caller's most preferred language (highest q, first on ties) and maps it to the
-/// `ll_RR` form. Anything unparseable falls back to `DEFAULT`; the result is always safe to put in
-/// a URL query unescaped. The default and the bare-language forms are borrowed: most requests
-/// send no `Accept-Language` and need no allocation for it.
+/// Picks the caller's most preferred language that has a vendor form (highest q, first on ties)
+/// and maps it to the `ll_RR` form. Anything unparseable falls back to `DEFAULT`; the result is
+/// always safe to put in a URL query unescaped. The default and the bare-language forms are
+/// borrowed: most requests send no `Accept-Language` and need no allocation for it.
 pub fn vendor_language(accept_language: Option<&[u8]>) -> Cow<'static, str> {
     let Some(raw) = accept_language.and_then(|b| std::str::from_utf8(b).ok()) else {
         return Cow::Borrowed(DEFAULT);
     };
-    let mut best: Option<(&str, f32)> = None;
+    let mut best: Option<(Cow<'static, str>, f32)> = None;
     for item in raw.split(',').take(16) {
         let mut parts = item.split(';');
         let tag = parts.next().unwrap_or("").trim();
@@ -35,21 +35,23 @@ pub fn vendor_language(accept_language: Option<&[u8]>) -> Cow<'static, str> {
             .find_map(|p| p.trim().strip_prefix("q="))
             .and_then(|q| q.parse::<f32>().ok())
             .unwrap_or(1.0);
-        if tag.is_empty() || tag == "*" || q <= 0.0 {
+        if tag.is_empty() || tag == "*" || q <= 0.0 || best.as_ref().is_some_and(|(_, bq)| q <= *bq)
+        {
             continue;
         }
-        if best.is_none_or(|(_, bq)| q > bq) {
-            best = Some((tag, q));
+        if let Some(mapped) = map_tag(tag) {
+            best = Some((mapped, q));
         }
     }
-    best.and_then(|(tag, _)| map_tag(tag))
-        .unwrap_or(Cow::Borrowed(DEFAULT))
+    best.map_or(Cow::Borrowed(DEFAULT), |(mapped, _)| mapped)
 }
 
 fn map_tag(tag: &str) -> Option<Cow<'static, str>> {
     let mut pieces = tag.split(['-', '_']);
     let lang = pieces.next()?.to_ascii_lowercase();
-    if !(2..=3).contains(&lang.len()) || !lang.bytes().all(|b| b.is_ascii_alphabetic()) {
+    // Only two-letter languages: the vendor form is `ll_RR`, and a vendor that serves a handful
+    // of languages refuses a three-letter one (`yue_HK`) rather than fall back to its default.
+    if lang.len() != 2 || !lang.bytes().all(|b| b.is_ascii_alphabetic()) {
         return None;
     }
     // The region is the first two-letter subtag after the language (skipping a script like Hant).
@@ -76,5 +78,37 @@ mod tests {
         assert_eq!(vendor_language(None), "en_US");
         assert_eq!(vendor_language(Some(b"x-klingon")), "en_US");
         assert_eq!(vendor_language(Some(b"../../etc")), "en_US");
+        assert_eq!(vendor_language(Some(b"yue-HK")), "en_US");
+        assert_eq!(vendor_language(Some(b"fil-PH")), "en_US");
+        // A language with no vendor form gives way to the next one the caller accepts.
+        assert_eq!(vendor_language(Some(b"fil-PH, th;q=0.5")), "th_TH");
+        assert_eq!(vendor_language(Some(b"TH_th")), "th_TH");
+    }
+
+    /// Whatever the caller sends, the vendor gets `ll_RR`: the one form CBSS's samples show.
+    #[test]
+    fn every_answer_has_the_vendor_form() {
+        let inputs: &[&[u8]] = &[
+            b"yue-Hant-HK",
+            b"ZH-hant-tw",
+            b"sr-Latn-RS;q=0.9, x-pig-latin",
+            b"de-CH-1996",
+            b"es-419",
+            b"en-GB-oxendict, *;q=0.1",
+            b"i-klingon",
+            b"tlh",
+            b"\xff\xfe",
+            b"th;q=abc, ja;q=0.3",
+            b"",
+        ];
+        for input in inputs {
+            let lang = vendor_language(Some(input));
+            let b = lang.as_bytes();
+            let ok = b.len() == 5
+                && b[..2].iter().all(u8::is_ascii_lowercase)
+                && b[2] == b'_'
+                && b[3..].iter().all(u8::is_ascii_uppercase);
+            assert!(ok, "{:?} became {lang}", String::from_utf8_lossy(input));
+        }
     }
 }

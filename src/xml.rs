@@ -28,9 +28,15 @@ impl Element {
         self.children.iter().find(|c| c.name == name)
     }
 
-    /// The trimmed text of the first child with this local name.
+    /// The trimmed text of the first child with this local name: lenient, for reading answers.
     pub fn child_text(&self, name: &str) -> Option<&str> {
         self.child(name).map(|c| c.text.trim())
+    }
+
+    /// The exact text of the first child with this local name, spaces at its ends kept, as .NET's
+    /// serializers read a string member: for reading requests as a vendor would.
+    pub fn child_value(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_str())
     }
 
     pub fn attribute(&self, name: &str) -> Option<&str> {

@@ -179,10 +179,13 @@ impl AmsalemSandbox {
             ));
         }
         if !password_ok(&req.new_password) {
-            return Err((
-                "PASSWORD_POLICY",
-                "The password needs at least 8 characters with letters and digits.".into(),
-            ));
+            // Quoting the password and the key, as a service's validation message might: the
+            // gateway must keep both out of what it shows.
+            let message = format!(
+                "The password '{}' for key {} needs at least 8 characters with letters and digits.",
+                req.new_password, req.key
+            );
+            return Err(("PASSWORD_POLICY", message.into()));
         }
         if c.password == req.new_password {
             return Err((
@@ -230,7 +233,7 @@ fn read_xml(body: &[u8]) -> Option<Request> {
     if !user.children.iter().all(no_namespace) {
         return None;
     }
-    let text = |e: &xml::Element, name: &str| e.child_text(name).unwrap_or_default().to_string();
+    let text = |e: &xml::Element, name: &str| e.child_value(name).unwrap_or_default().to_string();
     Some(Request {
         user_name: text(user, "UserName"),
         email: text(user, "Email"),

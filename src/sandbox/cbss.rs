@@ -1,9 +1,12 @@
 //! The CBSS sandbox: ForgotUsernamePassword steps 1 to 3, JSON and DataContract XML, signatures
 //! checked over the exact body bytes received, OTPs with expiry and an attempt limit.
 //!
-//! What the excerpts leave open is decided here as vendors.md assumes (lower- or upper-case hex
-//! signatures, `{Code, Message}` messages) and the message codes are the ones README.md lists.
+//! What the excerpts leave open is decided here as vendors.md assumes (hex signatures, in the one
+//! case each client is set up for; `{Code, Message}` messages; `Language` like `en_US`) and the
+//! message codes are the ones README.md lists. Values are read from XML as .NET reads them, with
+//! the spaces at their ends.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,15 +16,19 @@ use subtle::ConstantTimeEq;
 
 use super::{demo_customers, password_ok, query_param, random_otp, Customer, Outbox};
 use crate::http::Reply;
+use crate::signing::HexCase;
 use crate::vendors::dotnet_timestamp;
 use crate::xml;
 
-/// The sandbox's one client. These are public demo values, not secrets.
+/// A client of the sandbox. These are public demo values, not secrets.
 pub struct DemoClient {
     pub client_code: &'static str,
     pub client_key: &'static str,
     pub login_salt: &'static str,
     pub forgot_salt: &'static str,
+    /// The one hex case this client's signatures are checked in: a vendor compares the signature
+    /// it computes with the one it is sent, so a gateway set to the other case is refused.
+    pub signature_case: HexCase,
 }
 
 pub const DEMO_CLIENT: DemoClient = DemoClient {
@@ -29,7 +36,29 @@ pub const DEMO_CLIENT: DemoClient = DemoClient {
     client_key: "sandbox-client-key",
     login_salt: "sandbox-login-salt",
     forgot_salt: "sandbox-forgot-salt",
+    signature_case: HexCase::Lower,
 };
+
+/// The demo client whose account signs in upper-case hex, with the same secrets.
+pub const DEMO_CLIENT_UPPER: DemoClient = DemoClient {
+    client_code: "DEMO-UPPER",
+    signature_case: HexCase::Upper,
+    ..DEMO_CLIENT
+};
+
+/// The demo client that signs in `case`.
+pub fn demo_client(case: HexCase) -> &'static DemoClient {
+    match case {
+        HexCase::Lower => &DEMO_CLIENT,
+        HexCase::Upper => &DEMO_CLIENT_UPPER,
+    }
+}
+
+fn client_by_code(code: &str) -> Option<&'static DemoClient> {
+    [&DEMO_CLIENT, &DEMO_CLIENT_UPPER]
+        .into_iter()
+        .find(|c| c.client_code == code)
+}
 
 /// How long a one-time code lives unless the sandbox is told otherwise.
 pub const OTP_LIFETIME: Duration = Duration::from_secs(300);
@@ -112,7 +141,12 @@ struct Request {
 /// What the sandbox answers: success with optional content, or a CBSS message.
 enum Outcome {
     Ok(Option<u64>),
-    Fail(u16, &'static str, &'static str),
+    Fail(u16, &'static str, Cow<'static, str>),
+}
+
+/// A refusal: the HTTP status, CBSS's message code and its text.
+fn fail(status: u16, code: &'static str, text: impl Into<Cow<'static, str>>) -> Outcome {
+    Outcome::Fail(status, code, text.into())
 }
 
 impl CbssSandbox {
@@ -139,46 +173,60 @@ impl CbssSandbox {
         } else {
             return Reply::text(415, "CBSS takes application/json or application/xml\n");
         };
-        let outcome = self.process(step, format, query, body);
-        let client_code = DEMO_CLIENT.client_code;
+        let (client, outcome) = self.process(step, format, query, body);
+        let client_code = client.map_or(DEMO_CLIENT.client_code, |c| c.client_code);
         envelope(step, format, client_code, outcome)
     }
 
-    fn process(&self, step: Step, format: Format, query: &str, body: &[u8]) -> Outcome {
+    /// The client the request named, when it is one, and what became of the request.
+    fn process(
+        &self,
+        step: Step,
+        format: Format,
+        query: &str,
+        body: &[u8],
+    ) -> (Option<&'static DemoClient>, Outcome) {
         let request = match format {
             Format::Json => read_json(body),
             Format::Xml => read_xml(step, body),
         };
         let Some(request) = request else {
-            return Outcome::Fail(400, "INVALID_REQUEST", "The request body is malformed.");
+            let malformed = fail(400, "INVALID_REQUEST", "The request body is malformed.");
+            return (None, malformed);
         };
-        if request.client_code != DEMO_CLIENT.client_code {
-            return Outcome::Fail(401, "INVALID_CLIENT", "Unknown client code.");
-        }
-        if !signature_ok(step, body, query_param(query, "Signature").unwrap_or("")) {
-            return Outcome::Fail(401, "INVALID_SIGNATURE", "Invalid signature.");
+        let Some(client) = client_by_code(&request.client_code) else {
+            return (None, fail(401, "INVALID_CLIENT", "Unknown client code."));
+        };
+        let given = query_param(query, "Signature").unwrap_or("");
+        if !signature_ok(client, step, body, given) {
+            // The signature it was sent, quoted back: never to be shown by the gateway.
+            let refused = fail(
+                401,
+                "INVALID_SIGNATURE",
+                format!("Invalid signature '{given}'."),
+            );
+            return (Some(client), refused);
         }
         if let Some(lang) = query_param(query, "Language") {
-            let ok = lang.len() == 5
-                && lang.as_bytes()[2] == b'_'
-                && lang
-                    .bytes()
-                    .enumerate()
-                    .all(|(i, b)| i == 2 || b.is_ascii_alphabetic());
-            if !ok {
-                return Outcome::Fail(400, "INVALID_REQUEST", "Unsupported language.");
+            if !language_ok(lang) {
+                let refused = fail(400, "INVALID_REQUEST", "Unsupported language.");
+                return (Some(client), refused);
             }
         }
         match chrono::DateTime::parse_from_rfc3339(&request.date_time) {
             Ok(t) if (chrono::Utc::now().timestamp() - t.timestamp()).abs() <= CLOCK_SKEW_SECS => {}
-            _ => return Outcome::Fail(400, "INVALID_DATETIME", "DateTime is missing or stale."),
+            _ => {
+                let stale = fail(400, "INVALID_DATETIME", "DateTime is missing or stale.");
+                return (Some(client), stale);
+            }
         }
         let mut state = self.state.lock().expect("cbss sandbox lock");
-        match step {
+        let outcome = match step {
             Step::One => self.request_otp(&mut state, &request.content),
             Step::Two => verify_otp(&mut state, &request.content),
             Step::Three => change_password(&mut state, &request.content),
-        }
+        };
+        (Some(client), outcome)
     }
 
     fn request_otp(&self, state: &mut State, content: &HashMap<String, String>) -> Outcome {
@@ -191,7 +239,7 @@ impl CbssSandbox {
                 m.clone(),
             ),
             _ => {
-                return Outcome::Fail(
+                return fail(
                     400,
                     "INVALID_REQUEST",
                     "Give exactly one of EmailAddress and MobilePhoneNumber.",
@@ -199,12 +247,12 @@ impl CbssSandbox {
             }
         };
         let Some(customer) = found else {
-            return Outcome::Fail(200, "CUSTOMER_NOT_FOUND", "Customer not found.");
+            return fail(200, "CUSTOMER_NOT_FOUND", "Customer not found.");
         };
         let now = Instant::now();
         state.pending.retain(|_, p| p.request_expires > now);
         if state.pending.len() >= MAX_PENDING {
-            return Outcome::Fail(503, "BUSY", "Too many pending requests.");
+            return fail(503, "BUSY", "Too many pending requests.");
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -234,24 +282,24 @@ fn pending_id(content: &HashMap<String, String>) -> Option<u64> {
 
 fn verify_otp(state: &mut State, content: &HashMap<String, String>) -> Outcome {
     let (Some(id), Some(otp)) = (pending_id(content), content.get("OTP")) else {
-        return Outcome::Fail(
+        return fail(
             400,
             "INVALID_REQUEST",
             "CustomerForgotUsernamePasswordID and OTP are required.",
         );
     };
     let Some(p) = state.pending.get_mut(&id) else {
-        return Outcome::Fail(200, "REQUEST_NOT_FOUND", "Unknown request.");
+        return fail(200, "REQUEST_NOT_FOUND", "Unknown request.");
     };
     if p.attempts >= MAX_OTP_ATTEMPTS {
-        return Outcome::Fail(200, "OTP_ATTEMPTS_EXCEEDED", "Too many wrong OTPs.");
+        return fail(200, "OTP_ATTEMPTS_EXCEEDED", "Too many wrong OTPs.");
     }
     if Instant::now() > p.otp_expires {
-        return Outcome::Fail(200, "OTP_EXPIRED", "The OTP has expired.");
+        return fail(200, "OTP_EXPIRED", "The OTP has expired.");
     }
     if !bool::from(p.otp.as_bytes().ct_eq(otp.as_bytes())) {
         p.attempts += 1;
-        return Outcome::Fail(200, "INVALID_OTP", "Invalid OTP.");
+        return fail(200, "INVALID_OTP", "Invalid OTP.");
     }
     p.verified = true;
     Outcome::Ok(None)
@@ -259,31 +307,32 @@ fn verify_otp(state: &mut State, content: &HashMap<String, String>) -> Outcome {
 
 fn change_password(state: &mut State, content: &HashMap<String, String>) -> Outcome {
     let (Some(id), Some(password)) = (pending_id(content), content.get("NewPassword")) else {
-        return Outcome::Fail(
+        return fail(
             400,
             "INVALID_REQUEST",
             "CustomerForgotUsernamePasswordID and NewPassword are required.",
         );
     };
     let Some(p) = state.pending.get(&id) else {
-        return Outcome::Fail(200, "REQUEST_NOT_FOUND", "Unknown request.");
+        return fail(200, "REQUEST_NOT_FOUND", "Unknown request.");
     };
     if Instant::now() > p.request_expires {
-        return Outcome::Fail(200, "REQUEST_EXPIRED", "The request has expired.");
+        return fail(200, "REQUEST_EXPIRED", "The request has expired.");
     }
     if !p.verified {
-        return Outcome::Fail(200, "OTP_NOT_VERIFIED", "Verify the OTP first.");
+        return fail(200, "OTP_NOT_VERIFIED", "Verify the OTP first.");
     }
     if !password_ok(password) {
-        return Outcome::Fail(
-            200,
-            "PASSWORD_POLICY",
-            "The password needs at least 8 characters with letters and digits.",
+        // Quoting what it refused, as some vendors' validation messages do: the gateway must keep
+        // the password out of what it shows.
+        let text = format!(
+            "The password '{password}' needs at least 8 characters with letters and digits."
         );
+        return fail(200, "PASSWORD_POLICY", text);
     }
     let customer = p.customer;
     if state.customers[customer].password == *password {
-        return Outcome::Fail(
+        return fail(
             200,
             "PASSWORD_REUSED",
             "The new password equals the current one.",
@@ -294,16 +343,30 @@ fn change_password(state: &mut State, content: &HashMap<String, String>) -> Outc
     Outcome::Ok(None)
 }
 
-fn signature_ok(step: Step, body: &[u8], given: &str) -> bool {
+/// CBSS's language form, as its samples write it: a two-letter language in lower case, `_`, a
+/// two-letter region in upper case (`en_US`, `th_TH`, `zh_TW`).
+fn language_ok(lang: &str) -> bool {
+    let b = lang.as_bytes();
+    b.len() == 5
+        && b[..2].iter().all(u8::is_ascii_lowercase)
+        && b[2] == b'_'
+        && b[3..].iter().all(u8::is_ascii_uppercase)
+}
+
+fn signature_ok(client: &DemoClient, step: Step, body: &[u8], given: &str) -> bool {
+    // Computed here with sha2 and hex rather than with the gateway's own signing code, so that a
+    // fault in that code cannot agree with itself.
     let mut hasher = Sha256::new();
     hasher.update(body);
-    hasher.update(DEMO_CLIENT.client_key.as_bytes());
-    hasher.update(DEMO_CLIENT.login_salt.as_bytes());
+    hasher.update(client.client_key.as_bytes());
+    hasher.update(client.login_salt.as_bytes());
     if step != Step::One {
-        hasher.update(DEMO_CLIENT.forgot_salt.as_bytes());
+        hasher.update(client.forgot_salt.as_bytes());
     }
-    let expected = hex::encode(hasher.finalize());
-    let given = given.to_ascii_lowercase();
+    let mut expected = hex::encode(hasher.finalize());
+    if client.signature_case == HexCase::Upper {
+        expected.make_ascii_uppercase();
+    }
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
@@ -345,11 +408,11 @@ fn read_xml(step: Step, body: &[u8]) -> Option<Request> {
     let content = content
         .children
         .iter()
-        .map(|c| (c.name.clone(), c.text.trim().to_string()))
+        .map(|c| (c.name.clone(), c.text.clone()))
         .collect();
     Some(Request {
-        client_code: root.child_text("ClientCode")?.to_string(),
-        date_time: root.child_text("DateTime")?.to_string(),
+        client_code: root.child_value("ClientCode")?.to_string(),
+        date_time: root.child_value("DateTime")?.to_string(),
         content,
     })
 }
@@ -391,7 +454,7 @@ fn envelope(step: Step, format: Format, client_code: &str, outcome: Outcome) -> 
             let messages = match message {
                 Some((code, text)) => format!(
                     "<Messages xmlns=\"{NS_RESPONSES}\"><Message><Code>{code}</Code><Message>{}</Message></Message></Messages>",
-                    xml::escape(text)
+                    xml::escape(&text)
                 ),
                 None => format!("<Messages xmlns=\"{NS_RESPONSES}\" />"),
             };

@@ -3,6 +3,7 @@
 //! would carry them; the end user's address and user agent must come with the change, and the
 //! last ones received are shown at `GET /sandbox/hepsiburada/last-request` (never the password).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -151,14 +152,14 @@ impl HepsiburadaSandbox {
             None => (
                 Code::RequestInvalid,
                 false,
-                "The request is malformed.",
+                "The request is malformed.".into(),
                 None,
             ),
         };
-        answer(xml_format, code, is_valid, message, email)
+        answer(xml_format, code, is_valid, &message, email)
     }
 
-    fn change(&self, req: Request) -> (Code, bool, &'static str, Option<&'static str>) {
+    fn change(&self, req: Request) -> (Code, bool, Cow<'static, str>, Option<&'static str>) {
         let mut state = self.state.lock().expect("hepsiburada sandbox lock");
         state.last = Some(json!({
             "IPAddress": req.ip_address,
@@ -169,13 +170,13 @@ impl HepsiburadaSandbox {
         let ip_ok = req.ip_address.parse::<std::net::IpAddr>().is_ok();
         if req.from_identity_server.is_none() || !ip_ok || req.user_agent.is_empty() {
             let why = "IPAddress, UserAgent and RequestFromIdentityServer are required.";
-            return (Code::RequestInvalid, false, why, None);
+            return (Code::RequestInvalid, false, why.into(), None);
         }
         let Some(found) = state.requests.get(&req.change_request_id) else {
             return (
                 Code::ChangeRequestNotFound,
                 true,
-                "Change request not found.",
+                "Change request not found.".into(),
                 None,
             );
         };
@@ -183,20 +184,25 @@ impl HepsiburadaSandbox {
             return (
                 Code::ChangeRequestNotFound,
                 true,
-                "Change request expired.",
+                "Change request expired.".into(),
                 None,
             );
         }
         let customer = found.customer;
         if !password_ok(&req.password) {
-            let why = "The password needs at least 8 characters with letters and digits.";
-            return (Code::PasswordInvalid, false, why, None);
+            // Naming the session and quoting the password, as a service's validation message
+            // might: the gateway must keep both out of what it shows.
+            let why = format!(
+                "Password '{}' for session {} needs at least 8 characters with letters and digits.",
+                req.password, req.permanent_session_id
+            );
+            return (Code::PasswordInvalid, false, why.into(), None);
         }
         if state.customers[customer].password == req.password {
             return (
                 Code::PasswordUsedBefore,
                 true,
-                "The password was used before.",
+                "The password was used before.".into(),
                 None,
             );
         }
@@ -205,7 +211,7 @@ impl HepsiburadaSandbox {
         (
             Code::Success,
             true,
-            "",
+            "".into(),
             Some(state.customers[customer].email),
         )
     }
@@ -237,9 +243,9 @@ fn read_xml(body: &[u8]) -> Option<Request> {
     {
         return None;
     }
-    let text = |name: &str| root.child_text(name).unwrap_or_default().to_string();
+    let text = |name: &str| root.child_value(name).unwrap_or_default().to_string();
     Some(Request {
-        from_identity_server: match root.child_text("RequestFromIdentityServer") {
+        from_identity_server: match root.child_value("RequestFromIdentityServer") {
             Some("true") => Some(true),
             Some("false") => Some(false),
             _ => None,

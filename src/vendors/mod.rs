@@ -13,6 +13,7 @@ pub mod hepsiburada;
 /// Every vendor the gateway speaks, by the name of its connection table and its adapter.
 pub const NAMES: [&str; 4] = ["cbss", "capillary", "amsalem", "hepsiburada"];
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -374,17 +375,31 @@ fn content_type_problem(vendor: &'static str, response: &UpstreamResponse) -> Op
 /// must never be echoed (a vendor may quote the password or code it refused).
 pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
     let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
+    // Each secret as it was sent, and as it stood escaped inside the JSON or XML request: a
+    // vendor that quotes the request it refused quotes `a\"b` or `a&amp;b`, not `a"b`.
+    let mut secrets: Vec<Cow<'_, str>> = Vec::with_capacity(never_echo.len());
+    for secret in never_echo.iter().copied().filter(|s| !s.is_empty()) {
+        let quoted_json = serde_json::to_string(secret).unwrap_or_default();
+        let in_json = quoted_json
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or_default();
+        // Escaped as the gateway writes XML (quotes too), and as most serializers write text.
+        let in_xml = crate::xml::escape(secret);
+        let in_xml_text = quick_xml::escape::partial_escape(secret);
+        for form in [in_json, in_xml.as_ref(), in_xml_text.as_ref()] {
+            if form != secret && !form.is_empty() && !secrets.iter().any(|s| s == form) {
+                secrets.push(Cow::Owned(form.to_string()));
+            }
+        }
+        secrets.push(Cow::Borrowed(secret));
+    }
     // The longest first: a short one (a one-character code) redacted inside a long one (the
     // connection's key) would break the long one's match and leave the rest of it shown.
-    let mut secrets: Vec<&str> = never_echo
-        .iter()
-        .copied()
-        .filter(|s| !s.is_empty())
-        .collect();
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in secrets {
-        if out.contains(secret) {
-            out = out.replace(secret, crate::secret::REDACTED);
+    for secret in &secrets {
+        if out.contains(secret.as_ref()) {
+            out = out.replace(secret.as_ref(), crate::secret::REDACTED);
         }
     }
     // Clipped only after redaction: a secret across the cut would otherwise leave its first part.
@@ -430,6 +445,24 @@ mod tests {
         let out = clip_vendor_text("Password Secr3t! is too weak\n", &["Secr3t!"]);
         assert_eq!(out, "Password [redacted] is too weak");
         assert_eq!(clip_vendor_text(&"x".repeat(500), &[]).len(), 200);
+    }
+
+    #[test]
+    fn a_secret_quoted_inside_the_request_it_was_sent_in_is_redacted_too() {
+        let password = r#"Qu"o\te&<1>"#;
+        // A vendor quoting the JSON request it refused, and one quoting the XML request.
+        let json = r#"Bad request: {"NewPassword":"Qu\"o\\te&<1>"}"#;
+        let xml = "Bad request: <NewPassword>Qu\"o\\te&amp;&lt;1&gt;</NewPassword>";
+        let xml_as_sent = "Bad request: <NewPassword>Qu&quot;o\\te&amp;&lt;1&gt;</NewPassword>";
+        for quoted in [json, xml, xml_as_sent] {
+            let out = clip_vendor_text(quoted, &[password]);
+            assert!(out.contains("[redacted]"), "{out}");
+            assert!(!out.contains("te&") && !out.contains("te&amp;"), "{out}");
+        }
+        assert_eq!(
+            clip_vendor_text(&format!("said {password}"), &[password]),
+            "said [redacted]"
+        );
     }
 
     #[test]

@@ -218,6 +218,13 @@ fn a_weak_password_is_password_rejected() {
     let v = verify(&gw, "key-xml", &reset_id, &otp).json();
     let token = v["reset_id"].as_str().unwrap();
     let body = complete(&gw, "key-xml", token, "tiny-pw").problem(422, "password_rejected");
+    // The sandbox quotes the password it refused; support staff see the message, not the password.
+    assert_eq!(body["vendor"]["code"], "PASSWORD_POLICY", "{body}");
+    let message = body["vendor"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("The password '[redacted]' needs"),
+        "{message}"
+    );
     assert!(!body.to_string().contains("tiny-pw"));
     // The reset is still usable with an acceptable password.
     assert_eq!(complete(&gw, "key-xml", token, "Long-enough-1").status, 200);
@@ -276,4 +283,85 @@ api_keys = [{{ name = "k", key_sha256 = "{}" }}]
     let body = verify(&gw, "key-reveal", &reset_id, wrong).problem(422, "invalid_otp");
     assert_eq!(body["vendor"]["name"], "cbss");
     assert_eq!(body["vendor"]["code"], "INVALID_OTP");
+}
+
+/// A connection set to sign in one hex case for a CBSS account that checks the other is refused
+/// by CBSS (the sandbox's `DEMO-UPPER` client checks upper case), and the signature CBSS quotes
+/// back is never shown.
+#[test]
+fn a_signature_in_the_other_case_is_refused_and_never_shown() {
+    let sandbox = Sandbox::start();
+    let config = format!(
+        "[connections.c]\nbase_url = \"{}\"\n[connections.c.cbss]\nsignature_case = \"lower\"\n\
+         client_code = \"DEMO-UPPER\"\nclient_key_env = \"IT_CBSS_KEY\"\n\
+         login_salt_env = \"IT_CBSS_LOGIN_SALT\"\nforgot_salt_env = \"IT_CBSS_FORGOT_SALT\"\n\
+         [[tenants]]\nname = \"t\"\nconnection = \"c\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sandbox.url("cbss"),
+        sha256_hex("key-c")
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let r = gw.post(
+        "/reset",
+        "key-c",
+        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
+    );
+    let body = r.problem(502, "upstream_error");
+    assert_eq!(body["vendor"]["code"], "INVALID_SIGNATURE", "{body}");
+    assert_eq!(
+        body["vendor"]["message"], "Invalid signature '[redacted]'.",
+        "{body}"
+    );
+    assert!(sandbox.outbox().is_empty(), "no code may be sent");
+}
+
+/// Callers' languages reach CBSS in its `ll_RR` form, and one it has no form for falls back to
+/// the next the caller accepts, or to `en_US`, instead of failing the reset.
+#[test]
+fn any_accept_language_gives_cbss_a_language_it_takes() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    for language in [
+        "TH-th",
+        "yue-HK",
+        "fil-PH, th;q=0.5",
+        "es-419",
+        "zh-Hant-TW",
+    ] {
+        let r = request(
+            gw.api,
+            "POST",
+            "/reset",
+            &[
+                ("Authorization", "Bearer key-json"),
+                ("Content-Type", "application/json"),
+                ("Accept-Language", language),
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(
+            r.status,
+            202,
+            "{language}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+}
+
+/// .NET's serializers keep the spaces at the ends of a string, and a password may have them:
+/// CBSS stores the password as sent, so the same password without them is a different one.
+#[test]
+fn a_password_with_spaces_at_its_ends_is_kept_whole_in_xml() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let set = |password: &str| {
+        let reset_id = start_reset(&gw, "key-xml", "email", EMAIL);
+        let otp = sandbox.last_otp(EMAIL);
+        let v = verify(&gw, "key-xml", &reset_id, &otp).json();
+        complete(&gw, "key-xml", v["reset_id"].as_str().unwrap(), password)
+    };
+    assert_eq!(set("  Spaced-pass-1 ").status, 200);
+    // Read trimmed, this would be the password just set, and refused as a reuse.
+    assert_eq!(set("Spaced-pass-1").status, 200);
+    set("Spaced-pass-1").problem(422, "password_reused");
 }

@@ -17,9 +17,15 @@ fn hepsiburada(sandbox: &Sandbox, trusted: &str) -> Gateway {
 }
 
 fn change(gw: &Gateway, code: &str, headers: &[(&str, &str)]) -> Response {
-    let body = format!(
-        r#"{{"reset_code":"{code}","session_id":"perm-42","new_password":"Hepsi-n3w-pw"}}"#
-    );
+    change_to(gw, code, "Hepsi-n3w-pw", headers)
+}
+
+fn change_to(gw: &Gateway, code: &str, password: &str, headers: &[(&str, &str)]) -> Response {
+    remember_secret(password);
+    let body = serde_json::json!({
+        "reset_code": code, "session_id": "perm-42", "new_password": password,
+    })
+    .to_string();
     let mut all = vec![
         ("Authorization", "Bearer key-h"),
         ("Content-Type", "application/json"),
@@ -99,13 +105,18 @@ fn amsalem(sandbox: &Sandbox, digest: &str) -> Gateway {
 }
 
 fn amsalem_change(gw: &Gateway, code: &str, user: &str) -> Response {
-    gw.post(
-        "/reset/complete",
-        "key-a",
-        &format!(
-            r#"{{"reset_code":"{code}","identifier":{{"type":"username","value":"{user}"}},"email":"{EMAIL}","new_password":"Amsalem-n3w"}}"#
-        ),
-    )
+    amsalem_change_to(gw, code, user, "Amsalem-n3w")
+}
+
+fn amsalem_change_to(gw: &Gateway, code: &str, user: &str, password: &str) -> Response {
+    remember_secret(password);
+    let body = serde_json::json!({
+        "reset_code": code,
+        "identifier": {"type": "username", "value": user},
+        "email": EMAIL,
+        "new_password": password,
+    });
+    gw.post("/reset/complete", "key-a", &body.to_string())
 }
 
 #[test]
@@ -253,4 +264,59 @@ fn a_misconfigured_connection_costs_no_user_a_wrong_code() {
         let p = amsalem_change(&gw, &code, "somchai").problem(502, "upstream_error");
         assert_eq!(p["vendor"]["code"], "INVALID_DIGEST");
     }
+}
+
+/// A refused password is quoted back by both code-flow sandboxes, with the reset code (Amsalem)
+/// or the end user's session (Hepsiburada): support staff see the vendor's words, never those.
+#[test]
+fn what_a_code_flow_vendor_quotes_back_is_never_shown() {
+    let sandbox = Sandbox::start();
+    let weak = "tiny&\"pw";
+    let gw = amsalem(&sandbox, "");
+    let code = issue(&sandbox, "amsalem", "somchai");
+    let p = amsalem_change_to(&gw, &code, "somchai", weak).problem(422, "password_rejected");
+    assert_eq!(p["vendor"]["code"], "PASSWORD_POLICY", "{p}");
+    let message = p["vendor"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("The password '[redacted]' for key [redacted] needs"),
+        "{message}"
+    );
+
+    let gw = hepsiburada(&sandbox, "");
+    let code = issue(&sandbox, "hepsiburada", EMAIL);
+    let p = change_to(&gw, &code, weak, &[("User-Agent", "Browser/1.0")])
+        .problem(422, "password_rejected");
+    let message = p["vendor"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Password '[redacted]' for session [redacted] needs"),
+        "{message}"
+    );
+    let shown = p.to_string();
+    assert!(
+        !shown.contains("perm-42") && !shown.contains("tiny&"),
+        "{shown}"
+    );
+    gw.assert_logs_clean(&["perm-42", weak, &code]);
+}
+
+/// .NET's serializers keep the spaces at the ends of a string, and a password may have them: in
+/// XML too the code-flow vendors get the password whole (Amsalem signs it into its digest).
+#[test]
+fn a_password_with_spaces_at_its_ends_is_kept_whole_in_xml() {
+    let sandbox = Sandbox::start();
+    let spaced = "  Spaced-pass-1 ";
+    let gw = Gateway::start(&amsalem_config_in(&sandbox, "xml", ""), AMSALEM_ENV);
+    let code = issue(&sandbox, "amsalem", "somchai");
+    let r = amsalem_change_to(&gw, &code, "somchai", spaced);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // Hepsiburada stores what it was sent: read trimmed, the second change would be a reuse.
+    let gw = hepsiburada(&sandbox, "");
+    let agent = [("User-Agent", "Browser/1.0")];
+    let code = issue(&sandbox, "hepsiburada", EMAIL);
+    assert_eq!(change_to(&gw, &code, spaced, &agent).status, 200);
+    let code = issue(&sandbox, "hepsiburada", EMAIL);
+    assert_eq!(change_to(&gw, &code, spaced.trim(), &agent).status, 200);
+    let code = issue(&sandbox, "hepsiburada", EMAIL);
+    change_to(&gw, &code, spaced.trim(), &agent).problem(422, "password_reused");
 }

@@ -389,7 +389,7 @@ base_url = "{url}"
 [connections.xml.cbss]
 format = "xml"
 signature_case = "upper"
-client_code = "DEMO"
+client_code = "DEMO-UPPER"
 client_key_env = "IT_CBSS_KEY"
 login_salt_env = "IT_CBSS_LOGIN_SALT"
 forgot_salt_env = "IT_CBSS_FORGOT_SALT"
@@ -424,8 +424,13 @@ pub fn with_outbound_limit(config: &str, name: &str, count: u32, period_secs: u6
 /// An Amsalem connection `a` on `sandbox` for tenant `a` (key-a), the sandbox's API user, and
 /// any extra TOML appended.
 pub fn amsalem_config(sandbox: &Sandbox, extra: &str) -> String {
+    amsalem_config_in(sandbox, "json", extra)
+}
+
+/// `amsalem_config` with the connection speaking `format` ("json" or "xml").
+pub fn amsalem_config_in(sandbox: &Sandbox, format: &str, extra: &str) -> String {
     format!(
-        "[connections.a]\nbase_url = \"{}\"\n[connections.a.amsalem]\nformat = \"json\"\n\
+        "[connections.a]\nbase_url = \"{}\"\n[connections.a.amsalem]\nformat = \"{format}\"\n\
          api_username = \"sandbox-api\"\nsecret_env = \"IT_AMSALEM_SECRET\"\n\
          [[tenants]]\nname = \"a\"\nconnection = \"a\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n{extra}",
         sandbox.url("amsalem"),
