@@ -214,7 +214,10 @@ impl CbssSandbox {
             }
         }
         match chrono::DateTime::parse_from_rfc3339(&request.date_time) {
-            Ok(t) if (chrono::Utc::now().timestamp() - t.timestamp()).abs() <= CLOCK_SKEW_SECS => {}
+            Ok(t)
+                if dotnet_form(&request.date_time)
+                    && (chrono::Utc::now().timestamp() - t.timestamp()).abs()
+                        <= CLOCK_SKEW_SECS => {}
             _ => {
                 let stale = fail(400, "INVALID_DATETIME", "DateTime is missing or stale.");
                 return (Some(client), stale);
@@ -341,6 +344,19 @@ fn change_password(state: &mut State, content: &HashMap<String, String>) -> Outc
     state.customers[customer].password = password.clone();
     state.pending.remove(&id);
     Outcome::Ok(None)
+}
+
+/// The form of CBSS's samples, .NET's round-trip local time: seven fraction digits and a numeric
+/// offset (`2024-11-18T12:34:23.6965096+08:00`), never `Z`.
+fn dotnet_form(date_time: &str) -> bool {
+    let b = date_time.as_bytes();
+    b.len() == 33
+        && b[19] == b'.'
+        && b[20..27].iter().all(u8::is_ascii_digit)
+        && matches!(b[27], b'+' | b'-')
+        && b[28..30].iter().all(u8::is_ascii_digit)
+        && b[30] == b':'
+        && b[31..].iter().all(u8::is_ascii_digit)
 }
 
 /// CBSS's language form, as its samples write it: a two-letter language in lower case, `_`, a
@@ -487,6 +503,20 @@ mod tests {
     }
 
     const IN_ORDER: &str = "<d2p1:EmailAddress>sample string 2</d2p1:EmailAddress>\n    <d2p1:MobilePhoneNumber>sample string 1</d2p1:MobilePhoneNumber>";
+
+    #[test]
+    fn only_the_samples_date_time_form_is_taken() {
+        assert!(dotnet_form("2024-11-18T12:34:23.6965096+08:00"));
+        assert!(dotnet_form("2024-11-18T12:34:23.6965096-03:30"));
+        for other in [
+            "2024-11-18T04:34:23.6965096Z",
+            "2024-11-18T12:34:23.696+08:00",
+            "2024-11-18T12:34:23+08:00",
+            "2024-11-18T12:34:23.6965096+0800",
+        ] {
+            assert!(!dotnet_form(other), "{other}");
+        }
+    }
 
     #[test]
     fn the_documented_xml_sample_is_read() {

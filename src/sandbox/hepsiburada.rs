@@ -27,7 +27,6 @@ enum Code {
     PasswordUsedBefore,
     ChangeRequestNotFound,
     PasswordInvalid,
-    RequestInvalid,
 }
 
 impl Code {
@@ -37,7 +36,6 @@ impl Code {
             Code::PasswordUsedBefore => 9000,
             Code::ChangeRequestNotFound => 9001,
             Code::PasswordInvalid => 9002,
-            Code::RequestInvalid => 9003,
         }
     }
 
@@ -47,7 +45,6 @@ impl Code {
             Code::PasswordUsedBefore => "PasswordUsedBefore",
             Code::ChangeRequestNotFound => "ChangeRequestNotFound",
             Code::PasswordInvalid => "PasswordInvalid",
-            Code::RequestInvalid => "RequestInvalid",
         }
     }
 }
@@ -147,19 +144,20 @@ impl HepsiburadaSandbox {
         } else {
             read_json(body)
         };
-        let (code, is_valid, message, email) = match request {
-            Some(req) => self.change(req),
-            None => (
-                Code::RequestInvalid,
-                false,
-                "The request is malformed.".into(),
-                None,
-            ),
-        };
-        answer(xml_format, code, is_valid, &message, email)
+        match request.and_then(|req| self.change(req)) {
+            Some((code, is_valid, message, email)) => {
+                answer(xml_format, code, is_valid, &message, email)
+            }
+            None => request_invalid(xml_format),
+        }
     }
 
-    fn change(&self, req: Request) -> (Code, bool, Cow<'static, str>, Option<&'static str>) {
+    /// The change's outcome: its code, IsValid, message and the customer's email; `None` for a
+    /// request without the members the service requires (its model is invalid).
+    fn change(
+        &self,
+        req: Request,
+    ) -> Option<(Code, bool, Cow<'static, str>, Option<&'static str>)> {
         let mut state = self.state.lock().expect("hepsiburada sandbox lock");
         state.last = Some(json!({
             "IPAddress": req.ip_address,
@@ -169,24 +167,23 @@ impl HepsiburadaSandbox {
         }));
         let ip_ok = req.ip_address.parse::<std::net::IpAddr>().is_ok();
         if req.from_identity_server.is_none() || !ip_ok || req.user_agent.is_empty() {
-            let why = "IPAddress, UserAgent and RequestFromIdentityServer are required.";
-            return (Code::RequestInvalid, false, why.into(), None);
+            return None;
         }
         let Some(found) = state.requests.get(&req.change_request_id) else {
-            return (
+            return Some((
                 Code::ChangeRequestNotFound,
                 true,
                 "Change request not found.".into(),
                 None,
-            );
+            ));
         };
         if found.expires <= Instant::now() {
-            return (
+            return Some((
                 Code::ChangeRequestNotFound,
                 true,
                 "Change request expired.".into(),
                 None,
-            );
+            ));
         }
         let customer = found.customer;
         if !password_ok(&req.password) {
@@ -196,24 +193,24 @@ impl HepsiburadaSandbox {
                 "Password '{}' for session {} needs at least 8 characters with letters and digits.",
                 req.password, req.permanent_session_id
             );
-            return (Code::PasswordInvalid, false, why.into(), None);
+            return Some((Code::PasswordInvalid, false, why.into(), None));
         }
         if state.customers[customer].password == req.password {
-            return (
+            return Some((
                 Code::PasswordUsedBefore,
                 true,
                 "The password was used before.".into(),
                 None,
-            );
+            ));
         }
         state.customers[customer].password = req.password;
         state.requests.remove(&req.change_request_id);
-        (
+        Some((
             Code::Success,
             true,
             "".into(),
             Some(state.customers[customer].email),
-        )
+        ))
     }
 }
 
@@ -256,6 +253,19 @@ fn read_xml(body: &[u8]) -> Option<Request> {
         user_agent: text("UserAgent"),
         permanent_session_id: text("PermanentSessionId"),
     })
+}
+
+/// ASP.NET Web API's answer to a body its model cannot take: HTTP 400 with a `Message`, and none
+/// of the service's own members, so it can never pass for a refused password.
+fn request_invalid(xml_format: bool) -> Reply {
+    const MESSAGE: &str = "The request is invalid.";
+    if xml_format {
+        let body = format!("<Error><Message>{MESSAGE}</Message></Error>");
+        Reply::new(400, "application/xml; charset=utf-8", body)
+    } else {
+        let body = json!({ "Message": MESSAGE });
+        Reply::json(400, serde_json::to_vec(&body).expect("json"))
+    }
 }
 
 fn answer(

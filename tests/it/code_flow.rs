@@ -320,3 +320,47 @@ fn a_password_with_spaces_at_its_ends_is_kept_whole_in_xml() {
     let code = issue(&sandbox, "hepsiburada", EMAIL);
     change_to(&gw, &code, spaced.trim(), &agent).problem(422, "password_reused");
 }
+
+/// A body Hepsiburada's model cannot take is answered as ASP.NET Web API answers it, HTTP 400
+/// with a `Message`: never an answer an adapter could read as a refused password.
+#[test]
+fn the_hepsiburada_sandbox_answers_an_invalid_request_as_aspnet_does() {
+    let sandbox = Sandbox::start();
+    let code = issue(&sandbox, "hepsiburada", EMAIL);
+    let path = "/hepsiburada/api/Customer/PasswordChange";
+    // Everything but the end user's address.
+    let body = serde_json::json!({
+        "RequestFromIdentityServer": true, "Password": "Hepsi-n3w-pw", "ChangeRequestId": code,
+        "UserAgent": "Browser/1.0", "PermanentSessionId": "perm-42",
+    });
+    let json = [("Content-Type", "application/json")];
+    let r = request(
+        sandbox.addr,
+        "POST",
+        path,
+        &json,
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"Message": "The request is invalid."})
+    );
+    let xml = [("Content-Type", "application/xml")];
+    let r = request(
+        sandbox.addr,
+        "POST",
+        path,
+        &xml,
+        b"<PasswordChangeRequest/>",
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        "<Error><Message>The request is invalid.</Message></Error>"
+    );
+    // The change request was not touched: the gateway's whole request still uses it.
+    let gw = hepsiburada(&sandbox, "");
+    let r = change(&gw, &code, &[("User-Agent", "Browser/1.0")]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
