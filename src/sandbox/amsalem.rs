@@ -13,7 +13,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{demo_customers, password_ok, Customer, Outbox};
+use super::{demo_customers, password_ok, Customer, Format, Outbox};
 use crate::http::Reply;
 use crate::xml;
 
@@ -54,11 +54,6 @@ struct Request {
     api_username: String,
     salt: Option<u64>,
     digest: String,
-}
-
-enum Format {
-    Json,
-    Xml,
 }
 
 impl AmsalemSandbox {
@@ -107,12 +102,10 @@ impl AmsalemSandbox {
         if rest != "api/Customers/ChangePassword" {
             return Reply::text(404, "no such Amsalem resource\n");
         }
-        let (format, request) = if content_type.contains("json") {
-            (Format::Json, read_json(body))
-        } else if content_type.contains("xml") {
-            (Format::Xml, read_xml(body))
-        } else {
-            return Reply::text(415, "Amsalem takes application/json or application/xml\n");
+        let (format, request) = match Format::of(content_type) {
+            Some(Format::Json) => (Format::Json, read_json(body)),
+            Some(Format::Xml) => (Format::Xml, read_xml(body)),
+            None => return Reply::text(415, "Amsalem takes application/json or application/xml\n"),
         };
         let outcome = match request {
             Some(req) => self.change_password(req),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{demo_customers, password_ok, query_param, random_otp, Customer, Outbox};
+use super::{demo_customers, password_ok, query_param, random_otp, Customer, Format, Outbox};
 use crate::http::Reply;
 use crate::signing::HexCase;
 use crate::vendors::dotnet_timestamp;
@@ -104,12 +104,6 @@ impl Step {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Json,
-    Xml,
-}
-
 struct Pending {
     customer: usize,
     otp: String,
@@ -166,11 +160,7 @@ impl CbssSandbox {
         let Some(step) = Step::from_path(rest) else {
             return Reply::text(404, "no such CBSS resource\n");
         };
-        let format = if content_type.contains("json") {
-            Format::Json
-        } else if content_type.contains("xml") {
-            Format::Xml
-        } else {
+        let Some(format) = Format::of(content_type) else {
             return Reply::text(415, "CBSS takes application/json or application/xml\n");
         };
         let (client, outcome) = self.process(step, format, query, body);

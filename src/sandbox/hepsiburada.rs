@@ -129,16 +129,13 @@ impl HepsiburadaSandbox {
         if rest != "api/Customer/PasswordChange" {
             return Reply::text(404, "no such Hepsiburada resource\n");
         }
-        let xml_format = if content_type.contains("json") {
-            false
-        } else if content_type.contains("xml") {
-            true
-        } else {
+        let Some(format) = super::Format::of(content_type) else {
             return Reply::text(
                 415,
                 "Hepsiburada takes application/json or application/xml\n",
             );
         };
+        let xml_format = format == super::Format::Xml;
         let request = if xml_format {
             read_xml(body)
         } else {

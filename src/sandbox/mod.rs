@@ -11,6 +11,34 @@ pub mod capillary;
 pub mod cbss;
 pub mod hepsiburada;
 
+/// The body formats of the ASP.NET vendors (CBSS, Amsalem, Hepsiburada).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Xml,
+}
+
+impl Format {
+    /// The format a `Content-Type` names: exactly one of the media types ASP.NET Web API's
+    /// formatters take (the vendors' help pages list these four), any parameters aside.
+    fn of(content_type: &str) -> Option<Format> {
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        if ["application/json", "text/json"]
+            .iter()
+            .any(|t| media_type.eq_ignore_ascii_case(t))
+        {
+            Some(Format::Json)
+        } else if ["application/xml", "text/xml"]
+            .iter()
+            .any(|t| media_type.eq_ignore_ascii_case(t))
+        {
+            Some(Format::Xml)
+        } else {
+            None
+        }
+    }
+}
+
 /// Whether `element`'s members are as .NET's DataContractSerializer reads them: each in
 /// `namespace`, in ordinal order of name, none twice. The real reader skips a member out of order
 /// or in another namespace, as if it were absent, and the vendor then refuses the request.
@@ -427,4 +455,27 @@ pub fn random_otp(digits: usize) -> String {
     (0..digits)
         .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_four_documented_media_types_name_a_format() {
+        for json in ["application/json", "text/json", "Application/JSON; charset=utf-8"] {
+            assert!(Format::of(json) == Some(Format::Json), "{json}");
+        }
+        for xml in ["application/xml", "text/xml;charset=utf-8"] {
+            assert!(Format::of(xml) == Some(Format::Xml), "{xml}");
+        }
+        for other in [
+            "application/problem+json",
+            "text/plain; x=json",
+            "application/soap+xml",
+            "",
+        ] {
+            assert!(Format::of(other).is_none(), "{other}");
+        }
+    }
 }
