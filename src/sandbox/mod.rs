@@ -250,6 +250,10 @@ pub struct Sandbox {
     hepsiburada: hepsiburada::HepsiburadaSandbox,
     /// Vendor requests received, by vendor: proof of whether the gateway called.
     calls: Mutex<BTreeMap<&'static str, u64>>,
+    /// How the last request to each vendor was sent: its `Content-Type` and, for CBSS, its
+    /// `Language` (never its signature or body), so tests can see the format and language a
+    /// connection is set to reach the vendor.
+    last: Mutex<BTreeMap<&'static str, serde_json::Value>>,
     /// The fault to answer the next vendor requests with, and how many more times.
     fault: Mutex<Option<(Fault, u32)>>,
     options: SandboxOptions,
@@ -265,9 +269,29 @@ impl Sandbox {
             hepsiburada: hepsiburada::HepsiburadaSandbox::new(outbox.clone()),
             outbox,
             calls: Mutex::new(BTreeMap::new()),
+            last: Mutex::new(BTreeMap::new()),
             fault: Mutex::new(None),
             options,
         }
+    }
+
+    fn record(&self, vendor: &'static str, content_type: &str, language: Option<&str>) {
+        let seen = serde_json::json!({ "content_type": content_type, "language": language });
+        self.last.lock().expect("last lock").insert(vendor, seen);
+    }
+
+    /// `GET /sandbox/{vendor}/last-request`: how the vendor's last request was sent, and for
+    /// Hepsiburada the end user's address, agent and session id it carried.
+    fn last_request(&self, vendor: &str) -> Option<serde_json::Value> {
+        let mut seen = self.last.lock().expect("last lock").get(vendor).cloned();
+        if vendor == "hepsiburada" {
+            if let (Some(seen), serde_json::Value::Object(more)) =
+                (seen.as_mut(), self.hepsiburada.last_request())
+            {
+                seen.as_object_mut()?.extend(more);
+            }
+        }
+        seen
     }
 
     fn count(&self, vendor: &'static str) {
@@ -334,10 +358,15 @@ impl Sandbox {
                     None => Reply::text(404, "no such customer\n"),
                 }
             }
-            ("GET", "/sandbox/hepsiburada/last-request") => Reply::json(
-                200,
-                serde_json::to_vec(&self.hepsiburada.last_request()).unwrap_or_default(),
-            ),
+            ("GET", _) if path.ends_with("/last-request") => {
+                let vendor = path
+                    .trim_start_matches("/sandbox/")
+                    .trim_end_matches("/last-request");
+                match self.last_request(vendor) {
+                    Some(seen) => Reply::json(200, serde_json::to_vec(&seen).unwrap_or_default()),
+                    None => Reply::text(404, "no request to that vendor yet\n"),
+                }
+            }
             ("POST", "/sandbox/faults") => {
                 let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
                 let fault = v
@@ -408,6 +437,7 @@ impl Sandbox {
         let content_type = request.header_str("Content-Type").unwrap_or("").to_string();
         if let Some(rest) = path.strip_prefix("/capillary/") {
             self.count("capillary");
+            self.record("capillary", &content_type, None);
             let api_key = request
                 .header(capillary::API_KEY_HEADER)
                 .map(<[u8]>::to_vec);
@@ -417,15 +447,18 @@ impl Sandbox {
         }
         if let Some(rest) = path.strip_prefix("/amsalem/") {
             self.count("amsalem");
+            self.record("amsalem", &content_type, None);
             return self.amsalem.handle(rest, &content_type, body);
         }
         if let Some(rest) = path.strip_prefix("/hepsiburada/") {
             self.count("hepsiburada");
+            self.record("hepsiburada", &content_type, None);
             return self.hepsiburada.handle(rest, &content_type, body);
         }
         if let Some(rest) = path.strip_prefix("/cbss/") {
             self.count("cbss");
             let query = request.query().unwrap_or("").to_string();
+            self.record("cbss", &content_type, query_param(&query, "Language"));
             return self.cbss.handle(rest, &query, &content_type, body);
         }
         Reply::text(404, "no sandbox vendor at this path\n")
@@ -463,7 +496,11 @@ mod tests {
 
     #[test]
     fn only_the_four_documented_media_types_name_a_format() {
-        for json in ["application/json", "text/json", "Application/JSON; charset=utf-8"] {
+        for json in [
+            "application/json",
+            "text/json",
+            "Application/JSON; charset=utf-8",
+        ] {
             assert!(Format::of(json) == Some(Format::Json), "{json}");
         }
         for xml in ["application/xml", "text/xml;charset=utf-8"] {

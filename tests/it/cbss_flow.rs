@@ -2,7 +2,8 @@
 
 use crate::harness::*;
 
-fn full_flow(key: &str) {
+/// The whole flow for the tenant with `key`, whose connection sends `media_type`.
+fn full_flow(key: &str, media_type: &str) {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
 
@@ -43,18 +44,21 @@ fn full_flow(key: &str) {
     let v = verify(&gw, key, &again, &otp2).json();
     let r = complete(&gw, key, v["reset_id"].as_str().unwrap(), new_password);
     r.problem(422, "password_reused");
+    // Every step went in the connection's format (the sandbox answers in the one it is sent).
+    assert_eq!(sandbox.last_request("cbss")["content_type"], media_type);
 
     gw.assert_logs_clean(&[key, &otp, &otp2, new_password, OLD_PASSWORD]);
 }
 
 #[test]
 fn full_flow_in_json() {
-    full_flow("key-json");
+    full_flow("key-json", "application/json");
 }
 
 #[test]
 fn full_flow_in_xml_with_upper_case_signatures() {
-    full_flow("key-xml");
+    // The sandbox's DEMO-UPPER client checks signatures in upper case only.
+    full_flow("key-xml", "application/xml");
 }
 
 #[test]
@@ -321,12 +325,12 @@ fn any_accept_language_gives_cbss_a_language_it_takes() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
     let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
-    for language in [
-        "TH-th",
-        "yue-HK",
-        "fil-PH, th;q=0.5",
-        "es-419",
-        "zh-Hant-TW",
+    for (language, sent) in [
+        ("TH-th", "th_TH"),
+        ("yue-HK", "en_US"),
+        ("fil-PH, th;q=0.5", "th_TH"),
+        ("es-419", "en_US"),
+        ("zh-Hant-TW", "zh_TW"),
     ] {
         let r = request(
             gw.api,
@@ -345,6 +349,7 @@ fn any_accept_language_gives_cbss_a_language_it_takes() {
             "{language}: {}",
             String::from_utf8_lossy(&r.body)
         );
+        assert_eq!(sandbox.last_request("cbss")["language"], sent, "{language}");
     }
 }
 

@@ -309,6 +309,10 @@ fn a_password_with_spaces_at_its_ends_is_kept_whole_in_xml() {
     let code = issue(&sandbox, "amsalem", "somchai");
     let r = amsalem_change_to(&gw, &code, "somchai", spaced);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        sandbox.last_request("amsalem")["content_type"],
+        "application/xml"
+    );
 
     // Hepsiburada stores what it was sent: read trimmed, the second change would be a reuse.
     let gw = hepsiburada(&sandbox, "");
@@ -319,6 +323,8 @@ fn a_password_with_spaces_at_its_ends_is_kept_whole_in_xml() {
     assert_eq!(change_to(&gw, &code, spaced.trim(), &agent).status, 200);
     let code = issue(&sandbox, "hepsiburada", EMAIL);
     change_to(&gw, &code, spaced.trim(), &agent).problem(422, "password_reused");
+    let last = sandbox.last_request("hepsiburada");
+    assert_eq!(last["content_type"], "application/xml");
 }
 
 /// A body Hepsiburada's model cannot take is answered as ASP.NET Web API answers it, HTTP 400

@@ -145,6 +145,14 @@ impl Sandbox {
         serde_json::from_slice::<Vec<serde_json::Value>>(&r.body).unwrap()
     }
 
+    /// How `vendor`'s last request was sent (`content_type`, and `language` for CBSS).
+    pub fn last_request(&self, vendor: &str) -> serde_json::Value {
+        let path = format!("/sandbox/{vendor}/last-request");
+        let r = request(self.addr, "GET", &path, &[], b"");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+
     /// How many requests each sandbox vendor has received.
     pub fn calls(&self, vendor: &str) -> u64 {
         let r = request(self.addr, "GET", "/sandbox/calls", &[], b"");
