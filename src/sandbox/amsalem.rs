@@ -192,6 +192,11 @@ impl AmsalemSandbox {
     }
 }
 
+/// The service reads `Salt` into a .NET `long`: a number past its range is no salt at all.
+fn as_salt(read: i64) -> Option<u64> {
+    u64::try_from(read).ok()
+}
+
 fn read_json(body: &[u8]) -> Option<Request> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let text = |v: &serde_json::Value, name: &str| {
@@ -207,7 +212,7 @@ fn read_json(body: &[u8]) -> Option<Request> {
         key: text(user, "Key"),
         new_password: text(&v, "UserNewPassword"),
         api_username: text(&v, "UserName"),
-        salt: v.get("Salt").and_then(|s| s.as_u64()),
+        salt: v.get("Salt").and_then(|s| s.as_i64()).and_then(as_salt),
         digest: text(&v, "Digest"),
     })
 }
@@ -233,7 +238,10 @@ fn read_xml(body: &[u8]) -> Option<Request> {
         key: text(user, "Key"),
         new_password: text(&root, "UserNewPassword"),
         api_username: root.attribute("UserName").unwrap_or_default().to_string(),
-        salt: root.attribute("Salt").and_then(|s| s.parse().ok()),
+        salt: root
+            .attribute("Salt")
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(as_salt),
         digest: root.attribute("Digest").unwrap_or_default().to_string(),
     })
 }
@@ -288,6 +296,14 @@ mod tests {
         assert_eq!(req.key, "sample string 3");
         assert_eq!(req.api_username, "sample string 2");
         assert_eq!(req.salt, Some(3));
+    }
+
+    #[test]
+    fn a_salt_past_a_long_is_no_salt() {
+        let past = SAMPLE.replace("Salt=\"3\"", "Salt=\"9223372036854775808\"");
+        assert_eq!(read_xml(past.as_bytes()).unwrap().salt, None);
+        let last = SAMPLE.replace("Salt=\"3\"", "Salt=\"9223372036854775807\"");
+        assert_eq!(read_xml(last.as_bytes()).unwrap().salt, Some(i64::MAX as u64));
     }
 
     #[test]
