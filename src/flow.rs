@@ -2,8 +2,9 @@
 //! adapter, seal the next reset id.
 //!
 //! The gateway keeps no per-reset state: everything a later step needs travels sealed in the
-//! reset id. Concealment lives here: a vendor's "no such identifier" becomes an ordinary-looking
-//! reset whose verification fails, unless the tenant chose to reveal it.
+//! reset id. Concealment is decided here: a vendor's "no such identifier" becomes an
+//! ordinary-looking reset whose verification fails, unless the tenant chose to reveal it (the
+//! decoy's pieces are in `concealment`, the limits' in `limits`).
 
 use std::time::Duration;
 
@@ -12,10 +13,21 @@ use serde::Serialize;
 use crate::api::types::{CompleteRequest, Identifier, IdentifierKind, StartRequest, VerifyRequest};
 use crate::api::{ErrorCode, Problem};
 use crate::gateway::Tenant;
-use crate::limit::{LimitName, LimitState, Limiter, Mode, Quota};
+use crate::limit::{LimitName, Limiter, Mode, Quota};
 use crate::single_use::{Claim, UsedIds};
 use crate::token::{ClaimsToSeal, ResetClaims, StateJson, Step, TokenKeys};
-use crate::vendors::{CanonicalStep, CodeInput, StartInput, StartState, StateRoom, StepContext};
+use crate::vendors::{CanonicalStep, CodeInput, StartInput, StateRoom, StepContext};
+
+mod concealment;
+mod limits;
+
+use concealment::{
+    concealed, decoy_code_expired, decoy_state, decoy_wait, expired_code, wrong_code,
+};
+use limits::{
+    check, give_the_guess_back, gives_its_cell_back, hold_a_guess, spend_outbound,
+    store_unavailable,
+};
 
 /// What every step needs from the gateway besides the tenant.
 pub struct Env<'a> {
@@ -146,105 +158,6 @@ fn push_subject(out: &mut String, tenant: &str, identifier: &Identifier) {
     crate::signing::with_hex_lower(&digest[..SUBJECT_LEN / 2], |hex| out.push_str(hex));
 }
 
-/// A limit checked before any vendor call, as of `env.checked_at`.
-async fn check(
-    env: &Env<'_>,
-    name: LimitName,
-    key: &str,
-    quota: Quota,
-    mode: Mode,
-) -> Result<LimitState, LimitState> {
-    let decision = crate::limit::decide(env.limiter, key, quota, mode, env.checked_at).await;
-    crate::metrics::limiter_decision(name, decision.allowed);
-    let state = LimitState {
-        name,
-        quota,
-        decision,
-    };
-    if decision.allowed {
-        Ok(state)
-    } else {
-        Err(state)
-    }
-}
-
-/// Spends the connection's outbound budget for all of `step`'s vendor calls at once.
-async fn spend_outbound(
-    env: &Env<'_>,
-    tenant: &Tenant,
-    step: CanonicalStep,
-) -> Result<(), Problem> {
-    let calls = tenant.adapter.vendor_calls(step);
-    let Some((key, quota)) = &tenant.outbound else {
-        return Ok(());
-    };
-    if calls == 0 {
-        return Ok(());
-    }
-    let decision = check(env, LimitName::Outbound, key, *quota, Mode::Consume(calls)).await;
-    let state = match &decision {
-        Ok(state) | Err(state) => state,
-    };
-    crate::metrics::OUTBOUND_REMAINING
-        .with_label_values(&[tenant.connection.as_str(), tenant.adapter.vendor()])
-        .set(i64::from(state.decision.remaining));
-    decision.map(|_| ()).map_err(|state| {
-        Problem::limited(
-            ErrorCode::UpstreamUnavailable,
-            format!(
-                "the gateway's budget of calls to {} is spent for now",
-                tenant.adapter.vendor()
-            ),
-            state,
-        )
-    })
-}
-
-/// `503` for a security check the shared store (Redis) must make and cannot now: a reset's wrong
-/// codes and its single use are never decided without it, whatever the limits' failure policy
-/// says, since no replica's memory knows what the others (or Redis, before it failed) counted.
-fn store_unavailable(what: &str) -> Problem {
-    Problem::new(
-        ErrorCode::UpstreamUnavailable,
-        format!("the gateway cannot check {what} right now (its shared store is not answering); try again shortly"),
-    )
-    .with_retry_after(1)
-}
-
-/// Holds one cell of a wrong-code count (`key` under `quota`) while a code is checked: the code
-/// keeps it only if it was wrong (`give_the_guess_back` otherwise). Peeking first and spending
-/// only on a wrong code let concurrent guesses all pass the peek while one cell was left, and all
-/// reach the vendor: a burst of guesses per cell instead of one. The count is a security check,
-/// never decided without the shared store: then the code is not checked at all (a cell the
-/// `local` policy spent stays spent in this replica's memory, which never decides this limit).
-async fn hold_a_guess(
-    env: &Env<'_>,
-    key: &str,
-    quota: Quota,
-    counted: &str,
-    exceeded: &'static str,
-) -> Result<(), Problem> {
-    let held = check(env, LimitName::PerReset, key, quota, Mode::Consume(1)).await;
-    let (Ok(state) | Err(state)) = &held;
-    if state.decision.fallback {
-        return Err(store_unavailable(counted));
-    }
-    held.map(|_| ())
-        .map_err(|state| Problem::limited(ErrorCode::AttemptsExceeded, exceeded, state))
-}
-
-/// Gives back the cell `hold_a_guess` took, for a code that was not shown wrong.
-async fn give_the_guess_back(env: &Env<'_>, key: &str, quota: Quota) {
-    crate::limit::decide(
-        env.limiter,
-        key,
-        quota,
-        Mode::Refund(1),
-        std::time::Instant::now(),
-    )
-    .await;
-}
-
 /// `501 unsupported_step` unless the tenant's vendor has an OTP start. The gateway asks before
 /// it parses the body (fixing a body would not make the step exist), so `start` does not ask
 /// again.
@@ -279,89 +192,6 @@ fn vendor_surely_did_nothing(p: &Problem) -> bool {
         p.code,
         ErrorCode::UpstreamTimeout | ErrorCode::UpstreamError
     )
-}
-
-/// Whether a verification gives its per-reset cell back: a right code does, and so does an outcome
-/// that surely judged no code wrong (the vendor unreachable or throttling, the outbound budget
-/// spent, the reset expired at the vendor). A wrong code keeps its cell, and so does whatever may
-/// hide a judgement: a timeout, an answer the gateway cannot map (a vendor naming a wrong code in
-/// a way the gateway does not know must still spend a cell, or guesses would be unlimited), or the
-/// vendor's own lockout (it may be its answer to the wrong code that used up its count).
-fn gives_its_cell_back<T>(result: &Result<T, Problem>) -> bool {
-    match result {
-        Ok(_) => true,
-        Err(p) => matches!(
-            p.code,
-            ErrorCode::UpstreamUnavailable | ErrorCode::ResetExpired
-        ),
-    }
-}
-
-/// A decoy's vendor state: how long one vendor call of its start took, `{"w":micros}`, so that
-/// its verification can wait as long on whichever replica answers it, one that has timed no real
-/// verification included. Nothing where the adapter's room is too small for it: a decoy's reset
-/// id must be as long as a real one's.
-fn decoy_state(per_call: Duration, width: usize) -> StartState {
-    let micros = u32::try_from(per_call.as_micros()).unwrap_or(u32::MAX);
-    let text = format!("{{\"w\":{micros}}}");
-    if text.len() <= width {
-        StartState::Json(text)
-    } else {
-        StartState::Nothing
-    }
-}
-
-/// The wait a decoy's state carries (`decoy_state`), if any.
-fn decoy_wait(state: &crate::vendors::VendorState) -> Option<Duration> {
-    state.get("w")?.as_u64().map(Duration::from_micros)
-}
-
-/// Whether a decoy's code would have expired at its vendor by now, for a vendor that answers an
-/// expired code differently from a wrong one (`VendorAdapter::code_lifetime`): its start was one
-/// reset lifetime before the reset id's expiry.
-fn decoy_code_expired(tenant: &Tenant, claims: &ResetClaims) -> bool {
-    let Some(code) = tenant.adapter.code_lifetime() else {
-        return false;
-    };
-    let started = claims.expires_at - lifetime(tenant).as_secs() as i64;
-    now_secs() >= started + code.as_secs() as i64
-}
-
-/// An expired reset or code, as a decoy's verification answers it past the vendor's code
-/// lifetime and (for a tenant that conceals unknown identifiers) every verification does.
-fn expired_code() -> Problem {
-    Problem::new(
-        ErrorCode::ResetExpired,
-        "the one-time code or the reset has expired; start again",
-    )
-}
-
-/// A real verification's failure as a concealing tenant answers it: as a decoy's would be.
-fn concealed(tenant: &Tenant, claims: &ResetClaims, p: Problem) -> Problem {
-    match p.code {
-        // A decoy's wrong or expired code has no vendor answer to show, so a real one shows none
-        // either: its `vendor` member would tell the account exists.
-        ErrorCode::InvalidOtp => wrong_code(),
-        ErrorCode::ResetExpired => expired_code(),
-        // The vendor's own count of wrong codes ran out (Capillary's 1518, CBSS's) before the
-        // gateway's. A decoy, which no vendor counts, says what its age says: a wrong code, or
-        // past the vendor's code lifetime an expired one (which gives its cell back, as a
-        // decoy's does). A wrong code keeps its cell, so the gateway's own limit then refuses
-        // both alike.
-        ErrorCode::AttemptsExceeded if p.limit.is_none() => {
-            match decoy_code_expired(tenant, claims) {
-                true => expired_code(),
-                false => wrong_code(),
-            }
-        }
-        _ => p,
-    }
-}
-
-/// A wrong one-time code, as a decoy's verification and (for a tenant that conceals unknown
-/// identifiers) every verification answer it: one wording, no vendor member.
-fn wrong_code() -> Problem {
-    Problem::new(ErrorCode::InvalidOtp, "the one-time code is wrong")
 }
 
 fn wrong_otp_key(claims: &ResetClaims) -> String {

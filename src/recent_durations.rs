@@ -13,7 +13,7 @@
 //!
 //! Before a replica has timed any verification (just started, or a quiet tenant whose starts
 //! went to other replicas), a decoy waits as long as one vendor call of its own start took,
-//! which its reset id carries (`flow::decoy_state`).
+//! which its reset id carries (`flow::concealment::decoy_state`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;

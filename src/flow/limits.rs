@@ -1,0 +1,125 @@
+//! The limits a step checks before and around its vendor calls: the per-key, per-identifier and
+//! outbound decisions, and the wrong-code cell a verification or code-flow completion holds while
+//! its code is checked.
+
+use crate::api::{ErrorCode, Problem};
+use crate::gateway::Tenant;
+use crate::limit::{LimitName, LimitState, Mode, Quota};
+use crate::vendors::CanonicalStep;
+
+use super::Env;
+
+/// A limit checked before any vendor call, as of `env.checked_at`.
+pub(super) async fn check(
+    env: &Env<'_>,
+    name: LimitName,
+    key: &str,
+    quota: Quota,
+    mode: Mode,
+) -> Result<LimitState, LimitState> {
+    let decision = crate::limit::decide(env.limiter, key, quota, mode, env.checked_at).await;
+    crate::metrics::limiter_decision(name, decision.allowed);
+    let state = LimitState {
+        name,
+        quota,
+        decision,
+    };
+    if decision.allowed {
+        Ok(state)
+    } else {
+        Err(state)
+    }
+}
+
+/// Spends the connection's outbound budget for all of `step`'s vendor calls at once.
+pub(super) async fn spend_outbound(
+    env: &Env<'_>,
+    tenant: &Tenant,
+    step: CanonicalStep,
+) -> Result<(), Problem> {
+    let calls = tenant.adapter.vendor_calls(step);
+    let Some((key, quota)) = &tenant.outbound else {
+        return Ok(());
+    };
+    if calls == 0 {
+        return Ok(());
+    }
+    let decision = check(env, LimitName::Outbound, key, *quota, Mode::Consume(calls)).await;
+    let state = match &decision {
+        Ok(state) | Err(state) => state,
+    };
+    crate::metrics::OUTBOUND_REMAINING
+        .with_label_values(&[tenant.connection.as_str(), tenant.adapter.vendor()])
+        .set(i64::from(state.decision.remaining));
+    decision.map(|_| ()).map_err(|state| {
+        Problem::limited(
+            ErrorCode::UpstreamUnavailable,
+            format!(
+                "the gateway's budget of calls to {} is spent for now",
+                tenant.adapter.vendor()
+            ),
+            state,
+        )
+    })
+}
+
+/// `503` for a security check the shared store (Redis) must make and cannot now: a reset's wrong
+/// codes and its single use are never decided without it, whatever the limits' failure policy
+/// says, since no replica's memory knows what the others (or Redis, before it failed) counted.
+pub(super) fn store_unavailable(what: &str) -> Problem {
+    Problem::new(
+        ErrorCode::UpstreamUnavailable,
+        format!("the gateway cannot check {what} right now (its shared store is not answering); try again shortly"),
+    )
+    .with_retry_after(1)
+}
+
+/// Holds one cell of a wrong-code count (`key` under `quota`) while a code is checked: the code
+/// keeps it only if it was wrong (`give_the_guess_back` otherwise). Peeking first and spending
+/// only on a wrong code let concurrent guesses all pass the peek while one cell was left, and all
+/// reach the vendor: a burst of guesses per cell instead of one. The count is a security check,
+/// never decided without the shared store: then the code is not checked at all (a cell the
+/// `local` policy spent stays spent in this replica's memory, which never decides this limit).
+pub(super) async fn hold_a_guess(
+    env: &Env<'_>,
+    key: &str,
+    quota: Quota,
+    counted: &str,
+    exceeded: &'static str,
+) -> Result<(), Problem> {
+    let held = check(env, LimitName::PerReset, key, quota, Mode::Consume(1)).await;
+    let (Ok(state) | Err(state)) = &held;
+    if state.decision.fallback {
+        return Err(store_unavailable(counted));
+    }
+    held.map(|_| ())
+        .map_err(|state| Problem::limited(ErrorCode::AttemptsExceeded, exceeded, state))
+}
+
+/// Gives back the cell `hold_a_guess` took, for a code that was not shown wrong.
+pub(super) async fn give_the_guess_back(env: &Env<'_>, key: &str, quota: Quota) {
+    crate::limit::decide(
+        env.limiter,
+        key,
+        quota,
+        Mode::Refund(1),
+        std::time::Instant::now(),
+    )
+    .await;
+}
+
+/// Whether a verification gives its per-reset cell back: a right code does, and so does an outcome
+/// that surely judged no code wrong (the vendor unreachable or throttling, the outbound budget
+/// spent, the reset expired at the vendor). A wrong code keeps its cell, and so does whatever may
+/// hide a judgement: a timeout, an answer the gateway cannot map (a vendor naming a wrong code in
+/// a way the gateway does not know must still spend a cell, or guesses would be unlimited), or the
+/// vendor's own lockout (it may be its answer to the wrong code that used up its count).
+pub(super) fn gives_its_cell_back<T>(result: &Result<T, Problem>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(p) => matches!(
+            p.code,
+            ErrorCode::UpstreamUnavailable | ErrorCode::ResetExpired
+        ),
+    }
+}
