@@ -303,7 +303,10 @@ mod tests {
         let past = SAMPLE.replace("Salt=\"3\"", "Salt=\"9223372036854775808\"");
         assert_eq!(read_xml(past.as_bytes()).unwrap().salt, None);
         let last = SAMPLE.replace("Salt=\"3\"", "Salt=\"9223372036854775807\"");
-        assert_eq!(read_xml(last.as_bytes()).unwrap().salt, Some(i64::MAX as u64));
+        assert_eq!(
+            read_xml(last.as_bytes()).unwrap().salt,
+            Some(i64::MAX as u64)
+        );
     }
 
     #[test]
