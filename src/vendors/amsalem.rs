@@ -358,4 +358,125 @@ mod tests {
         assert_eq!(parse_answer(xml).unwrap(), (true, Some("OK".into()), None));
         assert!(parse_answer(b"<html/>").is_err());
     }
+
+    /// README.md's Amsalem mapping, written out again here rather than read from `CODES`: a
+    /// code dropped, misspelt or moved to another canonical problem in the adapter's table fails
+    /// this test. The last column: whether the refusal came before the vendor looked at the key
+    /// (the gateway's own request refused: digest, API user, salt, form), which gives the
+    /// user's wrong-code cell back.
+    const DOCUMENTED: &[(&str, ErrorCode, u16, bool)] = &[
+        ("INVALID_KEY", ErrorCode::InvalidOtp, 422, false),
+        ("USER_MISMATCH", ErrorCode::InvalidOtp, 422, false),
+        ("KEY_EXPIRED", ErrorCode::ResetExpired, 410, false),
+        ("PASSWORD_POLICY", ErrorCode::PasswordRejected, 422, false),
+        ("PASSWORD_REUSED", ErrorCode::PasswordReused, 422, false),
+        ("INVALID_DIGEST", ErrorCode::UpstreamError, 502, true),
+        ("UNKNOWN_API_USER", ErrorCode::UpstreamError, 502, true),
+        ("SALT_REUSED", ErrorCode::UpstreamError, 502, true),
+        ("INVALID_REQUEST", ErrorCode::UpstreamError, 502, true),
+    ];
+
+    /// An unsuccessful Amsalem answer carrying `code` in `Extra1`, as the sandbox writes it.
+    fn refusal_body(format: WireFormat, code: &str, message: &str) -> Vec<u8> {
+        match format {
+            WireFormat::Json => serde_json::json!({
+                "Success": false, "Message": message, "Extra1": code,
+                "Extra2": null, "Extra3": null,
+            })
+            .to_string()
+            .into_bytes(),
+            WireFormat::Xml => format!(
+                "<ChangePasswordResponse xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" \
+                 xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><Success>false</Success>\
+                 <Message>{message}</Message><Extra1>{code}</Extra1><Extra2 xsi:nil=\"true\" />\
+                 <Extra3 xsi:nil=\"true\" /></ChangePasswordResponse>"
+            )
+            .into_bytes(),
+        }
+    }
+
+    /// An adapter as a tenant's connection makes it; it is never asked to call the vendor.
+    fn adapter() -> Amsalem {
+        let settings = AmsalemSettings {
+            api_username: "sandbox-api".into(),
+            secret: Secret::new("sandbox-amsalem-secret"),
+            format: WireFormat::Json,
+            recipe: Recipe::amsalem_default(),
+            salt: SaltWidth::Int64,
+        };
+        let base = crate::upstream::BaseUrl::parse("http://127.0.0.1:9/amsalem/").unwrap();
+        let client = UpstreamClient::new(VENDOR, base, Default::default());
+        Amsalem::new(settings, client)
+    }
+
+    #[test]
+    fn every_documented_extra1_code_maps_to_its_canonical_problem() {
+        const UNKNOWN: &str = "amsalem refused the request with a reason the gateway does not know";
+        // The table and the adapter's know the same codes: a code the adapter maps but nobody
+        // wrote down (or the reverse) fails here too.
+        let mut documented: Vec<&str> = DOCUMENTED.iter().map(|(c, ..)| *c).collect();
+        let mut mapped: Vec<&str> = CODES.iter().map(|(c, ..)| *c).collect();
+        documented.sort_unstable();
+        mapped.sort_unstable();
+        assert_eq!(documented, mapped);
+
+        let amsalem = adapter();
+        for &(code, canonical, http, before_the_key) in DOCUMENTED {
+            for format in [WireFormat::Json, WireFormat::Xml] {
+                // The sandbox answers refusals under 200; a 4xx with the same body means the same.
+                for status in [200, 400] {
+                    let body = refusal_body(format, code, "Said by Amsalem.");
+                    let p = read_answer(status, &body, &[])
+                        .expect_err("an unsuccessful answer is a problem");
+                    let what = format!("{code} ({format:?}, HTTP {status})");
+                    assert_eq!(p.code, canonical, "{what}");
+                    assert_eq!(p.code.status(), http, "{what}");
+                    let entry = CODES.iter().find(|(c, ..)| *c == code).unwrap();
+                    assert_eq!(p.detail, entry.2, "{what}");
+                    assert_ne!(p.detail, UNKNOWN, "{what}");
+                    assert_eq!(
+                        amsalem.refused_before_the_code(&p),
+                        before_the_key,
+                        "{what}: refused before the key"
+                    );
+                    let vendor = p.vendor.as_deref().expect("the vendor member");
+                    assert_eq!(vendor.name, "amsalem", "{what}");
+                    assert_eq!(vendor.status, status, "{what}");
+                    assert_eq!(vendor.code.as_deref(), Some(code), "{what}");
+                    assert_eq!(
+                        vendor.message.as_deref(),
+                        Some("Said by Amsalem."),
+                        "{what}"
+                    );
+                }
+            }
+        }
+
+        // "Any other" code, or none, is an upstream error saying the reason is unknown, and
+        // does not count as refused before the key.
+        for format in [WireFormat::Json, WireFormat::Xml] {
+            for other in ["SOMETHING_NEW", "KEY_LOCKED", "42"] {
+                let p = read_answer(200, &refusal_body(format, other, "?"), &[]).unwrap_err();
+                assert_eq!(p.code, ErrorCode::UpstreamError, "{other} ({format:?})");
+                assert_eq!(p.detail, UNKNOWN, "{other} ({format:?})");
+                assert_eq!(p.vendor.as_ref().unwrap().code.as_deref(), Some(other));
+                assert!(!amsalem.refused_before_the_code(&p), "{other}");
+            }
+        }
+        let no_code = br#"{"Success":false,"Message":"No.","Extra1":null}"#;
+        let p = read_answer(200, no_code, &[]).unwrap_err();
+        assert_eq!(
+            (p.code, p.detail.as_str()),
+            (ErrorCode::UpstreamError, UNKNOWN)
+        );
+        assert_eq!(p.vendor.as_ref().unwrap().code, None);
+        assert!(!amsalem.refused_before_the_code(&p));
+        let nil = br#"<ChangePasswordResponse xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><Success>false</Success><Message>No.</Message><Extra1 xsi:nil="true" /></ChangePasswordResponse>"#;
+        let p = read_answer(200, nil, &[]).unwrap_err();
+        assert_eq!(
+            (p.code, p.detail.as_str()),
+            (ErrorCode::UpstreamError, UNKNOWN)
+        );
+        assert_eq!(p.vendor.unwrap().code, None);
+    }
 }

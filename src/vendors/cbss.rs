@@ -753,4 +753,108 @@ mod tests {
         };
         assert_eq!(failure(&unknown, 200, &[]).code, ErrorCode::UpstreamError);
     }
+
+    /// README.md's CBSS mapping, written out again here rather than read from `MESSAGE_CODES`:
+    /// a code dropped, misspelt or moved to another canonical problem in the adapter's table
+    /// fails this test.
+    const DOCUMENTED: &[(&str, ErrorCode, u16)] = &[
+        // Concealed by the flow (or answered as it is to a tenant that reveals).
+        ("CUSTOMER_NOT_FOUND", ErrorCode::IdentifierNotFound, 404),
+        ("INVALID_OTP", ErrorCode::InvalidOtp, 422),
+        ("OTP_EXPIRED", ErrorCode::ResetExpired, 410),
+        ("REQUEST_NOT_FOUND", ErrorCode::ResetExpired, 410),
+        ("REQUEST_EXPIRED", ErrorCode::ResetExpired, 410),
+        ("OTP_ATTEMPTS_EXCEEDED", ErrorCode::AttemptsExceeded, 429),
+        ("OTP_NOT_VERIFIED", ErrorCode::WrongStep, 409),
+        ("PASSWORD_POLICY", ErrorCode::PasswordRejected, 422),
+        ("PASSWORD_REUSED", ErrorCode::PasswordReused, 422),
+        ("INVALID_SIGNATURE", ErrorCode::UpstreamError, 502),
+        ("INVALID_CLIENT", ErrorCode::UpstreamError, 502),
+        ("INVALID_DATETIME", ErrorCode::UpstreamError, 502),
+        ("INVALID_REQUEST", ErrorCode::UpstreamError, 502),
+    ];
+
+    /// An unsuccessful CBSS answer carrying `code` and `message`, as the sandbox writes it.
+    fn refusal_body(format: WireFormat, code: &str, message: &str) -> Vec<u8> {
+        match format {
+            WireFormat::Json => serde_json::json!({
+                "IsSuccessful": false,
+                "Messages": [{"Code": code, "Message": message}],
+                "ClientCode": "DEMO",
+                "DateTime": "2024-11-18T12:34:23.6965096+08:00",
+                "Content": null,
+            })
+            .to_string()
+            .into_bytes(),
+            WireFormat::Xml => format!(
+                "<OTPVerification xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns=\"urn:step\">\
+                 <ClientCode xmlns=\"{NS_APP_CODE}\">DEMO</ClientCode>\
+                 <DateTime xmlns=\"{NS_APP_CODE}\">2024-11-18T12:34:23.6965096+08:00</DateTime>\
+                 <IsSuccessful xmlns=\"urn:responses\">false</IsSuccessful>\
+                 <Messages xmlns=\"urn:responses\"><Message><Code>{code}</Code>\
+                 <Message>{message}</Message></Message></Messages></OTPVerification>"
+            )
+            .into_bytes(),
+        }
+    }
+
+    #[test]
+    fn every_documented_message_code_maps_to_its_canonical_problem() {
+        // The table and the adapter's know the same codes: a code the adapter maps but nobody
+        // wrote down (or the reverse) fails here too.
+        let mut documented: Vec<&str> = DOCUMENTED.iter().map(|(c, _, _)| *c).collect();
+        let mut mapped: Vec<&str> = MESSAGE_CODES.iter().map(|(c, _, _)| *c).collect();
+        documented.sort_unstable();
+        mapped.sort_unstable();
+        assert_eq!(documented, mapped);
+
+        for &(code, canonical, http) in DOCUMENTED {
+            for format in [WireFormat::Json, WireFormat::Xml] {
+                // CBSS answers business refusals under 200 and its checks of the request under
+                // 400 and 401: the message code decides, whatever the status.
+                for status in [200, 400, 401] {
+                    let body = refusal_body(format, code, "Said by CBSS.");
+                    let p = read_answer(status, &body, &[])
+                        .expect_err("an unsuccessful answer is a problem");
+                    let what = format!("{code} ({format:?}, HTTP {status})");
+                    assert_eq!(p.code, canonical, "{what}");
+                    assert_eq!(p.code.status(), http, "{what}");
+                    let entry = MESSAGE_CODES.iter().find(|(c, _, _)| *c == code).unwrap();
+                    assert_eq!(p.detail, entry.2, "{what}");
+                    let vendor = p.vendor.as_deref().expect("the vendor member");
+                    assert_eq!(vendor.name, "cbss", "{what}");
+                    assert_eq!(vendor.status, status, "{what}");
+                    assert_eq!(vendor.code.as_deref(), Some(code), "{what}");
+                    assert_eq!(vendor.message.as_deref(), Some("Said by CBSS."), "{what}");
+                    assert_eq!(p.retry_after, None, "{what}");
+                }
+            }
+        }
+
+        // "Any other" code, or none at all, is an upstream error saying the code is unknown.
+        const UNKNOWN: &str = "cbss refused the request with a message the gateway does not know";
+        for format in [WireFormat::Json, WireFormat::Xml] {
+            for other in ["SOMETHING_NEW", "OTP_LOCKED", "42"] {
+                let p = read_answer(200, &refusal_body(format, other, "?"), &[]).unwrap_err();
+                assert_eq!(p.code, ErrorCode::UpstreamError, "{other} ({format:?})");
+                assert_eq!(p.detail, UNKNOWN, "{other} ({format:?})");
+                assert_eq!(p.vendor.unwrap().code.as_deref(), Some(other));
+            }
+        }
+        let no_message = br#"{"IsSuccessful":false,"Messages":[],"Content":null}"#;
+        let p = read_answer(200, no_message, &[]).unwrap_err();
+        assert_eq!(p.code, ErrorCode::UpstreamError);
+        assert_eq!(p.detail, UNKNOWN);
+        assert_eq!(p.vendor.unwrap().code, None);
+        // The first message decides.
+        let two = br#"{"IsSuccessful":false,"Messages":[{"Code":"PASSWORD_REUSED"},{"Code":"INVALID_OTP"}]}"#;
+        assert_eq!(
+            read_answer(200, two, &[]).unwrap_err().code,
+            ErrorCode::PasswordReused
+        );
+        // A JSON code written as a number is read as its digits, not dropped.
+        let numeric = br#"{"IsSuccessful":false,"Messages":[{"Code":1528}]}"#;
+        let p = read_answer(200, numeric, &[]).unwrap_err();
+        assert_eq!(p.vendor.unwrap().code.as_deref(), Some("1528"));
+    }
 }
