@@ -234,7 +234,31 @@ fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
         &[("X-Request-Id", "bad id!")],
         b"",
     );
-    assert_ne!(r.header("X-Request-Id"), Some("bad id!"));
+    // Replaced by one of the gateway's own (src/request_id.rs: 32 lower-case hex digits), the
+    // same in the header and the problem.
+    let replaced = r
+        .header("X-Request-Id")
+        .expect("an X-Request-Id even when the caller's is refused")
+        .to_string();
+    assert!(is_gateway_request_id(&replaced), "{replaced:?}");
+    let p = r.problem(401, "unauthenticated");
+    assert_eq!(p["request_id"], replaced.as_str());
+    // And a fresh one per request.
+    let again = request(
+        gw.api,
+        "POST",
+        "/reset/verify",
+        &[("X-Request-Id", "bad id!")],
+        b"",
+    );
+    let again = again.header("X-Request-Id").unwrap();
+    assert!(is_gateway_request_id(again), "{again:?}");
+    assert_ne!(again, replaced);
+}
+
+/// The form of a request id the gateway makes itself: 32 lower-case hex digits.
+fn is_gateway_request_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[test]

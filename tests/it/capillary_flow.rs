@@ -112,11 +112,71 @@ fn an_unknown_users_start_takes_as_long_as_a_known_ones() {
         start_reset(&gw, "key-web", "email", email);
         started.elapsed()
     };
+    let delay = std::time::Duration::from_millis(300);
     let known = timed(EMAIL);
     let unknown = timed("nobody@example.com");
-    let floor = std::time::Duration::from_millis(600);
+    let floor = 2 * delay;
     assert!(known >= floor, "known: {known:?}");
     assert!(unknown >= floor, "unknown: {unknown:?}, known: {known:?}");
+    // Nor a round trip later: a decoy that waits too long tells as much as one that does not
+    // wait. A loaded machine can stall one start by that much, so a pair gets three tries (the
+    // per-identifier limit allows five starts): a decoy that waits the wrong time fails them all.
+    let mut pairs = vec![(known, unknown)];
+    while pairs.len() < 3 && pairs.iter().all(|(k, u)| u.abs_diff(*k) >= delay) {
+        pairs.push((timed(EMAIL), timed("nobody@example.com")));
+    }
+    assert!(
+        pairs.iter().any(|(k, u)| u.abs_diff(*k) < delay),
+        "(known, unknown): {pairs:?}"
+    );
+}
+
+#[test]
+fn a_tenant_without_vendor_details_gets_its_problems_without_the_vendor_member() {
+    // Tenant `quiet` is `web` with `vendor_details = false`: the same connection, the same
+    // refusal, the same canonical problem, and no `vendor` member.
+    let sandbox = Sandbox::start();
+    let quiet = format!(
+        "[[tenants]]\nname = \"quiet\"\nconnection = \"web\"\nvendor_details = false\n\
+         api_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sha256_hex("key-quiet")
+    );
+    let gw = Gateway::start(&capillary_config(&sandbox, &quiet), CAPILLARY_ENV);
+    let refused = |key: &str, email: &str| {
+        let reset_id = start_reset(&gw, key, "email", email);
+        let otp = sandbox.last_otp(email);
+        let v = verify(&gw, key, &reset_id, &otp);
+        assert_eq!(v.status, 200, "{}", String::from_utf8_lossy(&v.body));
+        let next = v.json()["reset_id"].as_str().unwrap().to_string();
+        sandbox.force_capillary_answer(1528, "Invalid password for the customer");
+        complete(&gw, key, &next, "Capillary-n3w").problem(422, "password_rejected")
+    };
+    let shown = refused("key-web", EMAIL);
+    assert_eq!(shown["vendor"]["name"], "capillary", "{shown}");
+    assert_eq!(shown["vendor"]["code"], "1528", "{shown}");
+    assert_eq!(
+        shown["vendor"]["message"], "Invalid password for the customer",
+        "{shown}"
+    );
+    let hidden = refused("key-quiet", "mei@example.com");
+    assert!(hidden.get("vendor").is_none(), "{hidden}");
+    assert!(
+        !hidden
+            .to_string()
+            .contains("Invalid password for the customer"),
+        "{hidden}"
+    );
+    // Only the vendor member differs (and the request id).
+    let without = |mut body: serde_json::Value, members: &[&str]| {
+        for member in members {
+            body.as_object_mut().unwrap().remove(*member);
+        }
+        body
+    };
+    assert_eq!(
+        without(shown, &["request_id", "vendor"]),
+        without(hidden, &["request_id"])
+    );
 }
 
 #[test]

@@ -184,6 +184,7 @@ fn run(case: &Case, format: &str) {
         "password_reused",
         "{what}: reused password"
     );
+    reused.problem(422, "password_reused");
     let done = finish(&gw, &pending, "Conformance-n3w");
     assert_eq!(
         done.status,

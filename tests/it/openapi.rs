@@ -55,7 +55,7 @@ fn every_documented_operation_is_served_and_nothing_else() {
 #[test]
 fn request_schemas_match_what_the_parser_accepts() {
     let sandbox = Sandbox::start();
-    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let gw = Gateway::start(&cbss_and_hepsiburada_config(&sandbox), CBSS_ENV);
     let doc = document(&gw);
     let schemas = &doc["components"]["schemas"];
     // A valid body for each step, as the schema describes it.
@@ -93,10 +93,7 @@ fn request_schemas_match_what_the_parser_accepts() {
             .insert("undocumented".into(), 1.into());
         gw.post(path, "key-json", &extra.to_string())
             .problem(400, "invalid_request");
-        for prop in schema["properties"].as_object().unwrap().keys() {
-            let r = gw.post(path, "key-json", &body.to_string());
-            assert!(!String::from_utf8_lossy(&r.body).contains(&format!("unknown field `{prop}`")));
-        }
+        sends_every_optional_property(&gw, &doc, path, "key-json", schema, &body);
     }
     // CompleteRequest documents two shapes; both are accepted as shapes, and mixing them is not.
     let shapes = schemas["CompleteRequest"]["oneOf"].as_array().unwrap();
@@ -119,6 +116,220 @@ fn request_schemas_match_what_the_parser_accepts() {
         r#"{"reset_id":"x","reset_code":"c","new_password":"p"}"#,
     )
     .problem(400, "invalid_request");
+    // Each shape's optional members are accepted by name. A tenant of a code-flow vendor reads
+    // the reset_code shape (a CBSS tenant answers 501 before reading it): Hepsiburada's, which
+    // finds the reset by its code alone, answers the unknown code alike whichever optional
+    // members come with it.
+    let with_id_body = serde_json::json!({"reset_id": "x", "new_password": "p"});
+    sends_every_optional_property(
+        &gw,
+        &doc,
+        "/reset/complete",
+        "key-json",
+        &shapes[0],
+        &with_id_body,
+    );
+    let code_body = serde_json::json!({"reset_code": "not-a-code", "new_password": "Passw0rd-x"});
+    sends_every_optional_property(
+        &gw,
+        &doc,
+        "/reset/complete",
+        "key-h",
+        &shapes[1],
+        &code_body,
+    );
+}
+
+/// A CBSS gateway (tenants `json` and `xml`) with a Hepsiburada tenant `h` (key-h) beside them.
+fn cbss_and_hepsiburada_config(sandbox: &Sandbox) -> String {
+    let hepsiburada = format!(
+        "[connections.h]\nbase_url = \"{}\"\n[connections.h.hepsiburada]\nformat = \"json\"\n\
+         [[tenants]]\nname = \"h\"\nconnection = \"h\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sandbox.url("hepsiburada"),
+        sha256_hex("key-h")
+    );
+    cbss_config(sandbox, &hepsiburada)
+}
+
+/// Posts `body` (every required member, none of the optional ones) once as it is and once with
+/// each optional member of `schema` added, holding a value the schema allows: each is read as
+/// a member of the request (never refused as an unknown field) and answered as the body without
+/// it is.
+fn sends_every_optional_property(
+    gw: &Gateway,
+    doc: &serde_json::Value,
+    path: &str,
+    key: &str,
+    schema: &serde_json::Value,
+    body: &serde_json::Value,
+) {
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let mut sent: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    sent.sort_unstable();
+    let mut want = required.clone();
+    want.sort_unstable();
+    assert_eq!(
+        sent, want,
+        "{path}: the base body holds the required members only"
+    );
+    let answer = |r: &Response| (r.status, r.json()["code"].clone());
+    let base = gw.post(path, key, &body.to_string());
+    assert!(
+        !(base.status == 400 && base.json()["code"] == "invalid_request"),
+        "{path}: the base body is refused: {}",
+        String::from_utf8_lossy(&base.body)
+    );
+    for (name, property) in schema["properties"].as_object().unwrap() {
+        if required.contains(&name.as_str()) {
+            continue;
+        }
+        let mut with = body.clone();
+        with.as_object_mut()
+            .unwrap()
+            .insert(name.clone(), allowed_value(doc, name, property));
+        let r = gw.post(path, key, &with.to_string());
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(
+            !text.contains("unknown field"),
+            "{path}: the documented `{name}` is refused: {text}"
+        );
+        assert_eq!(answer(&r), answer(&base), "{path} with `{name}`: {text}");
+    }
+}
+
+/// A value for the documented optional property `name`, checked against its schema.
+fn allowed_value(
+    doc: &serde_json::Value,
+    name: &str,
+    schema: &serde_json::Value,
+) -> serde_json::Value {
+    let value = match name {
+        "device_id" => serde_json::json!("device-1.A_b:9"),
+        "identifier" => serde_json::json!({"type": "username", "value": "somchai"}),
+        "email" => serde_json::json!(EMAIL),
+        "session_id" => serde_json::json!("session-42"),
+        other => panic!("the test has no value for the documented property `{other}`: add one"),
+    };
+    assert_allowed(doc, &value, schema, name);
+    value
+}
+
+/// Asserts `value` is one the (simple) JSON schema `schema` allows: `$ref`, `type` (string or
+/// object), `enum`, `minLength`, `maxLength`, a pattern of the form `^[class]+$`, `required` and
+/// `additionalProperties: false`. Panics on any other keyword it would have to ignore.
+fn assert_allowed(
+    doc: &serde_json::Value,
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+    at: &str,
+) {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{at}: unexpected $ref {reference}"));
+        return assert_allowed(doc, value, &doc["components"]["schemas"][name], at);
+    }
+    for keyword in schema.as_object().unwrap().keys() {
+        assert!(
+            [
+                "type",
+                "enum",
+                "minLength",
+                "maxLength",
+                "pattern",
+                "required",
+                "properties",
+                "additionalProperties",
+                "description",
+                "format",
+            ]
+            .contains(&keyword.as_str()),
+            "{at}: the test does not check `{keyword}`"
+        );
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        assert!(
+            allowed.contains(value),
+            "{at}: {value} is not one of {allowed:?}"
+        );
+    }
+    match schema["type"].as_str() {
+        Some("string") => {
+            let text = value
+                .as_str()
+                .unwrap_or_else(|| panic!("{at}: {value} is not a string"));
+            let chars = text.chars().count() as u64;
+            if let Some(min) = schema["minLength"].as_u64() {
+                assert!(chars >= min, "{at}: {text:?} is shorter than {min}");
+            }
+            if let Some(max) = schema["maxLength"].as_u64() {
+                assert!(chars <= max, "{at}: {text:?} is longer than {max}");
+            }
+            if let Some(pattern) = schema["pattern"].as_str() {
+                assert!(
+                    matches_class_pattern(pattern, text),
+                    "{at}: {text:?} does not match {pattern}"
+                );
+            }
+        }
+        Some("object") => {
+            let members = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{at}: {value} is not an object"));
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let required = required.as_str().unwrap();
+                assert!(members.contains_key(required), "{at}: no `{required}`");
+            }
+            for (member, member_value) in members {
+                let member_schema = &schema["properties"][member];
+                if member_schema.is_null() {
+                    assert_ne!(
+                        schema["additionalProperties"], false,
+                        "{at}: `{member}` is not allowed"
+                    );
+                    continue;
+                }
+                assert_allowed(doc, member_value, member_schema, &format!("{at}.{member}"));
+            }
+        }
+        other => panic!("{at}: the test does not check type {other:?}"),
+    }
+}
+
+/// Whether `text` matches `pattern`, which must be `^[class]+$` (a class of single characters
+/// and `a-z` ranges; a `-` first or last is itself).
+fn matches_class_pattern(pattern: &str, text: &str) -> bool {
+    let class: Vec<char> = pattern
+        .strip_prefix("^[")
+        .and_then(|p| p.strip_suffix("]+$"))
+        .unwrap_or_else(|| panic!("the test reads only ^[class]+$ patterns, not {pattern}"))
+        .chars()
+        .collect();
+    let mut allowed: Vec<(char, char)> = Vec::new();
+    let mut i = 0;
+    while i < class.len() {
+        if i + 2 < class.len() && class[i + 1] == '-' {
+            allowed.push((class[i], class[i + 2]));
+            i += 3;
+        } else {
+            allowed.push((class[i], class[i]));
+            i += 1;
+        }
+    }
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| allowed.iter().any(|&(low, high)| (low..=high).contains(&c)))
 }
 
 #[test]
