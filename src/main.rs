@@ -70,6 +70,9 @@ enum Command {
         /// How long a Capillary sessionId lives, in seconds.
         #[arg(long, default_value_t = 900)]
         capillary_session_secs: u64,
+        /// The header Capillary reads the API key from (an operator's setup names it).
+        #[arg(long, default_value = reset_gateway::sandbox::capillary::API_KEY_HEADER)]
+        capillary_api_key_header: String,
         /// How long a client connection may stay idle before the sandbox closes it, as vendors'
         /// servers do (the gateway must then not use it).
         #[arg(long, default_value_t = 10_000)]
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
             capillary_rate_limit,
             capillary_rate_window_secs,
             capillary_session_secs,
+            capillary_api_key_header,
             idle_timeout_ms,
         } => fail(reset_gateway::run::sandbox(
             &listen,
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
                     rate_limit: capillary_rate_limit.max(1),
                     rate_window: Duration::from_secs(capillary_rate_window_secs.max(1)),
                     session_ttl: Duration::from_secs(capillary_session_secs.max(1)),
+                    api_key_header: capillary_api_key_header,
                 },
             },
             Duration::from_millis(idle_timeout_ms.max(1)),

@@ -17,7 +17,8 @@ use crate::http::Reply;
 
 /// The sandbox's API key: a public demo value, not a secret.
 pub const DEMO_API_KEY: &str = "sandbox-capillary-key";
-/// The header the sandbox reads the API key from (Capillary's is configurable at the gateway).
+/// The header the sandbox reads the API key from unless told another (`--capillary-api-key-header`):
+/// the header's name is part of an operator's Capillary setup, and configuration at the gateway.
 pub const API_KEY_HEADER: &str = "X-Api-Key";
 /// A brand with passwords enabled, and one without (password/forget answers 1524).
 pub const BRAND: &str = "DocDemo";
@@ -30,13 +31,15 @@ const MAX_OTPS_PER_HOUR: usize = 10;
 const MAX_SESSIONS: usize = 10_000;
 
 /// How the sandbox is set up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CapillaryOptions {
     /// Requests per `rate_window` per API key: 1000 a minute, as on Capillary's demo clusters.
     pub rate_limit: u32,
     pub rate_window: Duration,
     /// How long a sessionId lives (15 minutes at Capillary).
     pub session_ttl: Duration,
+    /// The header the API key must come in.
+    pub api_key_header: String,
 }
 
 impl Default for CapillaryOptions {
@@ -45,6 +48,7 @@ impl Default for CapillaryOptions {
             rate_limit: 1000,
             rate_window: Duration::from_secs(60),
             session_ttl: Duration::from_secs(900),
+            api_key_header: API_KEY_HEADER.to_string(),
         }
     }
 }

@@ -139,7 +139,7 @@ pub fn demo_customers() -> Vec<Customer> {
 
 /// How the sandbox vendors behave, including knobs for exercising the gateway against a slow or
 /// strict vendor.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SandboxOptions {
     /// Wait this long before answering any vendor request.
     pub delay: Duration,
@@ -264,7 +264,7 @@ impl Sandbox {
         let outbox = Arc::new(Outbox::default());
         Sandbox {
             cbss: cbss::CbssSandbox::new(outbox.clone(), options.cbss_otp_lifetime),
-            capillary: capillary::CapillarySandbox::new(outbox.clone(), options.capillary),
+            capillary: capillary::CapillarySandbox::new(outbox.clone(), options.capillary.clone()),
             amsalem: amsalem::AmsalemSandbox::new(outbox.clone()),
             hepsiburada: hepsiburada::HepsiburadaSandbox::new(outbox.clone()),
             outbox,
@@ -439,7 +439,7 @@ impl Sandbox {
             self.count("capillary");
             self.record("capillary", &content_type, None);
             let api_key = request
-                .header(capillary::API_KEY_HEADER)
+                .header(&self.options.capillary.api_key_header)
                 .map(<[u8]>::to_vec);
             return self
                 .capillary

@@ -466,3 +466,27 @@ fn the_vendors_own_lockout_at_verify_is_concealed_like_a_decoys_wrong_code() {
     assert_eq!(known[10]["status"], 429);
     assert_eq!(known[10]["body"]["code"], "attempts_exceeded");
 }
+
+/// The API key goes in the header the connection names: for a Capillary account that reads it
+/// from another header, a connection left at the default is refused and one that names it works.
+#[test]
+fn the_api_key_goes_in_the_header_the_connection_names() {
+    let sandbox = Sandbox::start_with(&["--capillary-api-key-header", "X-Cap-Key"]);
+    let named = format!(
+        "[connections.named]\nbase_url = \"{}\"\n[connections.named.capillary]\nbrand = \"DocDemo\"\n\
+         api_key_header = \"X-Cap-Key\"\napi_key_env = \"IT_CAPILLARY_KEY\"\n\
+         [[tenants]]\nname = \"named\"\nconnection = \"named\"\n\
+         api_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sandbox.url("capillary"),
+        sha256_hex("key-named")
+    );
+    let gw = Gateway::start(&capillary_config(&sandbox, &named), CAPILLARY_ENV);
+    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let p = gw
+        .post("/reset", "key-web", &body)
+        .problem(502, "upstream_error");
+    assert!(sandbox.outbox().is_empty(), "{p}");
+    start_reset(&gw, "key-named", "email", EMAIL);
+    assert_eq!(sandbox.outbox().len(), 1);
+    gw.assert_logs_clean(&["sandbox-capillary-key"]);
+}
