@@ -124,15 +124,21 @@ impl UsedIds for RedisUsedIds {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_claim_holds_until_released_or_expired() {
+    #[tokio::test]
+    async fn a_claim_holds_until_released_or_expired() {
         let ids = MemoryUsedIds::default();
-        assert!(ids.claim_now("a", Duration::from_secs(60)));
-        assert!(!ids.claim_now("a", Duration::from_secs(60)));
-        assert!(ids.claim_now("b", Duration::from_millis(1)));
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(ids.claim_now("b", Duration::from_secs(60)));
-        ids.claims.lock().unwrap().remove("a");
-        assert!(ids.claim_now("a", Duration::from_secs(60)));
+        let minute = Duration::from_secs(60);
+        assert!(matches!(ids.claim("a", minute).await, Claim::Claimed));
+        assert!(matches!(ids.claim("a", minute).await, Claim::AlreadyUsed));
+        assert!(matches!(
+            ids.claim("b", Duration::from_millis(1)).await,
+            Claim::Claimed
+        ));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(matches!(ids.claim("b", minute).await, Claim::Claimed));
+        // Released, an id can be claimed again; another id's claim is untouched.
+        ids.release("a").await;
+        assert!(matches!(ids.claim("a", minute).await, Claim::Claimed));
+        assert!(matches!(ids.claim("b", minute).await, Claim::AlreadyUsed));
     }
 }
