@@ -50,7 +50,9 @@ impl Admin {
     async fn route(&self, request: &mut Request<'_>) -> Reply {
         let method = request.method().to_string();
         let path = request.path().to_string();
-        match (method.as_str(), path.as_str(), &self.sandbox) {
+        // HEAD is answered as GET is (RFC 9110 section 9.1); the server sends no body for it.
+        let as_method = if method == "HEAD" { "GET" } else { &method };
+        match (as_method, path.as_str(), &self.sandbox) {
             ("GET", "/healthz", _) => Reply::json(200, &br#"{"status":"ok"}"#[..]),
             ("GET", "/readyz", _) => self.readiness().await,
             ("GET", "/metrics", _) => Reply::new(

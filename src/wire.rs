@@ -110,6 +110,7 @@ fn framing_of(
     let mut chunked = false;
     let mut close = !http11;
     let mut expects_continue = false;
+    let mut hosts = 0usize;
     for field in fields {
         // Trimmed only for the fields read here: most (Host, Authorization, ...) are not.
         let value = || field.value.trim_ascii();
@@ -139,7 +140,16 @@ fn framing_of(
             }
         } else if request && is_field(field.name.as_bytes(), "Expect") {
             expects_continue = value().eq_ignore_ascii_case(b"100-continue");
+        } else if request && is_field(field.name.as_bytes(), "Host") {
+            hosts += 1;
         }
+    }
+    // RFC 9112 section 3.2: an HTTP/1.1 request names its host once, and no request twice. Two
+    // could route one way in a proxy in front and another here.
+    if request && (hosts > 1 || (http11 && hosts == 0)) {
+        return Err(HeadError::Malformed(
+            "a request needs exactly one Host field (HTTP/1.1) and never two",
+        ));
     }
     let framing = match (chunked, length) {
         (true, Some(_)) => {
@@ -375,6 +385,9 @@ pub fn decode_chunked_from(
             let Some(trailer) = line_at(raw, progress.at)? else {
                 return Ok(Chunked::Incomplete);
             };
+            if !trailer.is_empty() && !is_field_line(trailer) {
+                return Err(ChunkedError::Malformed);
+            }
             progress.at += trailer.len() + 2;
             if trailer.is_empty() {
                 return Ok(Chunked::Complete {
@@ -387,15 +400,13 @@ pub fn decode_chunked_from(
         let Some(line) = line_at(raw, progress.at)? else {
             return Ok(Chunked::Incomplete);
         };
-        let size_text = line
-            .split(|&b| b == b';')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii();
-        if size_text.is_empty()
-            || size_text.len() > 15
-            || !size_text.iter().all(u8::is_ascii_hexdigit)
-        {
+        // `chunk-size [ chunk-ext ]` (RFC 9112 section 7.1): hex digits from the line's first
+        // byte, then nothing or `BWS ";" ...` with no control character. Read more loosely (a
+        // size with spaces around it, a CR inside), a line could mean one thing here and another
+        // to a proxy in front: the stuff request smuggling is made of.
+        let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        let (size_text, extension) = line.split_at(digits);
+        if size_text.is_empty() || size_text.len() > 15 || !is_chunk_extension(extension) {
             return Err(ChunkedError::Malformed);
         }
         let size = std::str::from_utf8(size_text)
@@ -430,6 +441,42 @@ pub fn may_end_head(tail: &[u8]) -> bool {
     // once, head and body (about 0.5k instructions per request the byte loop took).
     memchr::memchr_iter(b'\n', tail)
         .any(|at| matches!(&tail[at + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+}
+
+/// Whether `rest` (what follows a chunk size on its line) is empty or a chunk extension: optional
+/// spaces or tabs, `;`, then no control character but tab.
+fn is_chunk_extension(rest: &[u8]) -> bool {
+    let after_space = rest
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .map_or(&[][..], |i| &rest[i..]);
+    match after_space.first() {
+        None => rest.is_empty(),
+        Some(b';') => !after_space.iter().any(|&b| is_control(b)),
+        Some(_) => false,
+    }
+}
+
+/// Whether `line` is a header field line, as a trailer must be: a token, `:`, and a value with no
+/// control character but tab.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    !name.is_empty()
+        && name.iter().all(|&b| is_token_byte(b))
+        && !value.iter().any(|&b| is_control(b))
+}
+
+/// A control character other than horizontal tab.
+fn is_control(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// A `tchar` of RFC 9110 section 5.6.2.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The line starting at `at` without its CRLF; `None` until its CRLF has arrived.
@@ -522,7 +569,10 @@ mod tests {
         assert!(parse_request(b"POST /reset HTTP/1.1\r\nHost: x\r\n")
             .unwrap()
             .is_none());
-        let endless = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_REQUEST_HEAD + 1));
+        let endless = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}",
+            "a".repeat(MAX_REQUEST_HEAD + 1)
+        );
         assert_eq!(
             parse_request(endless.as_bytes()).unwrap_err(),
             HeadError::TooLarge
@@ -530,7 +580,7 @@ mod tests {
         let many: String = (0..MAX_REQUEST_HEADERS + 1)
             .map(|i| format!("X-{i}: 1\r\n"))
             .collect();
-        let wire = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let wire = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
         assert_eq!(
             parse_request(wire.as_bytes()).unwrap_err(),
             HeadError::TooLarge
@@ -540,13 +590,13 @@ mod tests {
     #[test]
     fn framing_that_could_smuggle_a_request_is_refused() {
         for wire in [
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 00\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 00\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/2.0\r\n\r\n",
             "POST /\r\n\r\n",
@@ -556,29 +606,65 @@ mod tests {
                 "{wire:?}"
             );
         }
-        let same_twice = head("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        let same_twice =
+            head("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(same_twice.framing, Framing::Length(3));
     }
 
     #[test]
+    fn an_http11_request_names_one_host_and_no_request_two() {
+        for wire in [
+            "GET /healthz HTTP/1.1\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+            "GET /healthz HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_request(wire.as_bytes()), Err(HeadError::Malformed(_))),
+                "{wire:?}"
+            );
+        }
+        // HTTP/1.0 has no Host requirement; an answer's fields are not a request's.
+        head("GET /healthz HTTP/1.0\r\n\r\n");
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1024)
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
     fn connection_options_follow_the_version() {
-        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").keep_alive);
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        assert!(head("POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expects_continue);
+        assert!(
+            head("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n").expects_continue
+        );
         assert_eq!(
-            head("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n").framing,
+            head("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n").framing,
             Framing::Chunked
         );
     }
 
     #[test]
     fn an_absolute_target_is_served_by_its_path() {
-        let wire = "GET http://gw.example/openapi.json?x HTTP/1.1\r\n\r\n";
+        let wire = "GET http://gw.example/openapi.json?x HTTP/1.1\r\nHost: x\r\n\r\n";
         let h = head(wire);
         assert_eq!(&wire.as_bytes()[h.path.clone()], b"/openapi.json");
-        let wire = "OPTIONS * HTTP/1.1\r\n\r\n";
+        let wire = "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(&wire.as_bytes()[head(wire).path], b"*");
+    }
+
+    #[test]
+    fn chunk_extensions_and_trailers_as_the_grammar_writes_them_are_read() {
+        let raw = b"5 ;name=\"quoted value\"\t; flag\r\nhello\r\n0\r\nX-T: a\tb\r\nY:\r\n\r\n";
+        assert_eq!(
+            decode_chunked(raw, 100).unwrap(),
+            Chunked::Complete {
+                payload: b"hello".to_vec(),
+                consumed: raw.len()
+            }
+        );
     }
 
     #[test]
@@ -610,6 +696,20 @@ mod tests {
             b"5\nhello\r\n",
             b"fffffffffffffffff\r\n",
             b"\r\n",
+            // Loosely written sizes a proxy in front may read otherwise (RFC 9112 section 7.1).
+            b"5\r\r\nhello\r\n0\r\n\r\n",
+            b"\t5\r\nhello\r\n0\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"5\x0c\r\nhello\r\n0\r\n\r\n",
+            b"+5\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"5;\x00\rX\r\nhello\r\n0\r\n\r\n",
+            // Trailers must be field lines.
+            b"0\r\n no-colon\r\n\r\n",
+            b"0\r\nName: a\x00b\r\n\r\n",
+            b"0\r\nBad Name: x\r\n\r\n",
+            b"0\r\n: x\r\n\r\n",
         ] {
             assert_eq!(
                 decode_chunked(bad, 100),

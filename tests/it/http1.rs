@@ -142,34 +142,55 @@ fn a_client_expecting_100_continue_is_told_to_send_its_body() {
 fn malformed_oversized_and_smuggling_heads_are_refused_and_the_connection_closed() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
-    let huge = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: gw\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    // Each case with a word of the detail it must be refused for (not another fault it has).
     let cases = [
-        ("not http", "GARBAGE\r\n\r\n".to_string()),
-        ("too large", huge),
+        ("not http", "GARBAGE\r\n\r\n".to_string(), "HTTP/1"),
+        ("too large", huge, "at most 16384 bytes"),
         (
             "two framings",
             // A proxy reading Content-Length would see one request; one reading the chunks,
             // two. Neither may happen: the head is refused and nothing after it is served.
             "POST /reset/verify HTTP/1.1\r\nHost: gw\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /openapi.json HTTP/1.1\r\nHost: gw\r\n\r\n"
                 .to_string(),
+            "both Transfer-Encoding and Content-Length",
         ),
         (
             "two lengths",
-            "POST /reset/verify HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+            "POST /reset/verify HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
                 .to_string(),
+            "conflicting Content-Length",
         ),
         (
             "unknown coding",
-            "POST /reset/verify HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_string(),
+            "POST /reset/verify HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: gzip\r\n\r\n"
+                .to_string(),
+            "unsupported Transfer-Encoding",
+        ),
+        (
+            // Two hosts could route one way in a proxy in front and another here.
+            "two hosts",
+            "GET /openapi.json HTTP/1.1\r\nHost: gw\r\nHost: elsewhere\r\n\r\n".to_string(),
+            "Host",
+        ),
+        (
+            "no host",
+            "GET /openapi.json HTTP/1.1\r\n\r\n".to_string(),
+            "Host",
         ),
     ];
-    for (what, wire) in cases {
+    let cases_count = cases.len();
+    for (what, wire, why) in cases {
         let mut s = connect(&gw);
         s.write_all(wire.as_bytes()).unwrap();
         let mut reader = BufReader::new(s);
         let r = read_one(&mut reader);
         let p = r.problem(400, "invalid_request");
-        println!("{what}: {}", p["detail"]);
+        let detail = p["detail"].as_str().unwrap();
+        assert!(detail.contains(why), "{what}: {detail}");
         assert_eq!(r.header("Connection"), Some("close"), "{what}");
         assert!(closed(&mut reader), "{what}: nothing more is answered");
     }
@@ -185,7 +206,7 @@ fn malformed_oversized_and_smuggling_heads_are_refused_and_the_connection_closed
                 ("code", "invalid_request")
             ]
         ),
-        5.0
+        cases_count as f64
     );
 }
 
@@ -245,4 +266,23 @@ fn a_client_that_never_reads_its_answers_is_dropped_after_the_body_timeout() {
         request(gw.api, "GET", "/openapi.json", &[], b"").status,
         200
     );
+}
+
+/// The admin listener answers HEAD as GET, without the body (RFC 9110 section 9.1): probes and
+/// monitors that check with HEAD see the real status.
+#[test]
+fn the_admin_listener_answers_head_as_get() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let get = request(gw.admin, "GET", path, &[], b"");
+        let head = request(gw.admin, "HEAD", path, &[], b"");
+        assert_eq!(head.status, get.status, "{path}");
+        assert!(head.body.is_empty(), "{path}");
+        assert_eq!(
+            head.header("Content-Type"),
+            get.header("Content-Type"),
+            "{path}"
+        );
+    }
 }

@@ -192,10 +192,13 @@ fn plain_http_on_the_tls_port_gets_no_http_answer_and_is_counted() {
     let other = Certificate::generate("other");
     let mut stream = tls_connect(gw.api, &other.der);
     assert!(
-        stream.write_all(b"GET / HTTP/1.1\r\n\r\n").is_err() || {
-            let mut buf = [0u8; 16];
-            stream.read(&mut buf).is_err()
-        }
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .is_err()
+            || {
+                let mut buf = [0u8; 16];
+                stream.read(&mut buf).is_err()
+            }
     );
     // The listener still serves a client that trusts the right certificate.
     let mut stream = tls_connect(gw.api, &certificate.der);
