@@ -545,6 +545,14 @@ async fn read_answer(
                     "the vendor switched protocols".into(),
                 ))
             }
+            // RFC 9110 section 15: a status is three digits from 100 to 599. Anything else is
+            // refused at once (a `000` read as interim would wait out the whole read timeout).
+            Ok(Some(head)) if !(100..=599).contains(&head.status) => {
+                return Err(UpstreamFailure::Protocol(format!(
+                    "the vendor answered with status {}, which HTTP has not",
+                    head.status
+                )))
+            }
             // An interim answer (100 Continue, 103 Early Hints): the real one follows.
             Ok(Some(head)) if head.status < 200 => {
                 buf.drain(..head.len);

@@ -86,3 +86,41 @@ fn a_slow_step_is_bounded_by_the_total_step_timeout() {
     r.problem(504, "upstream_timeout");
     assert!(started.elapsed() < Duration::from_millis(2_500));
 }
+
+/// A vendor answering with a status HTTP does not have (`000`) is a protocol error at once: not
+/// an interim answer to wait past until the read timeout.
+#[test]
+fn a_status_outside_100_to_599_is_an_upstream_error_not_a_wait() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.1 000 Nothing\r\nContent-Length: 0\r\n\r\n");
+                // Held open: the gateway must not be waiting for more.
+                std::thread::sleep(Duration::from_secs(5));
+            });
+        }
+    });
+    let config = format!(
+        "[connections.c]\nbase_url = \"http://{addr}/cbss/\"\n\
+         timeouts = {{ connect_ms = 500, read_ms = 2000, write_ms = 2000, total_ms = 3000 }}\n\
+         [connections.c.cbss]\nclient_code = \"DEMO\"\nclient_key_env = \"IT_CBSS_KEY\"\n\
+         login_salt_env = \"IT_CBSS_LOGIN_SALT\"\nforgot_salt_env = \"IT_CBSS_FORGOT_SALT\"\n\
+         [[tenants]]\nname = \"t\"\nconnection = \"c\"\n\
+         api_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sha256_hex("key-c")
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let r = gw.post(
+        "/reset",
+        "key-c",
+        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
+    );
+    let p = r.problem(502, "upstream_error");
+    assert!(p["detail"].as_str().unwrap().contains("status 0,"), "{p}");
+}
