@@ -264,6 +264,9 @@ pub async fn start(
     spend_outbound(env, tenant, CanonicalStep::Start).await?;
 
     let state_width = tenant.adapter.start_state_width(&input);
+    // The reset's lifetime counts from before the vendor's first call, where the vendor's own
+    // session (Capillary's fifteen minutes) starts: a reset never outlives it.
+    let issued_at = now_secs();
     let sent = std::time::Instant::now();
     let started = tenant.adapter.start(ctx, &input).await;
     // What one vendor call of this start took: a decoy's verification waits about as long.
@@ -302,7 +305,7 @@ pub async fn start(
         tenant: &tenant.settings.name,
         subject,
         step: Step::Verify,
-        expires_at: now_secs() + lifetime(tenant).as_secs() as i64,
+        expires_at: issued_at + lifetime(tenant).as_secs() as i64,
         concealed,
         vendor: StateJson::Text(vendor.json(&mut room)),
     };

@@ -250,7 +250,7 @@ pub struct Sandbox {
     hepsiburada: hepsiburada::HepsiburadaSandbox,
     /// Vendor requests received, by vendor: proof of whether the gateway called.
     calls: Mutex<BTreeMap<&'static str, u64>>,
-    /// How the last request to each vendor was sent: its `Content-Type` and, for CBSS, its
+    /// How the last request to each vendor was sent: its path, `Content-Type` and, for CBSS, its
     /// `Language` (never its signature or body), so tests can see the format and language a
     /// connection is set to reach the vendor.
     last: Mutex<BTreeMap<&'static str, serde_json::Value>>,
@@ -275,8 +275,10 @@ impl Sandbox {
         }
     }
 
-    fn record(&self, vendor: &'static str, content_type: &str, language: Option<&str>) {
-        let seen = serde_json::json!({ "content_type": content_type, "language": language });
+    fn record(&self, vendor: &'static str, path: &str, content_type: &str, language: Option<&str>) {
+        let seen = serde_json::json!({
+            "path": path, "content_type": content_type, "language": language,
+        });
         self.last.lock().expect("last lock").insert(vendor, seen);
     }
 
@@ -437,7 +439,7 @@ impl Sandbox {
         let content_type = request.header_str("Content-Type").unwrap_or("").to_string();
         if let Some(rest) = path.strip_prefix("/capillary/") {
             self.count("capillary");
-            self.record("capillary", &content_type, None);
+            self.record("capillary", path, &content_type, None);
             let api_key = request
                 .header(&self.options.capillary.api_key_header)
                 .map(<[u8]>::to_vec);
@@ -447,18 +449,18 @@ impl Sandbox {
         }
         if let Some(rest) = path.strip_prefix("/amsalem/") {
             self.count("amsalem");
-            self.record("amsalem", &content_type, None);
+            self.record("amsalem", path, &content_type, None);
             return self.amsalem.handle(rest, &content_type, body);
         }
         if let Some(rest) = path.strip_prefix("/hepsiburada/") {
             self.count("hepsiburada");
-            self.record("hepsiburada", &content_type, None);
+            self.record("hepsiburada", path, &content_type, None);
             return self.hepsiburada.handle(rest, &content_type, body);
         }
         if let Some(rest) = path.strip_prefix("/cbss/") {
             self.count("cbss");
             let query = request.query().unwrap_or("").to_string();
-            self.record("cbss", &content_type, query_param(&query, "Language"));
+            self.record("cbss", path, &content_type, query_param(&query, "Language"));
             return self.cbss.handle(rest, &query, &content_type, body);
         }
         Reply::text(404, "no sandbox vendor at this path\n")

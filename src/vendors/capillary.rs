@@ -256,6 +256,10 @@ fn parse(status: u16, body: &[u8]) -> Result<Answer, Problem> {
 }
 
 /// A successful answer, or the canonical problem its status code means.
+/// The window of Capillary's limit on codes per customer (1534): an upper bound for its
+/// `Retry-After`, as Capillary names no time.
+const OTP_LIMIT_WINDOW_SECS: u64 = 3600;
+
 fn judge(status: u16, answer: Answer, never_echo: &[&str]) -> Result<Answer, Problem> {
     if answer.status.success && (200..300).contains(&status) {
         return Ok(answer);
@@ -273,6 +277,11 @@ fn judge(status: u16, answer: Answer, never_echo: &[&str]) -> Result<Answer, Pro
         never_echo,
     );
     Err(match code.and_then(problem_for_code) {
+        // Capillary does not say when it will send this customer codes again; its count is of
+        // codes per customer per hour (assumed, as its sandbox models it), so within the hour.
+        Some((canonical, text)) if code == Some(1534) => Problem::new(canonical, text)
+            .with_vendor(detail)
+            .with_retry_after(OTP_LIMIT_WINDOW_SECS),
         Some((canonical, text)) => Problem::new(canonical, text).with_vendor(detail),
         None if matches!(status, 401 | 403) => Problem::new(
             ErrorCode::UpstreamError,

@@ -2,7 +2,8 @@
 
 use crate::harness::*;
 
-fn full_flow(key: &str, kind: &str, value: &str) {
+/// The whole flow for the tenant with `key`, whose connection uses the paths under `paths`.
+fn full_flow(key: &str, kind: &str, value: &str, paths: &str) {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
     let reset_id = start_reset(&gw, key, kind, value);
@@ -16,21 +17,23 @@ fn full_flow(key: &str, kind: &str, value: &str) {
     assert_eq!(r.json()["status"], "completed");
     // token/generate + otp/generate + otp/validate + password/forget.
     assert_eq!(sandbox.calls("capillary"), 4);
+    let last = sandbox.last_request("capillary");
+    assert_eq!(last["path"], format!("/capillary/{paths}password/forget"));
 }
 
 #[test]
 fn full_flow_on_the_web_paths() {
-    full_flow("key-web", "email", EMAIL);
+    full_flow("key-web", "email", EMAIL, "auth/v1/web/");
 }
 
 #[test]
 fn full_flow_on_the_mobile_paths() {
-    full_flow("key-mobile", "mobile", MOBILE);
+    full_flow("key-mobile", "mobile", MOBILE, "auth/v1/");
 }
 
 #[test]
 fn usernames_work_at_capillary() {
-    full_flow("key-web", "username", "somchai");
+    full_flow("key-web", "username", "somchai", "auth/v1/web/");
 }
 
 #[test]
@@ -353,6 +356,9 @@ fn a_customer_capillary_sends_no_more_codes_to_is_concealed_too() {
     );
     let p = r.problem(429, "rate_limited");
     assert_eq!(p["vendor"]["code"], "1534");
+    // Capillary names no time: the gateway says within the hour its count spans.
+    assert_eq!(r.header("Retry-After"), Some("3600"));
+    assert!(p.get("limit").is_none(), "{p}");
 }
 
 #[test]
@@ -489,4 +495,51 @@ fn the_api_key_goes_in_the_header_the_connection_names() {
     start_reset(&gw, "key-named", "email", EMAIL);
     assert_eq!(sandbox.outbox().len(), 1);
     gw.assert_logs_clean(&["sandbox-capillary-key"]);
+}
+
+/// Capillary's own count of refused passwords per session (five, then 1530) ends the reset, as
+/// its sandbox counts them: no forcing.
+#[test]
+fn after_five_refused_passwords_capillary_ends_the_reset() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let next = verify(&gw, "key-web", &reset_id, &otp).json()["reset_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..5 {
+        let p = complete(&gw, "key-web", &next, "weakpw").problem(422, "password_rejected");
+        assert_eq!(p["vendor"]["code"], "1542", "refusal {i}");
+    }
+    for password in ["Capillary-n3w", "Capillary-n3w"] {
+        let p = complete(&gw, "key-web", &next, password).problem(429, "attempts_exceeded");
+        assert_eq!(p["vendor"]["code"], "1530", "{p}");
+    }
+    // The password never changed: a new reset refuses the old one as a reuse.
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let next = verify(&gw, "key-web", &reset_id, &otp).json()["reset_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = complete(&gw, "key-web", &next, OLD_PASSWORD).problem(422, "password_reused");
+    assert_eq!(p["vendor"]["code"], "1527");
+}
+
+/// A connection naming a brand Capillary does not know is refused at the first call with 1509,
+/// shown as the operator's error it is, and no code is sent.
+#[test]
+fn an_unknown_brand_is_a_clear_upstream_error() {
+    let sandbox = Sandbox::start();
+    let config = capillary_config(&sandbox, "").replacen("DocDemo", "NoSuchBrand", 1);
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let p = gw
+        .post("/reset", "key-web", &body)
+        .problem(502, "upstream_error");
+    assert_eq!(p["vendor"]["code"], "1509", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("brand"), "{p}");
+    assert!(sandbox.outbox().is_empty());
 }
