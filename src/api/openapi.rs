@@ -25,7 +25,7 @@ fn problems(codes: &[ErrorCode]) -> serde_json::Map<String, Value> {
             if matches!(status, 429 | 503) {
                 headers.insert(
                     "Retry-After".into(),
-                    json!({"description": "Seconds to wait before trying again: on every refusal by a gateway limit (a problem with a `limit` member) and every 503; absent when the vendor refused and did not say when", "schema": {"type": "integer"}}),
+                    json!({"description": "Seconds to wait before trying again: on every refusal by a gateway limit (a problem with a `limit` member), every 503, and a vendor's limit on codes for one person (an upper bound: the vendor does not say when); absent on a vendor's `attempts_exceeded`, whose reset is spent", "schema": {"type": "integer"}}),
                 );
             }
             (
