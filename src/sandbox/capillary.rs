@@ -30,6 +30,14 @@ const MAX_PASSWORD_RETRIES: u32 = 5;
 const MAX_OTPS_PER_HOUR: usize = 10;
 const MAX_SESSIONS: usize = 10_000;
 
+/// A business answer the next request gets instead of its own.
+#[derive(Debug, Clone)]
+pub struct Forced {
+    pub code: u32,
+    pub message: Option<String>,
+    pub http: u16,
+}
+
 /// How the sandbox is set up.
 #[derive(Debug, Clone)]
 pub struct CapillaryOptions {
@@ -72,7 +80,8 @@ struct State {
     otp_sends: HashMap<usize, Vec<Instant>>,
     /// A status code to answer the next business request with, set by a test.
     /// The status code (and message) the next business request is answered with.
-    forced: Option<(u32, Option<String>)>,
+    /// The next business answer, forced: its code, message and HTTP status.
+    forced: Option<Forced>,
 }
 
 pub struct CapillarySandbox {
@@ -146,11 +155,12 @@ impl CapillarySandbox {
         Ok(())
     }
 
-    /// Makes the next business request fail with `code` (for exercising the gateway's mapping),
-    /// and `message` if given (as a vendor's message may quote what it was sent: `{sessionId}`
-    /// in it is replaced by the request's session id).
-    pub fn force_next(&self, code: u32, message: Option<String>) {
-        self.state.lock().expect("capillary sandbox lock").forced = Some((code, message));
+    /// Makes the next business request fail with `forced.code` (for exercising the gateway's
+    /// mapping), its `message` if given (as a vendor's message may quote what it was sent:
+    /// `{sessionId}` in it is replaced by the request's session id), under its HTTP status
+    /// (Capillary's business codes usually come under 200, but may come under another).
+    pub fn force_next(&self, forced: Forced) {
+        self.state.lock().expect("capillary sandbox lock").forced = Some(forced);
     }
 
     /// Forgets every session, as if Capillary had lost them.
@@ -196,16 +206,20 @@ impl CapillarySandbox {
         let Some(req) = parse(body) else {
             return status(400, 400, "Malformed request");
         };
+        if let Some(missing) = missing_member(endpoint, &req) {
+            return status(400, 400, &format!("{missing} is mandatory"));
+        }
         if mobile && req.device_id.is_empty() {
             return status(400, 400, "deviceId is mandatory on mobile paths");
         }
         let mut state = self.state.lock().expect("capillary sandbox lock");
-        if let Some((code, message)) = state.forced.take() {
-            let message = message
+        if let Some(forced) = state.forced.take() {
+            let message = forced
+                .message
                 .as_deref()
                 .unwrap_or("Forced by the sandbox")
                 .replace("{sessionId}", req.session_id.as_deref().unwrap_or_default());
-            return status(200, code, &message);
+            return status(forced.http, forced.code, &message);
         }
         if !matches!(
             req.identifier_type.as_str(),
@@ -372,6 +386,22 @@ impl CapillarySandbox {
         state.customers[customer].password = password.to_string();
         state.sessions.remove(&id);
         ok(json!({}))
+    }
+}
+
+/// The first member `endpoint` requires that `req` lacks (password/forget's are documented:
+/// sessionId, password and confirmPassword; the OTP calls need the session and the code).
+fn missing_member(endpoint: &str, req: &Request) -> Option<&'static str> {
+    let absent = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+    let session = endpoint != "token/generate" && absent(&req.session_id);
+    if session {
+        return Some("sessionId");
+    }
+    match endpoint {
+        "otp/validate" if absent(&req.otp) => Some("otp"),
+        "password/forget" if absent(&req.password) => Some("password"),
+        "password/forget" if absent(&req.confirm_password) => Some("confirmPassword"),
+        _ => None,
     }
 }
 

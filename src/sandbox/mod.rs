@@ -323,14 +323,27 @@ impl Sandbox {
                 let message = asked
                     .as_ref()
                     .and_then(|v| Some(v.get("message")?.as_str()?.to_string()));
-                match code {
-                    Some(code) => {
-                        self.capillary.force_next(code, message);
+                // The HTTP status to send it under: 200 unless asked, 200 to 599 if asked.
+                let http = match asked.as_ref().and_then(|v| v.get("http")) {
+                    None => Some(200),
+                    Some(h) => h
+                        .as_u64()
+                        .and_then(|h| u16::try_from(h).ok())
+                        .filter(|h| (200..=599).contains(h)),
+                };
+                match (code, http) {
+                    (Some(code), Some(http)) => {
+                        let forced = capillary::Forced {
+                            code,
+                            message,
+                            http,
+                        };
+                        self.capillary.force_next(forced);
                         Reply::json(200, &b"{}"[..])
                     }
-                    None => Reply::text(
+                    _ => Reply::text(
                         400,
-                        "send {\"code\": 1506} (and a \"message\" if you like)\n",
+                        "send {\"code\": 1506} (and a \"message\" and an \"http\" status from 200 to 599 if you like)\n",
                     ),
                 }
             }

@@ -543,3 +543,65 @@ fn an_unknown_brand_is_a_clear_upstream_error() {
     assert!(p["detail"].as_str().unwrap().contains("brand"), "{p}");
     assert!(sandbox.outbox().is_empty());
 }
+
+/// Capillary's business codes usually come under HTTP 200, but may come under another status:
+/// read the same way, they map to the same problems.
+#[test]
+fn a_business_code_under_another_http_status_maps_as_under_200() {
+    let sandbox = Sandbox::start();
+    let config = capillary_config(&sandbox, "").replacen(
+        "name = \"mobile\"",
+        "name = \"mobile\"\nreveal_unknown_identifiers = true",
+        1,
+    );
+    assert!(config.contains("reveal_unknown_identifiers = true"));
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    for (code, http, status, canonical) in [
+        (1546, 400, 400, "invalid_request"),
+        (1506, 422, 422, "invalid_otp"),
+        (1505, 401, 410, "reset_expired"),
+    ] {
+        let reset_id = start_reset(&gw, "key-mobile", "email", EMAIL);
+        let forced = serde_json::json!({"code": code, "http": http}).to_string();
+        let r = request(
+            sandbox.addr,
+            "POST",
+            "/sandbox/capillary/next-status",
+            &[],
+            forced.as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+        let p = verify(&gw, "key-mobile", &reset_id, "123456").problem(status, canonical);
+        assert_eq!(p["vendor"]["code"], code.to_string(), "{p}");
+        assert_eq!(p["vendor"]["status"], http, "{p}");
+    }
+}
+
+/// The members Capillary's reference marks mandatory are required by its sandbox: a request
+/// without one is refused as malformed, never read as an empty value.
+#[test]
+fn the_capillary_sandbox_requires_the_documented_members() {
+    let sandbox = Sandbox::start();
+    let full = serde_json::json!({
+        "identifierType": "EMAIL", "identifierValue": EMAIL, "brand": "DocDemo",
+        "deviceId": "d-1", "sessionId": "s-1", "password": "Capillary-n3w",
+        "confirmPassword": "Capillary-n3w",
+    });
+    for missing in ["sessionId", "password", "confirmPassword"] {
+        let mut body = full.clone();
+        body.as_object_mut().unwrap().remove(missing);
+        let r = request(
+            sandbox.addr,
+            "POST",
+            "/capillary/auth/v1/web/password/forget",
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Api-Key", "sandbox-capillary-key"),
+            ],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{missing}");
+        let message = r.json()["status"]["message"].clone();
+        assert_eq!(message, format!("{missing} is mandatory"));
+    }
+}
