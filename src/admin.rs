@@ -62,7 +62,7 @@ impl Admin {
             ),
             (_, p, Some(sandbox)) if p.starts_with("/sandbox/") => {
                 match request.read_body(MAX_BODY).await {
-                    Ok(()) => sandbox.control(&method, &path, request.body()),
+                    Ok(()) => sandbox.control(as_method, &path, request.body()),
                     Err(_) => {
                         let mut reply = Reply::text(413, "body too large or incomplete\n");
                         reply.close = true;

@@ -1,6 +1,6 @@
-//! The limits a step checks before and around its vendor calls: the per-key, per-identifier and
-//! outbound decisions, and the wrong-code cell a verification or code-flow completion holds while
-//! its code is checked.
+//! The limits a step checks before and around its vendor calls: the per-identifier and outbound
+//! decisions (the per-key limit is checked in `Gateway::step`), and the wrong-code cell a
+//! verification or code-flow completion holds while its code is checked.
 
 use crate::api::{ErrorCode, Problem};
 use crate::gateway::Tenant;

@@ -78,8 +78,6 @@ struct State {
     customers: Vec<Customer>,
     sessions: HashMap<String, Session>,
     otp_sends: HashMap<usize, Vec<Instant>>,
-    /// A status code to answer the next business request with, set by a test.
-    /// The status code (and message) the next business request is answered with.
     /// The next business answer, forced: its code, message and HTTP status.
     forced: Option<Forced>,
 }

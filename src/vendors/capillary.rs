@@ -255,11 +255,11 @@ fn parse(status: u16, body: &[u8]) -> Result<Answer, Problem> {
     })
 }
 
-/// A successful answer, or the canonical problem its status code means.
 /// The window of Capillary's limit on codes per customer (1534): an upper bound for its
 /// `Retry-After`, as Capillary names no time.
 const OTP_LIMIT_WINDOW_SECS: u64 = 3600;
 
+/// A successful answer, or the canonical problem its status code means.
 fn judge(status: u16, answer: Answer, never_echo: &[&str]) -> Result<Answer, Problem> {
     if answer.status.success && (200..300).contains(&status) {
         return Ok(answer);
