@@ -469,9 +469,9 @@ fn is_field_line(line: &[u8]) -> bool {
         && !value.iter().any(|&b| is_control(b))
 }
 
-/// A control character other than horizontal tab.
-fn is_control(b: u8) -> bool {
-    (b < 0x20 && b != b'\t') || b == 0x7f
+/// A control character other than horizontal tab: never in a field value or chunk extension.
+pub fn is_control(b: u8) -> bool {
+    b.is_ascii_control() && b != b'\t'
 }
 
 /// A `tchar` of RFC 9110 section 5.6.2.

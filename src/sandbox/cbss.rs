@@ -351,7 +351,7 @@ fn dotnet_form(date_time: &str) -> bool {
 
 /// CBSS's language form, as its samples write it: a two-letter language in lower case, `_`, a
 /// two-letter region in upper case (`en_US`, `th_TH`, `zh_TW`).
-fn language_ok(lang: &str) -> bool {
+pub fn language_ok(lang: &str) -> bool {
     let b = lang.as_bytes();
     b.len() == 5
         && b[..2].iter().all(u8::is_ascii_lowercase)

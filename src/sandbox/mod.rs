@@ -275,7 +275,20 @@ impl Sandbox {
         }
     }
 
-    fn record(&self, vendor: &'static str, path: &str, content_type: &str, language: Option<&str>) {
+    /// Notes a request to `vendor`: counted in `calls`, and how it was sent kept in `last`.
+    fn arrived(
+        &self,
+        vendor: &'static str,
+        path: &str,
+        content_type: &str,
+        language: Option<&str>,
+    ) {
+        *self
+            .calls
+            .lock()
+            .expect("calls lock")
+            .entry(vendor)
+            .or_default() += 1;
         let seen = serde_json::json!({
             "path": path, "content_type": content_type, "language": language,
         });
@@ -294,15 +307,6 @@ impl Sandbox {
             }
         }
         seen
-    }
-
-    fn count(&self, vendor: &'static str) {
-        *self
-            .calls
-            .lock()
-            .expect("calls lock")
-            .entry(vendor)
-            .or_default() += 1;
     }
 
     /// The sandbox's own control endpoints, under `/sandbox/`. Served on the sandbox's listener,
@@ -451,8 +455,7 @@ impl Sandbox {
     fn vendor_reply(&self, request: &Request<'_>, path: &str, body: &[u8]) -> Reply {
         let content_type = request.header_str("Content-Type").unwrap_or("").to_string();
         if let Some(rest) = path.strip_prefix("/capillary/") {
-            self.count("capillary");
-            self.record("capillary", path, &content_type, None);
+            self.arrived("capillary", path, &content_type, None);
             let api_key = request
                 .header(&self.options.capillary.api_key_header)
                 .map(<[u8]>::to_vec);
@@ -461,19 +464,16 @@ impl Sandbox {
                 .handle(rest, &content_type, api_key.as_deref(), body);
         }
         if let Some(rest) = path.strip_prefix("/amsalem/") {
-            self.count("amsalem");
-            self.record("amsalem", path, &content_type, None);
+            self.arrived("amsalem", path, &content_type, None);
             return self.amsalem.handle(rest, &content_type, body);
         }
         if let Some(rest) = path.strip_prefix("/hepsiburada/") {
-            self.count("hepsiburada");
-            self.record("hepsiburada", path, &content_type, None);
+            self.arrived("hepsiburada", path, &content_type, None);
             return self.hepsiburada.handle(rest, &content_type, body);
         }
         if let Some(rest) = path.strip_prefix("/cbss/") {
-            self.count("cbss");
             let query = request.query().unwrap_or("").to_string();
-            self.record("cbss", path, &content_type, query_param(&query, "Language"));
+            self.arrived("cbss", path, &content_type, query_param(&query, "Language"));
             return self.cbss.handle(rest, &query, &content_type, body);
         }
         Reply::text(404, "no sandbox vendor at this path\n")

@@ -389,7 +389,7 @@ impl UpstreamClient {
         if let Some((name, _)) = req
             .headers
             .iter()
-            .find(|(_, value)| value.bytes().any(|b| b.is_ascii_control() && b != b'\t'))
+            .find(|(_, value)| value.bytes().any(wire::is_control))
         {
             return Err(UpstreamFailure::Unsendable(name.to_string()));
         }
