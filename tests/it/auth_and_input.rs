@@ -20,7 +20,7 @@ api_keys = [{{ name = "k", key_sha256 = "{}" }}]
 fn missing_malformed_and_unknown_keys_are_unauthenticated() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
-    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let body = start_body("email", EMAIL);
     let none = request(
         gw.api,
         "POST",
@@ -55,7 +55,7 @@ fn the_bearer_scheme_is_named_in_any_case() {
     // Authentication schemes are case-insensitive (RFC 9110): BEARER and bEaReR name Bearer.
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
-    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let body = start_body("email", EMAIL);
     for scheme in ["BEARER", "bEaReR"] {
         let r = request(
             gw.api,
@@ -187,10 +187,7 @@ fn bad_bodies_get_their_problems() {
     );
     none.problem(415, "unsupported_media_type");
 
-    let big = format!(
-        r#"{{"identifier":{{"type":"email","value":"{}"}}}}"#,
-        "a".repeat(20_000)
-    );
+    let big = start_body("email", &"a".repeat(20_000));
     gw.post("/reset", "key-json", &big)
         .problem(413, "payload_too_large");
     assert!(

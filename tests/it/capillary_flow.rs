@@ -60,12 +60,7 @@ fn realistic_refusals_map_to_their_problems() {
     assert_eq!(complete(&gw, "key-web", &next, "Capillary-n3w").status, 200);
 
     // A customer Capillary cannot reset.
-    let reset_id = start_reset(&gw, "key-web", "email", "locked@example.com");
-    let otp = sandbox.last_otp("locked@example.com");
-    let next = verify(&gw, "key-web", &reset_id, &otp).json()["reset_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = reset_to_complete(&gw, &sandbox, "key-web", "locked@example.com");
     let p = complete(&gw, "key-web", &next, "Capillary-n3w").problem(502, "upstream_error");
     assert_eq!(p["vendor"]["code"], "1532");
 }
@@ -216,12 +211,7 @@ fn a_brand_without_passwords_is_unsupported_step() {
     let sandbox = Sandbox::start();
     let config = capillary_config(&sandbox, "").replacen("DocDemo", "NoPasswordDemo", 1);
     let gw = Gateway::start(&config, CAPILLARY_ENV);
-    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
-    let otp = sandbox.last_otp(EMAIL);
-    let next = verify(&gw, "key-web", &reset_id, &otp).json()["reset_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = reset_to_complete(&gw, &sandbox, "key-web", EMAIL);
     let p = complete(&gw, "key-web", &next, "Capillary-n3w").problem(501, "unsupported_step");
     assert_eq!(p["vendor"]["code"], "1524");
 }
@@ -316,11 +306,7 @@ fn every_documented_status_code_maps_to_its_canonical_problem() {
     }
     // 1515 at the start is concealed like any unknown identifier.
     sandbox.force_capillary_status(1515);
-    let r = gw.post(
-        "/reset",
-        "key-web",
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", "key-web", &start_body("email", EMAIL));
     assert_eq!(r.status, 202);
 }
 
@@ -349,11 +335,7 @@ fn a_customer_capillary_sends_no_more_codes_to_is_concealed_too() {
     assert_eq!(sent(sandbox.outbox()), 10);
     verify(&gw, "key-web", &eleventh, &last_otp).problem(422, "invalid_otp");
 
-    let r = gw.post(
-        "/reset",
-        "key-mobile",
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", "key-mobile", &start_body("email", EMAIL));
     let p = r.problem(429, "rate_limited");
     assert_eq!(p["vendor"]["code"], "1534");
     // Capillary names no time: the gateway says within the hour its count spans.
@@ -412,11 +394,7 @@ fn a_wrong_api_key_is_a_clear_upstream_error() {
         &capillary_config(&sandbox, ""),
         &[("IT_CAPILLARY_KEY", "not-the-capillary-key")],
     );
-    let r = gw.post(
-        "/reset",
-        "key-web",
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", "key-web", &start_body("email", EMAIL));
     let p = r.problem(502, "upstream_error");
     assert!(p["detail"].as_str().unwrap().contains("api_key_env"), "{p}");
     gw.assert_logs_clean(&["not-the-capillary-key", "sandbox-capillary-key"]);
@@ -487,7 +465,7 @@ fn the_api_key_goes_in_the_header_the_connection_names() {
         sha256_hex("key-named")
     );
     let gw = Gateway::start(&capillary_config(&sandbox, &named), CAPILLARY_ENV);
-    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let body = start_body("email", EMAIL);
     let p = gw
         .post("/reset", "key-web", &body)
         .problem(502, "upstream_error");
@@ -503,12 +481,7 @@ fn the_api_key_goes_in_the_header_the_connection_names() {
 fn after_five_refused_passwords_capillary_ends_the_reset() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
-    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
-    let otp = sandbox.last_otp(EMAIL);
-    let next = verify(&gw, "key-web", &reset_id, &otp).json()["reset_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = reset_to_complete(&gw, &sandbox, "key-web", EMAIL);
     for i in 0..5 {
         let p = complete(&gw, "key-web", &next, "weakpw").problem(422, "password_rejected");
         assert_eq!(p["vendor"]["code"], "1542", "refusal {i}");
@@ -518,12 +491,7 @@ fn after_five_refused_passwords_capillary_ends_the_reset() {
         assert_eq!(p["vendor"]["code"], "1530", "{p}");
     }
     // The password never changed: a new reset refuses the old one as a reuse.
-    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
-    let otp = sandbox.last_otp(EMAIL);
-    let next = verify(&gw, "key-web", &reset_id, &otp).json()["reset_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = reset_to_complete(&gw, &sandbox, "key-web", EMAIL);
     let p = complete(&gw, "key-web", &next, OLD_PASSWORD).problem(422, "password_reused");
     assert_eq!(p["vendor"]["code"], "1527");
 }
@@ -535,7 +503,7 @@ fn an_unknown_brand_is_a_clear_upstream_error() {
     let sandbox = Sandbox::start();
     let config = capillary_config(&sandbox, "").replacen("DocDemo", "NoSuchBrand", 1);
     let gw = Gateway::start(&config, CAPILLARY_ENV);
-    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let body = start_body("email", EMAIL);
     let p = gw
         .post("/reset", "key-web", &body)
         .problem(502, "upstream_error");
@@ -562,15 +530,7 @@ fn a_business_code_under_another_http_status_maps_as_under_200() {
         (1505, 401, 410, "reset_expired"),
     ] {
         let reset_id = start_reset(&gw, "key-mobile", "email", EMAIL);
-        let forced = serde_json::json!({"code": code, "http": http}).to_string();
-        let r = request(
-            sandbox.addr,
-            "POST",
-            "/sandbox/capillary/next-status",
-            &[],
-            forced.as_bytes(),
-        );
-        assert_eq!(r.status, 200);
+        sandbox.force_capillary_status_under(code, http);
         let p = verify(&gw, "key-mobile", &reset_id, "123456").problem(status, canonical);
         assert_eq!(p["vendor"]["code"], code.to_string(), "{p}");
         assert_eq!(p["vendor"]["status"], http, "{p}");

@@ -7,11 +7,7 @@ fn full_flow(key: &str, media_type: &str) {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
 
-    let r = gw.post(
-        "/reset",
-        key,
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", key, &start_body("email", EMAIL));
     assert_eq!(r.status, 202);
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     assert_eq!(r.header("Cache-Control"), Some("no-store"));
@@ -217,10 +213,7 @@ fn after_the_vendors_lockout_a_real_reset_still_answers_as_a_decoy_does() {
 fn a_weak_password_is_password_rejected() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
-    let reset_id = start_reset(&gw, "key-xml", "email", EMAIL);
-    let otp = sandbox.last_otp(EMAIL);
-    let v = verify(&gw, "key-xml", &reset_id, &otp).json();
-    let token = v["reset_id"].as_str().unwrap();
+    let token = &reset_to_complete(&gw, &sandbox, "key-xml", EMAIL);
     let body = complete(&gw, "key-xml", token, "tiny-pw").problem(422, "password_rejected");
     // The sandbox quotes the password it refused; support staff see the message, not the password.
     assert_eq!(body["vendor"]["code"], "PASSWORD_POLICY", "{body}");
@@ -238,7 +231,7 @@ fn a_weak_password_is_password_rejected() {
 fn an_unknown_identifier_is_answered_like_a_known_one() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
-    let body = |email: &str| format!(r#"{{"identifier":{{"type":"email","value":"{email}"}}}}"#);
+    let body = |email: &str| start_body("email", email);
     let known = gw.post("/reset", "key-json", &body(EMAIL));
     let unknown = gw.post("/reset", "key-json", &body("nobody@example.com"));
     assert_eq!(known.status, 202);
@@ -295,20 +288,14 @@ api_keys = [{{ name = "k", key_sha256 = "{}" }}]
 #[test]
 fn a_signature_in_the_other_case_is_refused_and_never_shown() {
     let sandbox = Sandbox::start();
-    let config = format!(
-        "[connections.c]\nbase_url = \"{}\"\n[connections.c.cbss]\nsignature_case = \"lower\"\n\
-         client_code = \"DEMO-UPPER\"\nclient_key_env = \"IT_CBSS_KEY\"\n\
-         login_salt_env = \"IT_CBSS_LOGIN_SALT\"\nforgot_salt_env = \"IT_CBSS_FORGOT_SALT\"\n\
-         [[tenants]]\nname = \"t\"\nconnection = \"c\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
-        sandbox.url("cbss"),
-        sha256_hex("key-c")
+    let config = cbss_tenant_config(
+        &sandbox.url("cbss"),
+        "",
+        "DEMO-UPPER",
+        "signature_case = \"lower\"",
     );
     let gw = Gateway::start(&config, CBSS_ENV);
-    let r = gw.post(
-        "/reset",
-        "key-c",
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", "key-c", &start_body("email", EMAIL));
     let body = r.problem(502, "upstream_error");
     assert_eq!(body["vendor"]["code"], "INVALID_SIGNATURE", "{body}");
     assert_eq!(
@@ -324,7 +311,7 @@ fn a_signature_in_the_other_case_is_refused_and_never_shown() {
 fn any_accept_language_gives_cbss_a_language_it_takes() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
-    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let body = start_body("email", EMAIL);
     for (language, sent) in [
         ("TH-th", "th_TH"),
         ("yue-HK", "en_US"),
@@ -332,16 +319,11 @@ fn any_accept_language_gives_cbss_a_language_it_takes() {
         ("es-419", "en_US"),
         ("zh-Hant-TW", "zh_TW"),
     ] {
-        let r = request(
-            gw.api,
-            "POST",
+        let r = gw.post_with(
             "/reset",
-            &[
-                ("Authorization", "Bearer key-json"),
-                ("Content-Type", "application/json"),
-                ("Accept-Language", language),
-            ],
-            body.as_bytes(),
+            "key-json",
+            &body,
+            &[("Accept-Language", language)],
         );
         assert_eq!(
             r.status,
@@ -360,10 +342,8 @@ fn a_password_with_spaces_at_its_ends_is_kept_whole_in_xml() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
     let set = |password: &str| {
-        let reset_id = start_reset(&gw, "key-xml", "email", EMAIL);
-        let otp = sandbox.last_otp(EMAIL);
-        let v = verify(&gw, "key-xml", &reset_id, &otp).json();
-        complete(&gw, "key-xml", v["reset_id"].as_str().unwrap(), password)
+        let next = reset_to_complete(&gw, &sandbox, "key-xml", EMAIL);
+        complete(&gw, "key-xml", &next, password)
     };
     assert_eq!(set("  Spaced-pass-1 ").status, 200);
     // Read trimmed, this would be the password just set, and refused as a reuse.

@@ -26,12 +26,7 @@ fn change_to(gw: &Gateway, code: &str, password: &str, headers: &[(&str, &str)])
         "reset_code": code, "session_id": "perm-42", "new_password": password,
     })
     .to_string();
-    let mut all = vec![
-        ("Authorization", "Bearer key-h"),
-        ("Content-Type", "application/json"),
-    ];
-    all.extend_from_slice(headers);
-    request(gw.api, "POST", "/reset/complete", &all, body.as_bytes())
+    gw.post_with("/reset/complete", "key-h", &body, headers)
 }
 
 fn issue(sandbox: &Sandbox, vendor: &str, identifier: &str) -> String {

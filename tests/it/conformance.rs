@@ -124,7 +124,7 @@ fn finish(gw: &Gateway, ready: &Ready, password: &str) -> Response {
 
 /// Every step the vendor lacks answers 501, whatever the body.
 fn unsupported_steps_answer_501(gw: &Gateway, case: &Case) {
-    let start = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let start = start_body("email", EMAIL);
     let with_code = r#"{"reset_code":"c","identifier":{"type":"username","value":"somchai"},"new_password":"Passw0rd-x"}"#;
     let with_id = r#"{"reset_id":"x","new_password":"Passw0rd-x"}"#;
     let verify_body = r#"{"reset_id":"x","otp":"123456"}"#;

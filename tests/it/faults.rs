@@ -20,7 +20,7 @@ fn broken_vendor_answers_are_upstream_errors_in_bounded_time() {
     };
     let config = cbss_config_timed(&sandbox, timeouts, more_starts);
     let gw = Gateway::start(&config, CBSS_ENV);
-    let start = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let start = start_body("email", EMAIL);
     for (fault, status, code) in [
         ("html", 502, "upstream_error"),
         ("huge", 502, "upstream_error"),

@@ -175,7 +175,17 @@ impl Sandbox {
     /// Makes the sandbox's Capillary answer its next business request with `code` and
     /// `message`.
     pub fn force_capillary_answer(&self, code: u32, message: &str) {
-        let body = serde_json::json!({ "code": code, "message": message }).to_string();
+        self.force_capillary(serde_json::json!({ "code": code, "message": message }));
+    }
+
+    /// Makes the sandbox's Capillary answer its next business request with `code` under the
+    /// HTTP status `http`.
+    pub fn force_capillary_status_under(&self, code: u32, http: u16) {
+        self.force_capillary(serde_json::json!({ "code": code, "http": http }));
+    }
+
+    fn force_capillary(&self, asked: serde_json::Value) {
+        let body = asked.to_string();
         let r = request(
             self.addr,
             "POST",
@@ -291,18 +301,25 @@ impl Gateway {
 
     /// POSTs a JSON body with an API key.
     pub fn post(&self, path: &str, key: &str, body: &str) -> Response {
+        self.post_with(path, key, body, &[])
+    }
+
+    /// `post`, with `headers` sent too.
+    pub fn post_with(
+        &self,
+        path: &str,
+        key: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
         remember_secret(key);
         let auth = format!("Bearer {key}");
-        request(
-            self.api,
-            "POST",
-            path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            body.as_bytes(),
-        )
+        let mut all = vec![
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        all.extend_from_slice(headers);
+        request(self.api, "POST", path, &all, body.as_bytes())
     }
 
     /// Asserts that no line the gateway logged contains any of `secrets`, nor anything shaped
@@ -369,6 +386,25 @@ impl Default for VendorTimeouts {
             idle_ms: 10000,
         }
     }
+}
+
+/// A config with one CBSS connection `c` at `base_url` (with `connection` lines, such as its
+/// timeouts) for tenant `t` (key-c), signing with `CBSS_ENV`'s secrets as client `client_code`
+/// and `cbss` lines more (its signature case, say).
+pub fn cbss_tenant_config(
+    base_url: &str,
+    connection: &str,
+    client_code: &str,
+    cbss: &str,
+) -> String {
+    format!(
+        "[connections.c]\nbase_url = \"{base_url}\"\n{connection}\n[connections.c.cbss]\n\
+         client_code = \"{client_code}\"\nclient_key_env = \"IT_CBSS_KEY\"\n\
+         login_salt_env = \"IT_CBSS_LOGIN_SALT\"\nforgot_salt_env = \"IT_CBSS_FORGOT_SALT\"\n{cbss}\n\
+         [[tenants]]\nname = \"t\"\nconnection = \"c\"\n\
+         api_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sha256_hex("key-c")
+    )
 }
 
 /// `cbss_config` with the `json` connection's timeouts set to `timeouts`.
@@ -631,14 +667,25 @@ fn parse_response(buf: &[u8]) -> Response {
     }
 }
 
+/// The body of `POST /reset` for the identifier of `kind` (email, mobile, username) `value`.
+pub fn start_body(kind: &str, value: &str) -> String {
+    format!(r#"{{"identifier":{{"type":"{kind}","value":"{value}"}}}}"#)
+}
+
 /// Starts a reset for `identifier` and returns the reset_id.
 pub fn start_reset(gw: &Gateway, key: &str, kind: &str, value: &str) -> String {
-    let r = gw.post(
-        "/reset",
-        key,
-        &format!(r#"{{"identifier":{{"type":"{kind}","value":"{value}"}}}}"#),
-    );
+    let r = gw.post("/reset", key, &start_body(kind, value));
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["reset_id"].as_str().unwrap().to_string()
+}
+
+/// Starts a reset for `email` and verifies the code the sandbox sent it: the reset id that
+/// completes it.
+pub fn reset_to_complete(gw: &Gateway, sandbox: &Sandbox, key: &str, email: &str) -> String {
+    let reset_id = start_reset(gw, key, "email", email);
+    let otp = sandbox.last_otp(email);
+    let r = verify(gw, key, &reset_id, &otp);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()["reset_id"].as_str().unwrap().to_string()
 }
 

@@ -46,7 +46,7 @@ fn connect(gw: &Gateway) -> TcpStream {
 }
 
 fn start_request(extra: &str) -> String {
-    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let body = start_body("email", EMAIL);
     format!(
         "POST /reset HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer key-json\r\nContent-Type: application/json\r\nUser-Agent: t\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
@@ -214,7 +214,7 @@ fn malformed_oversized_and_smuggling_heads_are_refused_and_the_connection_closed
 fn a_chunked_request_body_is_read_and_a_broken_one_refused() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
-    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let body = start_body("email", EMAIL);
     let (a, b) = body.split_at(10);
     let head = "POST /reset HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer key-json\r\nContent-Type: application/json\r\nUser-Agent: t\r\nTransfer-Encoding: chunked\r\n\r\n";
     let wire = format!(

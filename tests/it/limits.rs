@@ -76,11 +76,7 @@ api_keys = [
         b = sha256_hex("key-small-b"),
     );
     let gw = Gateway::start(&capillary_config(&sandbox, &extra), CAPILLARY_ENV);
-    let r = gw.post(
-        "/reset",
-        "key-small-a",
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", "key-small-a", &start_body("email", EMAIL));
     assert_eq!(r.status, 202);
     assert_eq!(r.header("RateLimit-Policy"), Some("\"per-key\";q=3;w=30"));
     assert_eq!(r.header("RateLimit"), Some("\"per-key\";r=2;t=10"));
@@ -100,7 +96,7 @@ api_keys = [
 fn the_6th_start_for_one_identifier_is_refused() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
-    let body = |email: &str| format!(r#"{{"identifier":{{"type":"email","value":"{email}"}}}}"#);
+    let body = |email: &str| start_body("email", email);
     for _ in 0..5 {
         assert_eq!(gw.post("/reset", "key-web", &body(EMAIL)).status, 202);
     }
@@ -220,11 +216,7 @@ fn the_outbound_budget_never_lets_a_vendor_counting_any_window_throttle_the_gate
     let (mut served, mut refused) = (0, 0);
     while std::time::Instant::now() < until {
         let email = customers[(served + refused) % customers.len()];
-        let r = gw.post(
-            "/reset",
-            "key-web",
-            &format!(r#"{{"identifier":{{"type":"email","value":"{email}"}}}}"#),
-        );
+        let r = gw.post("/reset", "key-web", &start_body("email", email));
         if r.status == 202 {
             served += 1;
             continue;
@@ -332,7 +324,7 @@ fn an_identifiers_limit_is_decided_when_the_body_has_arrived() {
         ),
         CBSS_ENV,
     );
-    let body = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let body = start_body("email", EMAIL);
     assert_eq!(gw.post("/reset", "key-json", &body).status, 202);
 
     let mut slow = std::net::TcpStream::connect(gw.api).unwrap();

@@ -8,16 +8,11 @@ fn json_logs_have_one_line_per_request_with_its_facts() {
     let sandbox = Sandbox::start();
     let config = format!("[log]\nformat = \"json\"\n{}", cbss_config(&sandbox, ""));
     let gw = Gateway::start(&config, CBSS_ENV);
-    let r = request(
-        gw.api,
-        "POST",
+    let r = gw.post_with(
         "/reset",
-        &[
-            ("Authorization", "Bearer key-json"),
-            ("Content-Type", "application/json"),
-            ("X-Request-Id", "log-test-1"),
-        ],
-        format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#).as_bytes(),
+        "key-json",
+        &start_body("email", EMAIL),
+        &[("X-Request-Id", "log-test-1")],
     );
     assert_eq!(r.status, 202);
     let reset_id = r.json()["reset_id"].as_str().unwrap().to_string();

@@ -60,11 +60,7 @@ fn request_schemas_match_what_the_parser_accepts() {
     let schemas = &doc["components"]["schemas"];
     // A valid body for each step, as the schema describes it.
     let valid = [
-        (
-            "/reset",
-            "StartRequest",
-            format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-        ),
+        ("/reset", "StartRequest", start_body("email", EMAIL)),
         (
             "/reset/verify",
             "VerifyRequest",
@@ -338,7 +334,7 @@ fn every_status_the_api_answers_is_documented_for_its_path() {
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
     let doc = document(&gw);
     let mut seen: Vec<(&str, u16)> = Vec::new();
-    let start = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let start = start_body("email", EMAIL);
     seen.push(("/reset", gw.post("/reset", "key-json", &start).status));
     seen.push(("/reset", gw.post("/reset", "nope", &start).status));
     seen.push(("/reset", gw.post("/reset", "key-json", "{").status));

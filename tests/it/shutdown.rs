@@ -22,7 +22,7 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
         cbss_config_timed(&sandbox, timeouts, "")
     );
     let mut gw = Gateway::start(&config, CBSS_ENV);
-    let body = |email: &str| format!(r#"{{"identifier":{{"type":"email","value":"{email}"}}}}"#);
+    let body = |email: &str| start_body("email", email);
     let signalled = std::thread::scope(|s| {
         let in_flight: Vec<_> = [EMAIL, "mei@example.com", "nobody@example.com"]
             .into_iter()

@@ -127,7 +127,7 @@ fn the_reset_flow_runs_over_tls_on_one_kept_alive_connection() {
     let (certificate, sandbox, gw) = start_tls("flow", "");
 
     let mut stream = tls_connect(gw.api, &certificate.der);
-    let start = format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#);
+    let start = start_body("email", EMAIL);
     let (status, body) = exchange(&mut stream, "key-json", "/reset", &start);
     assert_eq!(status, 202, "{body}");
     assert_eq!(stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]));

@@ -13,11 +13,7 @@ fn a_wrong_client_key_gets_the_vendors_refusal_as_a_clear_problem() {
         ("IT_CBSS_FORGOT_SALT", "sandbox-forgot-salt"),
     ];
     let gw = Gateway::start(&cbss_config(&sandbox, ""), &env);
-    let r = gw.post(
-        "/reset",
-        "key-json",
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", "key-json", &start_body("email", EMAIL));
     let p = r.problem(502, "upstream_error");
     assert!(p["detail"].as_str().unwrap().contains("client_key"), "{p}");
     assert_eq!(p["vendor"]["status"], 401);
@@ -55,11 +51,7 @@ fn a_slow_vendor_is_upstream_timeout_within_the_configured_timeout() {
     let config = cbss_config_timed(&sandbox, timeouts, "");
     let gw = Gateway::start(&config, CBSS_ENV);
     let started = Instant::now();
-    let r = gw.post(
-        "/reset",
-        "key-json",
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", "key-json", &start_body("email", EMAIL));
     let elapsed = started.elapsed();
     r.problem(504, "upstream_timeout");
     // Bounded by the configured timeouts, not by the vendor's 5 s delay.
@@ -78,11 +70,7 @@ fn a_slow_step_is_bounded_by_the_total_step_timeout() {
     let config = cbss_config_timed(&sandbox, timeouts, "");
     let gw = Gateway::start(&config, CBSS_ENV);
     let started = Instant::now();
-    let r = gw.post(
-        "/reset",
-        "key-json",
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", "key-json", &start_body("email", EMAIL));
     r.problem(504, "upstream_timeout");
     assert!(started.elapsed() < Duration::from_millis(2_500));
 }
@@ -106,21 +94,14 @@ fn a_status_outside_100_to_599_is_an_upstream_error_not_a_wait() {
             });
         }
     });
-    let config = format!(
-        "[connections.c]\nbase_url = \"http://{addr}/cbss/\"\n\
-         timeouts = {{ connect_ms = 500, read_ms = 2000, write_ms = 2000, total_ms = 3000 }}\n\
-         [connections.c.cbss]\nclient_code = \"DEMO\"\nclient_key_env = \"IT_CBSS_KEY\"\n\
-         login_salt_env = \"IT_CBSS_LOGIN_SALT\"\nforgot_salt_env = \"IT_CBSS_FORGOT_SALT\"\n\
-         [[tenants]]\nname = \"t\"\nconnection = \"c\"\n\
-         api_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
-        sha256_hex("key-c")
+    let config = cbss_tenant_config(
+        &format!("http://{addr}/cbss/"),
+        "timeouts = { connect_ms = 500, read_ms = 2000, write_ms = 2000, total_ms = 3000 }",
+        "DEMO",
+        "",
     );
     let gw = Gateway::start(&config, CBSS_ENV);
-    let r = gw.post(
-        "/reset",
-        "key-c",
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", "key-c", &start_body("email", EMAIL));
     let p = r.problem(502, "upstream_error");
     assert!(p["detail"].as_str().unwrap().contains("status 0,"), "{p}");
 }

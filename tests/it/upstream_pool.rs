@@ -14,11 +14,7 @@ fn connections(gw: &Gateway, reused: &str) -> f64 {
 }
 
 fn start(gw: &Gateway) {
-    let r = gw.post(
-        "/reset",
-        "key-json",
-        &format!(r#"{{"identifier":{{"type":"email","value":"{EMAIL}"}}}}"#),
-    );
+    let r = gw.post("/reset", "key-json", &start_body("email", EMAIL));
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
 }
 
