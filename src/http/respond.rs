@@ -109,7 +109,14 @@ pub(super) async fn write_reply(
     how: ReplyOptions,
 ) -> io::Result<()> {
     let body: &[u8] = if how.head_only { &[] } else { &reply.body };
-    match reply.shape {
+    let shape = match reply.shape {
+        // HTTP/1.0 has no chunked coding (a server must not send it to a 1.0 client, RFC 9112
+        // section 6.1), and an answer to HEAD has no body, not even the last chunk: both get the
+        // answer whole.
+        WireShape::Chunked if !how.http11 || how.head_only => WireShape::Whole,
+        shape => shape,
+    };
+    match shape {
         WireShape::Whole => {
             let out = conn.outgoing();
             append_head(out, reply, Declared::Length(reply.body.len()), how);

@@ -804,16 +804,46 @@ impl Drop for Redis {
     }
 }
 
-/// The value of one sample in a Prometheus text exposition (0 when absent).
+/// The value of one sample in a Prometheus text exposition (0 when absent, as a counter no
+/// request has touched yet is).
 pub fn metric(admin: SocketAddr, sample: &str) -> f64 {
+    assert_documented(sample);
     let text = String::from_utf8(request(admin, "GET", "/metrics", &[], b"").body).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
 }
 
+/// Panics unless `series` (a sample's name, perhaps followed by its labels) is of a metric family
+/// README's metrics table lists. A sample that is absent reads as 0, as a counter no request has
+/// touched is; without this check a misspelt name would read as 0 too, and a test expecting 0
+/// could not fail.
+fn assert_documented(series: &str) {
+    static FAMILIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md is readable");
+        let start = readme
+            .find("## Observability")
+            .expect("README has its metrics");
+        let end = start
+            + readme[start..]
+                .find("**Dashboard**")
+                .expect("the table ends");
+        readme[start..end].to_string()
+    });
+    let name = series.split(['{', ' ']).next().unwrap_or_default();
+    let short = name.strip_prefix("reset_gateway_").unwrap_or(name);
+    let listed = |family: &str| FAMILIES.contains(&format!("`{family}`"));
+    let documented = listed(short)
+        || ["_bucket", "_sum", "_count"]
+            .iter()
+            .any(|suffix| short.strip_suffix(suffix).is_some_and(listed));
+    assert!(documented, "{name} is not a metric README documents");
+}
+
 /// The value of the sample of `name` whose labels are exactly `labels` (order free), 0 if none.
 pub fn sample(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
+    assert_documented(name);
     let text = String::from_utf8(request(admin, "GET", "/metrics", &[], b"").body).unwrap();
     let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     want.sort();

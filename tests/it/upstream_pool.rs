@@ -137,3 +137,27 @@ fn answers_framed_by_chunks_or_by_closing_are_read_whole() {
     // verify needed a second connection.
     assert_eq!(connections(&gw, "false"), 2.0);
 }
+
+/// The sandbox's chunked answers go only to HTTP/1.1 callers: HTTP/1.0 has no chunked coding
+/// (RFC 9112 section 6.1), so a 1.0 caller gets the same answer whole, with its length.
+#[test]
+fn the_sandbox_sends_chunks_only_to_http_1_1_callers() {
+    let sandbox = Sandbox::start();
+    let post = |version: &str| {
+        sandbox.set_fault("chunked");
+        let wire = format!(
+            "POST /cbss/unknown HTTP/{version}\r\nHost: sandbox\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        raw(sandbox.addr, wire.as_bytes())
+    };
+    let chunked = post("1.1");
+    assert_eq!(chunked.header("Transfer-Encoding"), Some("chunked"));
+    let whole = post("1.0");
+    assert_eq!(whole.header("Transfer-Encoding"), None);
+    assert_eq!(
+        whole.header("Content-Length"),
+        Some(whole.body.len().to_string().as_str())
+    );
+    assert!(!whole.body.is_empty());
+    assert_eq!(whole.status, chunked.status);
+}
