@@ -477,6 +477,18 @@ impl VendorSettings {
         }
     }
 
+    /// The most vendor calls one canonical step makes (Capillary's start: a token, then an
+    /// OTP), all spent from the outbound budget at once. The adapters' `vendor_calls` say the
+    /// same; building the gateway checks that they agree.
+    pub fn most_calls_per_step(&self) -> u32 {
+        match self {
+            VendorSettings::Capillary(_) => 2,
+            VendorSettings::Cbss(_)
+            | VendorSettings::Amsalem(_)
+            | VendorSettings::Hepsiburada(_) => 1,
+        }
+    }
+
     fn brand(&self) -> Option<&str> {
         match self {
             VendorSettings::Capillary(c) => Some(&c.brand),
@@ -551,6 +563,21 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| vec![describe_toml_error(&e)])?;
         validate(raw)
     }
+
+    /// What a valid config still costs, in words for an operator: `run` logs each as a warning
+    /// and `check-config` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.token_keys.is_ephemeral() {
+            warnings.push(format!(
+                "{} is not set: reset ids are sealed with a random key made at start-up. Resets \
+                 in progress will not survive a restart and will not work across replicas. Set it \
+                 to the output of `reset-gateway gen-token-key`.",
+                self.token_keys_env
+            ));
+        }
+        warnings
+    }
 }
 
 fn describe_toml_error(e: &toml::de::Error) -> String {
@@ -616,22 +643,35 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     if s.shutdown_grace_secs > 300 {
         problems.push("server.shutdown_grace_secs: must be at most 300".into());
     }
-    if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
-        problems.push(format!(
-            "log.level: `{}` is not a log filter",
-            raw.log.level
-        ));
+    if let Err(why) = check_log_filter(&raw.log.level) {
+        problems.push(format!("log.level: {why}"));
     }
 
-    let token_keys = match std::env::var(&raw.tokens.keys_env) {
-        Ok(spec) if !spec.trim().is_empty() => match TokenKeys::parse(&spec) {
+    let keys_env = &raw.tokens.keys_env;
+    let token_keys = match std::env::var(keys_env) {
+        // Unset: a random key per process, so that the demo runs with no set-up (`warnings`
+        // says what that costs). Set but empty is a Secret left unfilled: with more than one
+        // replica, random keys would fail most resets at their next step.
+        Err(std::env::VarError::NotPresent) => Some(TokenKeys::ephemeral()),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            problems.push(format!("tokens.keys_env: {keys_env} is not valid UTF-8"));
+            None
+        }
+        Ok(spec) if spec.trim().is_empty() => {
+            problems.push(format!(
+                "tokens.keys_env: {keys_env} is set but empty: give it keys (`reset-gateway \
+                 gen-token-key k1`), or leave it unset for a random key per process (one replica, \
+                 resets lost on restart)"
+            ));
+            None
+        }
+        Ok(spec) => match TokenKeys::parse(&spec) {
             Ok(keys) => Some(keys),
             Err(e) => {
-                problems.push(format!("tokens.keys_env ({}): {e}", raw.tokens.keys_env));
+                problems.push(format!("tokens.keys_env ({keys_env}): {e}"));
                 None
             }
         },
-        _ => Some(TokenKeys::ephemeral()),
     };
     if !(10..=86_400).contains(&raw.tokens.lifetime_secs) {
         problems.push("tokens.lifetime_secs: must be between 10 and 86400".into());
@@ -714,6 +754,22 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         }
     }
 
+    // A brand no connection has is a misspelt one, whose limit would silently never apply.
+    for brand in brands.keys() {
+        if !connections.iter().any(|c| c.vendor.brand() == Some(*brand)) {
+            problems.push(format!(
+                "limits.brands.{brand}: no connection has this brand (a Capillary connection's `brand`)"
+            ));
+        }
+    }
+
+    if raw.tenants.is_empty() {
+        problems.push(
+            "tenants: none configured (add a [[tenants]] entry): a gateway without tenants \
+             refuses every request"
+                .into(),
+        );
+    }
     let mut tenants = Vec::new();
     let mut tenant_names = HashSet::new();
     let mut key_hashes = HashSet::new();
@@ -903,6 +959,16 @@ fn validate_connection(
     let outbound = conn
         .outbound_limit
         .map(|q| q.validate(&format!("{at}.outbound_limit"), &mut problems));
+    if let (Some(quota), Some(vendor)) = (outbound, &vendor) {
+        let most = vendor.most_calls_per_step();
+        if quota.count < most && conn.outbound_limit.is_some_and(|q| q.count > 0) {
+            problems.push(format!(
+                "{at}.outbound_limit: count must be at least {most}: one {} step makes {most} \
+                 calls, spent together, and a smaller budget would refuse it every time",
+                vendor.name()
+            ));
+        }
+    }
     match (problems.is_empty(), base_url, vendor) {
         (true, Some(base_url), Some(vendor)) => Ok(ConnectionSettings {
             name: name.to_string(),
@@ -912,6 +978,30 @@ fn validate_connection(
             vendor,
         }),
         _ => Err(problems),
+    }
+}
+
+/// The level words a tracing filter knows.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a tracing filter (`info`, `warn,reset_gateway=debug`). A directive without `=` must be
+/// a level: the filter would read any other word as a module name to log at every level and
+/// everything else not at all, so a mistyped level (`warning`) would silence the gateway.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    if tracing_subscriber::EnvFilter::try_new(filter).is_err() {
+        return Err(format!("`{filter}` is not a log filter"));
+    }
+    let unknown = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('='))
+        .find(|d| !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d)));
+    match unknown {
+        Some(word) => Err(format!(
+            "`{word}` is not a level (one of {}, or target=level)",
+            LOG_LEVELS.join(", ")
+        )),
+        None => Ok(()),
     }
 }
 
@@ -1269,6 +1359,22 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
         assert_eq!(amsalem("salt = \"int32\"").unwrap(), SaltWidth::Int32);
         let err = amsalem("salt = \"int16\"").unwrap_err();
         assert!(err[0].contains("unknown variant `int16`"), "{err:?}");
+    }
+
+    #[test]
+    fn a_log_filter_takes_levels_and_targets_but_no_other_word() {
+        for good in [
+            "info",
+            "WARN",
+            "warn,reset_gateway=debug",
+            "off",
+            "reset_gateway::flow=trace",
+        ] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for bad in ["warning", "inf", "verbose", "info,debugg"] {
+            assert!(check_log_filter(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

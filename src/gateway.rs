@@ -150,6 +150,8 @@ impl Gateway {
                 .map(|step| adapter.vendor_calls(step))
                 .max()
                 .unwrap_or(1);
+            // The config refused budgets smaller than this by the settings' own count.
+            debug_assert_eq!(most_per_step, conn.vendor.most_calls_per_step());
             let outbound = conn.outbound.map(|limit| {
                 // Spent so that the vendor never sees more than its limit in any window.
                 let quota = vendor_budget(limit, most_per_step, conn.timeouts.total);

@@ -94,6 +94,9 @@ fn main() -> ExitCode {
                     c.tenants.len(),
                     c.connections.len()
                 );
+                for warning in c.warnings() {
+                    eprintln!("warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(problems) => {
@@ -123,10 +126,16 @@ fn main() -> ExitCode {
             println!("{}", hex::encode(sha256(key.as_bytes())));
             ExitCode::SUCCESS
         }
-        Command::GenTokenKey { id } => {
-            println!("{}", TokenKeys::generate_spec(&id));
-            ExitCode::SUCCESS
-        }
+        Command::GenTokenKey { id } => match TokenKeys::generate_spec(&id) {
+            Ok(spec) => {
+                println!("{spec}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("{why}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Sandbox {
             listen,
             delay_ms,

@@ -6,7 +6,7 @@
 //! a short while (`RETRY_AFTER_FAILURE`) instead of each waiting out the timeout; the first call
 //! after that tries Redis again, so sharing resumes by itself when Redis is back.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -79,13 +79,18 @@ enum Conn {
     Cluster(ClusterConnection),
 }
 
+const NOT_YET_CALLED: u8 = 0;
+const ANSWERING: u8 = 1;
+const NOT_ANSWERING: u8 = 2;
+
 pub struct RedisStore {
     settings: RedisSettings,
     client: Option<redis::Client>,
     cluster: Option<redis::cluster::ClusterClient>,
     single: OnceCell<ConnectionManager>,
     clustered: OnceCell<ClusterConnection>,
-    up: AtomicBool,
+    /// `NOT_YET_CALLED`, `ANSWERING` or `NOT_ANSWERING`: what the last call found.
+    state: AtomicU8,
     /// Milliseconds since `epoch` before which calls fail at once.
     retry_at_ms: AtomicU64,
     epoch: Instant,
@@ -127,7 +132,7 @@ impl RedisStore {
             cluster,
             single: OnceCell::new(),
             clustered: OnceCell::new(),
-            up: AtomicBool::new(false),
+            state: AtomicU8::new(NOT_YET_CALLED),
             retry_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         })
@@ -138,16 +143,31 @@ impl RedisStore {
     }
 
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.state.load(Ordering::Relaxed) == ANSWERING
     }
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn record(&self, ok: bool) {
-        self.up.store(ok, Ordering::Relaxed);
+    /// Notes what a call found. A change is logged once (the first call's finding too), never
+    /// once per call: an outage under load would otherwise flood the log.
+    fn record(&self, outcome: Result<(), &str>) {
+        let ok = outcome.is_ok();
+        let now = if ok { ANSWERING } else { NOT_ANSWERING };
+        let before = self.state.swap(now, Ordering::Relaxed);
         metrics::REDIS_UP.set(i64::from(ok));
+        if before != now {
+            match outcome {
+                Ok(()) => tracing::info!("Redis answers: limits are shared by every replica"),
+                Err(error) => tracing::warn!(
+                    error,
+                    on_failure = self.settings.on_failure.as_str(),
+                    "Redis is not answering: limits follow limits.redis.on_failure, and a reset's \
+                     codes and single use cannot be checked (503) until it answers again"
+                ),
+            }
+        }
         if !ok {
             let retry_at = self.now_ms() + RETRY_AFTER_FAILURE.as_millis() as u64;
             self.retry_at_ms.store(retry_at, Ordering::Relaxed);
@@ -215,7 +235,7 @@ impl RedisStore {
             Ok(r) => r,
             Err(_) => Err("timed out".to_string()),
         };
-        self.record(result.is_ok());
+        self.record(result.as_ref().map(|_| ()).map_err(String::as_str));
         result
     }
 
@@ -229,12 +249,13 @@ impl RedisStore {
             }
             .map_err(|e| e.to_string())
         };
-        let ok = matches!(
-            tokio::time::timeout(self.settings.timeout, work).await,
-            Ok(Ok(_))
-        );
-        self.record(ok);
-        ok
+        let outcome = match tokio::time::timeout(self.settings.timeout, work).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err("timed out".to_string()),
+        };
+        self.record(outcome.as_ref().map(|_| ()).map_err(String::as_str));
+        outcome.is_ok()
     }
 
     /// `prefix:{key}`: the hash tag keeps each decision on one cluster slot.

@@ -55,14 +55,10 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     let mut config = Config::load(config_path).map_err(|problems| problems.join("\n"))?;
     init_logging(config.log.format, &config.log.level);
     crate::metrics::init();
-    if config.token_keys.is_ephemeral() {
-        tracing::warn!(
-            "{} is not set: reset ids are sealed with a random key made at start-up. Resets in \
-             progress will not survive a restart and will not work across replicas. Set it to the \
-             output of `reset-gateway gen-token-key`.",
-            config.token_keys_env
-        );
-    } else {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    if !config.token_keys.is_ephemeral() {
         tracing::info!(key_ids = ?config.token_keys.key_ids(), "token keys loaded");
     }
 

@@ -23,7 +23,12 @@ impl Secret {
                  end, as a Secret made from a file keeps, for instance): remove it"
             )),
             Ok(v) => Ok(Secret(v)),
-            Err(_) => Err(format!("environment variable {name} is not set")),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(format!("environment variable {name} is not valid UTF-8"))
+            }
+            Err(std::env::VarError::NotPresent) => {
+                Err(format!("environment variable {name} is not set"))
+            }
         }
     }
 

@@ -138,6 +138,21 @@ impl std::fmt::Debug for TokenKeys {
     }
 }
 
+/// A key id is 1 to 32 letters, digits, '-' or '_': it is written into every reset id sealed
+/// under its key, and the spec's `,` and `:` must not appear in it.
+fn check_key_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err("the key id must be 1 to 32 letters, digits, '-' or '_'".into())
+    }
+}
+
 impl TokenKeys {
     /// Parses `kid:base64key[,kid:base64key...]`; each key is 32 bytes. The first one seals.
     pub fn parse(spec: &str) -> Result<Self, String> {
@@ -149,17 +164,7 @@ impl TokenKeys {
             let (id, b64) = item
                 .split_once(':')
                 .ok_or_else(|| format!("token key #{} is not of the form kid:base64key", n + 1))?;
-            let id_ok = !id.is_empty()
-                && id.len() <= 32
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !id_ok {
-                return Err(format!(
-                    "token key #{}: the key id must be 1 to 32 letters, digits, '-' or '_'",
-                    n + 1
-                ));
-            }
+            check_key_id(id).map_err(|why| format!("token key #{}: {why}", n + 1))?;
             let raw = STANDARD
                 .decode(b64)
                 .or_else(|_| URL_SAFE_NO_PAD.decode(b64))
@@ -198,10 +203,12 @@ impl TokenKeys {
     }
 
     /// A fresh key in the form `parse` reads, for operators (`reset-gateway gen-token-key`).
-    pub fn generate_spec(id: &str) -> String {
+    /// Refuses an id `parse` would refuse, so that what it prints is always usable.
+    pub fn generate_spec(id: &str) -> Result<String, String> {
+        check_key_id(id)?;
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
-        format!("{id}:{}", STANDARD.encode(raw))
+        Ok(format!("{id}:{}", STANDARD.encode(raw)))
     }
 
     pub fn is_ephemeral(&self) -> bool {
@@ -427,8 +434,8 @@ mod tests {
 
     #[test]
     fn round_trips_and_rotates() {
-        let old = TokenKeys::parse(&TokenKeys::generate_spec("old")).unwrap();
-        let old_spec_key = TokenKeys::generate_spec("new");
+        let old = TokenKeys::parse(&TokenKeys::generate_spec("old").unwrap()).unwrap();
+        let old_spec_key = TokenKeys::generate_spec("new").unwrap();
         // A gateway that has rotated: "new" seals, "old" still opens.
         let old_token = old.seal(&claims());
         let rotated = TokenKeys::parse(&format!(
@@ -448,7 +455,7 @@ mod tests {
 
     #[test]
     fn sealing_appends_after_what_is_there() {
-        let keys = TokenKeys::parse(&TokenKeys::generate_spec("k1")).unwrap();
+        let keys = TokenKeys::parse(&TokenKeys::generate_spec("k1").unwrap()).unwrap();
         let mut out = b"{\"reset_id\":\"".to_vec();
         keys.seal_into(&claims().to_seal(), 0, &mut out);
         let token = std::str::from_utf8(&out[13..]).unwrap();
@@ -487,7 +494,7 @@ mod tests {
         // last character (the claims are padded to a fixed size).
         let mut spares_seen = std::collections::BTreeSet::new();
         for kid in ["k", "k1", "k12"] {
-            let keys = TokenKeys::parse(&TokenKeys::generate_spec(kid)).unwrap();
+            let keys = TokenKeys::parse(&TokenKeys::generate_spec(kid).unwrap()).unwrap();
             let token = keys.seal(&claims());
             assert!(keys.open(&token).is_ok());
             let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -75,43 +75,54 @@ pub struct BaseUrl {
 }
 
 impl BaseUrl {
+    /// Parses a vendor's base URL. Errors never quote it: a URL refused for carrying user info
+    /// may hold a password.
     pub fn parse(url: &str) -> Result<Self, String> {
         let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = url.strip_prefix("http://") {
             (false, r)
         } else {
-            return Err(format!("`{url}` must start with http:// or https://"));
+            return Err("must start with http:// or https://".into());
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
+        if authority.contains('@') {
+            return Err(
+                "must not carry user info (`user:password@`): vendor credentials go in the \
+                 connection's secret variables"
+                    .into(),
+            );
+        }
         if path.contains(['?', '#']) {
-            return Err(format!("`{url}` must not have a query or fragment"));
+            return Err("must not have a query or fragment".into());
+        }
+        if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err("must not contain spaces or control characters".into());
         }
         let default_port = if tls { 443 } else { 80 };
+        let port_of = |p: &str| match p.parse::<u16>() {
+            Ok(0) | Err(_) => Err("has a bad port (1 to 65535)".to_string()),
+            Ok(port) => Ok(port),
+        };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("`{url}` has an unclosed IPv6 address"))?;
+            let (h, after) = v6.split_once(']').ok_or("has an unclosed IPv6 address")?;
             let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("`{url}` has a bad port"))?,
+                Some(p) => port_of(p)?,
                 None if after.is_empty() => default_port,
-                None => return Err(format!("`{url}` has a bad authority")),
+                None => return Err("has a bad authority".into()),
             };
             (h.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_string(),
-                    p.parse().map_err(|_| format!("`{url}` has a bad port"))?,
-                ),
+                Some((h, p)) => (h.to_string(), port_of(p)?),
                 None => (authority.to_string(), default_port),
             }
         };
-        if host.is_empty() || authority.contains('@') {
-            return Err(format!("`{url}` must name a host (and no user info)"));
+        if host.is_empty() {
+            return Err("must name a host".into());
         }
         let mut path = path.to_string();
         if !path.ends_with('/') {
@@ -668,7 +679,17 @@ mod tests {
             ("::1", 8080, "[::1]:8080".to_string())
         );
         assert!(BaseUrl::parse("ftp://x").is_err());
-        assert!(BaseUrl::parse("http://u:p@x/").is_err());
+        let with_password = BaseUrl::parse("http://u:S3cret@x/").unwrap_err();
+        assert!(!with_password.contains("S3cret"), "{with_password}");
+        assert!(with_password.contains("user info"), "{with_password}");
+        let bad_port = BaseUrl::parse("http://u:S3cret@x:y/").unwrap_err();
+        assert!(!bad_port.contains("S3cret"), "{bad_port}");
+        assert!(BaseUrl::parse("http://exa mple.com/").is_err());
+        assert!(BaseUrl::parse("http://x:0/").is_err());
+        assert!(BaseUrl::parse("http://x/?token=t")
+            .unwrap_err()
+            .find("token")
+            .is_none());
         assert!(BaseUrl::parse("http://x/?a=1").is_err());
         assert!(BaseUrl::parse("http://:80/").is_err());
     }

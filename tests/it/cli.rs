@@ -233,3 +233,103 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
     );
     assert!(!err.contains("capillary-key-value"), "{err}");
 }
+
+/// A valid config of one Capillary tenant, with `extra` added to its connection's table.
+fn capillary_config(connection_extra: &str, top: &str) -> String {
+    format!(
+        r#"{top}
+[connections.c]
+base_url = "http://127.0.0.1:1/"
+{connection_extra}
+[connections.c.capillary]
+brand = "DocDemo"
+api_key_env = "IT_CAPILLARY_KEY"
+[[tenants]]
+name = "t"
+connection = "c"
+api_keys = [{{ name = "k", key_sha256 = "0000000000000000000000000000000000000000000000000000000000000000" }}]
+"#
+    )
+}
+
+/// Mistakes that used to pass `check-config` and start a gateway that could not work as meant:
+/// each is now refused, naming what to fix.
+#[test]
+fn settings_that_would_start_a_broken_gateway_are_refused() {
+    let key = [("IT_CAPILLARY_KEY", "capillary-key")];
+    let (passed, err) = check_config_with_env(&capillary_config("", ""), &key);
+    assert!(passed, "the base config is valid: {err}");
+    let cases = [
+        // A mistyped level is a module name to the filter: every log line would be dropped.
+        (
+            capillary_config("", "[log]\nlevel = \"warning\""),
+            "log.level",
+        ),
+        // A Capillary start spends two calls at once: a budget of one refuses every start.
+        (
+            capillary_config("outbound_limit = { count = 1, period_secs = 60 }", ""),
+            "count must be at least 2",
+        ),
+        // A misspelt brand's limit would never apply.
+        (
+            capillary_config(
+                "",
+                "[limits]\nbrands = { DocDemoo = { count = 5, period_secs = 60 } }",
+            ),
+            "limits.brands.DocDemoo",
+        ),
+        (String::new(), "tenants: none configured"),
+    ];
+    for (toml, expected) in cases {
+        let (passed, err) = check_config_with_env(&toml, &key);
+        assert!(!passed, "{expected}: passed");
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+    // A URL's user info is refused without echoing its password.
+    let toml = capillary_config("", "").replace("http://127.0.0.1:1/", "http://u:S3cretPW@h:x/");
+    let (passed, err) = check_config_with_env(&toml, &key);
+    assert!(!passed && err.contains("user info"), "{err}");
+    assert!(!err.contains("S3cretPW"), "{err}");
+}
+
+/// Unset token keys are the demo's random key, with a warning; set but empty is a Secret left
+/// unfilled, which across replicas would break resets, and is refused.
+#[test]
+fn token_keys_left_empty_are_refused_and_unset_ones_warned_of() {
+    let config = capillary_config("", "");
+    let (passed, err) = check_config_with_env(&config, &[("IT_CAPILLARY_KEY", "k")]);
+    assert!(passed, "{err}");
+    assert!(
+        err.contains("warning: GATEWAY_TOKEN_KEYS is not set"),
+        "{err}"
+    );
+    let (passed, err) = check_config_with_env(
+        &config,
+        &[("IT_CAPILLARY_KEY", "k"), ("GATEWAY_TOKEN_KEYS", " ")],
+    );
+    assert!(!passed);
+    assert!(err.contains("GATEWAY_TOKEN_KEYS is set but empty"), "{err}");
+    let keys = Command::new(BIN)
+        .args(["gen-token-key", "k2"])
+        .output()
+        .unwrap();
+    assert!(keys.status.success());
+    let spec = String::from_utf8(keys.stdout).unwrap();
+    let (passed, err) = check_config_with_env(
+        &config,
+        &[
+            ("IT_CAPILLARY_KEY", "k"),
+            ("GATEWAY_TOKEN_KEYS", spec.trim()),
+        ],
+    );
+    assert!(passed && !err.contains("warning"), "{err}");
+    // An id the gateway would refuse is refused when the key is made, not when pods start.
+    for bad in ["k 1", "a:b", ""] {
+        let out = Command::new(BIN)
+            .args(["gen-token-key", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(out.stdout.is_empty(), "{bad:?}");
+    }
+}

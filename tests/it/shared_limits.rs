@@ -167,6 +167,21 @@ fn outage(policy: &str) -> (Load, Gateway, Gateway) {
     );
     assert!(fallbacks > 0.0, "fallback decisions are counted");
     assert_eq!(metric(a.admin, "reset_gateway_redis_up"), 0.0);
+    // The outage is logged, once however many requests met it, with the error.
+    let outage_lines = |gw: &Gateway| {
+        gw.proc
+            .logs()
+            .lines()
+            .filter(|l| l.contains("Redis is not answering"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let lines = outage_lines(&a);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("error="),
+        "{lines:?}"
+    );
 
     // Redis back: decisions are shared again, and no longer made by the fallback.
     redis.restart();
@@ -185,6 +200,9 @@ fn outage(policy: &str) -> (Load, Gateway, Gateway) {
         resumed.into_inner(),
         "the gateways went back to Redis by themselves"
     );
+    let answers = a.proc.logs().matches("Redis answers").count();
+    assert_eq!(answers, 2, "logged when first reached and when back");
+    assert_eq!(outage_lines(&a).len(), 1);
     let counted = metric(
         a.admin,
         &format!("reset_gateway_limiter_fallback_total{{policy=\"{policy}\"}}"),
