@@ -105,7 +105,7 @@ impl Default for RawServer {
             admin_listen: "127.0.0.1:9091".into(),
             threads: toml::Value::String("auto".into()),
             max_body_bytes: 16 * 1024,
-            shutdown_grace_secs: 10,
+            shutdown_grace_secs: 15,
             trusted_proxies: Vec::new(),
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
