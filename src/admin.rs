@@ -1,8 +1,10 @@
 //! The admin listener: liveness, readiness, and (with the in-process sandbox) the sandbox's
 //! control endpoints: the outbox, reset-code issuance, call counts. It is a separate port so it can
-//! stay off the public network.
+//! stay off the public network. The sandbox's controls answer loopback callers only: they hand
+//! out codes that reset the demo accounts, and a pod's admin port is open to its scraper's
+//! namespace, while `kubectl port-forward` arrives from the pod's own loopback.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::http::{Handler, Reply, Request};
@@ -47,7 +49,7 @@ impl Admin {
     }
 
     /// Answers one admin request by its method and path.
-    async fn route(&self, request: &mut Request<'_>) -> Reply {
+    async fn route(&self, request: &mut Request<'_>, peer: Option<SocketAddr>) -> Reply {
         let method = request.method().to_string();
         let path = request.path().to_string();
         // HEAD is answered as GET is (RFC 9110 section 9.1); the server sends no body for it.
@@ -60,6 +62,9 @@ impl Admin {
                 "text/plain; version=0.0.4; charset=utf-8",
                 metrics::render(),
             ),
+            (_, p, Some(_)) if p.starts_with("/sandbox/") && !peer.is_some_and(is_loopback) => {
+                Reply::text(403, "the sandbox's controls answer loopback callers only\n")
+            }
             (_, p, Some(sandbox)) if p.starts_with("/sandbox/") => {
                 match request.read_body(MAX_BODY).await {
                     Ok(()) => sandbox.control(as_method, &path, request.body()),
@@ -76,9 +81,50 @@ impl Admin {
 }
 
 impl Handler for Admin {
-    async fn handle(&self, request: &mut Request<'_>, _peer: Option<SocketAddr>) -> Reply {
-        // Every answer carries an X-Request-Id, the caller's if it sent a sane one, as the API's do.
+    async fn handle(&self, request: &mut Request<'_>, peer: Option<SocketAddr>) -> Reply {
+        // Every answer carries an X-Request-Id, the caller's if it sent a sane one, as the API's
+        // do, and none is cached: the outbox holds codes.
         let id = crate::request_id::accept_or_generate(request.header("X-Request-Id"));
-        self.route(request).await.header("X-Request-Id", id)
+        self.route(request, peer)
+            .await
+            .header("X-Request-Id", id)
+            .header("Cache-Control", "no-store")
+    }
+}
+
+/// Whether `peer` is this host's loopback, IPv4 or IPv6 (an IPv4 address mapped into IPv6, as a
+/// dual-stack socket reports it, included).
+fn is_loopback(peer: SocketAddr) -> bool {
+    match peer.ip() {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_hosts_loopback_is_loopback() {
+        for local in [
+            "127.0.0.1:1",
+            "127.9.9.9:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(is_loopback(local.parse().unwrap()), "{local}");
+        }
+        for remote in [
+            "10.0.0.1:1",
+            "0.0.0.0:1",
+            "[::ffff:10.0.0.1]:1",
+            "[fe80::1]:1",
+            "[::]:1",
+        ] {
+            assert!(!is_loopback(remote.parse().unwrap()), "{remote}");
+        }
     }
 }

@@ -772,7 +772,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     }
     let mut tenants = Vec::new();
     let mut tenant_names = HashSet::new();
-    let mut key_hashes = HashSet::new();
+    // Each key's digest, with the tenant that has it, so a duplicate names both.
+    let mut key_hashes: std::collections::HashMap<[u8; 32], String> =
+        std::collections::HashMap::new();
     for (i, t) in raw.tenants.iter().enumerate() {
         let at = format!("tenants[{i}] ({})", t.name);
         if !is_name(&t.name) {
@@ -814,11 +816,17 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
             };
             match decode_sha256(&key.key_sha256) {
                 Some(sha) => {
-                    if !key_hashes.insert(sha) {
-                        problems.push(format!(
-                            "{at}: api key `{}` is also configured elsewhere",
-                            key.name
-                        ));
+                    match key_hashes.entry(sha) {
+                        std::collections::hash_map::Entry::Occupied(first) => {
+                            problems.push(format!(
+                                "{at}: api key `{}` is the same key as {}",
+                                key.name,
+                                first.get()
+                            ))
+                        }
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(format!("tenant {} (key `{}`)", t.name, key.name));
+                        }
                     }
                     keys.push(ApiKey {
                         name: key.name.clone(),
@@ -832,8 +840,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
                 )),
             }
         }
+        // Checked only where the tenant sets it: tokens.lifetime_secs, the default, is checked
+        // once above, not blamed on every tenant that inherits it.
         let lifetime = t.reset_lifetime_secs.unwrap_or(raw.tokens.lifetime_secs);
-        if !(1..=86_400).contains(&lifetime) {
+        if t.reset_lifetime_secs.is_some() && !(1..=86_400).contains(&lifetime) {
             problems.push(format!(
                 "{at}: reset_lifetime_secs must be between 1 and 86400"
             ));
@@ -1359,6 +1369,29 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
         assert_eq!(amsalem("salt = \"int32\"").unwrap(), SaltWidth::Int32);
         let err = amsalem("salt = \"int16\"").unwrap_err();
         assert!(err[0].contains("unknown variant `int16`"), "{err:?}");
+    }
+
+    #[test]
+    fn a_problem_is_named_once_where_it_is_and_a_shared_key_names_both_tenants() {
+        let second = "\n[[tenants]]\nname = \"t2\"\nconnection = \"c1\"\napi_keys = [{ name = \"k2\", key_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\" }]\n";
+        let err = Config::parse(&format!("{MINIMAL}{second}")).unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].contains("`k2` is the same key as tenant t1 (key `k`)"),
+            "{err:?}"
+        );
+        // An out-of-range default lifetime is one problem, not one per tenant inheriting it.
+        let err = Config::parse(&format!("[tokens]\nlifetime_secs = 0\n{MINIMAL}")).unwrap_err();
+        assert_eq!(err, ["tokens.lifetime_secs: must be between 10 and 86400"]);
+        let own = MINIMAL.replace(
+            "connection = \"c1\"",
+            "connection = \"c1\"\nreset_lifetime_secs = 0",
+        );
+        let err = Config::parse(&own).unwrap_err();
+        assert!(
+            err[0].contains("reset_lifetime_secs must be between 1 and 86400"),
+            "{err:?}"
+        );
     }
 
     #[test]

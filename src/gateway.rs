@@ -213,10 +213,19 @@ impl Gateway {
     /// Finds the tenant of a bearer key: by its SHA-256, looked up by the digest's first 8 bytes
     /// and compared whole in constant time, so the time taken says nothing about which key (if
     /// any) matched.
-    fn authenticate(&self, authorization: Option<&[u8]>) -> Result<&KeyEntry, Problem> {
+    fn authenticate<'h>(
+        &self,
+        mut authorizations: impl Iterator<Item = &'h [u8]>,
+    ) -> Result<&KeyEntry, Problem> {
         let unauthenticated = |detail: &str| Problem::new(ErrorCode::Unauthenticated, detail);
-        let header =
-            authorization.ok_or_else(|| unauthenticated("send Authorization: Bearer <api key>"))?;
+        let header = authorizations
+            .next()
+            .ok_or_else(|| unauthenticated("send Authorization: Bearer <api key>"))?;
+        // Two keys in one request: a proxy in front that reads the last field would disagree
+        // with the gateway, which would read the first, about who is asking.
+        if authorizations.next().is_some() {
+            return Err(unauthenticated("send one Authorization header"));
+        }
         // The scheme's name is case-insensitive (RFC 9110, section 11.1).
         let key = header
             .split_at_checked(7)
@@ -254,7 +263,7 @@ impl Gateway {
     ) -> Result<(u16, Vec<u8>), (Problem, bool, bool)> {
         // The bool pair: (show the vendor member, close the connection).
         let key = self
-            .authenticate(request.header("Authorization"))
+            .authenticate(request.headers("Authorization"))
             .map_err(|p| (p, false, true))?;
         let tenant = &self.tenants[key.tenant];
         outcome.tenant = Some(&tenant.settings.name);

@@ -207,7 +207,11 @@ impl Problem {
             title: self.code.title(),
             status: self.code.status(),
             code: self.code.as_str(),
-            detail: &self.detail,
+            detail: &if include_vendor {
+                std::borrow::Cow::Borrowed(self.detail.as_str())
+            } else {
+                conceal_vendor_names(&self.detail)
+            },
             request_id,
             limit: self.limit.as_ref().map(|l| l.name.as_str()),
             vendor: if include_vendor {
@@ -218,6 +222,46 @@ impl Problem {
         };
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
     }
+}
+
+/// `detail` with every vendor's name (any case, as a whole word) written as "the vendor", for a
+/// tenant whose apps must not learn which vendor serves them (`vendor_details = false`).
+fn conceal_vendor_names(detail: &str) -> std::borrow::Cow<'_, str> {
+    // ASCII lowercasing keeps every byte where it was, so positions found in `lower` are
+    // positions in `detail`.
+    let lower = detail.to_ascii_lowercase();
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for name in crate::vendors::NAMES {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(name).map(|i| from + i) {
+            let end = at + name.len();
+            let word_before = lower[..at]
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+            let word_after = lower[end..]
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+            if !word_before && !word_after {
+                found.push((at, end));
+            }
+            from = end;
+        }
+    }
+    if found.is_empty() {
+        return std::borrow::Cow::Borrowed(detail);
+    }
+    found.sort_unstable();
+    let mut out = String::with_capacity(detail.len() + 16);
+    let mut copied = 0;
+    for (at, end) in found {
+        out.push_str(&detail[copied..at]);
+        out.push_str("the vendor");
+        copied = end;
+    }
+    out.push_str(&detail[copied..]);
+    std::borrow::Cow::Owned(out)
 }
 
 impl std::fmt::Display for Problem {
@@ -231,6 +275,46 @@ impl std::error::Error for Problem {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_concealed_detail_names_no_vendor() {
+        for (detail, concealed) in [
+            (
+                "cbss could not be reached (ConnectRefused)",
+                "the vendor could not be reached (ConnectRefused)",
+            ),
+            (
+                "the new password does not meet CBSS's policy",
+                "the new password does not meet the vendor's policy",
+            ),
+            (
+                "Capillary says the password is invalid",
+                "the vendor says the password is invalid",
+            ),
+            (
+                "the reset's session expired at Capillary",
+                "the reset's session expired at the vendor",
+            ),
+            ("HEPSIBURADA, then amsalem", "the vendor, then the vendor"),
+            (
+                "cbssx and xcapillary are other words",
+                "cbssx and xcapillary are other words",
+            ),
+        ] {
+            assert_eq!(conceal_vendor_names(detail), concealed);
+        }
+        let problem = Problem::new(
+            ErrorCode::UpstreamUnavailable,
+            "amsalem did not answer in time",
+        );
+        let hidden = String::from_utf8(problem.to_json("r", false)).unwrap();
+        assert!(
+            hidden.contains("the vendor did not answer in time"),
+            "{hidden}"
+        );
+        let shown = String::from_utf8(problem.to_json("r", true)).unwrap();
+        assert!(shown.contains("amsalem did not answer in time"), "{shown}");
+    }
 
     #[test]
     fn body_has_the_rfc9457_members_and_hides_vendor_when_asked() {

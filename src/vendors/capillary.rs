@@ -427,7 +427,7 @@ fn open_state(state: &VendorState) -> Result<State, Problem> {
     serde_json::from_value(state.clone()).map_err(|_| {
         Problem::new(
             ErrorCode::InvalidResetId,
-            "the reset id carries no Capillary session",
+            "the reset id carries no session for Capillary",
         )
     })
 }

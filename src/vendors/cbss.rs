@@ -562,7 +562,7 @@ fn forgot_id(state: &VendorState) -> Result<u64, Problem> {
     state.get("id").and_then(|v| v.as_u64()).ok_or_else(|| {
         Problem::new(
             ErrorCode::InvalidResetId,
-            "the reset id carries no CBSS request",
+            "the reset id carries no request for CBSS",
         )
     })
 }

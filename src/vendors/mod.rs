@@ -234,7 +234,7 @@ pub trait VendorAdapter: Send + Sync {
 pub fn unsupported(vendor: &str, step: &str) -> Problem {
     Problem::new(
         ErrorCode::UnsupportedStep,
-        format!("the tenant's vendor ({vendor}) has no {step} step"),
+        format!("{vendor} has no {step} step for this tenant"),
     )
 }
 

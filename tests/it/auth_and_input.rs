@@ -43,6 +43,26 @@ fn missing_malformed_and_unknown_keys_are_unauthenticated() {
     basic.problem(401, "unauthenticated");
     gw.post("/reset", "not-a-key", &body)
         .problem(401, "unauthenticated");
+    // Two keys, a good one either side: a proxy reading the last would disagree with one
+    // reading the first about who is asking, so neither order is served.
+    for keys in [["key-json", "not-a-key"], ["not-a-key", "key-json"]] {
+        let twice = request(
+            gw.api,
+            "POST",
+            "/reset",
+            &[
+                ("Authorization", &format!("Bearer {}", keys[0])),
+                ("Authorization", &format!("Bearer {}", keys[1])),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        );
+        let p = twice.problem(401, "unauthenticated");
+        assert!(
+            p["detail"].as_str().unwrap().contains("one Authorization"),
+            "{p}"
+        );
+    }
     assert!(
         sandbox.outbox().is_empty(),
         "no vendor call without a valid key"

@@ -164,7 +164,9 @@ fn a_tenant_without_vendor_details_gets_its_problems_without_the_vendor_member()
             .contains("Invalid password for the customer"),
         "{hidden}"
     );
-    // Only the vendor member differs (and the request id).
+    // Only the vendor member and the vendor's name in the detail differ (and the request id).
+    assert_eq!(shown["detail"], "Capillary says the password is invalid");
+    assert_eq!(hidden["detail"], "the vendor says the password is invalid");
     let without = |mut body: serde_json::Value, members: &[&str]| {
         for member in members {
             body.as_object_mut().unwrap().remove(*member);
@@ -172,8 +174,19 @@ fn a_tenant_without_vendor_details_gets_its_problems_without_the_vendor_member()
         body
     };
     assert_eq!(
-        without(shown, &["request_id", "vendor"]),
-        without(hidden, &["request_id"])
+        without(shown, &["request_id", "vendor", "detail"]),
+        without(hidden, &["request_id", "detail"])
+    );
+    // A vendor failure's detail names no vendor either.
+    sandbox.set_fault("html");
+    let failed = gw.post("/reset", "key-quiet", &start_body("email", EMAIL));
+    let failed = failed.problem(502, "upstream_error");
+    assert!(
+        !failed
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("capillary"),
+        "{failed}"
     );
 }
 
