@@ -550,6 +550,7 @@ impl Handler for Gateway {
         reply
             .header("X-Request-Id", request_id)
             .header("Cache-Control", "no-store")
+            .header("X-Content-Type-Options", "nosniff")
     }
 
     /// A request whose head could not be read gets a problem like any other bad request.
@@ -562,6 +563,7 @@ impl Handler for Gateway {
         problem_reply(&problem, &request_id, false, true)
             .header("X-Request-Id", request_id)
             .header("Cache-Control", "no-store")
+            .header("X-Content-Type-Options", "nosniff")
     }
 }
 

@@ -157,8 +157,9 @@ fn has_line_break(value: &[u8]) -> bool {
 }
 
 /// What a reply's own fields take: `X-Request-Id` (a generated one; a caller's may be up to 128
-/// characters), `Cache-Control` and the RateLimit fields of one or two limits.
-const FIELDS_CAPACITY: usize = 256;
+/// characters), `Cache-Control`, `X-Content-Type-Options` and the RateLimit fields of one or two
+/// limits.
+const FIELDS_CAPACITY: usize = 320;
 
 /// What a listener does with one request whose head has been read.
 ///
@@ -523,7 +524,8 @@ async fn serve_request<H: Handler>(
             problem.to_json(&request_id, false),
         )
         .header("X-Request-Id", request_id)
-        .header("Cache-Control", "no-store");
+        .header("Cache-Control", "no-store")
+        .header("X-Content-Type-Options", "nosniff");
         reply.close = true;
         reply
     });

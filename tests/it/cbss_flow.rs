@@ -11,6 +11,7 @@ fn full_flow(key: &str, media_type: &str) {
     assert_eq!(r.status, 202);
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"));
     assert!(r.header("X-Request-Id").is_some());
     let started = r.json();
     assert_eq!(started["next"], "verify");

@@ -571,6 +571,9 @@ impl Response {
             self.header("Content-Type"),
             Some("application/problem+json")
         );
+        // Never cached, never read as anything but what it says it is.
+        assert_eq!(self.header("Cache-Control"), Some("no-store"));
+        assert_eq!(self.header("X-Content-Type-Options"), Some("nosniff"));
         assert_eq!(body["status"], status);
         assert_eq!(body["type"], format!("/problems/{code}"));
         assert!(body["request_id"].is_string());
