@@ -1,4 +1,4 @@
-//! The shared store on Redis: one lazily made, self-reconnecting connection (a single server or a
+//! The shared store on Redis: lazily made, self-reconnecting connections (a single server or a
 //! cluster), every call bounded by a short timeout, and whether the last call worked.
 //!
 //! No request ever waits on Redis longer than the timeout: a call that does not finish in time is
@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use tokio::sync::OnceCell;
 
 use crate::metrics;
 use crate::secret::Secret;
@@ -74,9 +73,18 @@ fn without_password(url: &str, at: &str) -> Result<redis::ConnectionInfo, String
 /// How long after a failed call the store is not tried (calls fail at once meanwhile).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
 
+#[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+/// Each store's id, so that a thread's connections to two stores (tests run several) stay apart.
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's connection to each store it has used.
+    static CONNECTIONS: std::cell::RefCell<Vec<(u64, Conn)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 const NOT_YET_CALLED: u8 = 0;
@@ -87,8 +95,8 @@ pub struct RedisStore {
     settings: RedisSettings,
     client: Option<redis::Client>,
     cluster: Option<redis::cluster::ClusterClient>,
-    single: OnceCell<ConnectionManager>,
-    clustered: OnceCell<ClusterConnection>,
+    /// Which store this is, among any others in the process, for `CONNECTIONS`.
+    id: u64,
     /// `NOT_YET_CALLED`, `ANSWERING` or `NOT_ANSWERING`: what the last call found.
     state: AtomicU8,
     /// Milliseconds since `epoch` before which calls fail at once.
@@ -130,8 +138,7 @@ impl RedisStore {
             settings,
             client,
             cluster,
-            single: OnceCell::new(),
-            clustered: OnceCell::new(),
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             state: AtomicU8::new(NOT_YET_CALLED),
             retry_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -179,35 +186,54 @@ impl RedisStore {
         self.now_ms() < self.retry_at_ms.load(Ordering::Relaxed)
     }
 
-    /// The connection, made on first use. A single-server connection is made lazily (it never
-    /// blocks); a cluster connection is attempted within the timeout and retried on later calls.
+    /// This thread's connection, made on its first use here. Each worker thread has its own:
+    /// a connection's driver task runs on the runtime that made it (and remakes it), so one
+    /// shared connection would put every thread's Redis calls behind one thread's scheduler, and
+    /// its queue would count against every call's timeout. A single-server connection is made
+    /// lazily (it never blocks); a cluster connection is attempted within the timeout and
+    /// retried on later calls.
     async fn conn(&self) -> Result<Conn, String> {
+        let mine = |conns: &Vec<(u64, Conn)>| {
+            conns
+                .iter()
+                .find(|(id, _)| *id == self.id)
+                .map(|(_, conn)| conn.clone())
+        };
+        if let Some(conn) = CONNECTIONS.with(|conns| mine(&conns.borrow())) {
+            return Ok(conn);
+        }
+        let made = self.connect().await?;
+        // Another task on this thread may have made one meanwhile (a cluster connection awaits):
+        // the first one kept serves both.
+        Ok(CONNECTIONS.with(|conns| {
+            let mut conns = conns.borrow_mut();
+            match mine(&conns) {
+                Some(first) => first,
+                None => {
+                    conns.push((self.id, made.clone()));
+                    made
+                }
+            }
+        }))
+    }
+
+    async fn connect(&self) -> Result<Conn, String> {
         if let Some(client) = &self.client {
-            let manager = self
-                .single
-                .get_or_try_init(|| async {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(self.settings.timeout))
-                        .set_response_timeout(Some(self.settings.timeout))
-                        .set_number_of_retries(1)
-                        .set_max_delay(Duration::from_millis(500));
-                    ConnectionManager::new_lazy_with_config(client.clone(), config)
-                        .map_err(|e| e.to_string())
-                })
-                .await?;
-            return Ok(Conn::Single(manager.clone()));
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.settings.timeout))
+                .set_response_timeout(Some(self.settings.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            return ConnectionManager::new_lazy_with_config(client.clone(), config)
+                .map(Conn::Single)
+                .map_err(|e| e.to_string());
         }
         let cluster = self.cluster.as_ref().ok_or("no Redis configured")?;
-        let conn = self
-            .clustered
-            .get_or_try_init(|| async {
-                cluster
-                    .get_async_connection()
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await?;
-        Ok(Conn::Cluster(conn.clone()))
+        cluster
+            .get_async_connection()
+            .await
+            .map(Conn::Cluster)
+            .map_err(|e| e.to_string())
     }
 
     /// Runs a script within the timeout. `Err` means: apply the fallback policy.
