@@ -35,6 +35,27 @@ fn start_draining() {
     DRAIN.send_replace(true);
 }
 
+thread_local! {
+    /// Wakes this thread's idle connections when draining starts. Each worker thread's accept
+    /// loop fires its own, and its connections wait on it, so no other thread touches it (a
+    /// shared one would be a lock both threads take on every keep-alive request). One per
+    /// thread, for the thread's (the process's) life.
+    static IDLE_CLOSE: &'static tokio::sync::Notify = Box::leak(Box::new(tokio::sync::Notify::new()));
+}
+
+/// What this thread's idle connections wait on, besides their clients: `close_idle_connections`
+/// on this thread. A connection checks `draining()` before it waits; on a single-threaded
+/// runtime nothing can fire this between that check and the wait.
+pub fn idle_close() -> &'static tokio::sync::Notify {
+    IDLE_CLOSE.with(|notify| *notify)
+}
+
+/// Closes the idle connections of this thread: while draining, a request sent on a kept-alive
+/// connection could start after the last in flight had finished, and be cut off at exit.
+pub fn close_idle_connections() {
+    IDLE_CLOSE.with(|notify| notify.notify_waiters());
+}
+
 /// Counts one request in flight, on every listener, for as long as it lives.
 pub struct InflightRequest;
 
@@ -88,15 +109,21 @@ impl ShutdownSignalWatch for DrainingShutdown {
             "SIGTERM: no longer accepting; finishing requests in flight"
         );
         start_draining();
+        // Two readings of zero in a row: the per-thread counts are read one after another, not
+        // at once, so a request starting on a line already read while another ends on a line not
+        // yet read can make one reading zero with a request in flight.
+        let mut zero_before = false;
         loop {
             let left = INFLIGHT.sum();
-            if left <= 0 {
+            let zero = left <= 0;
+            if zero && zero_before {
                 tracing::info!(
                     drained_ms = started.elapsed().as_millis() as u64,
                     "every request finished; exiting"
                 );
                 return ShutdownSignal::GracefulTerminate;
             }
+            zero_before = zero;
             if started.elapsed() >= self.grace {
                 tracing::warn!(
                     in_flight = left,

@@ -286,6 +286,7 @@ impl<H: Handler> Service for HttpService<H> {
                 changed = drain.changed() => {
                     if changed.is_err() || *drain.borrow() {
                         tracing::info!(service = %self.name, "draining: stopped accepting");
+                        crate::shutdown::close_idle_connections();
                         break;
                     }
                 }
@@ -376,11 +377,21 @@ async fn serve_connection<H: Handler>(
         // While idle a connection holds only its socket: the read buffer and the request's
         // (large) future are made, boxed, when the client sends something, so 10,000 idle
         // connections stay cheap. One deadline covers the wait and the whole head.
+        // While draining, an idle connection closes rather than take a request that could
+        // start after the last in flight has finished and be cut off at exit.
         let header_deadline = std::time::Instant::now() + timeouts.header;
         if unread.is_empty() {
-            match crate::deadline::timeout_at(header_deadline, conn.read_first(wire::FIRST_READ))
-                .await
-            {
+            if crate::shutdown::draining() {
+                return;
+            }
+            let first = tokio::select! {
+                read = crate::deadline::timeout_at(
+                    header_deadline,
+                    conn.read_first(wire::FIRST_READ),
+                ) => read,
+                () = crate::shutdown::idle_close().notified() => return,
+            };
+            match first {
                 Ok(Ok(Some(first))) => unread = first,
                 _ => return,
             }

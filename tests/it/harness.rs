@@ -873,3 +873,40 @@ pub fn sample(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
     }
     0.0
 }
+
+/// One response read off a kept-alive connection (its body framed by Content-Length).
+pub fn read_one(reader: &mut impl BufRead) -> Response {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("a response line");
+        assert!(n > 0, "the connection closed before a response");
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
+    let status = head[0].split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = head[1..]
+        .iter()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Whether the server closed the connection (after any answer already read).
+pub fn closed(reader: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).is_ok() && rest.is_empty()
+}

@@ -1,6 +1,7 @@
 //! SIGTERM with requests in flight against a slow vendor: each one completes, new connections are
-//! refused, and the process exits 0 inside the grace period.
+//! refused, idle kept-alive ones are closed, and the process exits 0 inside the grace period.
 
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,13 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
         cbss_config_timed(&sandbox, timeouts, "")
     );
     let mut gw = Gateway::start(&config, CBSS_ENV);
+    // A kept-alive connection, idle once its request is answered, as a proxy in front pools.
+    let mut idle = TcpStream::connect(gw.api).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    idle.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .unwrap();
+    let mut idle = BufReader::new(idle);
+    assert_eq!(read_one(&mut idle).status, 200);
     let body = |email: &str| start_body("email", email);
     let signalled = std::thread::scope(|s| {
         let in_flight: Vec<_> = [EMAIL, "mei@example.com", "nobody@example.com"]
@@ -40,6 +48,10 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
             TcpStream::connect(gw.api).is_err(),
             "new connections are refused while draining"
         );
+        // Closed while the requests in flight are still at the slow vendor: a request sent on
+        // it could otherwise start after they finished, and be cut off at exit.
+        assert!(closed(&mut idle), "an idle connection is closed on SIGTERM");
+        assert!(signalled.elapsed() < Duration::from_millis(1_000));
         for request in in_flight {
             let r = request.join().unwrap();
             assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
