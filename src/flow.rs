@@ -397,7 +397,12 @@ pub async fn complete(
                 "completion with a reset_id",
             )?;
             let claims = open(env.keys, tenant, &reset_id, Step::Complete)?;
-            let ttl = Duration::from_secs((claims.expires_at - now_secs()).max(1) as u64);
+            // The claim outlives the id by a margin: whether the id has expired is judged by each
+            // replica's wall clock, while the claim expires by Redis's (or this process's
+            // monotonic) clock. Without the margin, a replica whose clock lags would still open
+            // the id after its claim was gone, and a used id could change the password again.
+            let ttl = Duration::from_secs((claims.expires_at - now_secs()).max(1) as u64)
+                + crate::single_use::CLAIM_MARGIN;
             match env.used.claim(&claims.id, ttl).await {
                 Claim::Claimed => {}
                 Claim::AlreadyUsed => {

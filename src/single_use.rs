@@ -37,23 +37,49 @@ pub trait UsedIds: Send + Sync {
     async fn release(&self, id: &str);
 }
 
+/// How much longer a claim lives than the reset id it claims: more than any replica's wall clock
+/// should be off from another's or from Redis's.
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(300);
+
+/// The fewest live claims before expired ones are swept.
+const SWEEP_FLOOR: usize = 1024;
+
 /// In-process claims, swept as they expire.
-#[derive(Default)]
 pub struct MemoryUsedIds {
-    claims: Mutex<HashMap<String, Instant>>,
+    claims: Mutex<Claims>,
+}
+
+struct Claims {
+    until: HashMap<String, Instant>,
+    /// Sweep once the map holds more than this: twice what the last sweep left (at least
+    /// `SWEEP_FLOOR`), so each sweep's cost is spread over as many claims as it looked at,
+    /// rather than every claim paying for a sweep once the map is big.
+    sweep_above: usize,
+}
+
+impl Default for MemoryUsedIds {
+    fn default() -> Self {
+        MemoryUsedIds {
+            claims: Mutex::new(Claims {
+                until: HashMap::new(),
+                sweep_above: SWEEP_FLOOR,
+            }),
+        }
+    }
 }
 
 impl MemoryUsedIds {
     fn claim_now(&self, id: &str, ttl: Duration) -> bool {
         let now = Instant::now();
         let mut claims = self.claims.lock().expect("claims lock");
-        if claims.len() > 1024 {
-            claims.retain(|_, until| *until > now);
+        if claims.until.len() > claims.sweep_above {
+            claims.until.retain(|_, until| *until > now);
+            claims.sweep_above = (claims.until.len() * 2).max(SWEEP_FLOOR);
         }
-        match claims.get(id) {
+        match claims.until.get(id) {
             Some(until) if *until > now => false,
             _ => {
-                claims.insert(id.to_string(), now + ttl);
+                claims.until.insert(id.to_string(), now + ttl);
                 true
             }
         }
@@ -71,7 +97,7 @@ impl UsedIds for MemoryUsedIds {
     }
 
     async fn release(&self, id: &str) {
-        self.claims.lock().expect("claims lock").remove(id);
+        self.claims.lock().expect("claims lock").until.remove(id);
     }
 }
 
@@ -140,5 +166,34 @@ mod tests {
         ids.release("a").await;
         assert!(matches!(ids.claim("a", minute).await, Claim::Claimed));
         assert!(matches!(ids.claim("b", minute).await, Claim::AlreadyUsed));
+    }
+
+    #[tokio::test]
+    async fn expired_claims_are_swept_when_the_map_has_doubled_and_live_ones_kept() {
+        let ids = MemoryUsedIds::default();
+        let live = Duration::from_secs(60);
+        for n in 0..SWEEP_FLOOR {
+            ids.claim(&format!("gone-{n}"), Duration::from_millis(1))
+                .await;
+        }
+        ids.claim("kept", live).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Over the floor: this claim sweeps the expired ones and sets the next sweep at twice
+        // what is left.
+        ids.claim("next", live).await;
+        {
+            let claims = ids.claims.lock().unwrap();
+            assert_eq!(claims.until.len(), 2);
+            assert_eq!(claims.sweep_above, SWEEP_FLOOR);
+        }
+        assert!(matches!(ids.claim("kept", live).await, Claim::AlreadyUsed));
+        // Live claims are never swept: a map of live claims grows, sweeping only as it doubles.
+        for n in 0..3 * SWEEP_FLOOR {
+            ids.claim(&format!("live-{n}"), live).await;
+        }
+        let claims = ids.claims.lock().unwrap();
+        assert_eq!(claims.until.len(), 3 * SWEEP_FLOOR + 2);
+        // Swept at 1,025 and at 2,051 claims, each time finding nothing to drop.
+        assert_eq!(claims.sweep_above, 2 * (2 * SWEEP_FLOOR + 3));
     }
 }
