@@ -52,6 +52,10 @@ thread_local! {
     static HANDLING: Cell<u32> = const { Cell::new(0) };
     /// Requests observed since this thread last flushed.
     static SINCE_FLUSH: Cell<u32> = const { Cell::new(0) };
+    /// Whether this thread's handles hold anything not yet flushed: a request that counted a
+    /// limit decision or a vendor call and then never made its own observation (it panicked,
+    /// say) leaves counts that only this says are there.
+    static HELD: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Counts one event under `labels` and `code` and observes its duration, through this thread's
@@ -63,6 +67,7 @@ pub fn observe_pair(
     seconds: f64,
     make: impl FnOnce() -> (IntCounter, Histogram),
 ) {
+    HELD.set(true);
     cache.with(|pairs| {
         let mut pairs = pairs.borrow_mut();
         let found = pairs.iter().find(|p| {
@@ -103,6 +108,7 @@ pub fn count(
     which: usize,
     make: impl FnOnce() -> [IntCounter; 2],
 ) {
+    HELD.set(true);
     cache.with(|counters| {
         let mut counters = counters.borrow_mut();
         if let Some(found) = counters.iter().find(|c| c.label == label) {
@@ -133,7 +139,7 @@ pub fn request_started() {
 pub fn request_finished() {
     let handling = HANDLING.get().saturating_sub(1);
     HANDLING.set(handling);
-    if handling == 0 && SINCE_FLUSH.get() > 0 {
+    if handling == 0 && HELD.get() {
         flush();
     }
 }
@@ -152,6 +158,7 @@ pub fn request_observed() {
 /// Adds everything this thread holds to the families.
 pub fn flush() {
     SINCE_FLUSH.set(0);
+    HELD.set(false);
     for cache in [&REQUEST_PAIRS, &UPSTREAM_PAIRS] {
         cache.with(|pairs| {
             for pair in pairs.borrow().iter() {
@@ -220,5 +227,15 @@ mod tests {
         assert_eq!(count.get(), 2 + u64::from(FLUSH_EVERY));
         request_finished();
         assert_eq!(count.get(), 3 + u64::from(FLUSH_EVERY));
+        // A request that counted something and then never made its own observation (a handler
+        // that panicked): the thread, idle, flushes that count too.
+        let decisions = [
+            IntCounter::with_opts(Opts::new("t_allowed", "t")).unwrap(),
+            IntCounter::with_opts(Opts::new("t_refused", "t")).unwrap(),
+        ];
+        request_started();
+        super::count(&DECISIONS, "t-limit", 0, || decisions.clone());
+        request_finished();
+        assert_eq!(decisions[0].get(), 1);
     }
 }
