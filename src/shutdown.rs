@@ -1,5 +1,6 @@
 //! Graceful shutdown. On SIGTERM every listener stops accepting (new connections are refused),
-//! requests in flight finish, and the process exits 0, all within `server.shutdown_grace_secs`;
+//! idle kept-alive connections close, requests in flight finish, and the process exits 0, all
+//! within `server.shutdown_grace_secs`;
 //! a second signal, or SIGINT, stops at once.
 //!
 //! Pingora's own SIGTERM handling sleeps a fixed grace period and then drops every task; this
