@@ -64,6 +64,8 @@ struct RawServer {
     body_timeout_ms: u64,
     /// TLS on the API listener; plain HTTP when absent.
     tls: Option<RawTls>,
+    /// The most client connections the API listener serves at once, over all its threads.
+    max_connections: usize,
 }
 
 /// `server.threads`: a number, or `"auto"` for as many as the CPUs this process may use. Read
@@ -110,6 +112,7 @@ impl Default for RawServer {
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
             tls: None,
+            max_connections: 8192,
         }
     }
 }
@@ -433,6 +436,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<Cidr>,
     pub client_timeouts: crate::http::ClientTimeouts,
+    /// The most client connections the API listener serves at once, over all its threads.
+    pub max_connections: usize,
     /// TLS for the API listener, loaded and checked.
     pub tls: Option<Arc<pingora::tls::ServerConfig>>,
 }
@@ -640,6 +645,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
             .map_err(|e| problems.push(e))
             .ok()
     });
+    if !(1..=1_000_000).contains(&s.max_connections) {
+        problems.push("server.max_connections: must be between 1 and 1000000".into());
+    }
     if s.shutdown_grace_secs > 300 {
         problems.push("server.shutdown_grace_secs: must be at most 300".into());
     }
@@ -870,6 +878,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
                 threads,
                 max_body_bytes: s.max_body_bytes,
                 shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+                max_connections: s.max_connections,
                 trusted_proxies,
                 client_timeouts: crate::http::ClientTimeouts {
                     header: Duration::from_millis(s.header_timeout_ms),

@@ -50,6 +50,38 @@ fn pingora_server(threads: usize) -> Server {
     server
 }
 
+/// File descriptors kept beyond the client connections: vendor and Redis connections, listeners,
+/// the admin listener's clients, the process's own files.
+const SPARE_FILES: u64 = 4096;
+
+/// Warns when the process may not open enough files for `server.max_connections` and the
+/// connections beside them: past the limit, accepting fails and so do calls to vendors.
+fn warn_if_too_few_files(max_connections: usize) {
+    let Some(limit) = open_files_limit() else {
+        return;
+    };
+    let wanted = max_connections as u64 + SPARE_FILES;
+    if limit < wanted {
+        tracing::warn!(
+            open_files_limit = limit,
+            max_connections,
+            "the open-files limit (ulimit -n) is below server.max_connections plus {SPARE_FILES} \
+             for vendor connections: raise it to {wanted}, or lower server.max_connections"
+        );
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux); `None` if unknown or unlimited.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Runs the gateway until it is told to stop. Returns only on a start-up error.
 pub fn gateway(config_path: &str) -> Result<(), String> {
     let mut config = Config::load(config_path).map_err(|problems| problems.join("\n"))?;
@@ -120,11 +152,17 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     };
     let gateway = Arc::new(Gateway::new(&mut config, limiter, used));
     let tls = config.server.tls.as_ref().map(crate::tls::acceptor);
+    // Each thread's listener serves its share of the limit (the kernel spreads connections
+    // evenly over the group's sockets).
+    let max_connections = config.server.max_connections;
+    let per_thread = max_connections.div_ceil(config.server.threads);
+    warn_if_too_few_files(max_connections);
     for (i, listener) in api_group.into_iter().enumerate() {
         server.add_service(
             HttpService::new(&format!("api-{i}"), listener, gateway.clone())
                 .with_timeouts(config.server.client_timeouts)
-                .with_tls(tls.clone()),
+                .with_tls(tls.clone())
+                .with_max_connections(per_thread),
         );
     }
     server.add_service(HttpService::new(

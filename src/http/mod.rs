@@ -34,6 +34,11 @@ use pingora::services::Service;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many connections a listener serves at once unless told otherwise (the admin listener's
+/// probes and scrapes, the sandbox's vendor calls): past it, new connections wait in the
+/// kernel's backlog until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// Read timeouts for a listener's clients.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientTimeouts {
@@ -194,6 +199,7 @@ pub struct HttpService<H: Handler> {
     handler: Arc<H>,
     timeouts: ClientTimeouts,
     tls: Option<pingora::tls::TlsAcceptor>,
+    max_connections: usize,
 }
 
 impl<H: Handler> HttpService<H> {
@@ -204,7 +210,17 @@ impl<H: Handler> HttpService<H> {
             handler,
             timeouts: ClientTimeouts::default(),
             tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
+    }
+
+    /// Serves at most `max` connections at once; the next waits in the kernel's backlog until
+    /// one closes. Each connection costs memory (up to a request's head and body while it is
+    /// read) and a file descriptor that the vendor connections also need, so a flood of clients
+    /// that never finish a request must not take either without bound.
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
     }
 
     /// Serves TLS: each connection's handshake must finish within the header timeout.
@@ -281,41 +297,61 @@ impl<H: Handler> Service for HttpService<H> {
             }
         };
         let mut drain = crate::shutdown::drain_signal();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
+        let open = crate::metrics::OPEN_CONNECTIONS.with_label_values(&[self
+            .name
+            .split('-')
+            .next()
+            .unwrap_or_default()]);
+        let mut accept_failures = RateLimitedWarning::default();
+        let mut full_since: Option<std::time::Instant> = None;
         loop {
+            // A slot first: at the limit, new connections wait in the kernel's backlog.
+            if slots.available_permits() == 0 && full_since.is_none() {
+                full_since = Some(std::time::Instant::now());
+                tracing::warn!(
+                    service = %self.name,
+                    max_connections = self.max_connections,
+                    "connection limit reached: new connections wait until one closes"
+                );
+            }
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                () = stop_requested(&mut drain, &mut shutdown, &self.name) => break,
+            };
+            if let Some(since) = full_since.take() {
+                tracing::info!(
+                    service = %self.name,
+                    waited_ms = since.elapsed().as_millis() as u64,
+                    "below the connection limit again"
+                );
+            }
             tokio::select! {
-                changed = drain.changed() => {
-                    if changed.is_err() || *drain.borrow() {
-                        tracing::info!(service = %self.name, "draining: stopped accepting");
-                        crate::shutdown::close_idle_connections();
-                        break;
-                    }
-                }
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let handler = self.handler.clone();
                         let shutdown = shutdown.clone();
                         let timeouts = self.timeouts;
                         let tls = self.tls.clone();
+                        let open = open.clone();
+                        open.inc();
                         // The service's runtime has one thread: the connection stays on it.
                         tokio::spawn(async move {
-                            let Some(conn) = connect(tcp, tls, timeouts).await else {
-                                return;
-                            };
-                            serve_connection(conn, peer, handler, shutdown, timeouts).await;
+                            if let Some(conn) = connect(tcp, tls, timeouts).await {
+                                serve_connection(conn, peer, handler, shutdown, timeouts).await;
+                            }
+                            open.dec();
+                            drop(slot);
                         });
                     }
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(service = %self.name, error = %e, "accept failed");
+                        // Out of file descriptors and the like: back off instead of spinning,
+                        // and say so once a second, not once per try.
+                        accept_failures.warn(&self.name, &e);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        tracing::info!(service = %self.name, "stopped accepting");
-                        break;
-                    }
-                }
+                () = stop_requested(&mut drain, &mut shutdown, &self.name) => break,
             }
         }
     }
@@ -326,6 +362,55 @@ impl<H: Handler> Service for HttpService<H> {
 
     fn threads(&self) -> Option<usize> {
         Some(1)
+    }
+}
+
+/// Resolves when draining starts (then this thread's idle connections are told to close) or
+/// pingora stops the service.
+async fn stop_requested(
+    drain: &mut tokio::sync::watch::Receiver<bool>,
+    shutdown: &mut ShutdownWatch,
+    service: &str,
+) {
+    loop {
+        tokio::select! {
+            changed = drain.changed() => {
+                if changed.is_err() || *drain.borrow() {
+                    tracing::info!(service, "draining: stopped accepting");
+                    crate::shutdown::close_idle_connections();
+                    return;
+                }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    tracing::info!(service, "stopped accepting");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A warning logged at most once a second, with how many were held back meanwhile.
+#[derive(Default)]
+struct RateLimitedWarning {
+    last: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl RateLimitedWarning {
+    fn warn(&mut self, service: &str, error: &std::io::Error) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            self.held_back += 1;
+            return;
+        }
+        tracing::warn!(service, %error, held_back = self.held_back, "accept failed");
+        self.last = Some(now);
+        self.held_back = 0;
     }
 }
 
@@ -414,8 +499,9 @@ async fn serve_connection<H: Handler>(
         );
         let served = Box::into_pin(request).await;
         match served {
-            Some(next) => unread = next,
-            None => {
+            Ok(next) => unread = next,
+            Err(Close::Now) => return,
+            Err(Close::Linger) => {
                 // Boxed: its drain buffer (2 KiB) is needed only while closing, not in every
                 // connection's task for as long as the connection lives.
                 Box::pin(linger(conn)).await;
@@ -423,6 +509,14 @@ async fn serve_connection<H: Handler>(
             }
         }
     }
+}
+
+/// How a connection that will serve no more requests closes.
+enum Close {
+    /// Nothing was answered (the client went away or stalled mid-head): at once.
+    Now,
+    /// After an answer: its unread input drained first (`linger`).
+    Linger,
 }
 
 /// How long a closing connection's unread input is drained, so the client reads the last
@@ -454,7 +548,8 @@ async fn linger(mut conn: crate::conn::GatheringStream) {
 }
 
 /// Reads one request's head into `buf` (which holds what has arrived so far), has the handler
-/// answer it, and gives back what arrived after it if the connection may carry another.
+/// answer it, and gives back what arrived after it if the connection may carry another, or how
+/// to close.
 async fn serve_request<H: Handler>(
     conn: &mut crate::conn::GatheringStream,
     mut buf: Vec<u8>,
@@ -463,7 +558,7 @@ async fn serve_request<H: Handler>(
     shutdown: &ShutdownWatch,
     timeouts: ClientTimeouts,
     header_deadline: std::time::Instant,
-) -> Option<Vec<u8>> {
+) -> Result<Vec<u8>, Close> {
     use tokio::io::AsyncReadExt;
     // Bytes of `buf` already looked at for the empty line that ends a head: a head sent a byte
     // at a time is parsed once it may be whole, not once per byte.
@@ -480,11 +575,13 @@ async fn serve_request<H: Handler>(
         match parsed {
             Ok(Some(head)) => break Ok(head),
             Ok(None) => {
-                buf.reserve(wire::READ_CHUNK);
+                // Exactly what the next read may add, never past the head's limit: `reserve`
+                // would double the buffer, and a head just under the limit would hold twice it.
+                buf.reserve_exact(wire::READ_CHUNK.min(wire::MAX_REQUEST_HEAD + 1 - buf.len()));
                 match crate::deadline::timeout_at(header_deadline, conn.read_buf(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => {}
-                    // Closed or stalled mid-head: nothing to answer.
-                    _ => return None,
+                    // Closed or stalled mid-head: nothing to answer, so nothing to linger for.
+                    _ => return Err(Close::Now),
                 }
             }
             Err(HeadError::TooLarge) => {
@@ -510,7 +607,7 @@ async fn serve_request<H: Handler>(
                 write_timeout: timeouts.body,
             };
             let _ = respond::write_reply(conn, &reply, how).await;
-            return None;
+            return Err(Close::Linger);
         }
     };
 
@@ -556,13 +653,13 @@ async fn serve_request<H: Handler>(
             let mut buf = finished.buf;
             if next == buf.len() {
                 // Nothing pipelined: the buffer goes, so an idle connection holds none.
-                Some(Vec::new())
+                Ok(Vec::new())
             } else {
                 buf.drain(..next);
-                Some(buf)
+                Ok(buf)
             }
         }
-        _ => None,
+        _ => Err(Close::Linger),
     }
 }
 

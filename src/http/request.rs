@@ -148,7 +148,7 @@ impl<'c> Request<'c> {
         let end = start + n;
         if self.buf.len() < end {
             self.send_continue().await?;
-            self.buf.reserve(end - self.buf.len());
+            self.buf.reserve_exact(end - self.buf.len());
         }
         while self.buf.len() < end {
             self.read_more().await?;
@@ -219,7 +219,12 @@ impl<'c> Request<'c> {
     }
 
     async fn read_more(&mut self) -> Result<(), BodyError> {
-        self.buf.reserve(READ_CHUNK);
+        // Room only when the buffer is full, and only a read's worth: a sized body's buffer is
+        // reserved to the body's end (so its reads stop there), and `reserve` would double a
+        // buffer near the body's limit, holding twice what the body needs.
+        if self.buf.len() == self.buf.capacity() {
+            self.buf.reserve_exact(READ_CHUNK);
+        }
         let deadline = self.body_deadline();
         match crate::deadline::timeout_at(deadline, self.conn.read_buf(&mut self.buf)).await {
             Ok(Ok(n)) if n > 0 => Ok(()),

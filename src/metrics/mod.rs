@@ -243,6 +243,16 @@ pub static LIMITER_FALLBACK: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Client connections open, by listener (`api`, `admin`, `sandbox`).
+pub static OPEN_CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "reset_gateway_open_connections",
+        "Client connections open on each listener (at server.max_connections, new ones wait).",
+        &["listener"]
+    )
+    .expect("metric registers once")
+});
+
 /// 1 while the gateway's last Redis call succeeded, 0 after one failed; absent without Redis.
 pub static REDIS_UP: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(

@@ -237,7 +237,10 @@ fn slow_clients_and_header_floods_are_cut_off_while_others_are_served() {
 #[test]
 fn ten_thousand_idle_connections_are_held_in_bounded_memory_and_released() {
     let sandbox = Sandbox::start();
-    let config = format!("header_timeout_ms = 30000\n{}", cbss_config(&sandbox, ""));
+    let config = format!(
+        "header_timeout_ms = 30000\nmax_connections = 12000\n{}",
+        cbss_config(&sandbox, "")
+    );
     let gw = Gateway::start(&config, CBSS_ENV);
     let pid = gw.proc.pid();
     let baseline_fds = open_files(pid);
@@ -298,4 +301,60 @@ fn rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// At `server.max_connections`, a new connection waits (the kernel's backlog holds it) until one
+/// closes, then is served: clients that never finish a request cannot take memory and file
+/// descriptors without bound. A client that goes away mid-head frees its slot at once.
+#[test]
+fn past_max_connections_a_new_one_waits_until_one_closes() {
+    let sandbox = Sandbox::start();
+    let config = format!("max_connections = 3\n{}", cbss_config(&sandbox, ""));
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let open = || {
+        sample(
+            gw.admin,
+            "reset_gateway_open_connections",
+            &[("listener", "api")],
+        )
+    };
+    // Three clients that never finish a head hold every slot.
+    let mut holders: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(gw.api).unwrap();
+            s.write_all(b"GET /openapi.json HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    while open() < 3.0 && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(open(), 3.0);
+    let mut waiting = TcpStream::connect(gw.api).unwrap();
+    waiting
+        .write_all(b"GET /openapi.json HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut first = [0u8; 1];
+    assert!(
+        waiting.read(&mut first).is_err(),
+        "not served while every slot is held"
+    );
+    assert_eq!(open(), 3.0);
+    // One goes away mid-head: its slot frees at once and the waiting one is served.
+    drop(holders.pop());
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = Vec::new();
+    waiting.read_to_end(&mut answer).unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(gw.proc.logs().contains("connection limit reached"));
 }
