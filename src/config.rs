@@ -763,8 +763,15 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     }
 
     // A brand no connection has is a misspelt one, whose limit would silently never apply.
+    // Read from the raw tables, so that a branded connection with another problem does not
+    // also make its brand look unknown.
     for brand in brands.keys() {
-        if !connections.iter().any(|c| c.vendor.brand() == Some(*brand)) {
+        let branded = raw
+            .connections
+            .values()
+            .filter_map(|c| c.capillary.as_ref())
+            .any(|c| c.brand == *brand);
+        if !branded {
             problems.push(format!(
                 "limits.brands.{brand}: no connection has this brand (a Capillary connection's `brand`)"
             ));
@@ -1003,21 +1010,28 @@ fn validate_connection(
 /// The level words a tracing filter knows.
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
-/// Checks a tracing filter (`info`, `warn,reset_gateway=debug`). A directive without `=` must be
-/// a level: the filter would read any other word as a module name to log at every level and
-/// everything else not at all, so a mistyped level (`warning`) would silence the gateway.
+/// Checks a tracing filter (`info`, `warn,reset_gateway=debug`). The filter reads a bare word
+/// that is not a level as a module name, to log at every level with everything else silenced,
+/// so a mistyped level (`warning`, `inf`) would silence the gateway. A bare directive must be a
+/// level, a level's number, or look like a module path (`reset_gateway`, `a::b`, `x[span]`);
+/// any other module is named with its level (`pingora=debug`).
 fn check_log_filter(filter: &str) -> Result<(), String> {
     if tracing_subscriber::EnvFilter::try_new(filter).is_err() {
         return Err(format!("`{filter}` is not a log filter"));
     }
+    let plausible = |word: &str| {
+        LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word))
+            || word.parse::<u8>().is_ok_and(|n| n <= 5)
+            || word.contains(['_', ':', '['])
+    };
     let unknown = filter
         .split(',')
         .map(str::trim)
         .filter(|d| !d.is_empty() && !d.contains('='))
-        .find(|d| !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d)));
+        .find(|d| !plausible(d));
     match unknown {
         Some(word) => Err(format!(
-            "`{word}` is not a level (one of {}, or target=level)",
+            "`{word}` is not a level (one of {}; a module's own level is module=level)",
             LOG_LEVELS.join(", ")
         )),
         None => Ok(()),
@@ -1411,6 +1425,8 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
             "warn,reset_gateway=debug",
             "off",
             "reset_gateway::flow=trace",
+            "reset_gateway",
+            "info,reset_gateway::flow",
         ] {
             assert_eq!(check_log_filter(good), Ok(()), "{good}");
         }

@@ -7,6 +7,7 @@
 //! after that tries Redis again, so sharing resumes by itself when Redis is back.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -84,7 +85,8 @@ static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// This thread's connection to each store it has used.
-    static CONNECTIONS: std::cell::RefCell<Vec<(u64, Conn)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static CONNECTIONS: std::cell::RefCell<Vec<(u64, Arc<tokio::sync::OnceCell<Conn>>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 const NOT_YET_CALLED: u8 = 0;
@@ -193,28 +195,20 @@ impl RedisStore {
     /// lazily (it never blocks); a cluster connection is attempted within the timeout and
     /// retried on later calls.
     async fn conn(&self) -> Result<Conn, String> {
-        let mine = |conns: &Vec<(u64, Conn)>| {
-            conns
-                .iter()
-                .find(|(id, _)| *id == self.id)
-                .map(|(_, conn)| conn.clone())
-        };
-        if let Some(conn) = CONNECTIONS.with(|conns| mine(&conns.borrow())) {
-            return Ok(conn);
-        }
-        let made = self.connect().await?;
-        // Another task on this thread may have made one meanwhile (a cluster connection awaits):
-        // the first one kept serves both.
-        Ok(CONNECTIONS.with(|conns| {
-            let mut conns = conns.borrow_mut();
-            match mine(&conns) {
-                Some(first) => first,
+        // This thread's cell for this store: tasks on the thread that ask while a (cluster)
+        // connection is being made wait for that one instead of each making its own.
+        let cell = CONNECTIONS.with(|cells| {
+            let mut cells = cells.borrow_mut();
+            match cells.iter().find(|(id, _)| *id == self.id) {
+                Some((_, cell)) => cell.clone(),
                 None => {
-                    conns.push((self.id, made.clone()));
-                    made
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    cells.push((self.id, cell.clone()));
+                    cell
                 }
             }
-        }))
+        });
+        cell.get_or_try_init(|| self.connect()).await.cloned()
     }
 
     async fn connect(&self) -> Result<Conn, String> {

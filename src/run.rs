@@ -127,7 +127,7 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
         announce.push_str(&format!(" sandbox=http://{}", addr(&listener)));
         let sandbox = Arc::new(Sandbox::new(SandboxOptions::default()));
         in_process = Some(sandbox.clone());
-        server.add_service(HttpService::new("sandbox", listener, sandbox));
+        server.add_service(HttpService::new("sandbox", listener, sandbox).serving_through_drain());
     }
     let (limiter, used, redis): (Arc<dyn Limiter>, Arc<dyn UsedIds>, _) = match &config.limits.redis
     {

@@ -256,6 +256,10 @@ fn conceal_vendor_names(detail: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::with_capacity(detail.len() + 16);
     let mut copied = 0;
     for (at, end) in found {
+        // Names that overlap (none do today) are replaced once, by the first.
+        if at < copied {
+            continue;
+        }
         out.push_str(&detail[copied..at]);
         out.push_str("the vendor");
         copied = end;

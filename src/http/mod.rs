@@ -200,6 +200,8 @@ pub struct HttpService<H: Handler> {
     timeouts: ClientTimeouts,
     tls: Option<pingora::tls::TlsAcceptor>,
     max_connections: usize,
+    /// Whether SIGTERM's drain stops this service (every listener but the in-process sandbox).
+    drains: bool,
 }
 
 impl<H: Handler> HttpService<H> {
@@ -211,7 +213,15 @@ impl<H: Handler> HttpService<H> {
             timeouts: ClientTimeouts::default(),
             tls: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            drains: true,
         }
+    }
+
+    /// Keeps serving while the gateway drains, until pingora stops it: the in-process sandbox
+    /// is the vendor of requests still in flight, whose later vendor calls need it.
+    pub fn serving_through_drain(mut self) -> Self {
+        self.drains = false;
+        self
     }
 
     /// Serves at most `max` connections at once; the next waits in the kernel's backlog until
@@ -304,28 +314,39 @@ impl<H: Handler> Service for HttpService<H> {
             .next()
             .unwrap_or_default()]);
         let mut accept_failures = RateLimitedWarning::default();
+        // Set while at the limit: logged when reached, and again only once a tenth of the slots
+        // are free, so a flood that keeps the listener at its limit logs two lines, not two per
+        // connection.
         let mut full_since: Option<std::time::Instant> = None;
+        let plenty_free = (self.max_connections / 10).max(1);
         loop {
-            // A slot first: at the limit, new connections wait in the kernel's backlog.
-            if slots.available_permits() == 0 && full_since.is_none() {
+            let free = slots.available_permits();
+            if free == 0 && full_since.is_none() {
                 full_since = Some(std::time::Instant::now());
                 tracing::warn!(
                     service = %self.name,
                     max_connections = self.max_connections,
                     "connection limit reached: new connections wait until one closes"
                 );
+            } else if free >= plenty_free {
+                if let Some(since) = full_since.take() {
+                    tracing::info!(
+                        service = %self.name,
+                        at_limit_ms = since.elapsed().as_millis() as u64,
+                        "below the connection limit again"
+                    );
+                }
             }
-            let slot = tokio::select! {
-                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-                () = stop_requested(&mut drain, &mut shutdown, &self.name) => break,
+            // A slot first: at the limit, new connections wait in the kernel's backlog.
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => tokio::select! {
+                    slot = slots.clone().acquire_owned() => {
+                        slot.expect("the semaphore is never closed")
+                    }
+                    () = stop_requested(&mut drain, &mut shutdown, &self.name, self.drains) => break,
+                },
             };
-            if let Some(since) = full_since.take() {
-                tracing::info!(
-                    service = %self.name,
-                    waited_ms = since.elapsed().as_millis() as u64,
-                    "below the connection limit again"
-                );
-            }
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
@@ -334,11 +355,13 @@ impl<H: Handler> Service for HttpService<H> {
                         let timeouts = self.timeouts;
                         let tls = self.tls.clone();
                         let open = open.clone();
+                        let drains = self.drains;
                         open.inc();
                         // The service's runtime has one thread: the connection stays on it.
                         tokio::spawn(async move {
                             if let Some(conn) = connect(tcp, tls, timeouts).await {
-                                serve_connection(conn, peer, handler, shutdown, timeouts).await;
+                                serve_connection(conn, peer, handler, shutdown, timeouts, drains)
+                                    .await;
                             }
                             open.dec();
                             drop(slot);
@@ -351,7 +374,7 @@ impl<H: Handler> Service for HttpService<H> {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                () = stop_requested(&mut drain, &mut shutdown, &self.name) => break,
+                () = stop_requested(&mut drain, &mut shutdown, &self.name, self.drains) => break,
             }
         }
     }
@@ -365,16 +388,17 @@ impl<H: Handler> Service for HttpService<H> {
     }
 }
 
-/// Resolves when draining starts (then this thread's idle connections are told to close) or
-/// pingora stops the service.
+/// Resolves when draining starts, for a service that `drains` (then this thread's idle
+/// connections are told to close), or when pingora stops the service.
 async fn stop_requested(
     drain: &mut tokio::sync::watch::Receiver<bool>,
     shutdown: &mut ShutdownWatch,
     service: &str,
+    drains: bool,
 ) {
     loop {
         tokio::select! {
-            changed = drain.changed() => {
+            changed = drain.changed(), if drains => {
                 if changed.is_err() || *drain.borrow() {
                     tracing::info!(service, "draining: stopped accepting");
                     crate::shutdown::close_idle_connections();
@@ -455,6 +479,7 @@ async fn serve_connection<H: Handler>(
     handler: Arc<H>,
     shutdown: ShutdownWatch,
     timeouts: ClientTimeouts,
+    drains: bool,
 ) {
     // Bytes that arrived after the last request: the start of a pipelined next one.
     let mut unread: Vec<u8> = Vec::new();
@@ -466,7 +491,7 @@ async fn serve_connection<H: Handler>(
         // start after the last in flight has finished and be cut off at exit.
         let header_deadline = std::time::Instant::now() + timeouts.header;
         if unread.is_empty() {
-            if crate::shutdown::draining() {
+            if drains && crate::shutdown::draining() {
                 return;
             }
             let first = tokio::select! {
@@ -474,7 +499,7 @@ async fn serve_connection<H: Handler>(
                     header_deadline,
                     conn.read_first(wire::FIRST_READ),
                 ) => read,
-                () = crate::shutdown::idle_close().notified() => return,
+                () = crate::shutdown::idle_close().notified(), if drains => return,
             };
             match first {
                 Ok(Ok(Some(first))) => unread = first,
@@ -493,7 +518,7 @@ async fn serve_connection<H: Handler>(
                 peer,
                 handler.as_ref(),
                 &shutdown,
-                timeouts,
+                Serving { timeouts, drains },
                 header_deadline,
             ),
         );
@@ -509,6 +534,14 @@ async fn serve_connection<H: Handler>(
             }
         }
     }
+}
+
+/// How a listener serves each request: its clients' timeouts, and whether SIGTERM's drain
+/// closes its connections.
+#[derive(Clone, Copy)]
+struct Serving {
+    timeouts: ClientTimeouts,
+    drains: bool,
 }
 
 /// How a connection that will serve no more requests closes.
@@ -556,7 +589,7 @@ async fn serve_request<H: Handler>(
     peer: SocketAddr,
     handler: &H,
     shutdown: &ShutdownWatch,
-    timeouts: ClientTimeouts,
+    Serving { timeouts, drains }: Serving,
     header_deadline: std::time::Instant,
 ) -> Result<Vec<u8>, Close> {
     use tokio::io::AsyncReadExt;
@@ -575,9 +608,12 @@ async fn serve_request<H: Handler>(
         match parsed {
             Ok(Some(head)) => break Ok(head),
             Ok(None) => {
-                // Exactly what the next read may add, never past the head's limit: `reserve`
-                // would double the buffer, and a head just under the limit would hold twice it.
-                buf.reserve_exact(wire::READ_CHUNK.min(wire::MAX_REQUEST_HEAD + 1 - buf.len()));
+                // Room only when the buffer is full, and a read's worth, never past the head's
+                // limit: `reserve` would double the buffer, so a head just under the limit would
+                // hold twice it.
+                if buf.len() == buf.capacity() {
+                    buf.reserve_exact(wire::READ_CHUNK.min(wire::MAX_REQUEST_HEAD + 1 - buf.len()));
+                }
                 match crate::deadline::timeout_at(header_deadline, conn.read_buf(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => {}
                     // Closed or stalled mid-head: nothing to answer, so nothing to linger for.
@@ -638,8 +674,10 @@ async fn serve_request<H: Handler>(
         reply
     });
     let finished = request.finish();
-    let closing =
-        reply.close || finished.next.is_none() || crate::shutdown::draining() || stopped(shutdown);
+    let closing = reply.close
+        || finished.next.is_none()
+        || (drains && crate::shutdown::draining())
+        || stopped(shutdown);
     let how = ReplyOptions {
         close: closing,
         http11: finished.http11,
@@ -697,6 +735,7 @@ mod tests {
                 Arc::new(Panics),
                 shutdown,
                 ClientTimeouts::default(),
+                true,
             )
             .await;
         });
