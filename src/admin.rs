@@ -62,10 +62,13 @@ impl Admin {
                 "text/plain; version=0.0.4; charset=utf-8",
                 metrics::render(),
             ),
-            (_, p, Some(_)) if p.starts_with("/sandbox/") && !peer.is_some_and(is_loopback) => {
-                Reply::text(403, "the sandbox's controls answer loopback callers only\n")
-            }
             (_, p, Some(sandbox)) if p.starts_with("/sandbox/") => {
+                if !peer.is_some_and(is_loopback) {
+                    return Reply::text(
+                        403,
+                        "the sandbox's controls answer loopback callers only\n",
+                    );
+                }
                 match request.read_body(MAX_BODY).await {
                     Ok(()) => sandbox.control(as_method, &path, request.body()),
                     Err(_) => {

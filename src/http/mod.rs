@@ -352,16 +352,14 @@ impl<H: Handler> Service for HttpService<H> {
                     Ok((tcp, peer)) => {
                         let handler = self.handler.clone();
                         let shutdown = shutdown.clone();
-                        let timeouts = self.timeouts;
+                        let serving = Serving { timeouts: self.timeouts, drains: self.drains };
                         let tls = self.tls.clone();
                         let open = open.clone();
-                        let drains = self.drains;
                         open.inc();
                         // The service's runtime has one thread: the connection stays on it.
                         tokio::spawn(async move {
-                            if let Some(conn) = connect(tcp, tls, timeouts).await {
-                                serve_connection(conn, peer, handler, shutdown, timeouts, drains)
-                                    .await;
+                            if let Some(conn) = connect(tcp, tls, serving.timeouts).await {
+                                serve_connection(conn, peer, handler, shutdown, serving).await;
                             }
                             open.dec();
                             drop(slot);
@@ -478,9 +476,9 @@ async fn serve_connection<H: Handler>(
     peer: SocketAddr,
     handler: Arc<H>,
     shutdown: ShutdownWatch,
-    timeouts: ClientTimeouts,
-    drains: bool,
+    serving: Serving,
 ) {
+    let Serving { timeouts, drains } = serving;
     // Bytes that arrived after the last request: the start of a pipelined next one.
     let mut unread: Vec<u8> = Vec::new();
     loop {
@@ -518,7 +516,7 @@ async fn serve_connection<H: Handler>(
                 peer,
                 handler.as_ref(),
                 &shutdown,
-                Serving { timeouts, drains },
+                serving,
                 header_deadline,
             ),
         );
@@ -734,8 +732,10 @@ mod tests {
                 peer,
                 Arc::new(Panics),
                 shutdown,
-                ClientTimeouts::default(),
-                true,
+                Serving {
+                    timeouts: ClientTimeouts::default(),
+                    drains: true,
+                },
             )
             .await;
         });

@@ -207,34 +207,8 @@ fn a_second_gateway_on_a_port_in_use_refuses_to_start() {
     );
 }
 
-#[test]
-fn a_secret_ending_in_a_line_break_is_refused_at_load_without_being_shown() {
-    // A Kubernetes Secret made with `--from-file` keeps the file's last line break. Sent as
-    // Capillary's API key header, it would end the request's head early and smuggle the rest of
-    // the request to the vendor; the gateway refuses to start instead.
-    let (passed, err) = check_config_with_env(
-        r#"
-[connections.c]
-base_url = "http://127.0.0.1:1/"
-[connections.c.capillary]
-brand = "DocDemo"
-api_key_env = "IT_NEWLINE_KEY"
-[[tenants]]
-name = "t"
-connection = "c"
-api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000000000000000000000000000" }]
-"#,
-        &[("IT_NEWLINE_KEY", "capillary-key-value\n")],
-    );
-    assert!(!passed, "{err}");
-    assert!(
-        err.contains("IT_NEWLINE_KEY") && err.contains("control character"),
-        "{err}"
-    );
-    assert!(!err.contains("capillary-key-value"), "{err}");
-}
-
-/// A valid config of one Capillary tenant, with `extra` added to its connection's table.
+/// A valid config of one Capillary tenant whose API key is in `IT_CAPILLARY_KEY`, with `top`
+/// before its tables and `connection_extra` in its connection's table.
 fn capillary_config(connection_extra: &str, top: &str) -> String {
     format!(
         r#"{top}
@@ -250,6 +224,23 @@ connection = "c"
 api_keys = [{{ name = "k", key_sha256 = "0000000000000000000000000000000000000000000000000000000000000000" }}]
 "#
     )
+}
+
+#[test]
+fn a_secret_ending_in_a_line_break_is_refused_at_load_without_being_shown() {
+    // A Kubernetes Secret made with `--from-file` keeps the file's last line break. Sent as
+    // Capillary's API key header, it would end the request's head early and smuggle the rest of
+    // the request to the vendor; the gateway refuses to start instead.
+    let (passed, err) = check_config_with_env(
+        &capillary_config("", ""),
+        &[("IT_CAPILLARY_KEY", "capillary-key-value\n")],
+    );
+    assert!(!passed, "{err}");
+    assert!(
+        err.contains("IT_CAPILLARY_KEY") && err.contains("control character"),
+        "{err}"
+    );
+    assert!(!err.contains("capillary-key-value"), "{err}");
 }
 
 /// Mistakes that used to pass `check-config` and start a gateway that could not work as meant:
