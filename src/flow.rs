@@ -403,8 +403,8 @@ pub async fn complete(
             // the id after its claim was gone, and a used id could change the password again.
             let ttl = Duration::from_secs((claims.expires_at - now_secs()).max(1) as u64)
                 + crate::single_use::CLAIM_MARGIN;
-            match env.used.claim(&claims.id, ttl).await {
-                Claim::Claimed => {}
+            let claim = match env.used.claim(&claims.id, ttl).await {
+                Claim::Claimed(token) => token,
                 Claim::AlreadyUsed => {
                     return Err(Problem::new(
                         ErrorCode::WrongStep,
@@ -412,7 +412,7 @@ pub async fn complete(
                     ))
                 }
                 Claim::Unknown => return Err(store_unavailable("that this reset id is unused")),
-            }
+            };
             let result = match spend_outbound(env, tenant, CanonicalStep::Complete).await {
                 Ok(()) => {
                     tenant
@@ -424,7 +424,7 @@ pub async fn complete(
             };
             if let Err(p) = result {
                 if vendor_surely_did_nothing(&p) {
-                    env.used.release(&claims.id).await;
+                    env.used.release(&claims.id, claim).await;
                 }
                 return Err(p);
             }

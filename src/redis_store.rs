@@ -72,7 +72,10 @@ fn without_password(url: &str, at: &str) -> Result<redis::ConnectionInfo, String
 }
 
 /// How long after a failed call the store is not tried (calls fail at once meanwhile).
-const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
+
+/// The error of a call not made because the store rests.
+const RESTING: &str = "Redis failed recently";
 
 #[derive(Clone)]
 enum Conn {
@@ -183,8 +186,8 @@ impl RedisStore {
         }
     }
 
-    /// Whether a recent failure says not to try Redis yet.
-    fn resting(&self) -> bool {
+    /// Whether a recent failure says not to try Redis yet (calls fail at once, sending nothing).
+    pub fn resting(&self) -> bool {
         self.now_ms() < self.retry_at_ms.load(Ordering::Relaxed)
     }
 
@@ -230,20 +233,33 @@ impl RedisStore {
             .map_err(|e| e.to_string())
     }
 
-    /// Runs a script within the timeout. `Err` means: apply the fallback policy.
-    pub async fn script<T: redis::FromRedisValue>(
+    /// Runs a script within the timeout. `Err` means: apply the fallback policy. While the store
+    /// rests after a failure, nothing is sent.
+    pub async fn script<T: redis::FromRedisValue, A: redis::ToRedisArgs>(
         &self,
         script: &redis::Script,
         key: &str,
-        args: &[i64],
+        args: &[A],
     ) -> Result<T, String> {
         if self.resting() {
-            return Err("Redis failed recently".into());
+            return Err(RESTING.into());
         }
+        self.script_now(script, key, args).await
+    }
+
+    /// Runs a script within the timeout even while the store rests: for a call that must follow
+    /// another one on this thread's connection at once (Redis runs one connection's commands in
+    /// the order they were sent).
+    pub async fn script_now<T: redis::FromRedisValue, A: redis::ToRedisArgs>(
+        &self,
+        script: &redis::Script,
+        key: &str,
+        args: &[A],
+    ) -> Result<T, String> {
         let work = async {
             let mut invocation = script.key(key);
             for a in args {
-                invocation.arg(*a);
+                invocation.arg(a);
             }
             match self.conn().await? {
                 Conn::Single(mut c) => invocation.invoke_async(&mut c).await,

@@ -3,7 +3,8 @@
 //!
 //! A claim is released when the vendor surely did nothing: it was never reached, it was throttling,
 //! or it refused the new password outright (so the user may choose another). A success, or an
-//! outcome the gateway cannot know (a timeout, a broken answer), keeps the claim.
+//! outcome the gateway cannot know (a timeout, a broken answer), keeps the claim. A claim Redis
+//! did not confirm in time is released too (the vendor was not called), in case Redis made it late.
 //!
 //! Claims in Redis fail closed: while Redis does not answer, no claim is made, whatever the
 //! limits' failure policy says. A replica's own memory cannot know that another replica, or
@@ -11,30 +12,46 @@
 //! password change.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::redis_store::RedisStore;
+use crate::redis_store::{RedisStore, RETRY_AFTER_FAILURE};
 
 /// What a claim found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// The id was unused, and is now claimed.
-    Claimed,
+    /// The id was unused, and is now claimed by the holder of this token.
+    Claimed(ClaimToken),
     /// The id was already claimed.
     AlreadyUsed,
     /// The store did not answer: nobody can say whether the id was used.
     Unknown,
 }
 
+/// A claim's own random value: a release removes the claim only while it still holds this, so
+/// a late or repeated release can never remove a claim someone else made since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimToken(u128);
+
+impl ClaimToken {
+    fn new() -> ClaimToken {
+        ClaimToken(rand::random())
+    }
+
+    fn to_hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+}
+
 #[async_trait]
 pub trait UsedIds: Send + Sync {
     /// Claims `id` for `ttl`.
     async fn claim(&self, id: &str, ttl: Duration) -> Claim;
-    /// Gives up a claim.
-    async fn release(&self, id: &str);
+    /// Gives up the claim `token` names, if it still holds `id`.
+    async fn release(&self, id: &str, token: ClaimToken);
 }
 
 /// How much longer a claim lives than the reset id it claims: more than any replica's wall clock
@@ -50,7 +67,8 @@ pub struct MemoryUsedIds {
 }
 
 struct Claims {
-    until: HashMap<String, Instant>,
+    /// Each claimed id: when its claim expires, and its token.
+    until: HashMap<String, (Instant, ClaimToken)>,
     /// Sweep once the map holds more than this: twice what the last sweep left (at least
     /// `SWEEP_FLOOR`), so each sweep's cost is spread over as many claims as it looked at,
     /// rather than every claim paying for a sweep once the map is big.
@@ -69,18 +87,19 @@ impl Default for MemoryUsedIds {
 }
 
 impl MemoryUsedIds {
-    fn claim_now(&self, id: &str, ttl: Duration) -> bool {
+    fn claim_now(&self, id: &str, ttl: Duration) -> Option<ClaimToken> {
         let now = Instant::now();
         let mut claims = self.claims.lock().expect("claims lock");
         if claims.until.len() > claims.sweep_above {
-            claims.until.retain(|_, until| *until > now);
+            claims.until.retain(|_, (until, _)| *until > now);
             claims.sweep_above = (claims.until.len() * 2).max(SWEEP_FLOOR);
         }
         match claims.until.get(id) {
-            Some(until) if *until > now => false,
+            Some((until, _)) if *until > now => None,
             _ => {
-                claims.until.insert(id.to_string(), now + ttl);
-                true
+                let token = ClaimToken::new();
+                claims.until.insert(id.to_string(), (now + ttl, token));
+                Some(token)
             }
         }
     }
@@ -89,19 +108,38 @@ impl MemoryUsedIds {
 #[async_trait]
 impl UsedIds for MemoryUsedIds {
     async fn claim(&self, id: &str, ttl: Duration) -> Claim {
-        if self.claim_now(id, ttl) {
-            Claim::Claimed
-        } else {
-            Claim::AlreadyUsed
+        match self.claim_now(id, ttl) {
+            Some(token) => Claim::Claimed(token),
+            None => Claim::AlreadyUsed,
         }
     }
 
-    async fn release(&self, id: &str) {
-        self.claims.lock().expect("claims lock").until.remove(id);
+    async fn release(&self, id: &str, token: ClaimToken) {
+        let mut claims = self.claims.lock().expect("claims lock");
+        if claims.until.get(id).is_some_and(|(_, held)| *held == token) {
+            claims.until.remove(id);
+        }
     }
 }
 
+/// How long a release Redis did not take is tried again before the claim is left to expire.
+const RELEASE_RETRIED_FOR: Duration = Duration::from_secs(30);
+
+/// The most releases being tried again at once, process-wide: past it a release that fails is
+/// dropped (its id stays claimed until the claim expires: the safe side), so an outage under
+/// load holds bounded memory and tasks.
+const MOST_PENDING_RELEASES: usize = 1024;
+
+static PENDING_RELEASES: AtomicUsize = AtomicUsize::new(0);
+
 /// Claims in Redis (`SET NX PX`), shared by every replica; none while Redis is away.
+///
+/// A claim whose answer did not come in time may still have been made (Redis may have run the
+/// command after the gateway stopped waiting), and a release Redis did not take leaves the claim
+/// in place: either would refuse the id's next completion as already used, though the vendor
+/// was never asked. So each claim holds a token of its own, and both cases are followed by a
+/// release of that token, sent at once on the same connection (so Redis runs it after the
+/// claim, whenever it runs that) and tried again in the background until Redis answers it.
 pub struct RedisUsedIds {
     store: Arc<RedisStore>,
     claim_script: redis::Script,
@@ -113,36 +151,95 @@ impl RedisUsedIds {
         RedisUsedIds {
             store,
             claim_script: redis::Script::new(
-                "return redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) and 1 or 0",
+                "return redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[1]) and 1 or 0",
             ),
-            release_script: redis::Script::new("return redis.call('DEL', KEYS[1])"),
+            // Compare and delete: only the claim this token made.
+            release_script: redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                 return redis.call('DEL', KEYS[1]) else return 0 end",
+            ),
         }
+    }
+
+    fn key(&self, id: &str) -> String {
+        self.store.key(&format!("used:{id}"))
+    }
+
+    /// Sends the release now, rest or not, then keeps trying in the background (at most
+    /// `MOST_PENDING_RELEASES` at once, each for `RELEASE_RETRIED_FOR`) until Redis answers it.
+    fn release_until_answered(&self, key: String, token: ClaimToken) {
+        if PENDING_RELEASES.fetch_add(1, Ordering::Relaxed) >= MOST_PENDING_RELEASES {
+            PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!("too many releases pending: a reset id stays claimed until it expires");
+            return;
+        }
+        let store = self.store.clone();
+        let script = self.release_script.clone();
+        tokio::spawn(async move {
+            struct Pending;
+            impl Drop for Pending {
+                fn drop(&mut self) {
+                    PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let _pending = Pending;
+            let token = token.to_hex();
+            let give_up = Instant::now() + RELEASE_RETRIED_FOR;
+            // The first send must not wait for the store's rest: it is what follows the claim on
+            // this thread's connection.
+            let mut answered = store
+                .script_now::<i64, _>(&script, &key, &[&token])
+                .await
+                .is_ok();
+            while !answered && Instant::now() < give_up {
+                tokio::time::sleep(RETRY_AFTER_FAILURE).await;
+                answered = store
+                    .script::<i64, _>(&script, &key, &[&token])
+                    .await
+                    .is_ok();
+            }
+            if !answered {
+                tracing::warn!(
+                    "Redis did not take a reset id's release: the id stays claimed until it expires"
+                );
+            }
+        });
     }
 }
 
 #[async_trait]
 impl UsedIds for RedisUsedIds {
     async fn claim(&self, id: &str, ttl: Duration) -> Claim {
-        let key = self.store.key(&format!("used:{id}"));
-        let ms = ttl.as_millis().max(1) as i64;
+        let key = self.key(id);
+        let ms = ttl.as_millis().max(1).to_string();
+        let token = ClaimToken::new();
+        // Nothing is sent while the store rests, so then there is no claim to release.
+        let sent = !self.store.resting();
         match self
             .store
-            .script::<i64>(&self.claim_script, &key, &[ms])
+            .script::<i64, _>(&self.claim_script, &key, &[ms, token.to_hex()])
             .await
         {
-            Ok(1) => Claim::Claimed,
+            Ok(1) => Claim::Claimed(token),
             Ok(_) => Claim::AlreadyUsed,
-            Err(_) => Claim::Unknown,
+            Err(_) => {
+                if sent {
+                    self.release_until_answered(key, token);
+                }
+                Claim::Unknown
+            }
         }
     }
 
-    /// A release Redis does not take leaves the id claimed until it expires: the safe side.
-    async fn release(&self, id: &str) {
-        let key = self.store.key(&format!("used:{id}"));
-        let _ = self
+    async fn release(&self, id: &str, token: ClaimToken) {
+        let key = self.key(id);
+        let released = self
             .store
-            .script::<i64>(&self.release_script, &key, &[])
+            .script::<i64, _>(&self.release_script, &key, &[token.to_hex()])
             .await;
+        if released.is_err() {
+            self.release_until_answered(key, token);
+        }
     }
 }
 
@@ -150,22 +247,32 @@ impl UsedIds for RedisUsedIds {
 mod tests {
     use super::*;
 
+    fn claimed(claim: Claim) -> ClaimToken {
+        match claim {
+            Claim::Claimed(token) => token,
+            other => panic!("not claimed: {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn a_claim_holds_until_released_or_expired() {
         let ids = MemoryUsedIds::default();
         let minute = Duration::from_secs(60);
-        assert!(matches!(ids.claim("a", minute).await, Claim::Claimed));
-        assert!(matches!(ids.claim("a", minute).await, Claim::AlreadyUsed));
-        assert!(matches!(
-            ids.claim("b", Duration::from_millis(1)).await,
-            Claim::Claimed
-        ));
+        let a = claimed(ids.claim("a", minute).await);
+        assert_eq!(ids.claim("a", minute).await, Claim::AlreadyUsed);
+        let b = claimed(ids.claim("b", Duration::from_millis(1)).await);
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(matches!(ids.claim("b", minute).await, Claim::Claimed));
+        let b_again = claimed(ids.claim("b", minute).await);
+        assert_ne!(b, b_again, "each claim has a token of its own");
         // Released, an id can be claimed again; another id's claim is untouched.
-        ids.release("a").await;
-        assert!(matches!(ids.claim("a", minute).await, Claim::Claimed));
-        assert!(matches!(ids.claim("b", minute).await, Claim::AlreadyUsed));
+        ids.release("a", a).await;
+        claimed(ids.claim("a", minute).await);
+        assert_eq!(ids.claim("b", minute).await, Claim::AlreadyUsed);
+        // A release by the expired claim's token leaves the claim made since in place.
+        ids.release("b", b).await;
+        assert_eq!(ids.claim("b", minute).await, Claim::AlreadyUsed);
+        ids.release("b", b_again).await;
+        claimed(ids.claim("b", minute).await);
     }
 
     #[tokio::test]

@@ -626,3 +626,105 @@ fn with_redis_down_an_amsalem_completion_waits_for_the_shared_count_of_wrong_cod
     assert_eq!(r.header("Retry-After"), Some("1"));
     assert_eq!(sandbox.calls("amsalem"), calls, "no code reached Amsalem");
 }
+
+/// A TCP relay to a Redis socket that can hold back the next command naming a reset id's claim
+/// (`used:`) for a while: Redis then runs it after the gateway has stopped waiting for it, as a
+/// Redis that answers late does. Each connection's bytes keep their order, as on a real link.
+struct SlowClaims {
+    address: std::net::SocketAddr,
+    hold_next: std::sync::Arc<AtomicBool>,
+    held_and_sent: std::sync::Arc<AtomicU64>,
+}
+
+impl SlowClaims {
+    fn start(redis: &Redis, hold_for: Duration) -> SlowClaims {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let hold_next = std::sync::Arc::new(AtomicBool::new(false));
+        let held_and_sent = std::sync::Arc::new(AtomicU64::new(0));
+        let socket = redis.socket.clone();
+        let (hold, held) = (hold_next.clone(), held_and_sent.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let mut server = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+                let (mut client_in, mut server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (hold, held) = (hold.clone(), held.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let names_a_claim = buf[..n].windows(5).any(|w| w == b"used:");
+                        let holding = names_a_claim && hold.swap(false, Ordering::SeqCst);
+                        if holding {
+                            std::thread::sleep(hold_for);
+                        }
+                        if server_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        if holding {
+                            held.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server, &mut client);
+                });
+            }
+        });
+        SlowClaims {
+            address,
+            hold_next,
+            held_and_sent,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.address)
+    }
+}
+
+#[test]
+fn a_completion_whose_claim_redis_made_too_late_can_be_tried_again() {
+    // The claim's answer comes after the gateway stopped waiting (503, no vendor call), yet Redis
+    // made the claim: unless the gateway takes it back, the user's retry would be refused as a
+    // second use of the id, though the password was never changed.
+    let sandbox = Sandbox::start();
+    let redis = Redis::start();
+    let relay = SlowClaims::start(&redis, Duration::from_millis(3 * REDIS_TIMEOUT_MS));
+    let config = capillary_config(
+        &sandbox,
+        &format!("[limits]\n{}", backend_at(&relay.url(), "deny")),
+    );
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let v = verify(&gw, "key-web", &reset_id, &sandbox.last_otp(EMAIL));
+    assert_eq!(v.status, 200);
+    let next = v.json()["reset_id"].as_str().unwrap().to_string();
+    // A refused password: a claim and its release, so Redis knows both scripts (a held command
+    // that Redis answered "no such script" would never be made, and the test could not fail).
+    complete(&gw, "key-web", &next, "weakpw").problem(422, "password_rejected");
+
+    relay.hold_next.store(true, Ordering::SeqCst);
+    let calls = sandbox.calls("capillary");
+    let p = complete(&gw, "key-web", &next, "Shared-n3w-pw").problem(503, "upstream_unavailable");
+    assert!(p["detail"].as_str().unwrap().contains("unused"), "{p}");
+    assert_eq!(sandbox.calls("capillary"), calls, "no vendor call was made");
+    // Wait until the held claim has reached Redis, and a moment for what follows it.
+    let waited = Instant::now();
+    while relay.held_and_sent.load(Ordering::SeqCst) == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the claim was sent"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(REDIS_TIMEOUT_MS));
+
+    assert_eq!(complete(&gw, "key-web", &next, "Shared-n3w-pw").status, 200);
+    complete(&gw, "key-web", &next, "Other-n3w-pw").problem(409, "wrong_step");
+}
