@@ -105,6 +105,15 @@ enum Route {
 }
 
 impl Route {
+    fn from_path(path: &str) -> Option<Route> {
+        match path {
+            "/reset" => Some(Route::Start),
+            "/reset/verify" => Some(Route::Verify),
+            "/reset/complete" => Some(Route::Complete),
+            _ => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Route::Start => "start",
@@ -444,6 +453,15 @@ fn rate_limit_headers(reply: Reply, per_key: Option<LimitState>, hit: Option<Lim
         .header_with(limit::STATE_FIELD, |out| limit::push_state(states, out))
 }
 
+/// Counts a request for `path` whose handling panicked in `requests_total`, under the step the
+/// path names (tenant and vendor unknown, as for a request refused before authentication).
+fn count_panicked(path: &str) {
+    let step = Route::from_path(path).map_or("other", Route::name);
+    metrics::REQUESTS
+        .with_label_values(&[step, "-", "-", ErrorCode::Internal.as_str()])
+        .inc();
+}
+
 /// The one place a `Problem` becomes a response.
 fn problem_reply(problem: &Problem, request_id: &str, show_vendor: bool, close: bool) -> Reply {
     let mut reply = Reply::new(
@@ -476,12 +494,7 @@ impl Handler for Gateway {
             other => other.to_string().into(),
         };
         let path = request.path();
-        let route = match path {
-            "/reset" => Some(Route::Start),
-            "/reset/verify" => Some(Route::Verify),
-            "/reset/complete" => Some(Route::Complete),
-            _ => None,
-        };
+        let route = Route::from_path(path);
         let openapi = path == "/openapi.json";
         let mut outcome = Outcome::default();
         let reply = match (method.as_ref(), route, openapi) {
@@ -553,6 +566,13 @@ impl Handler for Gateway {
             .header("X-Content-Type-Options", "nosniff")
     }
 
+    /// A request whose handling panicked is counted, as every other answer is (an alert on the
+    /// rate of 5xx answers sees it), under the step its path names.
+    fn panicked(&self, path: &str, request_id: &str) -> Reply {
+        count_panicked(path);
+        crate::http::panic_reply(request_id)
+    }
+
     /// A request whose head could not be read gets a problem like any other bad request.
     fn refuse(&self, detail: &str) -> Reply {
         let problem = Problem::new(ErrorCode::InvalidRequest, detail.to_string());
@@ -570,6 +590,20 @@ impl Handler for Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicked_request_is_counted_under_its_step() {
+        let count = |step: &str| {
+            metrics::REQUESTS
+                .with_label_values(&[step, "-", "-", "internal_error"])
+                .get()
+        };
+        let (complete, other) = (count("complete"), count("other"));
+        count_panicked("/reset/complete");
+        count_panicked("/nowhere");
+        assert_eq!(count("complete"), complete + 1);
+        assert_eq!(count("other"), other + 1);
+    }
 
     #[test]
     fn digests_are_equal_only_when_every_byte_is() {

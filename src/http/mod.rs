@@ -185,6 +185,29 @@ pub trait Handler: Send + Sync + 'static {
         reply.close = true;
         reply
     }
+
+    /// The answer to a request for `path` whose handler panicked (already logged, with
+    /// `request_id`); the connection closes after it.
+    fn panicked(&self, _path: &str, request_id: &str) -> Reply {
+        panic_reply(request_id)
+    }
+}
+
+/// The safety net's answer to a request whose handler panicked: a 500 problem that says nothing
+/// of the panic, the fields every answer carries, and the connection closed (its state is not
+/// trusted after a panic).
+pub fn panic_reply(request_id: &str) -> Reply {
+    let problem = Problem::new(ErrorCode::Internal, "the request failed unexpectedly");
+    let mut reply = Reply::new(
+        500,
+        "application/problem+json",
+        problem.to_json(request_id, false),
+    )
+    .header("X-Request-Id", request_id)
+    .header("Cache-Control", "no-store")
+    .header("X-Content-Type-Options", "nosniff");
+    reply.close = true;
+    reply
 }
 
 /// A pingora service that serves a `Handler` on a listener bound before the server starts.
@@ -659,17 +682,7 @@ async fn serve_request<H: Handler>(
         // the caller will quote when reporting the failure.
         let request_id = crate::request_id::accept_or_generate(request.header("X-Request-Id"));
         tracing::error!(request_id = %request_id, "a request handler panicked");
-        let problem = Problem::new(ErrorCode::Internal, "the request failed unexpectedly");
-        let mut reply = Reply::new(
-            500,
-            "application/problem+json",
-            problem.to_json(&request_id, false),
-        )
-        .header("X-Request-Id", request_id)
-        .header("Cache-Control", "no-store")
-        .header("X-Content-Type-Options", "nosniff");
-        reply.close = true;
-        reply
+        handler.panicked(request.path(), &request_id)
     });
     let finished = request.finish();
     let closing = reply.close
