@@ -581,6 +581,23 @@ impl Config {
                 self.token_keys_env
             ));
         }
+        // On a loopback address the gateway is one process on one machine (the demo, a test); on
+        // any other it may well be one of several replicas behind a Service.
+        let reachable_from_elsewhere = self
+            .server
+            .api_listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|address| !address.ip().is_loopback());
+        if self.limits.redis.is_none() && reachable_from_elsewhere {
+            warnings.push(
+                "limits.backend is \"memory\": each process keeps its own limits, its own counts \
+                 of a reset's wrong codes and its own record of used reset ids. With more than \
+                 one replica, a completed reset id can be completed again on another replica \
+                 and each replica allows its own wrong codes: run one replica, or set \
+                 limits.backend = \"redis\" so that the replicas share them."
+                    .to_string(),
+            );
+        }
         warnings
     }
 }

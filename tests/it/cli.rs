@@ -283,6 +283,35 @@ fn settings_that_would_start_a_broken_gateway_are_refused() {
     assert!(!err.contains("S3cretPW"), "{err}");
 }
 
+/// A gateway others can reach may be one of several replicas: with in-process limits, each would
+/// keep its own record of used reset ids and its own wrong-code counts, which `check-config` says.
+#[test]
+fn in_process_limits_on_an_address_others_reach_are_warned_of() {
+    let env = [
+        ("IT_CAPILLARY_KEY", "k"),
+        (
+            "GATEWAY_TOKEN_KEYS",
+            "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ),
+    ];
+    let warned = |top: &str| {
+        let (passed, err) = check_config_with_env(&capillary_config("", top), &env);
+        assert!(passed, "{err}");
+        err.contains("warning: limits.backend is \"memory\"")
+            && err.contains("completed again on another replica")
+    };
+    let everywhere = "[server]\napi_listen = \"0.0.0.0:8080\"\n";
+    assert!(warned(everywhere));
+    assert!(warned(&format!(
+        "{everywhere}[limits]\nbackend = \"memory\"\n"
+    )));
+    assert!(!warned(""), "the default listener is loopback: one process");
+    assert!(!warned("[server]\napi_listen = \"[::1]:8080\"\n"));
+    assert!(!warned(&format!(
+        "{everywhere}[limits]\nbackend = \"redis\"\n[limits.redis]\nurl = \"redis://127.0.0.1:6379\"\n"
+    )));
+}
+
 /// Unset token keys are the demo's random key, with a warning; set but empty is a Secret left
 /// unfilled, which across replicas would break resets, and is refused.
 #[test]
