@@ -157,6 +157,8 @@ impl TokenKeys {
     /// Parses `kid:base64key[,kid:base64key...]`; each key is 32 bytes. The first one seals.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut keys = Vec::new();
+        // Each key's bytes while parsing, to find one key given under two ids.
+        let mut seen: Vec<(String, [u8; 32])> = Vec::new();
         for (n, item) in spec.split(',').map(str::trim).enumerate() {
             if item.is_empty() {
                 continue;
@@ -181,6 +183,20 @@ impl TokenKeys {
             let raw: [u8; 32] = raw
                 .try_into()
                 .map_err(|_| format!("token key {id}: unusable key"))?;
+            // One byte 32 times ("AAAA...A=" is all zeros) is a placeholder copied from an
+            // example, not a key anyone drew: whoever read the example could forge reset ids.
+            if raw.iter().all(|b| *b == raw[0]) {
+                return Err(format!(
+                    "token key {id} is one byte repeated, a placeholder rather than a key: make \
+                     one with `reset-gateway gen-token-key {id}`"
+                ));
+            }
+            if let Some((other, _)) = seen.iter().find(|(_, k)| *k == raw) {
+                return Err(format!(
+                    "token keys {other} and {id} are the same key: a rotation needs a new key"
+                ));
+            }
+            seen.push((id.to_string(), raw));
             keys.push(Key::new(id.to_string(), raw));
         }
         if keys.is_empty() {
@@ -440,7 +456,7 @@ mod tests {
         let old_token = old.seal(&claims());
         let rotated = TokenKeys::parse(&format!(
             "{old_spec_key},old:{}",
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
         ))
         .unwrap();
         assert!(
@@ -451,6 +467,22 @@ mod tests {
         let fresh = rotated.seal(&claims());
         assert_eq!(rotated.open(&fresh).unwrap(), claims());
         assert!(old.open(&fresh).is_err());
+    }
+
+    #[test]
+    fn placeholder_and_repeated_keys_are_refused() {
+        for byte in [
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "//////////////////////////////////////////8=",
+        ] {
+            let err = TokenKeys::parse(&format!("k1:{byte}")).unwrap_err();
+            assert!(err.contains("placeholder"), "{err}");
+        }
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        assert!(TokenKeys::parse(&format!("k1:{key}")).is_ok());
+        let err = TokenKeys::parse(&format!("k2:{key},k1:{key}")).unwrap_err();
+        assert!(err.contains("k2 and k1 are the same key"), "{err}");
+        assert!(!err.contains(key), "{err}");
     }
 
     #[test]
