@@ -44,6 +44,7 @@ fn hot_path(c: &mut Criterion) {
         utc_offset: chrono::FixedOffset::east_opt(8 * 3600).unwrap(),
         session_lifetime: Duration::from_secs(900),
         code_lifetime: Duration::from_secs(300),
+        languages: reset_gateway::language::DEFAULT_SERVED.to_vec(),
     };
     c.bench_function(
         "cbss step 1 request: JSON envelope, DateTime, SHA-256 signature",

@@ -386,6 +386,8 @@ struct RawCbss {
     client_key_env: Option<String>,
     login_salt_env: Option<String>,
     forgot_salt_env: Option<String>,
+    /// The values CBSS's `Language` takes, the fallback first.
+    languages: Option<Vec<String>>,
 }
 
 fn default_cbss_code_secs() -> u64 {
@@ -1079,6 +1081,29 @@ fn validate_cbss(
             "{at}.code_lifetime_secs: must be between 1 and 86400"
         ));
     }
+    let languages: Vec<&'static str> = match &raw.languages {
+        None => crate::language::DEFAULT_SERVED.to_vec(),
+        Some(list) => {
+            if list.is_empty() || list.len() > 64 {
+                problems.push(format!(
+                    "{at}.languages: name 1 to 64 languages, the fallback first"
+                ));
+            }
+            for lang in list {
+                if !crate::language::is_vendor_form(lang) {
+                    problems.push(format!(
+                        "{at}.languages: `{}` is not in CBSS's form, like en_US",
+                        lang.escape_debug()
+                    ));
+                }
+            }
+            // Leaked once per config load: a request borrows its language from these for the
+            // life of the process, with no allocation.
+            list.iter()
+                .map(|l| &*Box::leak(l.clone().into_boxed_str()))
+                .collect()
+        }
+    };
     let (client_code, client_key, login_salt, forgot_salt) = if raw.sandbox_credentials {
         if !sandbox_enabled {
             problems.push(format!(
@@ -1135,6 +1160,7 @@ fn validate_cbss(
         utc_offset: utc_offset?,
         session_lifetime: Duration::from_secs(raw.session_lifetime_secs),
         code_lifetime: Duration::from_secs(raw.code_lifetime_secs),
+        languages,
     })
 }
 

@@ -343,7 +343,10 @@ impl Gateway {
 
         let ctx = StepContext {
             request_id: *request_id,
-            language: language::vendor_language(request.header("Accept-Language")),
+            language: language::vendor_language(
+                request.header("Accept-Language"),
+                tenant.adapter.languages(),
+            ),
             client_ip: client_ip::resolve(
                 peer.map(|p| p.ip()),
                 request.headers("X-Forwarded-For"),

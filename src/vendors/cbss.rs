@@ -44,6 +44,9 @@ pub struct CbssSettings {
     pub session_lifetime: Duration,
     /// How long a one-time code lives: past it CBSS answers OTP_EXPIRED.
     pub code_lifetime: Duration,
+    /// The values CBSS's `Language` takes (an `API.LANGUAGE`, a fixed set): a caller's language
+    /// outside it is sent as the nearest one in it, never as itself. The first is the fallback.
+    pub languages: Vec<&'static str>,
 }
 
 pub struct Cbss {
@@ -571,6 +574,10 @@ fn forgot_id(state: &VendorState) -> Result<u64, Problem> {
 impl VendorAdapter for Cbss {
     fn vendor(&self) -> &'static str {
         VENDOR
+    }
+
+    fn languages(&self) -> Option<&[&'static str]> {
+        Some(&self.settings.languages)
     }
 
     fn session_lifetime(&self) -> Option<Duration> {

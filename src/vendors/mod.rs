@@ -156,6 +156,12 @@ pub trait VendorAdapter: Send + Sync {
     /// conceals an unknown identifier. No default: an adapter that conceals must size it.
     fn start_state_width(&self, input: &StartInput) -> usize;
 
+    /// The languages the vendor's `Language` takes, for a vendor that takes a fixed set (the
+    /// first is its fallback); `None` for one that takes any `ll_RR` or none at all.
+    fn languages(&self) -> Option<&[&'static str]> {
+        None
+    }
+
     /// Whether the vendor has `step` at all; a step it lacks is `501 unsupported_step` once the API
     /// key is known (and counted by the per-key limit), before the body is parsed.
     fn supports(&self, step: CanonicalStep) -> bool {

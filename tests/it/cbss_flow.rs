@@ -306,19 +306,27 @@ fn a_signature_in_the_other_case_is_refused_and_never_shown() {
     assert!(sandbox.outbox().is_empty(), "no code may be sent");
 }
 
-/// Callers' languages reach CBSS in its `ll_RR` form, and one it has no form for falls back to
-/// the next the caller accepts, or to `en_US`, instead of failing the reset.
+/// CBSS's `Language` is a fixed set (an `API.LANGUAGE`): a caller's language reaches it as the
+/// nearest one in the set (the same one, else the same language in another region), else the
+/// caller's next choice, else the set's first, and never as it came, which CBSS would refuse.
 #[test]
 fn any_accept_language_gives_cbss_a_language_it_takes() {
     let sandbox = Sandbox::start();
-    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    // One identifier starts a reset per language here.
+    let roomy = "[limits]\nper_identifier = { count = 100, period_secs = 900 }\n";
+    let gw = Gateway::start(&cbss_config(&sandbox, roomy), CBSS_ENV);
     let body = start_body("email", EMAIL);
     for (language, sent) in [
         ("TH-th", "th_TH"),
+        ("en-GB", "en_US"),
+        ("de-DE", "en_US"),
+        ("de-DE, th;q=0.5", "th_TH"),
+        ("ja", "en_US"),
         ("yue-HK", "en_US"),
         ("fil-PH, th;q=0.5", "th_TH"),
         ("es-419", "en_US"),
         ("zh-Hant-TW", "zh_TW"),
+        ("zh-CN", "zh_TW"),
     ] {
         let r = gw.post_with(
             "/reset",
@@ -334,6 +342,46 @@ fn any_accept_language_gives_cbss_a_language_it_takes() {
         );
         assert_eq!(sandbox.last_request("cbss")["language"], sent, "{language}");
     }
+}
+
+/// A connection names the languages its CBSS account takes, the fallback first; CBSS refuses
+/// one outside its set, as the sandbox does.
+#[test]
+fn a_cbss_connection_sends_only_the_languages_it_names() {
+    let sandbox = Sandbox::start();
+    let with_languages = |list: &str| {
+        cbss_config(&sandbox, "").replacen(
+            "[connections.json.cbss]\n",
+            &format!("[connections.json.cbss]\nlanguages = {list}\n"),
+            1,
+        )
+    };
+    let body = start_body("email", EMAIL);
+    let gw = Gateway::start(&with_languages(r#"["th_TH", "en_US"]"#), CBSS_ENV);
+    for (language, sent) in [
+        (None, "th_TH"),
+        (Some("de-DE"), "th_TH"),
+        (Some("en-AU"), "en_US"),
+    ] {
+        let headers: Vec<(&str, &str)> = language
+            .map(|l| ("Accept-Language", l))
+            .into_iter()
+            .collect();
+        assert_eq!(
+            gw.post_with("/reset", "key-json", &body, &headers).status,
+            202
+        );
+        assert_eq!(
+            sandbox.last_request("cbss")["language"],
+            sent,
+            "{language:?}"
+        );
+    }
+    drop(gw);
+    // A language the account does not serve fails at CBSS: the set must be the account's.
+    let gw = Gateway::start(&with_languages(r#"["de_DE"]"#), CBSS_ENV);
+    gw.post("/reset", "key-json", &body)
+        .problem(502, "upstream_error");
 }
 
 /// .NET's serializers keep the spaces at the ends of a string, and a password may have them:

@@ -312,6 +312,34 @@ fn in_process_limits_on_an_address_others_reach_are_warned_of() {
     )));
 }
 
+#[test]
+fn cbss_languages_must_be_in_its_form() {
+    let config = |languages: &str| {
+        cbss_tenant_config(
+            "http://127.0.0.1:1/",
+            "",
+            "DEMO",
+            &format!("languages = {languages}"),
+        )
+    };
+    let env = [
+        ("IT_CBSS_KEY", "k"),
+        ("IT_CBSS_LOGIN_SALT", "l"),
+        ("IT_CBSS_FORGOT_SALT", "f"),
+    ];
+    let (passed, err) = check_config_with_env(&config(r#"["en_US", "th_TH"]"#), &env);
+    assert!(passed, "{err}");
+    for bad in [
+        r#"["en-US"]"#,
+        r#"["EN_us"]"#,
+        "[]",
+        r#"["en_US", "english"]"#,
+    ] {
+        let (passed, err) = check_config_with_env(&config(bad), &env);
+        assert!(!passed && err.contains("cbss.languages"), "{bad}: {err}");
+    }
+}
+
 /// Unset token keys are the demo's random key, with a warning; set but empty is a Secret left
 /// unfilled, which across replicas would break resets, and is refused.
 #[test]
