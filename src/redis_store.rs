@@ -74,8 +74,15 @@ fn without_password(url: &str, at: &str) -> Result<redis::ConnectionInfo, String
 /// How long after a failed call the store is not tried (calls fail at once meanwhile).
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
 
-/// The error of a call not made because the store rests.
-const RESTING: &str = "Redis failed recently";
+/// Why a call to the store has no answer.
+#[derive(Debug)]
+pub enum CallError {
+    /// Nothing was sent: the store rests after a recent failure.
+    Resting,
+    /// The call may have been sent, and no answer came in time (or the answer was an error):
+    /// Redis may still run it.
+    Failed(String),
+}
 
 #[derive(Clone)]
 enum Conn {
@@ -187,7 +194,7 @@ impl RedisStore {
     }
 
     /// Whether a recent failure says not to try Redis yet (calls fail at once, sending nothing).
-    pub fn resting(&self) -> bool {
+    fn resting(&self) -> bool {
         self.now_ms() < self.retry_at_ms.load(Ordering::Relaxed)
     }
 
@@ -240,9 +247,9 @@ impl RedisStore {
         script: &redis::Script,
         key: &str,
         args: &[A],
-    ) -> Result<T, String> {
+    ) -> Result<T, CallError> {
         if self.resting() {
-            return Err(RESTING.into());
+            return Err(CallError::Resting);
         }
         self.script_now(script, key, args).await
     }
@@ -255,7 +262,7 @@ impl RedisStore {
         script: &redis::Script,
         key: &str,
         args: &[A],
-    ) -> Result<T, String> {
+    ) -> Result<T, CallError> {
         let work = async {
             let mut invocation = script.key(key);
             for a in args {
@@ -272,7 +279,7 @@ impl RedisStore {
             Err(_) => Err("timed out".to_string()),
         };
         self.record(result.as_ref().map(|_| ()).map_err(String::as_str));
-        result
+        result.map_err(CallError::Failed)
     }
 
     /// A cheap round trip, for `/readyz`.

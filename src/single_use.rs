@@ -12,13 +12,13 @@
 //! password change.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::redis_store::{RedisStore, RETRY_AFTER_FAILURE};
+use crate::redis_store::{CallError, RedisStore, RETRY_AFTER_FAILURE};
 
 /// What a claim found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,12 +125,19 @@ impl UsedIds for MemoryUsedIds {
 /// How long a release Redis did not take is tried again before the claim is left to expire.
 const RELEASE_RETRIED_FOR: Duration = Duration::from_secs(30);
 
+/// The longest wait between two tries of a release (the waits double from the store's rest).
+const LONGEST_RELEASE_WAIT: Duration = Duration::from_secs(4);
+
 /// The most releases being tried again at once, process-wide: past it a release that fails is
 /// dropped (its id stays claimed until the claim expires: the safe side), so an outage under
 /// load holds bounded memory and tasks.
 const MOST_PENDING_RELEASES: usize = 1024;
 
 static PENDING_RELEASES: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether releases were dropped for want of room since the pending count was last low: the
+/// warning is logged once per such spell, not once per release.
+static RELEASES_DROPPED: AtomicBool = AtomicBool::new(false);
 
 /// Claims in Redis (`SET NX PX`), shared by every replica; none while Redis is away.
 ///
@@ -170,7 +177,14 @@ impl RedisUsedIds {
     fn release_until_answered(&self, key: String, token: ClaimToken) {
         if PENDING_RELEASES.fetch_add(1, Ordering::Relaxed) >= MOST_PENDING_RELEASES {
             PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed);
-            tracing::debug!("too many releases pending: a reset id stays claimed until it expires");
+            if !RELEASES_DROPPED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    most = MOST_PENDING_RELEASES,
+                    "Redis has not taken this many reset ids' releases: further ones are \
+                     dropped, and their ids stay claimed (completing them is refused as a second \
+                     use) until they expire"
+                );
+            }
             return;
         }
         let store = self.store.clone();
@@ -179,7 +193,10 @@ impl RedisUsedIds {
             struct Pending;
             impl Drop for Pending {
                 fn drop(&mut self) {
-                    PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed);
+                    if PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed) <= MOST_PENDING_RELEASES / 2
+                    {
+                        RELEASES_DROPPED.store(false, Ordering::Relaxed);
+                    }
                 }
             }
             let _pending = Pending;
@@ -191,8 +208,12 @@ impl RedisUsedIds {
                 .script_now::<i64, _>(&script, &key, &[&token])
                 .await
                 .is_ok();
+            let mut wait = RETRY_AFTER_FAILURE;
             while !answered && Instant::now() < give_up {
-                tokio::time::sleep(RETRY_AFTER_FAILURE).await;
+                // Jittered (half to one and a half times) and doubling, so that the releases an
+                // outage left do not all call a Redis that is just back at the same moment.
+                tokio::time::sleep(wait.mul_f64(0.5 + rand::random::<f64>())).await;
+                wait = (wait * 2).min(LONGEST_RELEASE_WAIT);
                 answered = store
                     .script::<i64, _>(&script, &key, &[&token])
                     .await
@@ -213,8 +234,6 @@ impl UsedIds for RedisUsedIds {
         let key = self.key(id);
         let ms = ttl.as_millis().max(1).to_string();
         let token = ClaimToken::new();
-        // Nothing is sent while the store rests, so then there is no claim to release.
-        let sent = !self.store.resting();
         match self
             .store
             .script::<i64, _>(&self.claim_script, &key, &[ms, token.to_hex()])
@@ -222,10 +241,10 @@ impl UsedIds for RedisUsedIds {
         {
             Ok(1) => Claim::Claimed(token),
             Ok(_) => Claim::AlreadyUsed,
-            Err(_) => {
-                if sent {
-                    self.release_until_answered(key, token);
-                }
+            // Nothing was sent: there is no claim to release.
+            Err(CallError::Resting) => Claim::Unknown,
+            Err(CallError::Failed(_)) => {
+                self.release_until_answered(key, token);
                 Claim::Unknown
             }
         }

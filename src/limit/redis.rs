@@ -121,7 +121,7 @@ impl Limiter for RedisLimiter {
             Mode::Consume(n) => i64::from(n),
             Mode::Refund(n) => -i64::from(n),
         };
-        let reply: Result<Vec<i64>, String> = self
+        let reply: Result<Vec<i64>, crate::redis_store::CallError> = self
             .store
             .script(
                 &self.script,
