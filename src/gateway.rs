@@ -456,13 +456,17 @@ fn rate_limit_headers(reply: Reply, per_key: Option<LimitState>, hit: Option<Lim
         .header_with(limit::STATE_FIELD, |out| limit::push_state(states, out))
 }
 
-/// Counts a request for `path` whose handling panicked in `requests_total`, under the step the
-/// path names (tenant and vendor unknown, as for a request refused before authentication).
-fn count_panicked(path: &str) {
-    let step = Route::from_path(path).map_or("other", Route::name);
-    metrics::REQUESTS
-        .with_label_values(&[step, "-", "-", ErrorCode::Internal.as_str()])
-        .inc();
+/// Counts a request whose handling panicked in `requests_total` and its duration, under the step
+/// its method and path name (tenant and vendor unknown, as for a request refused before
+/// authentication).
+fn count_panicked(method: &str, path: &str, elapsed: Duration) {
+    // As `handle` names a request's step: only a POST to a step's path is that step.
+    let step = match method {
+        "POST" => Route::from_path(path).map_or("other", Route::name),
+        _ => "other",
+    };
+    let code = ErrorCode::Internal.as_str();
+    metrics::observe_request(step, "-", "-", code, elapsed.as_secs_f64());
 }
 
 /// The one place a `Problem` becomes a response.
@@ -571,8 +575,8 @@ impl Handler for Gateway {
 
     /// A request whose handling panicked is counted, as every other answer is (an alert on the
     /// rate of 5xx answers sees it), under the step its path names.
-    fn panicked(&self, path: &str, request_id: &str) -> Reply {
-        count_panicked(path);
+    fn panicked(&self, (method, path): (&str, &str), request_id: &str, elapsed: Duration) -> Reply {
+        count_panicked(method, path, elapsed);
         crate::http::panic_reply(request_id)
     }
 
@@ -602,10 +606,12 @@ mod tests {
                 .get()
         };
         let (complete, other) = (count("complete"), count("other"));
-        count_panicked("/reset/complete");
-        count_panicked("/nowhere");
+        let moment = Duration::from_millis(3);
+        count_panicked("POST", "/reset/complete", moment);
+        count_panicked("POST", "/nowhere", moment);
+        count_panicked("GET", "/reset/complete", moment);
         assert_eq!(count("complete"), complete + 1);
-        assert_eq!(count("other"), other + 1);
+        assert_eq!(count("other"), other + 2);
     }
 
     #[test]

@@ -186,9 +186,14 @@ pub trait Handler: Send + Sync + 'static {
         reply
     }
 
-    /// The answer to a request for `path` whose handler panicked (already logged, with
-    /// `request_id`); the connection closes after it.
-    fn panicked(&self, _path: &str, request_id: &str) -> Reply {
+    /// The answer to a request (its method and path) whose handler panicked `elapsed` after it
+    /// was handed over (already logged, with `request_id`); the connection closes after it.
+    fn panicked(
+        &self,
+        _method_and_path: (&str, &str),
+        request_id: &str,
+        _elapsed: Duration,
+    ) -> Reply {
         panic_reply(request_id)
     }
 }
@@ -673,6 +678,7 @@ async fn serve_request<H: Handler>(
     // A bug that panics in a handler costs its caller a 500, not the connection or the thread.
     // The handler's future is pinned where it is made, so what wraps and awaits it moves a
     // pointer, not the request's whole state.
+    let handed_over = std::time::Instant::now();
     let handled = {
         let handling = std::pin::pin!(handler.handle(&mut request, Some(peer)));
         AssertUnwindSafe(handling).catch_unwind().await
@@ -682,7 +688,8 @@ async fn serve_request<H: Handler>(
         // the caller will quote when reporting the failure.
         let request_id = crate::request_id::accept_or_generate(request.header("X-Request-Id"));
         tracing::error!(request_id = %request_id, "a request handler panicked");
-        handler.panicked(request.path(), &request_id)
+        let method_and_path = (request.method(), request.path());
+        handler.panicked(method_and_path, &request_id, handed_over.elapsed())
     });
     let finished = request.finish();
     let closing = reply.close
@@ -716,7 +723,11 @@ async fn serve_request<H: Handler>(
 mod tests {
     use super::*;
 
-    struct Panics;
+    /// A handler that panics, and notes what the safety net told it of each panic.
+    #[derive(Default)]
+    struct Panics {
+        told: std::sync::Mutex<Vec<(String, String, String)>>,
+    }
 
     impl Handler for Panics {
         #[allow(clippy::manual_async_fn)]
@@ -727,6 +738,15 @@ mod tests {
         ) -> impl std::future::Future<Output = Reply> + Send {
             async { panic!("a bug in a handler") }
         }
+
+        fn panicked(&self, (method, path): (&str, &str), request_id: &str, _: Duration) -> Reply {
+            self.told.lock().unwrap().push((
+                method.to_string(),
+                path.to_string(),
+                request_id.to_string(),
+            ));
+            panic_reply(request_id)
+        }
     }
 
     /// A handler's panic is the safety net's 500: problem+json, the headers every answer
@@ -736,6 +756,8 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
+        let handler = Arc::new(Panics::default());
+        let serving = handler.clone();
         let server = tokio::spawn(async move {
             let (tcp, peer) = listener.accept().await.unwrap();
             let (_keep, shutdown) = tokio::sync::watch::channel(false);
@@ -743,7 +765,7 @@ mod tests {
             serve_connection(
                 conn,
                 peer,
-                Arc::new(Panics),
+                serving,
                 shutdown,
                 Serving {
                     timeouts: ClientTimeouts::default(),
@@ -784,6 +806,12 @@ mod tests {
             .await
             .expect("the connection's task ends")
             .unwrap();
+        // The handler was told, so it can count the answer as it counts every other.
+        let told = handler.told.lock().unwrap().clone();
+        assert_eq!(
+            told,
+            [("GET".to_string(), "/".to_string(), "report-7".to_string())]
+        );
     }
 
     #[test]
