@@ -1097,8 +1097,14 @@ fn validate_cbss(
                     ));
                 }
             }
-            // Leaked once per config load: a request borrows its language from these for the
-            // life of the process, with no allocation.
+            if raw.sandbox_credentials && !list.iter().all(|l| sandbox::cbss::language_ok(l)) {
+                problems.push(format!(
+                    "{at}.languages: the sandbox's CBSS takes only {}",
+                    sandbox::cbss::LANGUAGES.join(", ")
+                ));
+            }
+            // Leaked once per config load (a process loads one, and never reloads it): a request
+            // borrows its language from these for the life of the process, with no allocation.
             list.iter()
                 .map(|l| &*Box::leak(l.clone().into_boxed_str()))
                 .collect()

@@ -11,6 +11,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 mod sealer;
 use sealer::{Sealer, NONCE_LEN};
@@ -157,7 +158,8 @@ impl TokenKeys {
     /// Parses `kid:base64key[,kid:base64key...]`; each key is 32 bytes. The first one seals.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut keys = Vec::new();
-        // Each key's bytes while parsing, to find one key given under two ids.
+        // Each key's digest while parsing (not a second copy of the key), to find one key given
+        // under two ids.
         let mut seen: Vec<(String, [u8; 32])> = Vec::new();
         for (n, item) in spec.split(',').map(str::trim).enumerate() {
             if item.is_empty() {
@@ -191,12 +193,13 @@ impl TokenKeys {
                      one with `reset-gateway gen-token-key {id}`"
                 ));
             }
-            if let Some((other, _)) = seen.iter().find(|(_, k)| *k == raw) {
+            let digest: [u8; 32] = sha2::Sha256::digest(raw).into();
+            if let Some((other, _)) = seen.iter().find(|(_, d)| *d == digest) {
                 return Err(format!(
                     "token keys {other} and {id} are the same key: a rotation needs a new key"
                 ));
             }
-            seen.push((id.to_string(), raw));
+            seen.push((id.to_string(), digest));
             keys.push(Key::new(id.to_string(), raw));
         }
         if keys.is_empty() {

@@ -338,6 +338,24 @@ fn cbss_languages_must_be_in_its_form() {
         let (passed, err) = check_config_with_env(&config(bad), &env);
         assert!(!passed && err.contains("cbss.languages"), "{bad}: {err}");
     }
+    // On the sandbox's demo client, only what the sandbox takes: anything else fails every reset.
+    let on_sandbox = |languages: &str| {
+        format!(
+            "[sandbox]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
+             [connections.c]\nbase_url = \"http://127.0.0.1:1/\"\n\
+             [connections.c.cbss]\nsandbox_credentials = true\nlanguages = {languages}\n\
+             [[tenants]]\nname = \"t\"\nconnection = \"c\"\n\
+             api_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+            "0".repeat(64)
+        )
+    };
+    let (passed, err) = check_config_with_env(&on_sandbox(r#"["th_TH", "en_US"]"#), &[]);
+    assert!(passed, "{err}");
+    let (passed, err) = check_config_with_env(&on_sandbox(r#"["de_DE"]"#), &[]);
+    assert!(
+        !passed && err.contains("the sandbox's CBSS takes only en_US, th_TH, zh_TW"),
+        "{err}"
+    );
 }
 
 /// Unset token keys are the demo's random key, with a warning; set but empty is a Secret left
