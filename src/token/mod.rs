@@ -11,7 +11,6 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 mod sealer;
 use sealer::{Sealer, NONCE_LEN};
@@ -158,9 +157,9 @@ impl TokenKeys {
     /// Parses `kid:base64key[,kid:base64key...]`; each key is 32 bytes. The first one seals.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut keys = Vec::new();
-        // Each key's digest while parsing (not a second copy of the key), to find one key given
-        // under two ids.
-        let mut seen: Vec<(String, [u8; 32])> = Vec::new();
+        // Each key's digest, in the order of `keys` (not a second copy of the key), to find one
+        // key given under two ids.
+        let mut digests: Vec<[u8; 32]> = Vec::new();
         for (n, item) in spec.split(',').map(str::trim).enumerate() {
             if item.is_empty() {
                 continue;
@@ -193,13 +192,14 @@ impl TokenKeys {
                      one with `reset-gateway gen-token-key {id}`"
                 ));
             }
-            let digest: [u8; 32] = sha2::Sha256::digest(raw).into();
-            if let Some((other, _)) = seen.iter().find(|(_, d)| *d == digest) {
+            let digest = crate::signing::sha256(&raw);
+            if let Some(other) = digests.iter().position(|d| *d == digest) {
                 return Err(format!(
-                    "token keys {other} and {id} are the same key: a rotation needs a new key"
+                    "token keys {} and {id} are the same key: a rotation needs a new key",
+                    keys[other].id
                 ));
             }
-            seen.push((id.to_string(), digest));
+            digests.push(digest);
             keys.push(Key::new(id.to_string(), raw));
         }
         if keys.is_empty() {
