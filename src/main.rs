@@ -18,6 +18,19 @@ use reset_gateway::token::TokenKeys;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The fewest characters `hash-key` takes without a warning: 22 base64 characters hold 128 bits.
+const STRONG_API_KEY_CHARS: usize = 22;
+
+/// A new API key: 32 random bytes, base64url without padding (43 characters, safe in a header and
+/// a shell), from the operating system's generator through rand's thread-local generator.
+fn generate_api_key() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
 #[derive(Parser)]
 #[command(
     version,
@@ -44,6 +57,9 @@ enum Command {
     /// Print the key_sha256 of an API key for gateway.toml. Reads the key from standard input
     /// when none is given, so it stays out of the shell history.
     HashKey { key: Option<String> },
+    /// Print a new random API key (256 bits) and its key_sha256: give the key to the app, put the
+    /// hash in gateway.toml. The key is not kept anywhere.
+    GenApiKey,
     /// Print a new token key for GATEWAY_TOKEN_KEYS, as `kid:base64key`.
     GenTokenKey {
         /// The key id.
@@ -123,7 +139,23 @@ fn main() -> ExitCode {
                 eprintln!("the key is empty");
                 return ExitCode::FAILURE;
             }
+            // key_sha256 is a plain digest, so a short key can be found from it by trying
+            // candidates: the hash is still printed (existing keys must go on working), with a
+            // warning on standard error.
+            let length = key.chars().count();
+            if length < STRONG_API_KEY_CHARS {
+                eprintln!(
+                    "warning: a key of {length} characters can be found from its key_sha256 by \
+                     trying candidates; `reset-gateway gen-api-key` makes one of 256 bits"
+                );
+            }
             println!("{}", hex::encode(sha256(key.as_bytes())));
+            ExitCode::SUCCESS
+        }
+        Command::GenApiKey => {
+            let key = generate_api_key();
+            println!("key: {key}");
+            println!("key_sha256: {}", hex::encode(sha256(key.as_bytes())));
             ExitCode::SUCCESS
         }
         Command::GenTokenKey { id } => match TokenKeys::generate_spec(&id) {

@@ -671,6 +671,24 @@ fn parse_response(buf: &[u8]) -> Response {
 }
 
 /// The body of `POST /reset` for the identifier of `kind` (email, mobile, username) `value`.
+/// The repository's gateway.toml (demo tenants on the in-process sandbox) without its `[server]`
+/// table, which `Gateway::start` writes, and with the sandbox moved to a free port.
+pub fn default_config_on_free_ports() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let toml = std::fs::read_to_string(format!("{root}/gateway.toml")).unwrap();
+    // The sandbox has a fixed port in gateway.toml and the demo base_urls name it: move both to a
+    // port the OS just handed out (the one place this suite cannot bind port 0 directly).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = toml.replace("127.0.0.1:9100", &format!("127.0.0.1:{port}"));
+    let (server_table, rest) = toml.split_at(toml.find("[log]").unwrap());
+    assert!(server_table.contains("[server]"));
+    rest.to_string()
+}
+
 pub fn start_body(kind: &str, value: &str) -> String {
     format!(r#"{{"identifier":{{"type":"{kind}","value":"{value}"}}}}"#)
 }
