@@ -81,3 +81,43 @@ fn sigterm_with_nothing_in_flight_exits_at_once() {
         started.elapsed()
     );
 }
+
+#[test]
+fn sigterm_keeps_the_in_process_sandbox_serving_the_requests_still_in_flight() {
+    // The demo config: tenants on the sandbox vendors the gateway runs itself. A request in
+    // flight when SIGTERM comes may call its vendor only afterwards, and that vendor must still
+    // answer, or the drain would fail the very requests it waits for.
+    let mut gw = Gateway::start(&default_config_on_free_ports(), &[]);
+    let key = "demo-cbss-key";
+    remember_secret(key);
+    let body = start_body("email", EMAIL);
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    let mut conn = TcpStream::connect(gw.api).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        conn,
+        "POST /reset HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{first_half}",
+        body.len()
+    )
+    .unwrap();
+    // The head is in, so the request is in flight; the vendor has not been called (the body is
+    // not whole), and no connection to the sandbox is open yet.
+    std::thread::sleep(Duration::from_millis(300));
+    gw.proc.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        TcpStream::connect(gw.api).is_err(),
+        "the API stops taking connections while draining"
+    );
+    conn.write_all(second_half.as_bytes()).unwrap();
+    let answer = read_one(&mut BufReader::new(conn));
+    assert_eq!(
+        answer.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(answer.json()["reset_id"].is_string());
+    assert_eq!(gw.proc.wait_for_exit(Duration::from_secs(10)), Some(0));
+}
