@@ -93,6 +93,14 @@ impl Handler for Admin {
             .header("X-Request-Id", id)
             .header("Cache-Control", "no-store")
     }
+
+    /// A head that could not be parsed has no X-Request-Id to take: it gets a new one, and is
+    /// not cached either, as every other answer of this listener.
+    fn refuse(&self, detail: &str) -> Reply {
+        crate::http::plain_refusal(detail)
+            .header("X-Request-Id", crate::request_id::generate())
+            .header("Cache-Control", "no-store")
+    }
 }
 
 /// Whether `peer` is this host's loopback, IPv4 or IPv6 (an IPv4 address mapped into IPv6, as a

@@ -181,9 +181,7 @@ pub trait Handler: Send + Sync + 'static {
     /// The answer to a request whose head could not be read (`detail` says why, in fixed words
     /// and numbers); the connection closes after it.
     fn refuse(&self, detail: &str) -> Reply {
-        let mut reply = Reply::new(400, "text/plain; charset=utf-8", format!("{detail}\n"));
-        reply.close = true;
-        reply
+        plain_refusal(detail)
     }
 
     /// The answer to a request (its method and path) whose handler panicked `elapsed` after it
@@ -196,6 +194,14 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Reply {
         panic_reply(request_id)
     }
+}
+
+/// The plain answer to a request head that could not be served (`Handler::refuse`'s default):
+/// `400` with `detail` as text, and the connection closed.
+pub fn plain_refusal(detail: &str) -> Reply {
+    let mut reply = Reply::new(400, "text/plain; charset=utf-8", format!("{detail}\n"));
+    reply.close = true;
+    reply
 }
 
 /// The safety net's answer to a request whose handler panicked: a 500 problem that says nothing

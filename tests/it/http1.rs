@@ -158,6 +158,16 @@ fn malformed_oversized_and_smuggling_heads_are_refused_and_the_connection_closed
         assert!(closed(&mut reader), "{what}: nothing more is answered");
     }
     assert_eq!(sandbox.calls("cbss"), 0);
+    // The admin listener refuses in plain text, with the fields every answer of it carries.
+    let mut s = std::net::TcpStream::connect(gw.admin).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s);
+    let r = read_one(&mut reader);
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("Host"));
+    assert!(r.header("X-Request-Id").is_some_and(|id| id.len() == 32));
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    assert!(closed(&mut reader));
     assert_eq!(
         sample(
             gw.admin,
