@@ -263,7 +263,7 @@ impl RedisStore {
         key: &str,
         args: &[A],
     ) -> Result<T, CallError> {
-        let work = async {
+        self.bounded(async {
             let mut invocation = script.key(key);
             for a in args {
                 invocation.arg(a);
@@ -273,32 +273,37 @@ impl RedisStore {
                 Conn::Cluster(mut c) => invocation.invoke_async(&mut c).await,
             }
             .map_err(|e| e.to_string())
-        };
-        let result = match tokio::time::timeout(self.settings.timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err("timed out".to_string()),
-        };
-        self.record(result.as_ref().map(|_| ()).map_err(String::as_str));
-        result.map_err(CallError::Failed)
+        })
+        .await
+        .map_err(CallError::Failed)
     }
 
     /// A cheap round trip, for `/readyz`.
     pub async fn ping(&self) -> bool {
-        let work = async {
+        self.bounded(async {
             let cmd = redis::cmd("PING");
             match self.conn().await? {
                 Conn::Single(mut c) => cmd.query_async::<String>(&mut c).await,
                 Conn::Cluster(mut c) => cmd.query_async::<String>(&mut c).await,
             }
             .map_err(|e| e.to_string())
-        };
-        let outcome = match tokio::time::timeout(self.settings.timeout, work).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error),
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Runs one call to Redis within the timeout, and records how it went (the store's up or
+    /// down state and its rest).
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        let result = match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(r) => r,
             Err(_) => Err("timed out".to_string()),
         };
-        self.record(outcome.as_ref().map(|_| ()).map_err(String::as_str));
-        outcome.is_ok()
+        self.record(result.as_ref().map(|_| ()).map_err(String::as_str));
+        result
     }
 
     /// `prefix:{key}`: the hash tag keeps each decision on one cluster slot.
