@@ -171,61 +171,63 @@ impl RedisUsedIds {
     fn key(&self, id: &str) -> String {
         self.store.key(&format!("used:{id}"))
     }
+}
 
-    /// Sends the release now, rest or not, then keeps trying in the background (at most
-    /// `MOST_PENDING_RELEASES` at once, each for `RELEASE_RETRIED_FOR`) until Redis answers it.
-    fn release_until_answered(&self, key: String, token: ClaimToken) {
-        if PENDING_RELEASES.fetch_add(1, Ordering::Relaxed) >= MOST_PENDING_RELEASES {
-            PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed);
-            if !RELEASES_DROPPED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    most = MOST_PENDING_RELEASES,
-                    "Redis has not taken this many reset ids' releases: further ones are \
-                     dropped, and their ids stay claimed (completing them is refused as a second \
-                     use) until they expire"
-                );
-            }
-            return;
+/// Sends the release now, rest or not, then keeps trying in the background (at most
+/// `MOST_PENDING_RELEASES` at once, each for `RELEASE_RETRIED_FOR`) until Redis answers it.
+fn release_until_answered(
+    store: Arc<RedisStore>,
+    script: redis::Script,
+    key: String,
+    token: ClaimToken,
+) {
+    if PENDING_RELEASES.fetch_add(1, Ordering::Relaxed) >= MOST_PENDING_RELEASES {
+        PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed);
+        if !RELEASES_DROPPED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                most = MOST_PENDING_RELEASES,
+                "Redis has not taken this many reset ids' releases: further ones are \
+                 dropped, and their ids stay claimed (completing them is refused as a second \
+                 use) until they expire"
+            );
         }
-        let store = self.store.clone();
-        let script = self.release_script.clone();
-        tokio::spawn(async move {
-            struct Pending;
-            impl Drop for Pending {
-                fn drop(&mut self) {
-                    if PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed) <= MOST_PENDING_RELEASES / 2
-                    {
-                        RELEASES_DROPPED.store(false, Ordering::Relaxed);
-                    }
+        return;
+    }
+    tokio::spawn(async move {
+        struct Pending;
+        impl Drop for Pending {
+            fn drop(&mut self) {
+                if PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed) <= MOST_PENDING_RELEASES / 2 {
+                    RELEASES_DROPPED.store(false, Ordering::Relaxed);
                 }
             }
-            let _pending = Pending;
-            let token = token.to_hex();
-            let give_up = Instant::now() + RELEASE_RETRIED_FOR;
-            // The first send must not wait for the store's rest: it is what follows the claim on
-            // this thread's connection.
-            let mut answered = store
-                .script_now::<i64, _>(&script, &key, &[&token])
+        }
+        let _pending = Pending;
+        let token = token.to_hex();
+        let give_up = Instant::now() + RELEASE_RETRIED_FOR;
+        // The first send must not wait for the store's rest: it is what follows the claim on
+        // this thread's connection.
+        let mut answered = store
+            .script_now::<i64, _>(&script, &key, &[&token])
+            .await
+            .is_ok();
+        let mut wait = RETRY_AFTER_FAILURE;
+        while !answered && Instant::now() < give_up {
+            // Jittered (half to one and a half times) and doubling, so that the releases an
+            // outage left do not all call a Redis that is just back at the same moment.
+            tokio::time::sleep(wait.mul_f64(0.5 + rand::random::<f64>())).await;
+            wait = (wait * 2).min(LONGEST_RELEASE_WAIT);
+            answered = store
+                .script::<i64, _>(&script, &key, &[&token])
                 .await
                 .is_ok();
-            let mut wait = RETRY_AFTER_FAILURE;
-            while !answered && Instant::now() < give_up {
-                // Jittered (half to one and a half times) and doubling, so that the releases an
-                // outage left do not all call a Redis that is just back at the same moment.
-                tokio::time::sleep(wait.mul_f64(0.5 + rand::random::<f64>())).await;
-                wait = (wait * 2).min(LONGEST_RELEASE_WAIT);
-                answered = store
-                    .script::<i64, _>(&script, &key, &[&token])
-                    .await
-                    .is_ok();
-            }
-            if !answered {
-                tracing::warn!(
-                    "Redis did not take a reset id's release: the id stays claimed until it expires"
-                );
-            }
-        });
-    }
+        }
+        if !answered {
+            tracing::warn!(
+                "Redis did not take a reset id's release: the id stays claimed until it expires"
+            );
+        }
+    });
 }
 
 #[async_trait]
@@ -244,21 +246,29 @@ impl UsedIds for RedisUsedIds {
             // Nothing was sent: there is no claim to release.
             Err(CallError::Resting) => Claim::Unknown,
             Err(CallError::Failed(_)) => {
-                self.release_until_answered(key, token);
+                release_until_answered(self.store.clone(), self.release_script.clone(), key, token);
                 Claim::Unknown
             }
         }
     }
 
     async fn release(&self, id: &str, token: ClaimToken) {
+        // A task of its own, awaited: the caller is answered once Redis has taken the release
+        // (so its retry finds the id free), and a caller dropped meanwhile (a step whose
+        // deadline passed) stops only its own wait. Awaited in place, a dropped release could
+        // be lost halfway: the first time a Redis runs the release script takes two calls, the
+        // script itself sent only once Redis has answered that it lacks it.
+        let (store, script) = (self.store.clone(), self.release_script.clone());
         let key = self.key(id);
-        let released = self
-            .store
-            .script::<i64, _>(&self.release_script, &key, &[token.to_hex()])
-            .await;
-        if released.is_err() {
-            self.release_until_answered(key, token);
-        }
+        let releasing = tokio::spawn(async move {
+            let released = store
+                .script::<i64, _>(&script, &key, &[token.to_hex()])
+                .await;
+            if released.is_err() {
+                release_until_answered(store, script, key, token);
+            }
+        });
+        let _ = releasing.await;
     }
 }
 

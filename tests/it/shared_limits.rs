@@ -740,3 +740,57 @@ fn a_completion_whose_claim_redis_made_too_late_can_be_tried_again() {
     );
     complete(&gw, "key-web", &next, "Other-n3w-pw").problem(409, "wrong_step");
 }
+
+#[test]
+fn a_release_whose_caller_stops_waiting_still_reaches_redis() {
+    // A completion the vendor refused releases the reset id's claim, inside the step's deadline.
+    // If the deadline passes during the release, the step stops waiting for it; the release must
+    // go on, or the id stays claimed and the user's retry is refused as a second use though the
+    // password never changed. The first release a Redis sees is the case that showed it: its
+    // script is not loaded yet, and the command that loads it is sent only after Redis has said
+    // so, by whoever is still polling.
+    use reset_gateway::redis_store::{FailurePolicy, RedisSettings, RedisStore};
+    use reset_gateway::single_use::{Claim, RedisUsedIds, UsedIds};
+    use std::future::Future;
+    let redis = Redis::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = RedisStore::new(RedisSettings {
+            url: redis.url(),
+            cluster_nodes: Vec::new(),
+            password: None,
+            timeout: Duration::from_secs(1),
+            on_failure: FailurePolicy::Local,
+            replicas: 1,
+            key_prefix: "it".into(),
+        })
+        .unwrap();
+        let used = RedisUsedIds::new(std::sync::Arc::new(store));
+        let minute = Duration::from_secs(60);
+        let Claim::Claimed(token) = used.claim("reset-1", minute).await else {
+            panic!("a fresh id is claimed");
+        };
+        // Polled once, then dropped, as a step's deadline drops it.
+        let mut release = Box::pin(used.release("reset-1", token));
+        std::future::poll_fn(|cx| {
+            let _ = release.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+        drop(release);
+        let given_up = Instant::now() + Duration::from_secs(3);
+        loop {
+            match used.claim("reset-1", minute).await {
+                Claim::Claimed(_) => break,
+                other => assert!(
+                    Instant::now() < given_up,
+                    "the claim is still held: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
