@@ -554,6 +554,11 @@ async fn serve_connection<H: Handler>(
                 header_deadline,
             ),
         );
+        // In flight, for SIGTERM's drain, from the head's first byte (a head still arriving when
+        // the drain begins is served, not cut off at exit) until the connection is done with
+        // the request, a lingering close included (closing with input unread could destroy the
+        // answer).
+        let _in_flight = crate::shutdown::InflightRequest::start();
         let served = Box::into_pin(request).await;
         match served {
             Ok(next) => unread = next,
@@ -679,7 +684,6 @@ async fn serve_request<H: Handler>(
         }
     };
 
-    let inflight = crate::shutdown::InflightRequest::start();
     let mut request = Request::new(conn, buf, head, timeouts.body);
     // A bug that panics in a handler costs its caller a 500, not the connection or the thread.
     // The handler's future is pinned where it is made, so what wraps and awaits it moves a
@@ -709,7 +713,6 @@ async fn serve_request<H: Handler>(
         write_timeout: timeouts.body,
     };
     let written = respond::write_reply(conn, &reply, how).await;
-    drop(inflight);
     match (written, finished.next) {
         (Ok(()), Some(next)) if !closing => {
             let mut buf = finished.buf;

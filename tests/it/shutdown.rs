@@ -121,3 +121,38 @@ fn sigterm_keeps_the_in_process_sandbox_serving_the_requests_still_in_flight() {
     assert!(answer.json()["reset_id"].is_string());
     assert_eq!(gw.proc.wait_for_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn a_request_whose_head_is_still_arriving_at_sigterm_is_answered() {
+    // A head split across packets (a long Authorization, a slow link): its first part is in when
+    // SIGTERM comes, the rest after. The drain must wait for it and answer it, not exit with the
+    // connection's half a head unanswered.
+    let sandbox = Sandbox::start();
+    let mut gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let body = start_body("email", EMAIL);
+    let wire = format!(
+        "POST /reset HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer key-json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    remember_secret("key-json");
+    let (first_part, rest) = wire.split_at(wire.find("Authorization").unwrap() + 20);
+    let mut conn = TcpStream::connect(gw.api).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(first_part.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    gw.proc.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    conn.write_all(rest.as_bytes()).unwrap();
+    let mut reader = BufReader::new(conn);
+    let answer = read_one(&mut reader);
+    assert_eq!(
+        answer.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.header("Connection"), Some("close"));
+    assert!(closed(&mut reader));
+    assert_eq!(gw.proc.wait_for_exit(Duration::from_secs(10)), Some(0));
+}
