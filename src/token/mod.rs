@@ -453,23 +453,33 @@ mod tests {
 
     #[test]
     fn round_trips_and_rotates() {
-        let old = TokenKeys::parse(&TokenKeys::generate_spec("old").unwrap()).unwrap();
-        let old_spec_key = TokenKeys::generate_spec("new").unwrap();
-        // A gateway that has rotated: "new" seals, "old" still opens.
+        let old_spec = TokenKeys::generate_spec("old").unwrap();
+        let new_spec = TokenKeys::generate_spec("new").unwrap();
+        let old = TokenKeys::parse(&old_spec).unwrap();
         let old_token = old.seal(&claims());
-        let rotated = TokenKeys::parse(&format!(
-            "{old_spec_key},old:{}",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+        assert_eq!(old.open(&old_token).unwrap(), claims());
+
+        // A gateway that has rotated: "new" seals, and the same "old" key
+        // still opens what was sealed before the rotation.
+        let rotated = TokenKeys::parse(&format!("{new_spec},{old_spec}")).unwrap();
+        assert_eq!(rotated.open(&old_token).unwrap(), claims());
+        let fresh = rotated.seal(&claims());
+        assert_eq!(rotated.open(&fresh).unwrap(), claims());
+        assert!(
+            old.open(&fresh).is_err(),
+            "a token sealed with the new key must not open with the old one alone"
+        );
+
+        // A key that merely shares the old key's name is an impostor: it
+        // must not open the old tokens.
+        let impostor = TokenKeys::parse(&format!(
+            "{new_spec},old:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
         ))
         .unwrap();
         assert!(
-            rotated.open(&old_token).is_err(),
-            "a different 'old' key must not open"
+            impostor.open(&old_token).is_err(),
+            "a different key named 'old' must not open"
         );
-        assert_eq!(old.open(&old_token).unwrap(), claims());
-        let fresh = rotated.seal(&claims());
-        assert_eq!(rotated.open(&fresh).unwrap(), claims());
-        assert!(old.open(&fresh).is_err());
     }
 
     #[test]

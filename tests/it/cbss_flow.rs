@@ -139,7 +139,7 @@ fn a_decoys_wrong_code_is_answered_like_a_real_one_and_as_late() {
 }
 
 #[test]
-fn the_vendor_attempt_limit_is_attempts_exceeded() {
+fn the_gateways_wrong_code_limit_is_attempts_exceeded_without_a_vendor_call() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
     let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
@@ -148,7 +148,38 @@ fn the_vendor_attempt_limit_is_attempts_exceeded() {
     for _ in 0..5 {
         verify(&gw, "key-json", &reset_id, wrong).problem(422, "invalid_otp");
     }
+    let calls = sandbox.calls("cbss");
     verify(&gw, "key-json", &reset_id, &otp).problem(429, "attempts_exceeded");
+    assert_eq!(sandbox.calls("cbss"), calls, "the gateway's own limit");
+}
+
+#[test]
+fn the_vendors_attempt_limit_is_attempts_exceeded() {
+    // The gateway allows 10 wrong codes, CBSS 5: the sixth try reaches CBSS, which answers
+    // OTP_ATTEMPTS_EXCEEDED even for the right code. A tenant that reveals what the vendor said
+    // (a concealing one answers as a decoy would: a wrong code) gets 429 attempts_exceeded.
+    let sandbox = Sandbox::start();
+    let config = cbss_config(&sandbox, "[limits]\nwrong_otps_per_reset = 10\n").replacen(
+        "name = \"json\"\n",
+        "name = \"json\"\nreveal_unknown_identifiers = true\n",
+        1,
+    );
+    assert!(config.contains("reveal_unknown_identifiers = true"));
+    let gw = Gateway::start(&config, CBSS_ENV);
+    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        verify(&gw, "key-json", &reset_id, wrong).problem(422, "invalid_otp");
+    }
+    let calls = sandbox.calls("cbss");
+    let p = verify(&gw, "key-json", &reset_id, &otp).problem(429, "attempts_exceeded");
+    assert_eq!(p["vendor"]["code"], "OTP_ATTEMPTS_EXCEEDED", "{p}");
+    assert_eq!(
+        sandbox.calls("cbss"),
+        calls + 1,
+        "CBSS's limit, not the gateway's"
+    );
 }
 
 /// A CBSS sandbox whose codes live 2 s, and a gateway on it whose `json` connection says so

@@ -193,6 +193,14 @@ fn run(case: &Case, format: &str) {
         String::from_utf8_lossy(&done.body)
     );
     assert_eq!(done.json(), serde_json::json!({"status": "completed"}));
+    // In the format the connection names (every sandbox takes both, so only this tells).
+    let sent = sandbox.last_request(case.vendor);
+    let media_type = sent["content_type"].as_str().unwrap_or_default();
+    let media_type = media_type.split(';').next().unwrap_or_default().trim();
+    assert!(
+        media_type.ends_with(&format!("/{format}")),
+        "{what}: sent as {media_type}"
+    );
 
     // The vendor now holds the new password.
     let again = ready(&gw, &sandbox, case);

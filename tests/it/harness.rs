@@ -777,6 +777,25 @@ impl Redis {
         let _ = std::fs::remove_file(&self.socket);
     }
 
+    /// Stops the server's process without closing anything (SIGSTOP): connections and new
+    /// connects still succeed, and no command is answered until `resume`.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("the server runs");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
     /// Starts (again) on the same socket, and waits until it answers.
     pub fn restart(&mut self) {
         self.stop();

@@ -250,6 +250,7 @@ fn the_admin_listener_answers_head_as_get() {
     for path in ["/healthz", "/readyz", "/metrics"] {
         let get = request(gw.admin, "GET", path, &[], b"");
         let head = request(gw.admin, "HEAD", path, &[], b"");
+        assert_eq!(get.status, 200, "{path}");
         assert_eq!(head.status, get.status, "{path}");
         assert!(head.body.is_empty(), "{path}");
         assert_eq!(

@@ -129,3 +129,27 @@ fn the_outbound_budget_gauges_follow_the_budget() {
         8.0
     );
 }
+
+#[test]
+fn requests_in_flight_are_counted_while_they_wait_for_the_vendor() {
+    let sandbox = Sandbox::start_with_delay(1_000);
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let in_flight = || sample(gw.admin, "reset_gateway_inflight_requests", &[]);
+    assert_eq!(in_flight(), 0.0);
+    std::thread::scope(|s| {
+        let starts: Vec<_> = [EMAIL, "mei@example.com"]
+            .into_iter()
+            .map(|email| {
+                let gw = &gw;
+                s.spawn(move || gw.post("/reset", "key-json", &start_body("email", email)))
+            })
+            .collect();
+        // Both are at the slow vendor by now (a scrape is not a request of the API listener).
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert_eq!(in_flight(), 2.0);
+        for start in starts {
+            assert_eq!(start.join().unwrap().status, 202);
+        }
+    });
+    assert_eq!(in_flight(), 0.0);
+}

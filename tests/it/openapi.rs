@@ -37,13 +37,18 @@ fn every_documented_operation_is_served_and_nothing_else() {
         ]
     );
     for (path, item) in paths {
-        for method in item.as_object().unwrap().keys() {
+        let documented = item.as_object().unwrap();
+        for method in ["get", "post", "put", "patch", "delete"] {
             let r = request(gw.api, &method.to_ascii_uppercase(), path, &[], b"");
-            assert!(
-                r.status != 404 && r.status != 405,
-                "{method} {path} is documented but answered {}",
-                r.status
-            );
+            if documented.contains_key(method) {
+                assert!(
+                    r.status != 404 && r.status != 405,
+                    "{method} {path} is documented but answered {}",
+                    r.status
+                );
+            } else {
+                r.problem(405, "method_not_allowed");
+            }
         }
     }
     assert_eq!(
