@@ -670,7 +670,6 @@ fn parse_response(buf: &[u8]) -> Response {
     }
 }
 
-/// The body of `POST /reset` for the identifier of `kind` (email, mobile, username) `value`.
 /// The repository's gateway.toml (demo tenants on the in-process sandbox) without its `[server]`
 /// table, which `Gateway::start` writes, and with the sandbox moved to a free port.
 pub fn default_config_on_free_ports() -> String {
@@ -689,6 +688,7 @@ pub fn default_config_on_free_ports() -> String {
     rest.to_string()
 }
 
+/// The body of `POST /reset` for the identifier of `kind` (email, mobile, username) `value`.
 pub fn start_body(kind: &str, value: &str) -> String {
     format!(r#"{{"identifier":{{"type":"{kind}","value":"{value}"}}}}"#)
 }
