@@ -156,3 +156,35 @@ fn a_request_whose_head_is_still_arriving_at_sigterm_is_answered() {
     assert!(closed(&mut reader));
     assert_eq!(gw.proc.wait_for_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn an_answer_given_before_its_body_was_read_survives_the_drain() {
+    // A body refused by its Content-Length is answered at once, while the client is still
+    // sending it. SIGTERM comes during the lingering close that follows: the process must keep
+    // draining the client's bytes until it stops, not exit and have the kernel reset the
+    // connection under a client that has not read its answer yet.
+    let sandbox = Sandbox::start();
+    let mut gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    remember_secret("key-json");
+    let mut conn = TcpStream::connect(gw.api).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let piece = "a".repeat(1_000);
+    write!(
+        conn,
+        "POST /reset HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer key-json\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{piece}"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    gw.proc.signal("TERM");
+    for n in 0..8 {
+        std::thread::sleep(Duration::from_millis(100));
+        conn.write_all(piece.as_bytes())
+            .unwrap_or_else(|e| panic!("write {n} after SIGTERM: the connection was reset: {e}"));
+    }
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reader = BufReader::new(conn);
+    read_one(&mut reader).problem(413, "payload_too_large");
+    assert!(closed(&mut reader));
+    assert_eq!(gw.proc.wait_for_exit(Duration::from_secs(10)), Some(0));
+}
