@@ -538,6 +538,13 @@ async fn serve_connection<H: Handler>(
                 _ => return,
             }
         }
+        // Line ends alone start no request (some clients send a CRLF after a body, and a head
+        // may follow empty lines): the connection is still idle, for the drain and the idle
+        // wait alike, not a head the header timeout must wait out.
+        if unread.iter().all(|&b| b == b'\r' || b == b'\n') {
+            unread.clear();
+            continue;
+        }
         // The box is allocated first and the future written into it: `Box::pin(future)` made
         // the future on the stack and copied all of it (3.1 KiB, nearly all of it not yet in use)
         // into the box, where only its arguments need writing.

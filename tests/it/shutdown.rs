@@ -188,3 +188,34 @@ fn an_answer_given_before_its_body_was_read_survives_the_drain() {
     assert!(closed(&mut reader));
     assert_eq!(gw.proc.wait_for_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn a_stray_line_end_after_a_request_does_not_hold_up_the_drain() {
+    // Some clients end a request with an extra CRLF. The connection is idle all the same, and
+    // SIGTERM's drain closes it at once instead of waiting out the header timeout (10 s here)
+    // for a head that is not coming.
+    let sandbox = Sandbox::start();
+    let mut gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let mut conn = TcpStream::connect(gw.api).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    remember_secret("key-json");
+    conn.write_all(
+        b"POST /reset/verify HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer key-json\r\n\
+          Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}\r\n",
+    )
+    .unwrap();
+    let mut reader = BufReader::new(conn);
+    let answer = read_one(&mut reader);
+    answer.problem(400, "invalid_request");
+    assert_eq!(answer.header("Connection"), None, "kept alive");
+    let signalled = Instant::now();
+    gw.proc.signal("TERM");
+    assert!(closed(&mut reader));
+    assert_eq!(gw.proc.wait_for_exit(Duration::from_secs(15)), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "the idle connection held the drain for {:?}",
+        signalled.elapsed()
+    );
+}
