@@ -781,6 +781,24 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         }
     }
 
+    // A step may wait for Redis twice before its vendor call (a completion's single-use claim,
+    // then the outbound budget; a code's wrong-code cell, then the budget), all within the
+    // connection's total_ms. Were two waits as long as the step, its deadline could pass after the
+    // claim and before the vendor was asked: the id would stay claimed, and the user's retry be
+    // refused as a second use of it.
+    if let Some(redis) = &redis {
+        for c in &connections {
+            if redis.timeout * 2 >= c.timeouts.total {
+                problems.push(format!(
+                    "limits.redis.timeout_ms: {} ms must be under half of connections.{}.timeouts.total_ms ({} ms): a step may wait for Redis twice before it calls the vendor",
+                    redis.timeout.as_millis(),
+                    c.name,
+                    c.timeouts.total.as_millis()
+                ));
+            }
+        }
+    }
+
     // A brand no connection has is a misspelt one, whose limit would silently never apply.
     // Read from the raw tables, so that a branded connection with another problem does not
     // also make its brand look unknown.
@@ -1401,6 +1419,26 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
         );
         assert_eq!(c.connections[0].outbound, None);
         assert!(!format!("{:?}", c.connections).contains(sandbox::cbss::DEMO_CLIENT.client_key));
+    }
+
+    #[test]
+    fn redis_waits_must_leave_a_step_time_for_its_vendor_call() {
+        let with = |timeout_ms: u64, total_ms: u64| {
+            Config::parse(&format!(
+                "[limits]\nbackend = \"redis\"\n[limits.redis]\nurl = \"redis://127.0.0.1:6379\"\n\
+                 timeout_ms = {timeout_ms}\n\
+                 {MINIMAL}\n[connections.c1.timeouts]\ntotal_ms = {total_ms}\n"
+            ))
+        };
+        assert!(with(499, 1000).is_ok(), "{:?}", with(499, 1000).err());
+        let problems = with(500, 1000).unwrap_err();
+        assert_eq!(
+            problems,
+            vec![
+                "limits.redis.timeout_ms: 500 ms must be under half of connections.c1.timeouts.total_ms (1000 ms): a step may wait for Redis twice before it calls the vendor"
+                    .to_string()
+            ]
+        );
     }
 
     #[test]
