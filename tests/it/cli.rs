@@ -122,6 +122,21 @@ fn gen_api_key_prints_a_new_strong_key_and_its_hash() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A key beginning with `-` (as base64url keys made elsewhere may) is a key, not an option.
+    let dashed = "-Xb2pQ7mZr4TnV8kLw1sYd3HfJ6gCe9aRu0tNiOq5oE";
+    let out = Command::new(BIN)
+        .args(["hash-key", dashed])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        hex::encode(sha2::Sha256::digest(dashed.as_bytes()))
+    );
 }
 
 #[test]
