@@ -199,6 +199,18 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     if len > MAX_REQUEST_HEAD {
         return Err(HeadError::TooLarge);
     }
+    // httparse takes a bare LF for a line end, as RFC 9112 lets a recipient. A proxy in front
+    // that does not (keeping `a\nContent-Length: 40` as one field's value) would frame the
+    // request otherwise than the gateway: a desync, so such a head is refused, as a chunk line
+    // ending in a bare LF is. The empty lines httparse skips before the request line are not
+    // part of the head.
+    let start = buf[..len]
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(len);
+    if memchr::memchr_iter(b'\n', &buf[start..len]).any(|at| buf[start + at - 1] != b'\r') {
+        return Err(HeadError::Malformed("a line ends in a bare LF, not CRLF"));
+    }
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
@@ -600,12 +612,18 @@ mod tests {
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/2.0\r\n\r\n",
             "POST /\r\n\r\n",
+            // A bare LF inside the head: one field here, two in a proxy that takes only CRLF.
+            "POST / HTTP/1.1\r\nHost: x\r\nX: a\nContent-Length: 3\r\n\r\n",
+            "GET / HTTP/1.1\nHost: x\n\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n\n",
         ] {
             assert!(
                 matches!(parse_request(wire.as_bytes()), Err(HeadError::Malformed(_))),
                 "{wire:?}"
             );
         }
+        // Empty lines before the request line are skipped, whichever line ends they have.
+        head("\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
         let same_twice =
             head("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(same_twice.framing, Framing::Length(3));

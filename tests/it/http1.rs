@@ -144,6 +144,13 @@ fn malformed_oversized_and_smuggling_heads_are_refused_and_the_connection_closed
             "GET /openapi.json HTTP/1.1\r\n\r\n".to_string(),
             "Host",
         ),
+        (
+            // One field here, two (and a body) in a proxy that ends lines only at CRLF.
+            "bare LF",
+            "POST /reset/verify HTTP/1.1\r\nHost: gw\r\nX-Note: a\nContent-Length: 2\r\n\r\n{}"
+                .to_string(),
+            "bare LF",
+        ),
     ];
     let cases_count = cases.len();
     for (what, wire, why) in cases {
