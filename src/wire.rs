@@ -341,9 +341,25 @@ pub fn parse_response(buf: &[u8], limit: usize) -> Result<Option<ResponseHead>, 
         len,
         status,
         content_type: field("Content-Type").map_or(MediaType::Unstated, MediaType::of),
-        retry_after: field("Retry-After").and_then(|v| v.parse().ok()),
+        retry_after: field("Retry-After").and_then(retry_after_secs),
         keep_alive: keep_alive && framing != Framing::UntilClose,
         framing,
+    }))
+}
+
+/// A vendor's `Retry-After` in seconds from now: delay-seconds, or an HTTP-date (RFC 9110
+/// section 10.2.3; a date already past is 0). Anything else is ignored, as if absent.
+fn retry_after_secs(value: &str) -> Option<u64> {
+    match value.parse() {
+        Ok(secs) => Some(secs),
+        Err(_) => retry_after_date(value, std::time::SystemTime::now()),
+    }
+}
+
+fn retry_after_date(value: &str, now: std::time::SystemTime) -> Option<u64> {
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).map_or(0, |left| {
+        left.as_secs() + u64::from(left.subsec_nanos() > 0)
     }))
 }
 
@@ -597,6 +613,28 @@ mod tests {
             parse_request(wire.as_bytes()).unwrap_err(),
             HeadError::TooLarge
         );
+    }
+
+    #[test]
+    fn a_vendors_retry_after_is_seconds_or_a_date() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_445_412_480);
+        // 2015-10-21 07:28:00 GMT, and 30 s later in each of the three forms RFC 9110 accepts.
+        assert_eq!(
+            retry_after_date("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(30)
+        );
+        assert_eq!(
+            retry_after_date("Wednesday, 21-Oct-15 07:28:30 GMT", now),
+            Some(30)
+        );
+        assert_eq!(retry_after_date("Wed Oct 21 07:28:30 2015", now), Some(30));
+        assert_eq!(
+            retry_after_date("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(0)
+        );
+        assert_eq!(retry_after_date("soon", now), None);
+        assert_eq!(retry_after_secs("120"), Some(120));
+        assert_eq!(retry_after_secs("-5"), None);
     }
 
     #[test]

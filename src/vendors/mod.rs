@@ -334,6 +334,10 @@ pub fn failure_problem(vendor: &'static str, failure: UpstreamFailure) -> Proble
     }
 }
 
+/// The longest wait a vendor's `Retry-After` is passed on as, and the shortest: a vendor's
+/// mistake (`0`, or a value of years) must not tell every client to hammer it or give up.
+const MOST_VENDOR_RETRY_AFTER_SECS: u64 = 3600;
+
 /// The canonical problem for vendor answers that are about transport, not business: HTTP 429 and
 /// 503 (the vendor is throttling or down), and other 5xx. `None` means "parse the body".
 pub fn status_problem(vendor: &'static str, response: &UpstreamResponse) -> Option<Problem> {
@@ -349,7 +353,12 @@ pub fn status_problem(vendor: &'static str, response: &UpstreamResponse) -> Opti
                 ),
             )
             .with_vendor(detail())
-            .with_retry_after(response.retry_after.unwrap_or(1)),
+            .with_retry_after(
+                response
+                    .retry_after
+                    .unwrap_or(1)
+                    .clamp(1, MOST_VENDOR_RETRY_AFTER_SECS),
+            ),
         ),
         500..=599 => Some(
             Problem::new(
@@ -415,6 +424,23 @@ pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vendors_retry_after_is_passed_on_within_a_second_and_an_hour() {
+        let told = |retry_after: Option<u64>| {
+            let response = UpstreamResponse {
+                status: 429,
+                content_type: MediaType::Unstated,
+                retry_after,
+                body: Vec::new(),
+            };
+            status_problem("CBSS", &response).unwrap().retry_after
+        };
+        assert_eq!(told(Some(30)), Some(30));
+        assert_eq!(told(None), Some(1));
+        assert_eq!(told(Some(0)), Some(1));
+        assert_eq!(told(Some(u64::MAX)), Some(3600));
+    }
 
     #[test]
     fn a_start_state_is_written_whole() {
