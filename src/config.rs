@@ -484,6 +484,25 @@ impl VendorSettings {
         }
     }
 
+    /// Whether two connections' settings name one vendor account, which the vendor counts as
+    /// one (Capillary counts its limit per API key): the same vendor and the same credential.
+    /// Hepsiburada has none, so its connections to one host are one account.
+    pub fn same_account(&self, other: &VendorSettings) -> bool {
+        match (self, other) {
+            (VendorSettings::Cbss(a), VendorSettings::Cbss(b)) => {
+                a.client_code == b.client_code && a.client_key.expose() == b.client_key.expose()
+            }
+            (VendorSettings::Capillary(a), VendorSettings::Capillary(b)) => {
+                a.api_key.expose() == b.api_key.expose()
+            }
+            (VendorSettings::Amsalem(a), VendorSettings::Amsalem(b)) => {
+                a.api_username == b.api_username
+            }
+            (VendorSettings::Hepsiburada(_), VendorSettings::Hepsiburada(_)) => true,
+            _ => false,
+        }
+    }
+
     /// The most vendor calls one canonical step makes (Capillary's start: a token, then an
     /// OTP), all spent from the outbound budget at once. The adapters' `vendor_calls` say the
     /// same; building the gateway checks that they agree.
@@ -512,6 +531,17 @@ pub struct ConnectionSettings {
     /// The gateway's budget of calls to this vendor account, if any.
     pub outbound: Option<Quota>,
     pub vendor: VendorSettings,
+}
+
+impl ConnectionSettings {
+    /// Whether both connections reach one vendor account: one host and port, one credential.
+    pub fn same_account(&self, other: &ConnectionSettings) -> bool {
+        self.base_url
+            .host
+            .eq_ignore_ascii_case(&other.base_url.host)
+            && self.base_url.port == other.base_url.port
+            && self.vendor.same_account(&other.vendor)
+    }
 }
 
 #[derive(Debug, Clone)]

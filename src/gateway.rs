@@ -21,7 +21,7 @@ use crate::config::{Config, TenantSettings, VendorSettings};
 use crate::flow;
 use crate::http::{BodyError, Handler, Reply, Request};
 use crate::language;
-use crate::limit::vendor_budget::vendor_budget;
+use crate::limit::vendor_budget::{stricter, vendor_budget};
 use crate::limit::{self, LimitName, LimitState, Limiter, Mode, Quota};
 use crate::metrics;
 use crate::recent_durations::RecentDurations;
@@ -138,8 +138,39 @@ struct Outcome<'a> {
 impl Gateway {
     /// Builds the gateway from a validated config, taking its token keys.
     pub fn new(config: &mut Config, limiter: Arc<dyn Limiter>, used: Arc<dyn UsedIds>) -> Gateway {
+        // Connections on one vendor account (Capillary's web and mobile paths on one API key,
+        // say) share one budget, since the vendor counts the account's calls, not each
+        // connection's: it is kept under the first such connection's name, with the strictest
+        // of their quotas, and a connection with no limit of its own spends from it too.
+        let budgets: Vec<Option<(String, Quota)>> = config
+            .connections
+            .iter()
+            .map(|conn| {
+                let mut account = config
+                    .connections
+                    .iter()
+                    .filter(|other| other.same_account(conn))
+                    .peekable();
+                let first = account
+                    .peek()
+                    .map_or(&conn.name, |first| &first.name)
+                    .clone();
+                account
+                    .filter_map(|other| {
+                        other.outbound.map(|limit| {
+                            vendor_budget(
+                                limit,
+                                other.vendor.most_calls_per_step(),
+                                other.timeouts.total,
+                            )
+                        })
+                    })
+                    .reduce(stricter)
+                    .map(|quota| (format!("outbound:{first}"), quota))
+            })
+            .collect();
         let mut adapters = Vec::new();
-        for conn in &config.connections {
+        for (conn, budget) in config.connections.iter().zip(budgets) {
             let client =
                 UpstreamClient::new(conn.vendor.name(), conn.base_url.clone(), conn.timeouts);
             let adapter: Arc<dyn VendorAdapter> = match &conn.vendor {
@@ -161,16 +192,14 @@ impl Gateway {
                 .unwrap_or(1);
             // The config refused budgets smaller than this by the settings' own count.
             debug_assert_eq!(most_per_step, conn.vendor.most_calls_per_step());
-            let outbound = conn.outbound.map(|limit| {
-                // Spent so that the vendor never sees more than its limit in any window.
-                let quota = vendor_budget(limit, most_per_step, conn.timeouts.total);
+            // Spent so that the vendor never sees more than its limit in any window.
+            let outbound = budget.inspect(|(_, quota)| {
                 metrics::OUTBOUND_QUOTA
                     .with_label_values(&[conn.name.as_str(), conn.vendor.name()])
                     .set(i64::from(quota.count));
                 metrics::OUTBOUND_REMAINING
                     .with_label_values(&[conn.name.as_str(), conn.vendor.name()])
                     .set(i64::from(quota.count));
-                (format!("outbound:{}", conn.name), quota)
             });
             adapters.push((conn.name.clone(), adapter, conn.timeouts.total, outbound));
         }

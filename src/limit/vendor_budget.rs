@@ -35,9 +35,35 @@ pub fn vendor_budget(limit: Quota, most_per_step: u32, latest_call: Duration) ->
     Quota::new(burst, interval * burst)
 }
 
+/// One budget no faster and no burstier than either of two: for connections that share one vendor
+/// account, and so one count at the vendor.
+pub fn stricter(a: Quota, b: Quota) -> Quota {
+    let burst = a.count.min(b.count).max(1);
+    let interval = Duration::from_nanos(a.interval_ns().max(b.interval_ns()));
+    Quota::new(burst, interval * burst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stricter_budget_is_neither_faster_nor_burstier() {
+        let fast = Quota::new(100, MINUTE);
+        let slow = Quota::new(10, MINUTE * 2);
+        let both = stricter(fast, slow);
+        assert_eq!(both, stricter(slow, fast));
+        assert_eq!(both.count, 10);
+        assert!(both.interval_ns() >= fast.interval_ns());
+        assert!(both.interval_ns() >= slow.interval_ns());
+        // The burst of one, the pace of the other.
+        let bursty_but_slow = stricter(Quota::new(50, MINUTE * 10), Quota::new(5, MINUTE));
+        assert_eq!(bursty_but_slow.count, 5);
+        assert_eq!(
+            bursty_but_slow.interval_ns(),
+            (MINUTE * 10).as_nanos() as u64 / 50
+        );
+    }
     use crate::limit::gcra::decide;
 
     const MINUTE: Duration = Duration::from_secs(60);

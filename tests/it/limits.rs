@@ -307,8 +307,45 @@ fn the_outbound_budget_refuses_without_calling_the_vendor() {
     let again = verify(&gw, "key-web", &reset_id, &otp);
     again.problem(503, "upstream_unavailable");
     assert_eq!(sandbox.calls("capillary"), 3);
-    // Another connection to the same vendor has its own budget.
-    start_reset(&gw, "key-mobile", "email", EMAIL);
+    // The mobile connection is the same account (the same API key at the same host), which
+    // Capillary counts as one: it spends the same budget, though it sets no limit of its own.
+    let r = gw.post("/reset", "key-mobile", &start_body("email", EMAIL));
+    assert_eq!(r.problem(503, "upstream_unavailable")["limit"], "outbound");
+    assert_eq!(sandbox.calls("capillary"), 3);
+}
+
+#[test]
+fn another_vendor_account_has_a_budget_of_its_own() {
+    let sandbox = Sandbox::start();
+    // The mobile connection on an API key of its own (one the sandbox does not know: what
+    // matters here is whether the gateway calls at all).
+    let config = with_outbound_limit(&capillary_config(&sandbox, ""), "web", 30, 600);
+    let at = config.rfind("IT_CAPILLARY_KEY").unwrap();
+    let config = format!(
+        "{}IT_OTHER_CAPILLARY_KEY{}",
+        &config[..at],
+        &config[at + 16..]
+    );
+    let env = [
+        CAPILLARY_ENV,
+        &[("IT_OTHER_CAPILLARY_KEY", "another-capillary-key")],
+    ]
+    .concat();
+    let gw = Gateway::start(&config, &env);
+    start_reset(&gw, "key-web", "email", EMAIL);
+    let r = gw.post(
+        "/reset",
+        "key-web",
+        r#"{"identifier":{"type":"email","value":"mei@example.com"}}"#,
+    );
+    assert_eq!(r.problem(503, "upstream_unavailable")["limit"], "outbound");
+    assert_eq!(sandbox.calls("capillary"), 2);
+    let r = gw.post("/reset", "key-mobile", &start_body("email", EMAIL));
+    assert_ne!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        sandbox.calls("capillary") > 2,
+        "the other account's call was not made"
+    );
 }
 
 #[test]
