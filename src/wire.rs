@@ -168,6 +168,14 @@ fn framing_of(
     Ok((framing, !close, expects_continue))
 }
 
+/// How many bytes at the start of `buf` are line ends (CR or LF): the empty lines that may come
+/// before a request line, which start no request.
+pub fn leading_line_ends(buf: &[u8]) -> usize {
+    buf.iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len())
+}
+
 /// A Content-Length value: digits only, no sign, no overflow.
 fn parse_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 {
@@ -204,10 +212,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     // request otherwise than the gateway: a desync, so such a head is refused, as a chunk line
     // ending in a bare LF is. The empty lines httparse skips before the request line are not
     // part of the head.
-    let start = buf[..len]
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(len);
+    let start = leading_line_ends(&buf[..len]);
     if memchr::memchr_iter(b'\n', &buf[start..len]).any(|at| buf[start + at - 1] != b'\r') {
         return Err(HeadError::Malformed("a line ends in a bare LF, not CRLF"));
     }

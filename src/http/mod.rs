@@ -541,7 +541,7 @@ async fn serve_connection<H: Handler>(
         // Line ends alone start no request (some clients send a CRLF after a body, and a head
         // may follow empty lines): the connection is still idle, for the drain and the idle
         // wait alike, not a head the header timeout must wait out.
-        if unread.iter().all(|&b| b == b'\r' || b == b'\n') {
+        if wire::leading_line_ends(&unread) == unread.len() {
             unread.clear();
             continue;
         }

@@ -47,23 +47,6 @@ pub fn stricter(a: Quota, b: Quota) -> Quota {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_stricter_budget_is_neither_faster_nor_burstier() {
-        let fast = Quota::new(100, MINUTE);
-        let slow = Quota::new(10, MINUTE * 2);
-        let both = stricter(fast, slow);
-        assert_eq!(both, stricter(slow, fast));
-        assert_eq!(both.count, 10);
-        assert!(both.interval_ns() >= fast.interval_ns());
-        assert!(both.interval_ns() >= slow.interval_ns());
-        // The burst of one, the pace of the other.
-        let bursty_but_slow = stricter(Quota::new(50, MINUTE * 10), Quota::new(5, MINUTE));
-        assert_eq!(bursty_but_slow.count, 5);
-        assert_eq!(
-            bursty_but_slow.interval_ns(),
-            (MINUTE * 10).as_nanos() as u64 / 50
-        );
-    }
     use crate::limit::gcra::decide;
 
     const MINUTE: Duration = Duration::from_secs(60);
@@ -149,5 +132,23 @@ mod tests {
             let most = most_in_any_window(budget, limit.period, Duration::from_millis(5));
             assert!(most <= count as usize, "{count}: {most}");
         }
+    }
+
+    #[test]
+    fn the_stricter_budget_is_neither_faster_nor_burstier() {
+        let fast = Quota::new(100, MINUTE);
+        let slow = Quota::new(10, MINUTE * 2);
+        let both = stricter(fast, slow);
+        assert_eq!(both, stricter(slow, fast));
+        assert_eq!(both.count, 10);
+        assert!(both.interval_ns() >= fast.interval_ns());
+        assert!(both.interval_ns() >= slow.interval_ns());
+        // The burst of one, the pace of the other.
+        let bursty_but_slow = stricter(Quota::new(50, MINUTE * 10), Quota::new(5, MINUTE));
+        assert_eq!(bursty_but_slow.count, 5);
+        assert_eq!(
+            bursty_but_slow.interval_ns(),
+            (MINUTE * 10).as_nanos() as u64 / 50
+        );
     }
 }
