@@ -42,7 +42,7 @@ fn realistic_refusals_map_to_their_problems() {
     let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
     let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
     let otp = sandbox.last_otp(EMAIL);
-    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code_for(&otp);
     let p = verify(&gw, "key-web", &reset_id, wrong).problem(422, "invalid_otp");
     // Capillary said 1506, but a concealing tenant's wrong code shows no vendor member: a
     // decoy's cannot, and the difference would tell the account exists.

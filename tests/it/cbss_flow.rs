@@ -79,7 +79,7 @@ fn a_wrong_otp_is_invalid_otp_and_the_right_one_still_works() {
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
     let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
     let otp = sandbox.last_otp(EMAIL);
-    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code_for(&otp);
     let body = verify(&gw, "key-json", &reset_id, wrong).problem(422, "invalid_otp");
     // The tenant conceals unknown identifiers, and a decoy has no vendor answer to show: a real
     // wrong code shows none either, or its `vendor` member would tell the account exists.
@@ -121,7 +121,7 @@ fn a_decoys_wrong_code_is_answered_like_a_real_one_and_as_late() {
 
     let real = start_reset(&gw, "key-json", "email", EMAIL);
     let otp = sandbox.last_otp(EMAIL);
-    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code_for(&otp);
     let (real_answer, real_took) = timed_verify(&gw, &real, wrong);
     let (decoy_answer, took) = timed_verify(&gw, &decoy, "123456");
     assert!(real_took >= floor, "{real_took:?}");
@@ -138,16 +138,22 @@ fn a_decoys_wrong_code_is_answered_like_a_real_one_and_as_late() {
     assert_eq!(real_answer.header_names(), decoy_answer.header_names());
 }
 
+/// Starts a reset for EMAIL on the `json` tenant and sends five wrong codes (each refused as
+/// wrong): its reset_id and right code.
+fn a_reset_after_five_wrong_codes(gw: &Gateway, sandbox: &Sandbox) -> (String, String) {
+    let reset_id = start_reset(gw, "key-json", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    for _ in 0..5 {
+        verify(gw, "key-json", &reset_id, wrong_code_for(&otp)).problem(422, "invalid_otp");
+    }
+    (reset_id, otp)
+}
+
 #[test]
 fn the_gateways_wrong_code_limit_is_attempts_exceeded_without_a_vendor_call() {
     let sandbox = Sandbox::start();
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
-    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
-    let otp = sandbox.last_otp(EMAIL);
-    let wrong = if otp == "000000" { "111111" } else { "000000" };
-    for _ in 0..5 {
-        verify(&gw, "key-json", &reset_id, wrong).problem(422, "invalid_otp");
-    }
+    let (reset_id, otp) = a_reset_after_five_wrong_codes(&gw, &sandbox);
     let calls = sandbox.calls("cbss");
     verify(&gw, "key-json", &reset_id, &otp).problem(429, "attempts_exceeded");
     assert_eq!(sandbox.calls("cbss"), calls, "the gateway's own limit");
@@ -166,12 +172,7 @@ fn the_vendors_attempt_limit_is_attempts_exceeded() {
     );
     assert!(config.contains("reveal_unknown_identifiers = true"));
     let gw = Gateway::start(&config, CBSS_ENV);
-    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
-    let otp = sandbox.last_otp(EMAIL);
-    let wrong = if otp == "000000" { "111111" } else { "000000" };
-    for _ in 0..5 {
-        verify(&gw, "key-json", &reset_id, wrong).problem(422, "invalid_otp");
-    }
+    let (reset_id, otp) = a_reset_after_five_wrong_codes(&gw, &sandbox);
     let calls = sandbox.calls("cbss");
     let p = verify(&gw, "key-json", &reset_id, &otp).problem(429, "attempts_exceeded");
     assert_eq!(p["vendor"]["code"], "OTP_ATTEMPTS_EXCEEDED", "{p}");
@@ -308,7 +309,7 @@ api_keys = [{{ name = "k", key_sha256 = "{}" }}]
     // With nothing concealed, a wrong code shows what CBSS said.
     let reset_id = start_reset(&gw, "key-reveal", "email", EMAIL);
     let otp = sandbox.last_otp(EMAIL);
-    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code_for(&otp);
     let body = verify(&gw, "key-reveal", &reset_id, wrong).problem(422, "invalid_otp");
     assert_eq!(body["vendor"]["name"], "cbss");
     assert_eq!(body["vendor"]["code"], "INVALID_OTP");

@@ -114,8 +114,9 @@ fn gen_api_key_prints_a_new_strong_key_and_its_hash() {
     use sha2::Digest;
     assert_eq!(hash, hex::encode(sha2::Sha256::digest(key.as_bytes())));
     assert_ne!(generate().0, key, "each key is new");
+    let hash_key = |key: &str| Command::new(BIN).args(["hash-key", key]).output().unwrap();
     // hash-key agrees, and has nothing to warn of.
-    let out = Command::new(BIN).args(["hash-key", &key]).output().unwrap();
+    let out = hash_key(&key);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hash);
     assert!(
         out.stderr.is_empty(),
@@ -124,10 +125,7 @@ fn gen_api_key_prints_a_new_strong_key_and_its_hash() {
     );
     // A key beginning with `-` (as base64url keys made elsewhere may) is a key, not an option.
     let dashed = "-Xb2pQ7mZr4TnV8kLw1sYd3HfJ6gCe9aRu0tNiOq5oE";
-    let out = Command::new(BIN)
-        .args(["hash-key", dashed])
-        .output()
-        .unwrap();
+    let out = hash_key(dashed);
     assert!(
         out.status.success(),
         "{}",

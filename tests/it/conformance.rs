@@ -153,7 +153,7 @@ fn wrong_codes_are_invalid_otp(gw: &Gateway, sandbox: &Sandbox, case: &Case) {
         Flow::Otp => {
             let reset_id = start_reset(gw, KEY, "email", EMAIL);
             let otp = sandbox.last_otp(EMAIL);
-            let wrong = if otp == "000000" { "111111" } else { "000000" };
+            let wrong = wrong_code_for(&otp);
             verify(gw, KEY, &reset_id, wrong).problem(422, "invalid_otp");
         }
         Flow::Code => {

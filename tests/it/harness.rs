@@ -693,6 +693,15 @@ pub fn start_body(kind: &str, value: &str) -> String {
     format!(r#"{{"identifier":{{"type":"{kind}","value":"{value}"}}}}"#)
 }
 
+/// A six-digit code that is surely not `otp`.
+pub fn wrong_code_for(otp: &str) -> &'static str {
+    if otp == "000000" {
+        "111111"
+    } else {
+        "000000"
+    }
+}
+
 /// Starts a reset for `identifier` and returns the reset_id.
 pub fn start_reset(gw: &Gateway, key: &str, kind: &str, value: &str) -> String {
     let r = gw.post("/reset", key, &start_body(kind, value));

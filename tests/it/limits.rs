@@ -242,7 +242,7 @@ fn a_vendor_throttling_verifications_costs_the_person_no_codes() {
     let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
     let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
     let otp = sandbox.last_otp(EMAIL);
-    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code_for(&otp);
     verify(&gw, "key-web", &reset_id, wrong).problem(422, "invalid_otp");
     // Four codes are left. Throttled answers judged none of the six codes sent here: were they
     // charged, the fifth would already be refused as too many attempts.
@@ -260,7 +260,7 @@ fn concurrent_guesses_at_one_reset_cannot_share_its_last_codes() {
     let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
     let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
     let otp = sandbox.last_otp(EMAIL);
-    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code_for(&otp);
     let calls = sandbox.calls("capillary");
     let statuses: Vec<u16> = std::thread::scope(|s| {
         let guesses: Vec<_> = (0..12)

@@ -9,7 +9,7 @@ fn metrics_count_known_traffic_exactly() {
     let first = start_reset(&gw, "key-json", "email", EMAIL);
     start_reset(&gw, "key-json", "mobile", MOBILE);
     let otp = sandbox.last_otp(EMAIL);
-    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code_for(&otp);
     verify(&gw, "key-json", &first, wrong).problem(422, "invalid_otp");
     assert_eq!(verify(&gw, "key-json", &first, &otp).status, 200);
     gw.post("/reset", "no-such-key", "{}")
