@@ -23,7 +23,7 @@ use crate::http::{BodyError, Handler, Reply, Request};
 use crate::language;
 use crate::limit::vendor_budget::{stricter, vendor_budget};
 use crate::limit::{self, LimitName, LimitState, Limiter, Mode, Quota};
-use crate::metrics;
+use crate::metrics::{self, OutboundGauge};
 use crate::recent_durations::RecentDurations;
 use crate::request_id::{self, RequestId};
 use crate::signing::sha256;
@@ -42,13 +42,21 @@ pub struct Tenant {
     pub adapter: Arc<dyn VendorAdapter>,
     /// The connection's time budget for a whole step.
     pub step_timeout: Duration,
-    /// The connection's outbound budget: its limiter key and quota.
-    pub outbound: Option<(String, Quota)>,
-    /// The connection's name (for the outbound budget metric).
-    pub connection: String,
+    /// The connection's outbound budget, if it has one.
+    pub outbound: Option<OutboundBudget>,
     /// How long this tenant's recent real verifications took at the vendor: a decoy's
     /// verification waits as long (recent_durations.rs).
     pub recent_verifications: RecentDurations,
+}
+
+/// A vendor account's outbound budget, as the tenants of its connections spend it.
+#[derive(Clone)]
+pub struct OutboundBudget {
+    /// The limiter key: the same for every connection on the account.
+    pub key: String,
+    pub quota: Quota,
+    /// What the metrics show of it.
+    pub gauge: Arc<OutboundGauge>,
 }
 
 /// API keys by the first 8 bytes of their SHA-256. Those bytes are already uniformly spread, and
@@ -170,6 +178,7 @@ impl Gateway {
             })
             .collect();
         let mut adapters = Vec::new();
+        let mut gauges: HashMap<String, Arc<OutboundGauge>> = HashMap::new();
         for (conn, budget) in config.connections.iter().zip(budgets) {
             let client =
                 UpstreamClient::new(conn.vendor.name(), conn.base_url.clone(), conn.timeouts);
@@ -192,14 +201,23 @@ impl Gateway {
                 .unwrap_or(1);
             // The config refused budgets smaller than this by the settings' own count.
             debug_assert_eq!(most_per_step, conn.vendor.most_calls_per_step());
-            // Spent so that the vendor never sees more than its limit in any window.
-            let outbound = budget.inspect(|(_, quota)| {
-                metrics::OUTBOUND_QUOTA
-                    .with_label_values(&[conn.name.as_str(), conn.vendor.name()])
-                    .set(i64::from(quota.count));
-                metrics::OUTBOUND_REMAINING
-                    .with_label_values(&[conn.name.as_str(), conn.vendor.name()])
-                    .set(i64::from(quota.count));
+            // Spent so that the vendor never sees more than its limit in any window; one gauge
+            // per account, shown under each of its connections.
+            let outbound = budget.map(|(key, quota)| {
+                let gauge = gauges.entry(key.clone()).or_insert_with(|| {
+                    let members: Vec<(&str, &str)> = config
+                        .connections
+                        .iter()
+                        .filter(|other| other.same_account(conn))
+                        .map(|other| (other.name.as_str(), other.vendor.name()))
+                        .collect();
+                    OutboundGauge::register(quota, &members)
+                });
+                OutboundBudget {
+                    key,
+                    quota,
+                    gauge: gauge.clone(),
+                }
             });
             adapters.push((conn.name.clone(), adapter, conn.timeouts.total, outbound));
         }
@@ -223,7 +241,6 @@ impl Gateway {
                 adapter: adapter.clone(),
                 step_timeout: *step_timeout,
                 outbound: outbound.clone(),
-                connection: settings.connection.clone(),
                 recent_verifications: RecentDurations::new(),
             });
         }

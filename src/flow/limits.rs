@@ -38,19 +38,22 @@ pub(super) async fn spend_outbound(
     step: CanonicalStep,
 ) -> Result<(), Problem> {
     let calls = tenant.adapter.vendor_calls(step);
-    let Some((key, quota)) = &tenant.outbound else {
+    let Some(budget) = &tenant.outbound else {
         return Ok(());
     };
     if calls == 0 {
         return Ok(());
     }
-    let decision = check(env, LimitName::Outbound, key, *quota, Mode::Consume(calls)).await;
-    let state = match &decision {
-        Ok(state) | Err(state) => state,
-    };
-    crate::metrics::OUTBOUND_REMAINING
-        .with_label_values(&[tenant.connection.as_str(), tenant.adapter.vendor()])
-        .set(i64::from(state.decision.remaining));
+    let decision = check(
+        env,
+        LimitName::Outbound,
+        &budget.key,
+        budget.quota,
+        Mode::Consume(calls),
+    )
+    .await;
+    let (Ok(state) | Err(state)) = &decision;
+    budget.gauge.record(&state.decision, env.checked_at);
     decision.map(|_| ()).map_err(|state| {
         Problem::limited(
             ErrorCode::UpstreamUnavailable,

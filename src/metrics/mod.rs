@@ -15,6 +15,9 @@ use pingora_prometheus::prometheus::{
 use crate::limit::LimitName;
 
 mod batch;
+mod outbound;
+
+pub use outbound::OutboundGauge;
 
 /// Buckets for a gateway: 1 ms to 10 s.
 const BUCKETS: &[f64] = &[
@@ -81,17 +84,17 @@ pub static LIMITER_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// What is left of each vendor connection's outbound budget, and its quota.
-pub static OUTBOUND_REMAINING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+/// What is left of each vendor connection's outbound budget, and its quota (set by `outbound`).
+static OUTBOUND_REMAINING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "reset_gateway_outbound_budget_remaining",
-        "Vendor calls left in the connection's outbound budget after its latest decision.",
+        "Vendor calls left now in the connection's outbound budget: its latest decision, refilled since at the budget's rate.",
         &["connection", "vendor"]
     )
     .expect("metric registers once")
 });
 
-pub static OUTBOUND_QUOTA: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+static OUTBOUND_QUOTA: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "reset_gateway_outbound_budget_quota",
         "The connection's outbound budget: vendor calls allowed per its period (the burst).",
@@ -265,6 +268,7 @@ pub static REDIS_UP: LazyLock<IntGauge> = LazyLock::new(|| {
 /// The Prometheus text exposition of every registered metric.
 pub fn render() -> Vec<u8> {
     INFLIGHT.set(INFLIGHT_REQUESTS.sum());
+    outbound::refresh();
     let mut out = Vec::new();
     let encoder = TextEncoder::new();
     if encoder.encode(&prometheus::gather(), &mut out).is_err() {
