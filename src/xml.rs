@@ -4,19 +4,28 @@
 //! namespace in scope) resolves to: readers look children up by local name, as DataContract XML
 //! puts namespaces everywhere, and a strict reader (the sandbox's) can check them too. It refuses
 //! DOCTYPE declarations and any entity beyond XML's five predefined ones
-//! (so nothing is ever expanded), and stops at fixed depth and size limits.
+//! (so nothing is ever expanded), and stops at fixed depth and size limits. What it keeps grows
+//! with the document and no faster: a namespace is held once, however many elements are in it,
+//! and an element's attributes are bounded, since the parser checks each against the ones
+//! before it.
+
+use std::sync::Arc;
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
 const MAX_DEPTH: usize = 32;
 const MAX_ELEMENTS: usize = 2_000;
+/// Attributes of one element, namespace declarations included: the parser's duplicate check
+/// compares each with every one before it.
+const MAX_ATTRIBUTES: usize = 64;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Element {
     pub name: String,
-    /// The namespace the element's name is in (empty for none, or for an undeclared prefix).
-    pub namespace: String,
+    /// The namespace the element's name is in (empty for none, or for an undeclared prefix):
+    /// shared with the declaration, so a long one in scope of many elements is stored once.
+    pub namespace: Arc<str>,
     pub attributes: Vec<(String, String)>,
     pub children: Vec<Element>,
     pub text: String,
@@ -60,6 +69,8 @@ pub enum XmlError {
     TooDeep,
     #[error("the XML has more than {MAX_ELEMENTS} elements")]
     TooLarge,
+    #[error("an XML element has more than {MAX_ATTRIBUTES} attributes")]
+    TooManyAttributes,
     /// What is wrong, in fixed words: never the parser's own message, which quotes the input (and a
     /// vendor's answer may quote what the caller sent).
     #[error("the XML is not well-formed: {0}")]
@@ -78,7 +89,7 @@ fn local(name: &[u8]) -> String {
 
 /// The namespace declarations in scope, innermost last: `(prefix, namespace)`, the default
 /// namespace under the empty prefix.
-type Scope = Vec<(String, String)>;
+type Scope = Vec<(String, Arc<str>)>;
 
 /// Opens an element: its namespace declarations join `scope` (the caller takes them off again
 /// when the element ends), then its name's prefix is resolved in it.
@@ -88,18 +99,21 @@ fn open(e: &quick_xml::events::BytesStart<'_>, scope: &mut Scope) -> Result<Elem
         name: local(qualified.as_ref()),
         ..Element::default()
     };
-    for attr in e.attributes() {
+    for (index, attr) in e.attributes().enumerate() {
+        if index == MAX_ATTRIBUTES {
+            return Err(XmlError::TooManyAttributes);
+        }
         let attr = attr.map_err(|_| XmlError::Malformed("a malformed attribute"))?;
         let key = attr.key.as_ref();
         let value = attr
             .unescape_value()
             .map_err(|_| XmlError::Malformed("an unknown entity or character reference"))?;
         if key == b"xmlns" {
-            scope.push((String::new(), value.into_owned()));
+            scope.push((String::new(), Arc::from(value.as_ref())));
         } else if let Some(prefix) = key.strip_prefix(b"xmlns:") {
             scope.push((
                 String::from_utf8_lossy(prefix).into_owned(),
-                value.into_owned(),
+                Arc::from(value.as_ref()),
             ));
         } else {
             el.attributes.push((local(key), value.into_owned()));
@@ -114,7 +128,7 @@ fn open(e: &quick_xml::events::BytesStart<'_>, scope: &mut Scope) -> Result<Elem
         .iter()
         .rev()
         .find(|(p, _)| p.as_bytes() == prefix)
-        .map(|(_, ns)| ns.clone())
+        .map(|(_, ns)| Arc::clone(ns))
         .unwrap_or_default();
     Ok(el)
 }
@@ -244,7 +258,7 @@ mod tests {
   <e/><p:f xmlns:p="urn:q"/><g:h/>
 </a>"#;
         let root = parse(doc).unwrap();
-        let ns = |el: &Element| el.namespace.clone();
+        let ns = |el: &Element| el.namespace.to_string();
         assert_eq!(ns(&root), "urn:a");
         let b = root.child("b").unwrap();
         assert_eq!(ns(b), "urn:b");
@@ -254,7 +268,7 @@ mod tests {
         assert_eq!(ns(root.child("e").unwrap()), "urn:a");
         assert_eq!(ns(root.child("f").unwrap()), "urn:q");
         assert_eq!(ns(root.child("h").unwrap()), "");
-        assert_eq!(parse(b"<x/>").unwrap().namespace, "");
+        assert_eq!(&*parse(b"<x/>").unwrap().namespace, "");
     }
 
     #[test]
@@ -270,6 +284,35 @@ mod tests {
         assert_eq!(commented.name, "a");
         assert!(commented.children.is_empty());
         assert_eq!(commented.text, "t");
+    }
+
+    #[test]
+    fn a_namespace_is_stored_once_for_all_the_elements_in_it() {
+        // A vendor's answer of 260 KB (under the response bound) whose 254 KB namespace is in
+        // scope of 2,000 elements: copied into each, it would take half a gigabyte.
+        let long = "u".repeat(254_000);
+        let doc = format!("<r xmlns=\"{long}\">{}</r>", "<a/>".repeat(1_999));
+        let root = parse(doc.as_bytes()).unwrap();
+        assert_eq!(root.children.len(), 1_999);
+        for child in &root.children {
+            assert!(Arc::ptr_eq(&child.namespace, &root.namespace));
+        }
+    }
+
+    #[test]
+    fn an_element_with_too_many_attributes_is_refused() {
+        // The parser checks each attribute against every one before it: tens of thousands on
+        // one element would take seconds of a worker thread.
+        let with = |n: usize| {
+            let attributes: String = (0..n).map(|i| format!(" a{i}=\"\"")).collect();
+            parse(format!("<r{attributes}/>").as_bytes())
+        };
+        assert_eq!(
+            with(MAX_ATTRIBUTES).unwrap().attributes.len(),
+            MAX_ATTRIBUTES
+        );
+        assert_eq!(with(MAX_ATTRIBUTES + 1), Err(XmlError::TooManyAttributes));
+        assert_eq!(with(30_000), Err(XmlError::TooManyAttributes));
     }
 
     #[test]

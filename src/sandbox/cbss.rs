@@ -402,7 +402,7 @@ fn read_xml(step: Step, body: &[u8]) -> Option<Request> {
     let root = xml::parse(body).ok()?;
     // The envelope's members are the base class's (App_Code), the content's the form's.
     if root.name != step.root()
-        || root.namespace != NS_STEP_REQUESTS
+        || *root.namespace != *NS_STEP_REQUESTS
         || !super::datacontract_members_ok(&root, NS_APP_CODE)
     {
         return None;

@@ -232,7 +232,7 @@ fn read_json(body: &[u8]) -> Option<Request> {
 fn read_xml(body: &[u8]) -> Option<Request> {
     let root = xml::parse(body).ok()?;
     if root.name != "PasswordChangeRequest"
-        || root.namespace != NS_REQUEST
+        || *root.namespace != *NS_REQUEST
         || !super::datacontract_members_ok(&root, NS_REQUEST)
     {
         return None;

@@ -43,7 +43,7 @@ impl Format {
 /// `namespace`, in ordinal order of name, none twice. The real reader skips a member out of order
 /// or in another namespace, as if it were absent, and the vendor then refuses the request.
 fn datacontract_members_ok(element: &crate::xml::Element, namespace: &str) -> bool {
-    element.children.iter().all(|c| c.namespace == namespace)
+    element.children.iter().all(|c| *c.namespace == *namespace)
         && element
             .children
             .windows(2)
