@@ -6,6 +6,7 @@
 //! ordinary-looking reset whose verification fails, unless the tenant chose to reveal it (the
 //! decoy's pieces are in `concealment`, the limits' in `limits`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -32,7 +33,8 @@ use limits::{
 /// What every step needs from the gateway besides the tenant.
 pub struct Env<'a> {
     pub keys: &'a TokenKeys,
-    pub limiter: &'a dyn Limiter,
+    /// Shared so that bookkeeping after a vendor's answer can run on past the step.
+    pub limiter: &'a Arc<dyn Limiter>,
     pub used: &'a dyn UsedIds,
     pub per_identifier: Quota,
     /// When the step's work began (its body read): the in-process limiters decide the limits
@@ -371,7 +373,7 @@ pub async fn verify(
         other => other,
     };
     if gives_its_cell_back(&result) {
-        give_the_guess_back(env, &otp_key, otp_quota).await;
+        give_the_guess_back(env, &otp_key, otp_quota);
     }
     let vendor = result?;
     let next = ResetClaims {
@@ -472,7 +474,7 @@ pub async fn complete(
             };
             let back = unjudged || crate::code_guesses::gives_its_cell_back(&result);
             if let (Some(key), true) = (&key, back) {
-                give_the_guess_back(env, key, quota).await;
+                give_the_guess_back(env, key, quota);
             }
             result.map_err(|p| match p.code {
                 ErrorCode::InvalidOtp => crate::code_guesses::wrong_code(),

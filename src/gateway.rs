@@ -411,7 +411,7 @@ impl Gateway {
         };
         let env = flow::Env {
             keys: &self.token_keys,
-            limiter: self.limiter.as_ref(),
+            limiter: &self.limiter,
             used: self.used.as_ref(),
             per_identifier: self.per_identifier,
             // Read afresh when the request waited for anything since it began (its body may

@@ -2,6 +2,10 @@
 //! decisions (the per-key limit is checked in `Gateway::step`), and the wrong-code cell a
 //! verification or code-flow completion holds while its code is checked.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
 use crate::api::{ErrorCode, Problem};
 use crate::gateway::Tenant;
 use crate::limit::{LimitName, LimitState, Mode, Quota};
@@ -17,7 +21,8 @@ pub(super) async fn check(
     quota: Quota,
     mode: Mode,
 ) -> Result<LimitState, LimitState> {
-    let decision = crate::limit::decide(env.limiter, key, quota, mode, env.checked_at).await;
+    let decision =
+        crate::limit::decide(env.limiter.as_ref(), key, quota, mode, env.checked_at).await;
     crate::metrics::limiter_decision(name, decision.allowed);
     let state = LimitState {
         name,
@@ -99,16 +104,44 @@ pub(super) async fn hold_a_guess(
         .map_err(|state| Problem::limited(ErrorCode::AttemptsExceeded, exceeded, state))
 }
 
-/// Gives back the cell `hold_a_guess` took, for a code that was not shown wrong.
-pub(super) async fn give_the_guess_back(env: &Env<'_>, key: &str, quota: Quota) {
-    crate::limit::decide(
-        env.limiter,
-        key,
-        quota,
-        Mode::Refund(1),
-        std::time::Instant::now(),
-    )
-    .await;
+/// Refunds sent to a limiter that must wait (Redis) and not yet answered.
+static PENDING_REFUNDS: AtomicUsize = AtomicUsize::new(0);
+
+/// The most refunds waiting at once: a Redis that stalls under load would otherwise gather one
+/// task per verification. One dropped keeps its cell until the cell comes back by itself (one
+/// reset lifetime): it costs the user a try, never gives a guesser one.
+const MOST_PENDING_REFUNDS: usize = 4096;
+
+/// Gives back the cell `hold_a_guess` took, for a code that was not shown wrong. The vendor has
+/// answered by now, and what it did must be what the caller is told: an in-memory limiter gives
+/// the cell back at once, and Redis is sent the refund on a task of its own, so that a slow
+/// Redis can neither hold the answer nor, past the step's deadline, turn the vendor's success
+/// (a code accepted, a password changed) into a `504`.
+pub(super) fn give_the_guess_back(env: &Env<'_>, key: &str, quota: Quota) {
+    let refund = Mode::Refund(1);
+    if env
+        .limiter
+        .decide_now(key, quota, refund, Instant::now())
+        .is_some()
+    {
+        return;
+    }
+    if PENDING_REFUNDS.fetch_add(1, Ordering::Relaxed) >= MOST_PENDING_REFUNDS {
+        PENDING_REFUNDS.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let (limiter, key) = (Arc::clone(env.limiter), key.to_owned());
+    tokio::spawn(async move {
+        // Counted out however the task ends, a runtime shutting down included.
+        struct Pending;
+        impl Drop for Pending {
+            fn drop(&mut self) {
+                PENDING_REFUNDS.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _pending = Pending;
+        limiter.check(&key, quota, refund).await;
+    });
 }
 
 /// Whether a verification gives its per-reset cell back: a right code does, and so does an outcome

@@ -826,3 +826,39 @@ fn a_release_whose_caller_stops_waiting_still_reaches_redis() {
         }
     });
 }
+
+#[test]
+fn a_code_the_vendor_accepted_is_answered_so_however_slow_redis_is_afterwards() {
+    // A right code gives its wrong-code cell back in Redis after the vendor accepted it. Were
+    // the step to wait for that within its deadline, a Redis that stalls just then would turn
+    // the vendor's acceptance into a 504: the code spent at the vendor, and no reset id to go on.
+    let sandbox = Sandbox::start_with_delay(2_000);
+    let redis = Redis::start();
+    let timeouts = VendorTimeouts {
+        read_ms: 3_000,
+        total_ms: 3_000,
+        ..VendorTimeouts::default()
+    };
+    // Redis may take 1.2 s (under half the step), so a refund that waited would end past the
+    // step's 3 s: 2 s at the vendor, then 1.2 s for Redis.
+    let backend = backend_at(&redis.url(), "local").replace(
+        &format!("timeout_ms = {REDIS_TIMEOUT_MS}"),
+        "timeout_ms = 1200",
+    );
+    let gw = Gateway::start(
+        &cbss_config_timed(&sandbox, timeouts, &format!("[limits]\n{backend}")),
+        CBSS_ENV,
+    );
+    let reset_id = start_reset(&gw, "key-json", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    std::thread::scope(|s| {
+        let verifying = s.spawn(|| verify(&gw, "key-json", &reset_id, &otp));
+        // The verification's limits are decided by now; the vendor answers in 2 s.
+        std::thread::sleep(Duration::from_millis(700));
+        redis.pause();
+        let v = verifying.join().unwrap();
+        redis.resume();
+        assert_eq!(v.status, 200, "{}", String::from_utf8_lossy(&v.body));
+        assert_eq!(v.json()["next"], "complete");
+    });
+}
