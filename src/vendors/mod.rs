@@ -9,6 +9,7 @@ pub mod amsalem;
 pub mod capillary;
 pub mod cbss;
 pub mod hepsiburada;
+mod unescape;
 
 /// Every vendor the gateway speaks, by the name of its connection table and its adapter.
 pub const NAMES: [&str; 4] = ["cbss", "capillary", "amsalem", "hepsiburada"];
@@ -389,7 +390,12 @@ fn content_type_problem(vendor: &'static str, response: &UpstreamResponse) -> Op
 /// Vendor messages are shown to support staff; clip them and strip anything a user sent that
 /// must never be echoed (a vendor may quote the password or code it refused).
 pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
-    let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
+    // Read as plain characters first: a quoted request may have escaped a secret's characters
+    // any way JSON or XML allows (`\u002B` for `+`), and the secret is looked for as text.
+    let mut out: String = unescape::read_escapes(text)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
     // Each secret as it was sent, and as it stood escaped inside the JSON or XML request: a
     // vendor that quotes the request it refused quotes `a\"b` or `a&amp;b`, not `a"b`.
     let mut secrets: Vec<Cow<'_, str>> = Vec::with_capacity(never_echo.len());
@@ -502,6 +508,22 @@ mod tests {
         // The caller's one-character code comes first in the list, and occurs inside the key.
         let out = clip_vendor_text("bad key sandbox-key-7 for code 7", &["7", "sandbox-key-7"]);
         assert_eq!(out, "bad key [redacted] for code [redacted]");
+    }
+
+    #[test]
+    fn a_secret_quoted_with_its_characters_escaped_is_redacted_too() {
+        let password = "Päss+w0rd<1>";
+        // System.Text.Json's escaping, escaped once more inside a quoted answer, and XML's
+        // character references.
+        for quoted in [
+            r#"bad {"NewPassword":"P\u00E4ss\u002Bw0rd\u003C1\u003E"}"#,
+            r#"bad {\"NewPassword\":\"P\\u00E4ss\\u002Bw0rd\\u003C1\\u003E\"}"#,
+            "bad <NewPassword>P&#228;ss&#x2B;w0rd&lt;1&gt;</NewPassword>",
+        ] {
+            let out = clip_vendor_text(quoted, &[password]);
+            assert!(out.contains("[redacted]"), "{out}");
+            assert!(!out.contains("w0rd"), "{out}");
+        }
     }
 }
 
