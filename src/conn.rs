@@ -89,6 +89,19 @@ impl GatheringStream {
         Ok(self.inner.socket().peek(&mut probe).await? > 0)
     }
 
+    /// Whether the client has sent something not yet read, asked of the socket itself (a peek
+    /// that does not wait). tokio's readiness can lag bytes that have arrived by a turn of its
+    /// reactor: a connection closed for the drain in that turn would throw away a request the
+    /// client had already sent, and its answer would be a reset. `false` for a client that
+    /// closed, or on any error (the read that follows would fail too).
+    pub fn has_input(&mut self) -> bool {
+        if self.inner.holds_plaintext() {
+            return true;
+        }
+        let mut probe = [std::mem::MaybeUninit::uninit(); 1];
+        matches!(socket2::SockRef::from(self.inner.socket()).peek(&mut probe), Ok(n) if n > 0)
+    }
+
     /// Waits until the client sends something and returns what arrived, in a buffer made only
     /// then; `None` if the client closed instead.
     ///

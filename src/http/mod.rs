@@ -522,8 +522,10 @@ async fn serve_connection<H: Handler>(
         // While draining, an idle connection closes rather than take a request that could
         // start after the last in flight has finished and be cut off at exit.
         let header_deadline = std::time::Instant::now() + timeouts.header;
+        // A request the client has already sent is served, drain or not (`has_input`): closing
+        // with it unread would answer it with a reset.
         if unread.is_empty() {
-            if drains && crate::shutdown::draining() {
+            if drains && crate::shutdown::draining() && !conn.has_input() {
                 return;
             }
             let first = tokio::select! {
@@ -531,7 +533,13 @@ async fn serve_connection<H: Handler>(
                     header_deadline,
                     conn.read_first(wire::FIRST_READ),
                 ) => read,
-                () = crate::shutdown::idle_close().notified(), if drains => return,
+                () = crate::shutdown::idle_close().notified(), if drains => {
+                    if !conn.has_input() {
+                        return;
+                    }
+                    crate::deadline::timeout_at(header_deadline, conn.read_first(wire::FIRST_READ))
+                        .await
+                }
             };
             match first {
                 Ok(Ok(Some(first))) => unread = first,

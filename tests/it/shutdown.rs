@@ -219,3 +219,42 @@ fn a_stray_line_end_after_a_request_does_not_hold_up_the_drain() {
         signalled.elapsed()
     );
 }
+
+#[test]
+fn requests_already_sent_when_sigterm_comes_are_answered() {
+    // Many kept-alive connections each send a request at once, and SIGTERM follows: a request
+    // in the socket before the drain begins must be answered, even when the worker threads,
+    // busy with the others, had not yet seen it arrive. Closed unread, it would get a reset.
+    let sandbox = Sandbox::start();
+    let mut gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    remember_secret("key-json");
+    let body = r#"{"reset_id":"not-a-reset","otp":"123456"}"#;
+    let wire = format!(
+        "POST /reset/verify HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer key-json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Each connection kept alive by one request answered already, so each is idle now.
+    let mut readers: Vec<BufReader<TcpStream>> = (0..200)
+        .map(|_| {
+            let mut conn = TcpStream::connect(gw.api).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            conn.write_all(wire.as_bytes()).unwrap();
+            let mut reader = BufReader::new(conn);
+            read_one(&mut reader).problem(400, "invalid_reset_id");
+            reader
+        })
+        .collect();
+    for reader in &mut readers {
+        reader.get_mut().write_all(wire.as_bytes()).unwrap();
+    }
+    gw.proc.signal("TERM");
+    for (n, reader) in readers.iter_mut().enumerate() {
+        let answer = read_one(reader);
+        assert_eq!(answer.status, 400, "connection {n}");
+    }
+    // Closed by the clients too, so that no connection's lingering close holds the exit.
+    drop(readers);
+    assert_eq!(gw.proc.wait_for_exit(Duration::from_secs(10)), Some(0));
+}
