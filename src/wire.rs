@@ -108,7 +108,7 @@ fn framing_of(
 ) -> Result<(Framing, bool, bool), HeadError> {
     let mut length: Option<(u64, &[u8])> = None;
     let mut chunked = false;
-    let mut close = !http11;
+    let (mut said_close, mut said_keep_alive) = (false, false);
     let mut expects_continue = false;
     let mut hosts = 0usize;
     for field in fields {
@@ -133,9 +133,9 @@ fn framing_of(
         } else if is_field(field.name.as_bytes(), "Connection") {
             for option in value().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if option.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if option.eq_ignore_ascii_case(b"keep-alive") && !http11 {
-                    close = false;
+                    said_close = true;
+                } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                    said_keep_alive = true;
                 }
             }
         } else if request && is_field(field.name.as_bytes(), "Expect") {
@@ -165,7 +165,10 @@ fn framing_of(
         (false, None) if request => Framing::Length(0),
         (false, None) => Framing::UntilClose,
     };
-    Ok((framing, !close, expects_continue))
+    // `close` in any option ends the connection, whatever else is said (RFC 9112 section 9.6);
+    // HTTP/1.0 keeps it open only when asked to.
+    let keep_alive = !said_close && (http11 || said_keep_alive);
+    Ok((framing, keep_alive, expects_continue))
 }
 
 /// How many bytes at the start of `buf` are line ends (CR or LF): the empty lines that may come
@@ -698,6 +701,15 @@ mod tests {
         assert!(!head("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").keep_alive);
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        // Close wins, in one field or two, in either order.
+        for fields in [
+            "Connection: close, keep-alive\r\n",
+            "Connection: keep-alive, close\r\n",
+            "Connection: close\r\nConnection: keep-alive\r\n",
+        ] {
+            let request = format!("GET / HTTP/1.0\r\n{fields}\r\n");
+            assert!(!head(&request).keep_alive, "{fields:?}");
+        }
         assert!(
             head("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n").expects_continue
         );
