@@ -1,5 +1,7 @@
-//! The OpenAPI 3.1 document served at `GET /openapi.json`. It describes exactly what the API
-//! listener serves; an integration test holds the two together.
+//! The OpenAPI 3.1 document served at `GET /openapi.json`. It describes what the API listener
+//! serves: its operations, the bodies each takes and the answers each gives (a path it does not
+//! serve is `404 not_found`, a method it does not take `405 method_not_allowed`, as the document's
+//! description says); integration tests hold the two together.
 
 use serde_json::{json, Value};
 
@@ -21,7 +23,12 @@ fn problems(codes: &[ErrorCode]) -> serde_json::Map<String, Value> {
     by_status
         .into_iter()
         .map(|(status, names)| {
-            let mut headers = common_headers();
+            // A refused API key has no per-key limit to report.
+            let mut headers = if status == 401 {
+                unauthenticated_headers()
+            } else {
+                common_headers()
+            };
             if matches!(status, 429 | 503) {
                 headers.insert(
                     "Retry-After".into(),
@@ -38,6 +45,21 @@ fn problems(codes: &[ErrorCode]) -> serde_json::Map<String, Value> {
             )
         })
         .collect()
+}
+
+/// Headers on an answer to a request without a known API key.
+fn unauthenticated_headers() -> serde_json::Map<String, Value> {
+    let text = |d: &str| json!({"description": d, "schema": {"type": "string"}});
+    [
+        (
+            "X-Request-Id",
+            text("The caller's request id when sane, else a new one"),
+        ),
+        ("WWW-Authenticate", text("Bearer")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Headers on every answer to an authenticated request.
@@ -64,6 +86,7 @@ const COMMON: &[ErrorCode] = &[
     ErrorCode::UpstreamError,
     ErrorCode::UpstreamUnavailable,
     ErrorCode::UpstreamTimeout,
+    ErrorCode::Internal,
 ];
 
 fn operation(
@@ -107,7 +130,8 @@ pub fn document(max_body_bytes: usize) -> Vec<u8> {
         "required": ["type", "value"],
         "properties": {
             "type": {"type": "string", "enum": ["email", "mobile", "username"]},
-            "value": {"type": "string", "minLength": 1, "maxLength": 254}
+            "value": {"type": "string", "minLength": 1, "maxLength": 254,
+                "description": "By `type`: an email address (local@domain.tld) of at most 254 bytes, no spaces or control characters; a mobile number in international form, an optional `+` and 6 to 15 digits; a username of 1 to 128 characters, no control characters"}
         }
     });
     let doc = json!({
@@ -116,7 +140,7 @@ pub fn document(max_body_bytes: usize) -> Vec<u8> {
             "title": "reset-gateway canonical /reset API",
             "version": env!("CARGO_PKG_VERSION"),
             "description": format!(
-                "One password-reset API in front of many vendors. Bodies are JSON of at most {max_body_bytes} bytes; unknown fields are refused. Every error is application/problem+json (RFC 9457) with a stable `code`."
+                "One password-reset API in front of many vendors. Bodies are JSON of at most {max_body_bytes} bytes; unknown fields are refused. Every error is application/problem+json (RFC 9457) with a stable `code`. A path not listed here is `404 not_found`; a listed path with a method it does not list is `405 method_not_allowed`, with `Allow`."
             )
         },
         "paths": {
@@ -165,16 +189,19 @@ pub fn document(max_body_bytes: usize) -> Vec<u8> {
                          "required": ["reset_id", "new_password"],
                          "properties": {
                             "reset_id": {"type": "string", "minLength": 1},
-                            "new_password": {"type": "string", "minLength": 1, "maxLength": 256}
+                            "new_password": {"type": "string", "minLength": 1, "maxLength": 256,
+                                "description": "No control characters"}
                          }},
                         {"type": "object", "additionalProperties": false,
                          "required": ["reset_code", "new_password"],
                          "properties": {
-                            "reset_code": {"type": "string", "minLength": 1, "maxLength": 512},
+                            "reset_code": {"type": "string", "minLength": 1, "maxLength": 512,
+                                "description": "At most 512 bytes, no control characters"},
                             "identifier": {"$ref": "#/components/schemas/Identifier"},
-                            "email": {"type": "string"},
-                            "session_id": {"type": "string", "maxLength": 256},
-                            "new_password": {"type": "string", "minLength": 1, "maxLength": 256}
+                            "email": {"type": "string", "format": "email", "maxLength": 254},
+                            "session_id": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[A-Za-z0-9._:-]+$"},
+                            "new_password": {"type": "string", "minLength": 1, "maxLength": 256,
+                                "description": "No control characters"}
                          }}
                     ]
                 },

@@ -396,3 +396,43 @@ fn every_status_the_api_answers_is_documented_for_its_path() {
         );
     }
 }
+
+#[test]
+fn the_documented_headers_are_the_ones_each_answer_carries() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let doc = document(&gw);
+    let start = start_body("email", EMAIL);
+    let answers = [
+        gw.post("/reset", "key-json", &start),
+        gw.post("/reset", "no-such-key", &start),
+        gw.post("/reset", "key-json", "{"),
+    ];
+    for answer in answers {
+        let documented = &doc["paths"]["/reset"]["post"]["responses"][answer.status.to_string()];
+        let headers = documented["headers"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{} documents no headers", answer.status));
+        // Retry-After comes only with some refusals; every other documented header always.
+        for name in headers.keys().filter(|name| *name != "Retry-After") {
+            assert!(
+                answer.header(name).is_some(),
+                "a {} answer lacks the documented {name}",
+                answer.status
+            );
+        }
+        for name in ["RateLimit", "RateLimit-Policy", "WWW-Authenticate"] {
+            if answer.header(name).is_some() {
+                assert!(
+                    headers.contains_key(name),
+                    "a {} answer carries {name}, which is not documented for it",
+                    answer.status
+                );
+            }
+        }
+    }
+    // A bug's answer can come from any operation.
+    for path in ["/reset", "/reset/verify", "/reset/complete"] {
+        assert!(documented_statuses(&doc, path).contains(&500), "{path}");
+    }
+}
