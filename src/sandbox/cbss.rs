@@ -284,6 +284,11 @@ fn verify_otp(state: &mut State, content: &HashMap<String, String>) -> Outcome {
     let Some(p) = state.pending.get_mut(&id) else {
         return fail(200, "REQUEST_NOT_FOUND", "Unknown request.");
     };
+    // The request's own lifetime bounds its code's too (`--cbss-otp-lifetime-secs` may be set
+    // longer): a code is never accepted for a request that could no longer be completed.
+    if Instant::now() > p.request_expires {
+        return fail(200, "REQUEST_EXPIRED", "The request has expired.");
+    }
     if p.attempts >= MAX_OTP_ATTEMPTS {
         return fail(200, "OTP_ATTEMPTS_EXCEEDED", "Too many wrong OTPs.");
     }
@@ -490,6 +495,44 @@ mod tests {
   <DateTime xmlns="http://schemas.datacontract.org/2004/07/CBSS_API.App_Code">2024-11-18T12:34:23.6965096+08:00</DateTime>
 </EmailAddressOrMobilePhoneNumber>"#
         )
+    }
+
+    #[test]
+    fn a_code_is_refused_once_its_request_has_expired() {
+        let now = Instant::now();
+        let pending = |request_expires| Pending {
+            customer: 0,
+            otp: "123456".into(),
+            otp_expires: now + Duration::from_secs(3600),
+            request_expires,
+            attempts: 0,
+            verified: false,
+        };
+        let mut state = State {
+            customers: Vec::new(),
+            pending: HashMap::from([
+                (1, pending(now - Duration::from_secs(1))),
+                (2, pending(now + Duration::from_secs(60))),
+            ]),
+            next_id: 3,
+        };
+        let content = |id: &str| {
+            HashMap::from([
+                (
+                    "CustomerForgotUsernamePasswordID".to_string(),
+                    id.to_string(),
+                ),
+                ("OTP".to_string(), "123456".to_string()),
+            ])
+        };
+        match verify_otp(&mut state, &content("1")) {
+            Outcome::Fail(200, code, _) => assert_eq!(code, "REQUEST_EXPIRED"),
+            _ => panic!("a code for an expired request was accepted"),
+        }
+        assert!(matches!(
+            verify_otp(&mut state, &content("2")),
+            Outcome::Ok(None)
+        ));
     }
 
     const IN_ORDER: &str = "<d2p1:EmailAddress>sample string 2</d2p1:EmailAddress>\n    <d2p1:MobilePhoneNumber>sample string 1</d2p1:MobilePhoneNumber>";
