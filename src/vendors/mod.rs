@@ -390,12 +390,6 @@ fn content_type_problem(vendor: &'static str, response: &UpstreamResponse) -> Op
 /// Vendor messages are shown to support staff; clip them and strip anything a user sent that
 /// must never be echoed (a vendor may quote the password or code it refused).
 pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
-    // Read as plain characters first: a quoted request may have escaped a secret's characters
-    // any way JSON or XML allows (`\u002B` for `+`), and the secret is looked for as text.
-    let mut out: String = unescape::read_escapes(text)
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect();
     // Each secret as it was sent, and as it stood escaped inside the JSON or XML request: a
     // vendor that quotes the request it refused quotes `a\"b` or `a&amp;b`, not `a"b`.
     let mut secrets: Vec<Cow<'_, str>> = Vec::with_capacity(never_echo.len());
@@ -418,11 +412,19 @@ pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
     // The longest first: a short one (a one-character code) redacted inside a long one (the
     // connection's key) would break the long one's match and leave the rest of it shown.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in &secrets {
-        if out.contains(secret.as_ref()) {
-            out = out.replace(secret.as_ref(), crate::secret::REDACTED);
+    let redact = |text: &str| {
+        let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
+        for secret in &secrets {
+            if out.contains(secret.as_ref()) {
+                out = out.replace(secret.as_ref(), crate::secret::REDACTED);
+            }
         }
-    }
+        out
+    };
+    // Twice: as the vendor wrote it (a secret holding a backslash or `&#` is found only there),
+    // then read back to plain characters, since a quoted request may have escaped a secret's
+    // characters any way JSON or XML allows (`\u002B` for `+`).
+    let out = redact(&unescape::read_escapes(&redact(text)));
     // Clipped only after redaction: a secret across the cut would otherwise leave its first part.
     out.chars().take(200).collect()
 }
@@ -523,6 +525,11 @@ mod tests {
             let out = clip_vendor_text(quoted, &[password]);
             assert!(out.contains("[redacted]"), "{out}");
             assert!(!out.contains("w0rd"), "{out}");
+        }
+        // A secret that itself holds what reads as an escape is still found as it was sent.
+        for secret in [r"pa\u0041ss", r#"pa\"ss"#, "pa&#65;ss"] {
+            let out = clip_vendor_text(&format!("refused {secret} here"), &[secret]);
+            assert_eq!(out, "refused [redacted] here", "{secret}");
         }
     }
 }
