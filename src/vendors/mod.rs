@@ -402,29 +402,38 @@ pub fn clip_vendor_text(text: &str, never_echo: &[&str]) -> String {
         // Escaped as the gateway writes XML (quotes too), and as most serializers write text.
         let in_xml = crate::xml::escape(secret);
         let in_xml_text = quick_xml::escape::partial_escape(secret);
-        for form in [in_json, in_xml.as_ref(), in_xml_text.as_ref()] {
-            if form != secret && !form.is_empty() && !secrets.iter().any(|s| s == form) {
-                secrets.push(Cow::Owned(form.to_string()));
+        let forms = [
+            Cow::Borrowed(secret),
+            Cow::Owned(in_json.to_owned()),
+            Cow::Owned(in_xml.into_owned()),
+            Cow::Owned(in_xml_text.into_owned()),
+        ];
+        for form in forms {
+            // The text is searched with its escapes read back (below): so is each form, for a
+            // secret that itself holds what reads as an escape (`pa\u0041ss`, `a\"b`).
+            let read = Cow::Owned(unescape::read_escapes(&form));
+            for form in [form, read] {
+                if !form.is_empty() && !secrets.contains(&form) {
+                    secrets.push(form);
+                }
             }
         }
-        secrets.push(Cow::Borrowed(secret));
     }
     // The longest first: a short one (a one-character code) redacted inside a long one (the
     // connection's key) would break the long one's match and leave the rest of it shown.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let redact = |text: &str| {
-        let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
-        for secret in &secrets {
-            if out.contains(secret.as_ref()) {
-                out = out.replace(secret.as_ref(), crate::secret::REDACTED);
-            }
+    // Read back to plain characters first: a quoted request may have escaped a secret's
+    // characters any way JSON or XML allows (`\u002B` for `+`), once or more. Searched in one
+    // pass, longest first, so that no short secret redacted early can break a long one's escape.
+    let mut out: String = unescape::read_escapes(text)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    for secret in &secrets {
+        if out.contains(secret.as_ref()) {
+            out = out.replace(secret.as_ref(), crate::secret::REDACTED);
         }
-        out
-    };
-    // Twice: as the vendor wrote it (a secret holding a backslash or `&#` is found only there),
-    // then read back to plain characters, since a quoted request may have escaped a secret's
-    // characters any way JSON or XML allows (`\u002B` for `+`).
-    let out = redact(&unescape::read_escapes(&redact(text)));
+    }
     // Clipped only after redaction: a secret across the cut would otherwise leave its first part.
     out.chars().take(200).collect()
 }
@@ -526,6 +535,12 @@ mod tests {
             assert!(out.contains("[redacted]"), "{out}");
             assert!(!out.contains("w0rd"), "{out}");
         }
+        // A one-character code beside a key quoted with escapes does not break the key's match.
+        let out = clip_vendor_text(r"bad key Ab\u002Bcd/ef", &["u", "2", "Ab+cd/ef"]);
+        assert!(!out.contains("cd/ef"), "{out}");
+        // A secret holding an escape, quoted with escapes of its own.
+        let out = clip_vendor_text(r"bad p\u002B\\u0041 here", &[r"p+\u0041"]);
+        assert_eq!(out, "bad [redacted] here");
         // A secret that itself holds what reads as an escape is still found as it was sent.
         for secret in [r"pa\u0041ss", r#"pa\"ss"#, "pa&#65;ss"] {
             let out = clip_vendor_text(&format!("refused {secret} here"), &[secret]);
