@@ -21,19 +21,40 @@ pub(super) async fn check(
     quota: Quota,
     mode: Mode,
 ) -> Result<LimitState, LimitState> {
-    let decision =
-        crate::limit::decide(env.limiter.as_ref(), key, quota, mode, env.checked_at).await;
+    check_noting_when(env, name, key, quota, mode).await.0
+}
+
+/// `check`, and when its decision held: `env.checked_at` for a backend that decides at once,
+/// else when the answer came (Redis decides by its own clock, after the wait).
+async fn check_noting_when(
+    env: &Env<'_>,
+    name: LimitName,
+    key: &str,
+    quota: Quota,
+    mode: Mode,
+) -> (Result<LimitState, LimitState>, Instant) {
+    let (decision, waited) =
+        crate::limit::decide_noting_wait(env.limiter.as_ref(), key, quota, mode, env.checked_at)
+            .await;
     crate::metrics::limiter_decision(name, decision.allowed);
     let state = LimitState {
         name,
         quota,
         decision,
     };
-    if decision.allowed {
-        Ok(state)
+    let at = if waited {
+        Instant::now()
     } else {
-        Err(state)
-    }
+        env.checked_at
+    };
+    (
+        if decision.allowed {
+            Ok(state)
+        } else {
+            Err(state)
+        },
+        at,
+    )
 }
 
 /// Spends the connection's outbound budget for all of `step`'s vendor calls at once.
@@ -49,7 +70,7 @@ pub(super) async fn spend_outbound(
     if calls == 0 {
         return Ok(());
     }
-    let decision = check(
+    let (decision, at) = check_noting_when(
         env,
         LimitName::Outbound,
         &budget.key,
@@ -58,7 +79,11 @@ pub(super) async fn spend_outbound(
     )
     .await;
     let (Ok(state) | Err(state)) = &decision;
-    budget.gauge.record(&state.decision, env.checked_at);
+    // A fallback's decision is this replica's share of the budget, not the account's: it would
+    // show the budget as nearly spent for as long as it is quiet.
+    if !state.decision.fallback {
+        budget.gauge.record(&state.decision, at);
+    }
     decision.map(|_| ()).map_err(|state| {
         Problem::limited(
             ErrorCode::UpstreamUnavailable,
@@ -130,16 +155,17 @@ pub(super) fn give_the_guess_back(env: &Env<'_>, key: &str, quota: Quota) {
         PENDING_REFUNDS.fetch_sub(1, Ordering::Relaxed);
         return;
     }
+    // Counted out however the task ends, dropped unpolled by a runtime shutting down included.
+    struct Pending;
+    impl Drop for Pending {
+        fn drop(&mut self) {
+            PENDING_REFUNDS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let pending = Pending;
     let (limiter, key) = (Arc::clone(env.limiter), key.to_owned());
     tokio::spawn(async move {
-        // Counted out however the task ends, a runtime shutting down included.
-        struct Pending;
-        impl Drop for Pending {
-            fn drop(&mut self) {
-                PENDING_REFUNDS.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        let _pending = Pending;
+        let _pending = pending;
         limiter.check(&key, quota, refund).await;
     });
 }

@@ -62,13 +62,14 @@ impl OutboundGauge {
     }
 
     /// Notes a decision made at `at`: `remaining` cells left then, each missing one back after
-    /// the quota's interval. Decisions on other threads may land in either order; they were made
-    /// moments apart, so either is a fair reading.
+    /// the quota's interval. Spending only ever moves the budget's whole-again time later (it is
+    /// never refunded), so of decisions landing out of order (threads, Redis's round trips) the
+    /// latest time is the truest.
     pub fn record(&self, decision: &Decision, at: Instant) {
         let missing = u64::from(self.quota.count.saturating_sub(decision.remaining));
         let whole_at =
             nanos_since_epoch(at).saturating_add(missing.saturating_mul(self.quota.interval_ns()));
-        self.whole_at_ns.store(whole_at, Ordering::Relaxed);
+        self.whole_at_ns.fetch_max(whole_at, Ordering::Relaxed);
     }
 
     /// Cells left at `now`: a cell counts only once it has wholly come back, as the limiter
@@ -136,6 +137,24 @@ mod tests {
             let at = start + Duration::from_nanos(ns);
             assert_eq!(gauge.remaining_at(at), limiter.min(10), "at {ms} ms");
         }
+    }
+
+    #[test]
+    fn a_decision_landing_late_does_not_move_the_budget_back() {
+        let quota = Quota::new(10, Duration::from_secs(10));
+        let gauge = OutboundGauge::register(quota, &[("late-test", "cbss")]);
+        let at = Instant::now();
+        let left = |remaining| Decision {
+            allowed: true,
+            remaining,
+            reset: Duration::ZERO,
+            retry_after: Duration::ZERO,
+            fallback: false,
+        };
+        gauge.record(&left(4), at);
+        // An earlier spend's answer, arriving after the later one's.
+        gauge.record(&left(7), at);
+        assert_eq!(gauge.remaining_at(at), 4);
     }
 
     #[test]
