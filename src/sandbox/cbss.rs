@@ -160,8 +160,11 @@ impl CbssSandbox {
         let Some(step) = Step::from_path(rest) else {
             return Reply::text(404, "no such CBSS resource\n");
         };
-        let Some(format) = Format::of(content_type) else {
-            return Reply::text(415, "CBSS takes application/json or application/xml\n");
+        let Some(format) = request_format(content_type) else {
+            return Reply::text(
+                415,
+                "CBSS takes application/json, text/json, text/html, application/xml or text/xml\n",
+            );
         };
         let (client, outcome) = self.process(step, format, query, body);
         let client_code = client.map_or(DEMO_CLIENT.client_code, |c| c.client_code);
@@ -271,6 +274,17 @@ fn pending_id(content: &HashMap<String, String>) -> Option<u64> {
         .get("CustomerForgotUsernamePasswordID")?
         .parse()
         .ok()
+}
+
+/// The format of a request to CBSS: the four every vendor's help page lists, and `text/html`,
+/// which CBSS's lists too, with a JSON sample (its server reads such a body as JSON).
+fn request_format(content_type: &str) -> Option<Format> {
+    Format::of(content_type).or_else(|| {
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        media_type
+            .eq_ignore_ascii_case("text/html")
+            .then_some(Format::Json)
+    })
 }
 
 fn verify_otp(state: &mut State, content: &HashMap<String, String>) -> Outcome {
@@ -495,6 +509,14 @@ mod tests {
   <DateTime xmlns="http://schemas.datacontract.org/2004/07/CBSS_API.App_Code">2024-11-18T12:34:23.6965096+08:00</DateTime>
 </EmailAddressOrMobilePhoneNumber>"#
         )
+    }
+
+    #[test]
+    fn text_html_is_read_as_json_as_the_help_page_lists_it() {
+        assert!(request_format("text/html") == Some(Format::Json));
+        assert!(request_format("Text/HTML; charset=utf-8") == Some(Format::Json));
+        assert!(request_format("text/xml") == Some(Format::Xml));
+        assert!(request_format("text/plain").is_none());
     }
 
     #[test]
