@@ -15,6 +15,10 @@ use crate::sandbox::Sandbox;
 /// Sandbox control bodies are tiny.
 const MAX_BODY: usize = 4096;
 
+/// How long `/readyz` waits for Redis when its answer does not depend on it: well inside the
+/// readiness probe's 2-second timeout (deploy/k8s/base/deployment.yaml).
+const REPORTING_PING_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub struct Admin {
     /// The in-process sandbox, when it runs.
     pub sandbox: Option<Arc<Sandbox>>,
@@ -33,8 +37,18 @@ impl Admin {
         let Some(redis) = &self.redis else {
             return Reply::json(200, &br#"{"status":"ready"}"#[..]);
         };
-        let up = redis.ping().await;
         let policy = redis.settings().on_failure;
+        // Under `local` or `allow` the answer is 200 whatever Redis says, and the ping only
+        // reports: it waits at most `REPORTING_PING_WAIT`, so that a Redis that hangs (a
+        // `timeout_ms` longer than the probe's own timeout) cannot time the probe out and take
+        // every replica out of service at once. Under `deny` the ping decides, in full.
+        let up = if policy == FailurePolicy::Deny {
+            redis.ping().await
+        } else {
+            tokio::time::timeout(REPORTING_PING_WAIT, redis.ping())
+                .await
+                .unwrap_or(false)
+        };
         let status = if up || policy != FailurePolicy::Deny {
             200
         } else {

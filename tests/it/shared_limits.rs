@@ -862,3 +862,30 @@ fn a_code_the_vendor_accepted_is_answered_so_however_slow_redis_is_afterwards() 
         assert_eq!(v.json()["next"], "complete");
     });
 }
+
+#[test]
+fn readiness_answers_at_once_while_redis_hangs_unless_the_policy_is_deny() {
+    // A Redis that accepts connections and never answers (a route that drops packets, a node
+    // stalled): with a timeout_ms longer than the readiness probe's own timeout, waiting for it
+    // would fail every replica's probe at once, though under `local` they all still serve.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", hung.local_addr().unwrap());
+    let backend = backend_at(&url, "local").replace(
+        &format!("timeout_ms = {REDIS_TIMEOUT_MS}"),
+        "timeout_ms = 1400",
+    );
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(
+        &cbss_config(&sandbox, &format!("[limits]\n{backend}")),
+        CBSS_ENV,
+    );
+    for _ in 0..2 {
+        let asked = Instant::now();
+        let r = request(gw.admin, "GET", "/readyz", &[], b"");
+        let took = asked.elapsed();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["redis"], "down");
+        assert!(took < Duration::from_millis(1_200), "/readyz took {took:?}");
+    }
+    drop(hung);
+}
