@@ -533,13 +533,9 @@ async fn serve_connection<H: Handler>(
                     header_deadline,
                     conn.read_first(wire::FIRST_READ),
                 ) => read,
-                () = crate::shutdown::idle_close().notified(), if drains => {
-                    if !conn.has_input() {
-                        return;
-                    }
-                    crate::deadline::timeout_at(header_deadline, conn.read_first(wire::FIRST_READ))
-                        .await
-                }
+                // Draining has begun (it is set before idle connections are woken): the check
+                // above closes the connection, unless its client has already sent a request.
+                () = crate::shutdown::idle_close().notified(), if drains => continue,
             };
             match first {
                 Ok(Ok(Some(first))) => unread = first,
