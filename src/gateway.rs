@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use crate::api::types::{parse, CompleteRequest, StartRequest, VerifyRequest};
 use crate::api::{openapi, ErrorCode, Problem};
 use crate::client_ip::{self, Cidr};
-use crate::config::{Config, TenantSettings, VendorSettings};
+use crate::config::{Config, ConnectionSettings, TenantSettings, VendorSettings};
 use crate::flow;
 use crate::http::{BodyError, Handler, Reply, Request};
 use crate::language;
@@ -149,21 +149,22 @@ impl Gateway {
         // Connections on one vendor account (Capillary's web and mobile paths on one API key,
         // say) share one budget, since the vendor counts the account's calls, not each
         // connection's: it is kept under the first such connection's name, with the strictest
-        // of their quotas, and a connection with no limit of its own spends from it too.
-        let budgets: Vec<Option<(String, Quota)>> = config
+        // of their quotas, and a connection with no limit of its own spends from it too. Spent
+        // so that the vendor never sees more than its limit in any window; one gauge per
+        // account, shown under each of its connections.
+        let mut gauges: HashMap<String, Arc<OutboundGauge>> = HashMap::new();
+        let budgets: Vec<Option<OutboundBudget>> = config
             .connections
             .iter()
             .map(|conn| {
-                let mut account = config
+                let account: Vec<&ConnectionSettings> = config
                     .connections
                     .iter()
                     .filter(|other| other.same_account(conn))
-                    .peekable();
-                let first = account
-                    .peek()
-                    .map_or(&conn.name, |first| &first.name)
-                    .clone();
-                account
+                    .collect();
+                let first = account.first().map_or(&conn.name, |first| &first.name);
+                let quota = account
+                    .iter()
                     .filter_map(|other| {
                         other.outbound.map(|limit| {
                             vendor_budget(
@@ -173,13 +174,23 @@ impl Gateway {
                             )
                         })
                     })
-                    .reduce(stricter)
-                    .map(|quota| (format!("outbound:{first}"), quota))
+                    .reduce(stricter)?;
+                let gauge = gauges.entry(first.clone()).or_insert_with(|| {
+                    let members: Vec<(&str, &str)> = account
+                        .iter()
+                        .map(|other| (other.name.as_str(), other.vendor.name()))
+                        .collect();
+                    OutboundGauge::register(quota, &members)
+                });
+                Some(OutboundBudget {
+                    key: format!("outbound:{first}"),
+                    quota,
+                    gauge: Arc::clone(gauge),
+                })
             })
             .collect();
         let mut adapters = Vec::new();
-        let mut gauges: HashMap<String, Arc<OutboundGauge>> = HashMap::new();
-        for (conn, budget) in config.connections.iter().zip(budgets) {
+        for (conn, outbound) in config.connections.iter().zip(budgets) {
             let client =
                 UpstreamClient::new(conn.vendor.name(), conn.base_url.clone(), conn.timeouts);
             let adapter: Arc<dyn VendorAdapter> = match &conn.vendor {
@@ -201,24 +212,6 @@ impl Gateway {
                 .unwrap_or(1);
             // The config refused budgets smaller than this by the settings' own count.
             debug_assert_eq!(most_per_step, conn.vendor.most_calls_per_step());
-            // Spent so that the vendor never sees more than its limit in any window; one gauge
-            // per account, shown under each of its connections.
-            let outbound = budget.map(|(key, quota)| {
-                let gauge = gauges.entry(key.clone()).or_insert_with(|| {
-                    let members: Vec<(&str, &str)> = config
-                        .connections
-                        .iter()
-                        .filter(|other| other.same_account(conn))
-                        .map(|other| (other.name.as_str(), other.vendor.name()))
-                        .collect();
-                    OutboundGauge::register(quota, &members)
-                });
-                OutboundBudget {
-                    key,
-                    quota,
-                    gauge: gauge.clone(),
-                }
-            });
             adapters.push((conn.name.clone(), adapter, conn.timeouts.total, outbound));
         }
         let mut tenants = Vec::new();
