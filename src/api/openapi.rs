@@ -47,32 +47,34 @@ fn problems(codes: &[ErrorCode]) -> serde_json::Map<String, Value> {
         .collect()
 }
 
+/// String-valued response headers, by name and description.
+fn string_headers(headers: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    headers
+        .iter()
+        .map(|(name, description)| {
+            let header = json!({"description": description, "schema": {"type": "string"}});
+            (name.to_string(), header)
+        })
+        .collect()
+}
+
+const REQUEST_ID: (&str, &str) = (
+    "X-Request-Id",
+    "The caller's request id when sane, else a new one",
+);
+
 /// Headers on an answer to a request without a known API key.
 fn unauthenticated_headers() -> serde_json::Map<String, Value> {
-    let text = |d: &str| json!({"description": d, "schema": {"type": "string"}});
-    [
-        (
-            "X-Request-Id",
-            text("The caller's request id when sane, else a new one"),
-        ),
-        ("WWW-Authenticate", text("Bearer")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    string_headers(&[REQUEST_ID, ("WWW-Authenticate", "Bearer")])
 }
 
 /// Headers on every answer to an authenticated request.
 fn common_headers() -> serde_json::Map<String, Value> {
-    let text = |d: &str| json!({"description": d, "schema": {"type": "string"}});
-    [
-        ("X-Request-Id", text("The caller's request id when sane, else a new one")),
-        ("RateLimit-Policy", text("The API key's quota, as \"per-key\";q=1000;w=60, then the limit that refused, if another")),
-        ("RateLimit", text("What is left, as \"per-key\";r=999;t=1 (t: seconds until whole again, or until the next request is allowed)")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    string_headers(&[
+        REQUEST_ID,
+        ("RateLimit-Policy", "The API key's quota, as \"per-key\";q=1000;w=60, then the limit that refused, if another"),
+        ("RateLimit", "What is left, as \"per-key\";r=999;t=1 (t: seconds until whole again, or until the next request is allowed)"),
+    ])
 }
 
 /// The problems every POST step can give, whatever the vendor.
