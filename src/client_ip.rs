@@ -30,7 +30,19 @@ impl Cidr {
                 .ok_or_else(|| format!("`{s}` has a bad prefix length"))?,
             None => max,
         };
-        Ok(Cidr { network, prefix })
+        // A range written in IPv4-mapped form (`::ffff:10.0.0.0/104`, as a dual-stack listener
+        // shows its IPv4 peers) is the IPv4 range it maps: peers are compared as IPv4
+        // (`canonical`), so the IPv6 form would never match one.
+        match network {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => Ok(Cidr {
+                    network: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                }),
+                None => Ok(Cidr { network, prefix }),
+            },
+            _ => Ok(Cidr { network, prefix }),
+        }
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -116,6 +128,20 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("nope").is_err());
+    }
+
+    #[test]
+    fn a_range_written_ipv4_mapped_matches_its_ipv4_peers() {
+        let range = Cidr::parse("::ffff:10.0.0.0/104").unwrap();
+        assert!(range.contains(ip("10.1.2.3")));
+        assert!(range.contains(ip("::ffff:10.1.2.3")));
+        assert!(!range.contains(ip("11.0.0.1")));
+        let one = Cidr::parse("::ffff:10.0.0.1").unwrap();
+        assert!(one.contains(ip("10.0.0.1")));
+        assert!(!one.contains(ip("10.0.0.2")));
+        assert!(Cidr::parse("2001:db8::/32")
+            .unwrap()
+            .contains(ip("2001:db8::7")));
     }
 
     #[test]
