@@ -7,7 +7,7 @@
 //! after that tries Redis again, so sharing resumes by itself when Redis is back.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -114,6 +114,49 @@ pub struct RedisStore {
     /// Milliseconds since `epoch` before which calls fail at once.
     retry_at_ms: AtomicU64,
     epoch: Instant,
+    /// How long Redis has not been answering, in all: the clock of the `local` fallback.
+    away: Mutex<AwayClock>,
+}
+
+/// A clock that runs only while Redis is not answering.
+///
+/// The `local` fallback's allowance refills by it. Refilled by the wall clock, each replica's
+/// allowance would be whole again after any few seconds of Redis answering, and spent on top of
+/// what Redis allowed at the next failure: a Redis that missed its timeout now and then would
+/// let each limit through up to twice, a vendor's budget included (the vendor would throttle the
+/// gateway). By this clock a replica spends its allowance once and gets back only what its share
+/// earns while Redis is away, which Redis's own quota never also gave out.
+#[derive(Default)]
+struct AwayClock {
+    /// Time away in earlier outages.
+    before: Duration,
+    /// When the current outage began, if Redis is not answering.
+    since: Option<Instant>,
+    /// The most this clock has read, so that it never reads less (transitions recorded from
+    /// two threads at once may be applied out of order).
+    most: Duration,
+}
+
+impl AwayClock {
+    fn note(&mut self, answering: bool, now: Instant) {
+        match (answering, self.since) {
+            (true, Some(since)) => {
+                self.before += now.saturating_duration_since(since);
+                self.since = None;
+            }
+            (false, None) => self.since = Some(now),
+            _ => {}
+        }
+    }
+
+    fn read(&mut self, now: Instant) -> Duration {
+        let away = self.before
+            + self
+                .since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        self.most = self.most.max(away);
+        self.most
+    }
 }
 
 impl RedisStore {
@@ -154,6 +197,7 @@ impl RedisStore {
             state: AtomicU8::new(NOT_YET_CALLED),
             retry_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            away: Mutex::new(AwayClock::default()),
         })
     }
 
@@ -177,6 +221,13 @@ impl RedisStore {
         let before = self.state.swap(now, Ordering::Relaxed);
         metrics::REDIS_UP.set(i64::from(ok));
         if before != now {
+            // The clock follows the state as it stands once the lock is held, not this call's
+            // finding: another thread may have recorded a change since, and whichever of the
+            // two takes the lock last reads the state both left.
+            let mut away = self.away.lock().expect("away clock lock");
+            let answering = self.state.load(Ordering::Relaxed) == ANSWERING;
+            away.note(answering, Instant::now());
+            drop(away);
             match outcome {
                 Ok(()) => tracing::info!("Redis answers: limits are shared by every replica"),
                 Err(error) => tracing::warn!(
@@ -191,6 +242,15 @@ impl RedisStore {
             let retry_at = self.now_ms() + RETRY_AFTER_FAILURE.as_millis() as u64;
             self.retry_at_ms.store(retry_at, Ordering::Relaxed);
         }
+    }
+
+    /// How long Redis has not been answering, in all, since the store was made: a clock that
+    /// stands still while it answers (`AwayClock`).
+    pub fn time_away(&self) -> Duration {
+        self.away
+            .lock()
+            .expect("away clock lock")
+            .read(Instant::now())
     }
 
     /// Whether a recent failure says not to try Redis yet (calls fail at once, sending nothing).
@@ -309,5 +369,29 @@ impl RedisStore {
     /// `prefix:{key}`: the hash tag keeps each decision on one cluster slot.
     pub fn key(&self, key: &str) -> String {
         format!("{}:{{{key}}}", self.settings.key_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_away_clock_runs_only_while_redis_is_not_answering() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut clock = AwayClock::default();
+        assert_eq!(clock.read(at(5_000)), Duration::ZERO, "never away yet");
+        clock.note(false, at(1_000));
+        assert_eq!(clock.read(at(1_400)), Duration::from_millis(400));
+        // A second failure in the same outage does not restart it.
+        clock.note(false, at(1_500));
+        clock.note(true, at(2_000));
+        // Ten seconds of Redis answering add nothing.
+        assert_eq!(clock.read(at(12_000)), Duration::from_millis(1_000));
+        clock.note(false, at(12_000));
+        assert_eq!(clock.read(at(12_250)), Duration::from_millis(1_250));
+        // A read as of an earlier instant never goes back.
+        assert_eq!(clock.read(at(12_100)), Duration::from_millis(1_250));
     }
 }

@@ -3,11 +3,11 @@
 //! Redis's own (`TIME`), so replicas with skewed clocks still agree.
 //!
 //! When Redis does not answer within its timeout, the configured policy decides: `local` (this
-//! replica's in-process limiter at its share of the quota), `allow` or `deny`; each such decision
-//! is counted in `reset_gateway_limiter_fallback_total`.
+//! replica's in-process limiter at its share of the quota, refilled only while Redis is away),
+//! `allow` or `deny`; each such decision is counted in `reset_gateway_limiter_fallback_total`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -53,15 +53,21 @@ return {0, math.floor(left / interval), retry, retry}
 pub struct RedisLimiter {
     store: Arc<RedisStore>,
     script: redis::Script,
+    /// The `local` fallback's limiter, which runs on the store's time away (`local_clock`).
     local: MemoryLimiter,
+    /// The instant `local` reads as the store's time away began: at or after `local`'s own
+    /// epoch, so no time away is lost to it.
+    local_clock: Instant,
 }
 
 impl RedisLimiter {
     pub fn new(store: Arc<RedisStore>) -> Self {
+        let local = MemoryLimiter::new();
         RedisLimiter {
             store,
             script: redis::Script::new(GCRA_LUA),
-            local: MemoryLimiter::new(),
+            local,
+            local_clock: Instant::now(),
         }
     }
 
@@ -88,11 +94,17 @@ impl RedisLimiter {
             .with_label_values(&[policy.as_str()])
             .inc();
         match policy {
+            // Decided as of the time Redis has been away, not the wall clock: the share refills
+            // only while Redis does not answer, so what a replica spends here is never also
+            // given out by Redis's own quota, refilled meanwhile (`redis_store::AwayClock`).
             FailurePolicy::Local => Decision {
                 fallback: true,
-                ..self
-                    .local
-                    .check_now(key, self.local_share(quota, cost), mode)
+                ..self.local.check_at(
+                    key,
+                    self.local_share(quota, cost),
+                    mode,
+                    self.local_clock + self.store.time_away(),
+                )
             },
             FailurePolicy::Allow => Decision {
                 allowed: true,

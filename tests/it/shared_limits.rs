@@ -292,6 +292,60 @@ fn with_redis_down_local_enforces_each_replicas_share() {
 }
 
 #[test]
+fn with_redis_down_local_a_replicas_share_refills_only_while_redis_is_away() {
+    // 4 per 6 s per key over 2 replicas: each replica's share bursts 2 and refills one cell
+    // every 3 s. Spent in one outage, it must not be whole again at the next only because Redis
+    // answered in between: Redis's own quota refilled meanwhile, and the two together would let
+    // the key (or a vendor's budget) through twice.
+    let sandbox = Sandbox::start();
+    let mut redis = Redis::start();
+    let config = capillary_config(
+        &sandbox,
+        &format!(
+            "[limits]\nper_key = {{ count = 4, period_secs = 6 }}\n{}",
+            redis_backend(&redis, "local")
+        ),
+    );
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let allowed = |gw: &Gateway, tries: usize| {
+        (0..tries)
+            .filter(|_| {
+                let r = gw.post("/reset/verify", "key-web", CHEAP);
+                assert!(matches!(r.status, 400 | 429), "{}", r.status);
+                r.status == 400
+            })
+            .count()
+    };
+
+    redis.stop();
+    let spent_at = Instant::now();
+    assert_eq!(allowed(&gw, 3), 2, "the share's burst, then refused");
+    redis.restart();
+    let mut back = false;
+    for _ in 0..50 {
+        gw.post("/reset/verify", "key-web", CHEAP);
+        if metric(gw.admin, "reset_gateway_redis_up") == 1.0 {
+            back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(back, "the gateway went back to Redis by itself");
+    let first_outage = spent_at.elapsed();
+    // Long enough for the share to refill twice by the wall clock.
+    let refilled = Duration::from_millis(6_500);
+    std::thread::sleep(refilled.saturating_sub(spent_at.elapsed()));
+    redis.stop();
+    let second = allowed(&gw, 3);
+    // Redis was away for well under the 3 s a cell takes (the restart and the first outage's
+    // requests), so nothing has refilled.
+    assert!(
+        second <= 1,
+        "allowed {second} again in a second outage (the first took {first_outage:?})"
+    );
+}
+
+#[test]
 fn a_reset_id_completes_once_across_replicas() {
     let sandbox = Sandbox::start();
     let redis = Redis::start();
