@@ -63,8 +63,9 @@ fn missing_malformed_and_unknown_keys_are_unauthenticated() {
             "{p}"
         );
     }
-    assert!(
-        sandbox.outbox().is_empty(),
+    assert_eq!(
+        sandbox.calls("cbss"),
+        0,
         "no vendor call without a valid key"
     );
     gw.assert_logs_clean(&["not-a-key", "a2V5OmtleQ=="]);
@@ -210,10 +211,95 @@ fn bad_bodies_get_their_problems() {
     let big = start_body("email", &"a".repeat(20_000));
     gw.post("/reset", "key-json", &big)
         .problem(413, "payload_too_large");
-    assert!(
-        sandbox.outbox().is_empty(),
-        "no bad body reached the vendor"
+    assert_eq!(sandbox.calls("cbss"), 0, "no bad body reached the vendor");
+}
+
+/// A `new_password` over 256 characters or holding a control character is a bound on what the
+/// gateway reads (README, "departures"): 400 before the vendor is called or the reset id used,
+/// so the same reset id then completes with a password within the bound.
+#[test]
+fn a_new_password_out_of_bounds_is_invalid_request_before_any_vendor_call() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
+    let reset_id = reset_to_complete(&gw, &sandbox, "key-json", EMAIL);
+    let calls = sandbox.calls("cbss");
+    // Characters, not bytes, are counted: 257 two-byte letters are over, 256 are within.
+    let too_long = format!("Pw1{}", "ü".repeat(254));
+    assert_eq!(too_long.chars().count(), 257);
+    for (what, password) in [
+        ("257 characters", too_long.as_str()),
+        ("a BEL", "Bell\\u0007-passw0rd"),
+        ("a newline", "Line\\n-passw0rd"),
+        ("a DEL", "Del\\u007f-passw0rd"),
+    ] {
+        // Escaped in the JSON, so the body is valid JSON and the bound itself refuses it.
+        let body = format!(r#"{{"reset_id":"{reset_id}","new_password":"{password}"}}"#);
+        let p = gw
+            .post("/reset/complete", "key-json", &body)
+            .problem(400, "invalid_request");
+        assert_eq!(
+            p["detail"], "new_password must be 1 to 256 characters with no control characters",
+            "{what}: {p}"
+        );
+        assert_eq!(sandbox.calls("cbss"), calls, "{what}: no vendor call");
+    }
+    let within = format!("Pw1{}", "ü".repeat(253));
+    assert_eq!(within.chars().count(), 256);
+    let r = complete(&gw, "key-json", &reset_id, &within);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(sandbox.calls("cbss"), calls + 1);
+}
+
+/// A Hepsiburada tenant (as code_flow.rs builds one) on `sandbox`, key `key-h`.
+fn hepsiburada(sandbox: &Sandbox) -> Gateway {
+    let config = format!(
+        "[connections.h]\nbase_url = \"{}\"\n[connections.h.hepsiburada]\nformat = \"xml\"\n\
+         [[tenants]]\nname = \"h\"\nconnection = \"h\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sandbox.url("hepsiburada"),
+        sha256_hex("key-h")
     );
+    Gateway::start(&config, &[])
+}
+
+/// Hepsiburada needs the end user's agent: a completion with no User-Agent header at all (not
+/// merely a blank one) is refused before the vendor is called, and the code still works after.
+#[test]
+fn hepsiburada_without_a_user_agent_header_is_invalid_request() {
+    let sandbox = Sandbox::start();
+    let gw = hepsiburada(&sandbox);
+    let issued = request(
+        sandbox.addr,
+        "POST",
+        "/sandbox/hepsiburada/reset-codes",
+        &[],
+        format!(r#"{{"identifier":"{EMAIL}"}}"#).as_bytes(),
+    );
+    assert_eq!(issued.status, 200);
+    let code = issued.json()["reset_code"].as_str().unwrap().to_string();
+    remember_secret(&code);
+    let password = "Hepsi-n3w-pw";
+    remember_secret(password);
+    remember_secret("key-h");
+    let body = serde_json::json!({
+        "reset_code": code, "session_id": "perm-42", "new_password": password,
+    })
+    .to_string();
+    // `request` adds a User-Agent to every request: this one is written out by hand.
+    let wire = format!(
+        "POST /reset/complete HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+         Authorization: Bearer key-h\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        gw.api,
+        body.len()
+    );
+    assert!(!wire.to_ascii_lowercase().contains("user-agent"));
+    let p = raw(gw.api, wire.as_bytes()).problem(400, "invalid_request");
+    assert!(p["detail"].as_str().unwrap().contains("User-Agent"), "{p}");
+    assert_eq!(sandbox.calls("hepsiburada"), 0, "no vendor call");
+    // The code was not spent: with the end user's agent it completes.
+    let r = gw.post("/reset/complete", "key-h", &body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(sandbox.calls("hepsiburada"), 1);
 }
 
 #[test]

@@ -2,6 +2,26 @@
 
 use crate::harness::*;
 
+/// Asserts that the step just taken made exactly one CBSS call (`calls_before` counted before
+/// it), to the endpoint ending in `endpoint`, sent as `media_type` with the fallback language
+/// (no Accept-Language was sent): the sandbox reads either format, so only this tells that the
+/// step went in the connection's. Returns the calls counted now.
+fn assert_step_sent(sandbox: &Sandbox, calls_before: u64, endpoint: &str, media_type: &str) -> u64 {
+    let calls = sandbox.calls("cbss");
+    assert_eq!(calls, calls_before + 1, "{endpoint}: one CBSS call");
+    let sent = sandbox.last_request("cbss");
+    assert!(
+        sent["path"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(endpoint),
+        "{endpoint}: {sent}"
+    );
+    assert_eq!(sent["content_type"], media_type, "{endpoint}: {sent}");
+    assert_eq!(sent["language"], "en_US", "{endpoint}: {sent}");
+    calls
+}
+
 /// The whole flow for the tenant with `key`, whose connection sends `media_type`.
 fn full_flow(key: &str, media_type: &str) {
     let sandbox = Sandbox::start();
@@ -9,6 +29,12 @@ fn full_flow(key: &str, media_type: &str) {
 
     let r = gw.post("/reset", key, &start_body("email", EMAIL));
     assert_eq!(r.status, 202);
+    let calls = assert_step_sent(
+        &sandbox,
+        0,
+        "/1/EmailAddressOrMobilePhoneNumber",
+        media_type,
+    );
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     assert_eq!(r.header("Cache-Control"), Some("no-store"));
     assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"));
@@ -22,6 +48,7 @@ fn full_flow(key: &str, media_type: &str) {
     let otp = sandbox.last_otp(EMAIL);
     let r = verify(&gw, key, reset_id, &otp);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let calls = assert_step_sent(&sandbox, calls, "/2/OTPVerification", media_type);
     let verified = r.json();
     assert_eq!(verified["next"], "complete");
     assert_eq!(verified["expires_at"], started["expires_at"]);
@@ -34,6 +61,7 @@ fn full_flow(key: &str, media_type: &str) {
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json(), serde_json::json!({"status": "completed"}));
+    let calls = assert_step_sent(&sandbox, calls, "/3/ChangePassword", media_type);
 
     // The sandbox now holds the new password: setting it again is refused as a reuse.
     let again = start_reset(&gw, key, "email", EMAIL);
@@ -41,8 +69,8 @@ fn full_flow(key: &str, media_type: &str) {
     let v = verify(&gw, key, &again, &otp2).json();
     let r = complete(&gw, key, v["reset_id"].as_str().unwrap(), new_password);
     r.problem(422, "password_reused");
-    // Every step went in the connection's format (the sandbox answers in the one it is sent).
-    assert_eq!(sandbox.last_request("cbss")["content_type"], media_type);
+    // The refused change went in the connection's format too (after its start and verification).
+    assert_step_sent(&sandbox, calls + 2, "/3/ChangePassword", media_type);
 
     gw.assert_logs_clean(&[key, &otp, &otp2, new_password, OLD_PASSWORD]);
 }
@@ -222,23 +250,35 @@ fn after_the_vendors_lockout_a_real_reset_still_answers_as_a_decoy_does() {
     // After the lockout a real reset must answer every wrong code as a decoy of the same age
     // does: a wrong code while the code would be alive, an expired one past its lifetime (and
     // both give that cell back alike, so the gateway's count stays in step).
-    let (_sandbox, gw) = with_two_second_codes("[limits]\nwrong_otps_per_reset = 10\n");
+    let (sandbox, gw) = with_two_second_codes("[limits]\nwrong_otps_per_reset = 10\n");
     let real = start_reset(&gw, "key-json", "email", EMAIL);
+    let wrong = wrong_code_for(&sandbox.last_otp(EMAIL));
     let decoy = start_reset(&gw, "key-json", "email", "nobody@example.com");
     let answer = |reset_id: &str| {
-        let r = verify(&gw, "key-json", reset_id, "000000");
+        let r = verify(&gw, "key-json", reset_id, wrong);
         let mut body = r.json();
         body.as_object_mut().unwrap().remove("request_id");
         (r.status, body)
     };
     for i in 0..6 {
-        assert_eq!(answer(&real), answer(&decoy), "wrong code {i}");
+        let (real, decoy) = (answer(&real), answer(&decoy));
+        assert_eq!(real, decoy, "wrong code {i}");
+        // Alike, and a wrong code: not CBSS's lockout (the sixth), nor the gateway's limit.
+        assert_eq!(
+            (real.0, real.1["code"].as_str()),
+            (422, Some("invalid_otp")),
+            "wrong code {i}: {real:?}"
+        );
     }
     std::thread::sleep(std::time::Duration::from_millis(2_100));
     for i in 0..3 {
         let (real, decoy) = (answer(&real), answer(&decoy));
         assert_eq!(real, decoy, "past the code's lifetime, {i}");
-        assert_eq!(real.0, 410);
+        assert_eq!(
+            (real.0, real.1["code"].as_str()),
+            (410, Some("reset_expired")),
+            "past the code's lifetime, {i}: {real:?}"
+        );
     }
 }
 
@@ -266,6 +306,7 @@ fn an_unknown_identifier_is_answered_like_a_known_one() {
     let gw = Gateway::start(&cbss_config(&sandbox, ""), CBSS_ENV);
     let body = |email: &str| start_body("email", email);
     let known = gw.post("/reset", "key-json", &body(EMAIL));
+    assert_eq!(sandbox.calls("cbss"), 1, "the known start");
     let unknown = gw.post("/reset", "key-json", &body("nobody@example.com"));
     assert_eq!(known.status, 202);
     assert_eq!(unknown.status, 202);
@@ -276,14 +317,17 @@ fn an_unknown_identifier_is_answered_like_a_known_one() {
         k["reset_id"].as_str().unwrap().len(),
         u["reset_id"].as_str().unwrap().len()
     );
-    // Nothing was sent to the unknown address, and its verification fails like a wrong code.
-    assert!(sandbox
-        .outbox()
-        .iter()
-        .all(|e| e["to"] != "nobody@example.com"));
+    // The unknown start asked CBSS once (which answered that it knows no such customer), and its
+    // verification fails like a wrong code without asking CBSS at all: there is no reset there.
+    assert_eq!(sandbox.calls("cbss"), 2, "the unknown start asks CBSS once");
     let r = verify(&gw, "key-json", u["reset_id"].as_str().unwrap(), "123456");
     let problem = r.problem(422, "invalid_otp");
     assert!(problem.get("vendor").is_none());
+    assert_eq!(
+        sandbox.calls("cbss"),
+        2,
+        "a decoy's verification calls no vendor"
+    );
 }
 
 #[test]

@@ -79,6 +79,47 @@ fn gateway(sandbox: &Sandbox, vendor: &str, format: &str) -> Gateway {
     Gateway::start(&config, ENV)
 }
 
+/// How the vendor's requests are seen: the sandbox reads either format, so only the request's
+/// `Content-Type` tells which one a step used.
+struct Wire<'a> {
+    sandbox: &'a Sandbox,
+    vendor: &'static str,
+    format: &'a str,
+}
+
+impl Wire<'_> {
+    /// Runs `step` and asserts it reached the vendor (more calls than before it) and that its
+    /// last request went in the connection's format, and for CBSS in the fallback language (no
+    /// Accept-Language is sent).
+    fn step<T>(&self, what: &str, step: impl FnOnce() -> T) -> T {
+        let before = self.sandbox.calls(self.vendor);
+        let out = step();
+        let vendor = self.vendor;
+        let format = self.format;
+        assert!(
+            self.sandbox.calls(vendor) > before,
+            "{vendor} ({format}) {what}: no vendor call"
+        );
+        let sent = self.sandbox.last_request(vendor);
+        let media_type = sent["content_type"].as_str().unwrap_or_default();
+        let media_type = media_type.split(';').next().unwrap_or_default().trim();
+        assert_eq!(
+            media_type,
+            format!("application/{format}"),
+            "{vendor} ({format}) {what}: {sent}"
+        );
+        let language = match vendor {
+            "cbss" => serde_json::json!("en_US"),
+            _ => serde_json::Value::Null,
+        };
+        assert_eq!(
+            sent["language"], language,
+            "{vendor} ({format}) {what}: {sent}"
+        );
+        out
+    }
+}
+
 /// A reset ready to complete: a verified reset id, or a vendor-issued code.
 enum Ready {
     ResetId(String),
@@ -95,20 +136,25 @@ fn issue_code(sandbox: &Sandbox, vendor: &str) -> String {
     code
 }
 
-fn ready(gw: &Gateway, sandbox: &Sandbox, case: &Case) -> Ready {
+fn ready(gw: &Gateway, wire: &Wire<'_>, case: &Case) -> Ready {
     match case.flow {
         Flow::Otp => {
-            let reset_id = start_reset(gw, KEY, "email", EMAIL);
-            let otp = sandbox.last_otp(EMAIL);
-            let v = verify(gw, KEY, &reset_id, &otp);
+            let reset_id = wire.step("start", || start_reset(gw, KEY, "email", EMAIL));
+            let otp = wire.sandbox.last_otp(EMAIL);
+            let v = wire.step("verify", || verify(gw, KEY, &reset_id, &otp));
             assert_eq!(v.status, 200, "{}: verify", case.vendor);
             Ready::ResetId(v.json()["reset_id"].as_str().unwrap().to_string())
         }
-        Flow::Code => Ready::Code(issue_code(sandbox, case.vendor)),
+        Flow::Code => Ready::Code(issue_code(wire.sandbox, case.vendor)),
     }
 }
 
-fn finish(gw: &Gateway, ready: &Ready, password: &str) -> Response {
+/// Completes `ready` with `password`, asserting the completion reached the vendor in its format.
+fn finish(gw: &Gateway, wire: &Wire<'_>, ready: &Ready, password: &str) -> Response {
+    wire.step("complete", || send_completion(gw, ready, password))
+}
+
+fn send_completion(gw: &Gateway, ready: &Ready, password: &str) -> Response {
     remember_secret(password);
     match ready {
         Ready::ResetId(id) => complete(gw, KEY, id, password),
@@ -148,16 +194,18 @@ fn unsupported_steps_answer_501(gw: &Gateway, case: &Case) {
     }
 }
 
-fn wrong_codes_are_invalid_otp(gw: &Gateway, sandbox: &Sandbox, case: &Case) {
+fn wrong_codes_are_invalid_otp(gw: &Gateway, wire: &Wire<'_>, case: &Case) {
     match case.flow {
         Flow::Otp => {
-            let reset_id = start_reset(gw, KEY, "email", EMAIL);
-            let otp = sandbox.last_otp(EMAIL);
+            let reset_id = wire.step("start", || start_reset(gw, KEY, "email", EMAIL));
+            let otp = wire.sandbox.last_otp(EMAIL);
             let wrong = wrong_code_for(&otp);
-            verify(gw, KEY, &reset_id, wrong).problem(422, "invalid_otp");
+            wire.step("verify", || verify(gw, KEY, &reset_id, wrong))
+                .problem(422, "invalid_otp");
         }
         Flow::Code => {
-            finish(gw, &Ready::Code("NOT-A-CODE".into()), "Passw0rd-x").problem(422, "invalid_otp");
+            finish(gw, wire, &Ready::Code("NOT-A-CODE".into()), "Passw0rd-x")
+                .problem(422, "invalid_otp");
         }
     }
 }
@@ -166,26 +214,36 @@ fn run(case: &Case, format: &str) {
     let sandbox = Sandbox::start();
     let gw = gateway(&sandbox, case.vendor, format);
     let what = format!("{} ({format})", case.vendor);
+    let wire = Wire {
+        sandbox: &sandbox,
+        vendor: case.vendor,
+        format,
+    };
 
     unsupported_steps_answer_501(&gw, case);
-    wrong_codes_are_invalid_otp(&gw, &sandbox, case);
+    assert_eq!(
+        sandbox.calls(case.vendor),
+        0,
+        "{what}: a 501 calls no vendor"
+    );
+    wrong_codes_are_invalid_otp(&gw, &wire, case);
 
-    let pending = ready(&gw, &sandbox, case);
-    let weak = finish(&gw, &pending, "weakpw");
+    let pending = ready(&gw, &wire, case);
+    let weak = finish(&gw, &wire, &pending, "weakpw");
     assert_eq!(
         weak.json()["code"],
         "password_rejected",
         "{what}: weak password"
     );
     weak.problem(422, "password_rejected");
-    let reused = finish(&gw, &pending, OLD_PASSWORD);
+    let reused = finish(&gw, &wire, &pending, OLD_PASSWORD);
     assert_eq!(
         reused.json()["code"],
         "password_reused",
         "{what}: reused password"
     );
     reused.problem(422, "password_reused");
-    let done = finish(&gw, &pending, "Conformance-n3w");
+    let done = finish(&gw, &wire, &pending, "Conformance-n3w");
     assert_eq!(
         done.status,
         200,
@@ -193,18 +251,10 @@ fn run(case: &Case, format: &str) {
         String::from_utf8_lossy(&done.body)
     );
     assert_eq!(done.json(), serde_json::json!({"status": "completed"}));
-    // In the format the connection names (every sandbox takes both, so only this tells).
-    let sent = sandbox.last_request(case.vendor);
-    let media_type = sent["content_type"].as_str().unwrap_or_default();
-    let media_type = media_type.split(';').next().unwrap_or_default().trim();
-    assert!(
-        media_type.ends_with(&format!("/{format}")),
-        "{what}: sent as {media_type}"
-    );
 
     // The vendor now holds the new password.
-    let again = ready(&gw, &sandbox, case);
-    finish(&gw, &again, "Conformance-n3w").problem(422, "password_reused");
+    let again = ready(&gw, &wire, case);
+    finish(&gw, &wire, &again, "Conformance-n3w").problem(422, "password_reused");
 
     let secrets: Vec<&str> = ENV.iter().map(|(_, v)| *v).collect();
     gw.assert_logs_clean(&secrets);
