@@ -88,6 +88,9 @@ pub struct CapillarySandbox {
     /// When the requests of the last `rate_window` arrived, oldest first (the sandbox has one
     /// API key): at most `rate_limit` of them.
     arrivals: Mutex<VecDeque<Instant>>,
+    /// The `deviceId` of the last request (empty when it had none; null when its body was not
+    /// read), shown at `GET /sandbox/capillary/last-request`.
+    last_device_id: Mutex<Option<String>>,
     options: CapillaryOptions,
 }
 
@@ -127,6 +130,7 @@ impl CapillarySandbox {
             }),
             outbox,
             arrivals: Mutex::new(VecDeque::new()),
+            last_device_id: Mutex::new(None),
             options,
         }
     }
@@ -161,6 +165,12 @@ impl CapillarySandbox {
         self.state.lock().expect("capillary sandbox lock").forced = Some(forced);
     }
 
+    /// The `deviceId` the last request carried, as `{"deviceId": ..}`.
+    pub fn last_request(&self) -> Value {
+        let device_id = self.last_device_id.lock().expect("capillary last lock");
+        json!({ "deviceId": *device_id })
+    }
+
     /// Forgets every session, as if Capillary had lost them.
     pub fn drop_sessions(&self) {
         self.state
@@ -177,6 +187,7 @@ impl CapillarySandbox {
         api_key: Option<&[u8]>,
         body: &[u8],
     ) -> Reply {
+        *self.last_device_id.lock().expect("capillary last lock") = None;
         let Some(after_v1) = rest.strip_prefix("auth/v1/") else {
             return Reply::text(404, "no such Capillary resource\n");
         };
@@ -204,6 +215,7 @@ impl CapillarySandbox {
         let Some(req) = parse(body) else {
             return status(400, 400, "Malformed request");
         };
+        *self.last_device_id.lock().expect("capillary last lock") = Some(req.device_id.clone());
         if let Some(missing) = missing_member(endpoint, &req) {
             return status(400, 400, &format!("{missing} is mandatory"));
         }

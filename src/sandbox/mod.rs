@@ -250,9 +250,10 @@ pub struct Sandbox {
     hepsiburada: hepsiburada::HepsiburadaSandbox,
     /// Vendor requests received, by vendor: proof of whether the gateway called.
     calls: Mutex<BTreeMap<&'static str, u64>>,
-    /// How the last request to each vendor was sent: its path, `Content-Type` and, for CBSS, its
-    /// `Language` (never its signature or body), so tests can see the format and language a
-    /// connection is set to reach the vendor.
+    /// How the last request to each vendor was sent: its path, `Content-Type`, `X-Request-Id`
+    /// (`request_id`, null when absent) and, for CBSS, its `Language` (never its signature or
+    /// body), so tests can see the format and language a connection is set to reach the vendor,
+    /// and the request id it passes on.
     last: Mutex<BTreeMap<&'static str, serde_json::Value>>,
     /// The fault to answer the next vendor requests with, and how many more times.
     fault: Mutex<Option<(Fault, u32)>>,
@@ -281,6 +282,7 @@ impl Sandbox {
         vendor: &'static str,
         path: &str,
         content_type: &str,
+        request_id: Option<&str>,
         language: Option<&str>,
     ) {
         *self
@@ -290,21 +292,24 @@ impl Sandbox {
             .entry(vendor)
             .or_default() += 1;
         let seen = serde_json::json!({
-            "path": path, "content_type": content_type, "language": language,
+            "path": path, "content_type": content_type, "request_id": request_id,
+            "language": language,
         });
         self.last.lock().expect("last lock").insert(vendor, seen);
     }
 
-    /// `GET /sandbox/{vendor}/last-request`: how the vendor's last request was sent, and for
-    /// Hepsiburada the end user's address, agent and session id it carried.
+    /// `GET /sandbox/{vendor}/last-request`: how the vendor's last request was sent, for
+    /// Hepsiburada the end user's address, agent and session id it carried, and for Capillary
+    /// its `deviceId`.
     fn last_request(&self, vendor: &str) -> Option<serde_json::Value> {
         let mut seen = self.last.lock().expect("last lock").get(vendor).cloned();
-        if vendor == "hepsiburada" {
-            if let (Some(seen), serde_json::Value::Object(more)) =
-                (seen.as_mut(), self.hepsiburada.last_request())
-            {
-                seen.as_object_mut()?.extend(more);
-            }
+        let more = match vendor {
+            "hepsiburada" => self.hepsiburada.last_request(),
+            "capillary" => self.capillary.last_request(),
+            _ => serde_json::Value::Null,
+        };
+        if let (Some(seen), serde_json::Value::Object(more)) = (seen.as_mut(), more) {
+            seen.as_object_mut()?.extend(more);
         }
         seen
     }
@@ -454,8 +459,9 @@ impl Sandbox {
     /// The vendor's own answer to a request under its path prefix.
     fn vendor_reply(&self, request: &Request<'_>, path: &str, body: &[u8]) -> Reply {
         let content_type = request.header_str("Content-Type").unwrap_or("").to_string();
+        let request_id = request.header_str("X-Request-Id");
         if let Some(rest) = path.strip_prefix("/capillary/") {
-            self.arrived("capillary", path, &content_type, None);
+            self.arrived("capillary", path, &content_type, request_id, None);
             let api_key = request
                 .header(&self.options.capillary.api_key_header)
                 .map(<[u8]>::to_vec);
@@ -464,16 +470,17 @@ impl Sandbox {
                 .handle(rest, &content_type, api_key.as_deref(), body);
         }
         if let Some(rest) = path.strip_prefix("/amsalem/") {
-            self.arrived("amsalem", path, &content_type, None);
+            self.arrived("amsalem", path, &content_type, request_id, None);
             return self.amsalem.handle(rest, &content_type, body);
         }
         if let Some(rest) = path.strip_prefix("/hepsiburada/") {
-            self.arrived("hepsiburada", path, &content_type, None);
+            self.arrived("hepsiburada", path, &content_type, request_id, None);
             return self.hepsiburada.handle(rest, &content_type, body);
         }
         if let Some(rest) = path.strip_prefix("/cbss/") {
             let query = request.query().unwrap_or("").to_string();
-            self.arrived("cbss", path, &content_type, query_param(&query, "Language"));
+            let language = query_param(&query, "Language");
+            self.arrived("cbss", path, &content_type, request_id, language);
             return self.cbss.handle(rest, &query, &content_type, body);
         }
         Reply::text(404, "no sandbox vendor at this path\n")

@@ -317,10 +317,111 @@ fn every_documented_status_code_maps_to_its_canonical_problem() {
         let p = verify(&gw, "key-web", &reset_id, "123456").problem(status, canonical);
         assert!(p.get("vendor").is_none(), "{code}: {p}");
     }
-    // 1515 at the start is concealed like any unknown identifier.
+    // 1515 at the start is concealed like any unknown identifier: 202 after token/generate
+    // alone, no code sent, and the reset id is a decoy's, whose verification fails as a wrong
+    // code without calling Capillary (even with the last code Capillary really sent).
+    let real_otp = sandbox.last_otp(EMAIL);
+    let (calls, sent) = (sandbox.calls("capillary"), sandbox.outbox().len());
     sandbox.force_capillary_status(1515);
     let r = gw.post("/reset", "key-web", &start_body("email", EMAIL));
-    assert_eq!(r.status, 202);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["next"], "verify");
+    assert_eq!(sandbox.calls("capillary"), calls + 1, "token/generate only");
+    assert_eq!(
+        sandbox.last_request("capillary")["path"],
+        "/capillary/auth/v1/web/token/generate"
+    );
+    assert_eq!(sandbox.outbox().len(), sent, "no code was sent");
+    let decoy = r.json()["reset_id"].as_str().unwrap().to_string();
+    let p = verify(&gw, "key-web", &decoy, &real_otp).problem(422, "invalid_otp");
+    assert!(p.get("vendor").is_none(), "{p}");
+    assert_eq!(
+        sandbox.calls("capillary"),
+        calls + 1,
+        "the decoy's verification never reaches Capillary"
+    );
+}
+
+/// Capillary ties a session to a device: its deviceId is the app's `device_id` at every step,
+/// or, when the app sends none, one the gateway makes for the reset (32 hex digits), kept for
+/// all of its steps and new for the next reset. Every call carries the request's
+/// `X-Request-Id`: the caller's, or when it sent none, the one the gateway answered with.
+#[test]
+fn capillary_gets_the_apps_device_id_and_each_requests_id() {
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let generated = |d: &serde_json::Value| {
+        let d = d.as_str().unwrap_or_default().to_string();
+        assert!(
+            d.len() == 32 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "a generated device id: {d:?}"
+        );
+        d
+    };
+    let mut made = Vec::new();
+    for (key, tenant, paths, email) in [
+        ("key-web", "web", "auth/v1/web/", EMAIL),
+        ("key-mobile", "mobile", "auth/v1/", "mei@example.com"),
+    ] {
+        for (n, device) in [Some("app-device-7"), None].into_iter().enumerate() {
+            let mut body = serde_json::json!({"identifier": {"type": "email", "value": email}});
+            if let Some(device) = device {
+                body["device_id"] = device.into();
+            }
+            let start_id = format!("it-start.{tenant}-{n}");
+            let r = gw.post_with(
+                "/reset",
+                key,
+                &body.to_string(),
+                &[("X-Request-Id", start_id.as_str())],
+            );
+            assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+            let reset_id = r.json()["reset_id"].as_str().unwrap().to_string();
+            let last = sandbox.last_request("capillary");
+            assert_eq!(last["path"], format!("/capillary/{paths}otp/generate"));
+            assert_eq!(last["request_id"], start_id.as_str(), "{last}");
+            let device_id = match device {
+                Some(device) => {
+                    assert_eq!(last["deviceId"], device, "{last}");
+                    device.to_string()
+                }
+                None => generated(&last["deviceId"]),
+            };
+
+            // Verification without an X-Request-Id: the vendor gets the gateway's.
+            let otp = sandbox.last_otp(email);
+            let v = verify(&gw, key, &reset_id, &otp);
+            assert_eq!(v.status, 200, "{}", String::from_utf8_lossy(&v.body));
+            let answered = v.header("X-Request-Id").expect("every answer has an id");
+            assert_ne!(answered, start_id);
+            let last = sandbox.last_request("capillary");
+            assert_eq!(last["path"], format!("/capillary/{paths}otp/validate"));
+            assert_eq!(last["request_id"], answered, "{last}");
+            assert_eq!(last["deviceId"], device_id.as_str(), "{last}");
+
+            let next = v.json()["reset_id"].as_str().unwrap().to_string();
+            let password = format!("Capillary-n3w-{n}");
+            remember_secret(&password);
+            let body = format!(r#"{{"reset_id":"{next}","new_password":"{password}"}}"#);
+            let c = gw.post_with(
+                "/reset/complete",
+                key,
+                &body,
+                &[("X-Request-Id", "it-complete:1")],
+            );
+            assert_eq!(c.status, 200, "{}", String::from_utf8_lossy(&c.body));
+            let last = sandbox.last_request("capillary");
+            assert_eq!(last["path"], format!("/capillary/{paths}password/forget"));
+            assert_eq!(last["request_id"], "it-complete:1", "{last}");
+            assert_eq!(last["deviceId"], device_id.as_str(), "{last}");
+            if device.is_none() {
+                made.push(device_id);
+            }
+        }
+    }
+    // One made per reset: the two resets without a device id got two.
+    assert_eq!(made.len(), 2);
+    assert_ne!(made[0], made[1]);
 }
 
 #[test]

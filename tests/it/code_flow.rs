@@ -4,9 +4,14 @@
 use crate::harness::*;
 
 fn hepsiburada(sandbox: &Sandbox, trusted: &str) -> Gateway {
+    hepsiburada_in(sandbox, trusted, "xml")
+}
+
+/// `hepsiburada` with the connection speaking `format` ("json" or "xml").
+fn hepsiburada_in(sandbox: &Sandbox, trusted: &str, format: &str) -> Gateway {
     let config = format!(
         "[server]\ntrusted_proxies = [{trusted}]\n\
-         [connections.h]\nbase_url = \"{}\"\n[connections.h.hepsiburada]\nformat = \"xml\"\n\
+         [connections.h]\nbase_url = \"{}\"\n[connections.h.hepsiburada]\nformat = \"{format}\"\n\
          [[tenants]]\nname = \"h\"\nconnection = \"h\"\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
         sandbox.url("hepsiburada"),
         sha256_hex("key-h")
@@ -41,47 +46,68 @@ fn issue(sandbox: &Sandbox, vendor: &str, identifier: &str) -> String {
     r.json()["reset_code"].as_str().unwrap().to_string()
 }
 
+/// In each wire format, Hepsiburada gets the end user's address (through trusted proxies only),
+/// agent and session id, and the request's `X-Request-Id`: the caller's, or when it sent none,
+/// the one the gateway answered with.
 #[test]
 fn hepsiburada_gets_the_end_users_address_through_trusted_proxies_only() {
-    let sandbox = Sandbox::start();
-    let trusting = hepsiburada(&sandbox, "\"127.0.0.0/8\"");
-    let code = issue(&sandbox, "hepsiburada", EMAIL);
-    let r = change(
-        &trusting,
-        &code,
-        &[
-            ("X-Forwarded-For", "203.0.113.7, 127.0.0.5"),
-            ("User-Agent", "Browser/1.0"),
-        ],
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let last = request(
-        sandbox.addr,
-        "GET",
-        "/sandbox/hepsiburada/last-request",
-        &[],
-        b"",
-    )
-    .json();
-    assert_eq!(last["IPAddress"], "203.0.113.7");
-    assert_eq!(last["UserAgent"], "Browser/1.0");
-    assert_eq!(last["PermanentSessionId"], "perm-42");
-    assert_eq!(last["RequestFromIdentityServer"], true);
+    for (format, media_type) in [("json", "application/json"), ("xml", "application/xml")] {
+        let sandbox = Sandbox::start();
+        let trusting = hepsiburada_in(&sandbox, "\"127.0.0.0/8\"", format);
+        let code = issue(&sandbox, "hepsiburada", EMAIL);
+        let r = change(
+            &trusting,
+            &code,
+            &[
+                ("X-Forwarded-For", "203.0.113.7, 127.0.0.5"),
+                ("User-Agent", "Browser/1.0"),
+                ("X-Request-Id", "it-hepsi-change.1"),
+            ],
+        );
+        assert_eq!(
+            r.status,
+            200,
+            "{format}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.header("X-Request-Id"), Some("it-hepsi-change.1"));
+        let last = sandbox.last_request("hepsiburada");
+        let content_type = last["content_type"].as_str().unwrap_or_default();
+        assert!(content_type.starts_with(media_type), "{format}: {last}");
+        assert_eq!(last["IPAddress"], "203.0.113.7", "{format}: {last}");
+        assert_eq!(last["UserAgent"], "Browser/1.0", "{format}: {last}");
+        assert_eq!(last["PermanentSessionId"], "perm-42", "{format}: {last}");
+        assert_eq!(last["RequestFromIdentityServer"], true, "{format}: {last}");
+        assert_eq!(last["request_id"], "it-hepsi-change.1", "{format}: {last}");
 
-    // A gateway that trusts no proxy ignores the header: the peer is the end user.
-    let wary = hepsiburada(&sandbox, "");
-    let code = issue(&sandbox, "hepsiburada", "mei@example.com");
-    let r = change(&wary, &code, &[("X-Forwarded-For", "203.0.113.7")]);
-    assert_eq!(r.status, 200);
-    let last = request(
-        sandbox.addr,
-        "GET",
-        "/sandbox/hepsiburada/last-request",
-        &[],
-        b"",
-    )
-    .json();
-    assert_eq!(last["IPAddress"], "127.0.0.1");
+        // A gateway that trusts no proxy ignores the header: the peer is the end user. The
+        // caller sends no request id: the vendor gets the one the gateway answers with.
+        let wary = hepsiburada_in(&sandbox, "", format);
+        let code = issue(&sandbox, "hepsiburada", "mei@example.com");
+        let r = change(
+            &wary,
+            &code,
+            &[
+                ("X-Forwarded-For", "203.0.113.7"),
+                ("User-Agent", "Other-Agent/2.0"),
+            ],
+        );
+        assert_eq!(
+            r.status,
+            200,
+            "{format}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let answered = r.header("X-Request-Id").expect("every answer has an id");
+        assert!(!answered.is_empty());
+        let last = sandbox.last_request("hepsiburada");
+        let content_type = last["content_type"].as_str().unwrap_or_default();
+        assert!(content_type.starts_with(media_type), "{format}: {last}");
+        assert_eq!(last["IPAddress"], "127.0.0.1", "{format}: {last}");
+        assert_eq!(last["UserAgent"], "Other-Agent/2.0", "{format}: {last}");
+        assert_eq!(last["PermanentSessionId"], "perm-42", "{format}: {last}");
+        assert_eq!(last["request_id"], answered, "{format}: {last}");
+    }
 }
 
 #[test]
