@@ -475,3 +475,39 @@ fn a_password_with_spaces_at_its_ends_is_kept_whole_in_xml() {
     assert_eq!(set("Spaced-pass-1").status, 200);
     set("Spaced-pass-1").problem(422, "password_reused");
 }
+
+#[test]
+fn token_keys_rotate_in_three_rollouts_without_failing_a_reset_in_between() {
+    // README's procedure: during each rollout, pods of the phase before and after serve side by
+    // side, so a reset started on either must continue on either.
+    let sandbox = Sandbox::start();
+    let old = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let new = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let pod = |keys: String| {
+        let env: Vec<(&str, &str)> = CBSS_ENV
+            .iter()
+            .copied()
+            .chain([("GATEWAY_TOKEN_KEYS", keys.as_str())])
+            .collect();
+        Gateway::start(&cbss_config(&sandbox, ""), &env)
+    };
+    let phases = [
+        pod(old.to_string()),
+        pod(format!("{old},{new}")),
+        pod(format!("{new},{old}")),
+        pod(new.to_string()),
+    ];
+    // Started on one phase's pod, verified on the next phase's and back.
+    for pair in phases.windows(2) {
+        for (starts, verifies) in [(&pair[0], &pair[1]), (&pair[1], &pair[0])] {
+            let reset_id = start_reset(starts, "key-json", "email", EMAIL);
+            let otp = sandbox.last_otp(EMAIL);
+            let r = verify(verifies, "key-json", &reset_id, &otp);
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        }
+    }
+    // What the procedure avoids: the new key put first in one step, beside a pod that lacks it.
+    let reset_id = start_reset(&phases[2], "key-json", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    verify(&phases[0], "key-json", &reset_id, &otp).problem(400, "invalid_reset_id");
+}
