@@ -405,7 +405,15 @@ impl UpstreamClient {
             return Err(UpstreamFailure::Unsendable(name.to_string()));
         }
         let started = Instant::now();
+        let mut unfinished = Unfinished {
+            vendor: self.vendor,
+            endpoint: req.endpoint,
+            started,
+            timing: req.timing,
+            counting: true,
+        };
         let result = self.send(req, started).await;
+        unfinished.counting = false;
         let finished = Instant::now();
         let elapsed = finished.saturating_duration_since(started);
         // A connection whose exchange ended cleanly waits for the next call, idle from now.
@@ -490,6 +498,32 @@ impl UpstreamClient {
         };
         let (answer, reusable) = read_answer(&mut stream, &mut wait).await?;
         Ok((answer, reusable.then_some(stream)))
+    }
+}
+
+/// A vendor call that never finished, counted when it is dropped: the step's deadline drops the
+/// step mid-call, and a call cut off so must still show in the vendor's metrics (as a timeout,
+/// with the time it took), or the alerts on a failing or slow vendor would miss exactly the
+/// calls that took longest.
+struct Unfinished<'a> {
+    vendor: &'static str,
+    endpoint: &'static str,
+    started: Instant,
+    timing: Option<&'a AtomicU64>,
+    /// Cleared when the call finished and is counted by `post` itself.
+    counting: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.counting {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        metrics::observe_upstream(self.vendor, self.endpoint, "timeout", elapsed.as_secs_f64());
+        if let Some(timing) = self.timing {
+            timing.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        }
     }
 }
 

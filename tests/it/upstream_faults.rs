@@ -73,6 +73,30 @@ fn a_slow_step_is_bounded_by_the_total_step_timeout() {
     let r = gw.post("/reset", "key-json", &start_body("email", EMAIL));
     r.problem(504, "upstream_timeout");
     assert!(started.elapsed() < Duration::from_millis(2_500));
+    // The call the step's deadline cut off is counted as the vendor's timeout, with its time:
+    // the alerts on a failing or slow vendor read these.
+    let labels = [
+        ("vendor", "cbss"),
+        ("endpoint", "1/EmailAddressOrMobilePhoneNumber"),
+    ];
+    let class = |class: &str| {
+        let mut with_class = labels.to_vec();
+        with_class.push(("status_class", class));
+        sample(
+            gw.admin,
+            "reset_gateway_upstream_requests_total",
+            &with_class,
+        )
+    };
+    assert_eq!(class("timeout"), 1.0);
+    assert_eq!(
+        sample(
+            gw.admin,
+            "reset_gateway_upstream_duration_seconds_count",
+            &labels
+        ),
+        1.0
+    );
 }
 
 /// A vendor answering with a status HTTP does not have (`000`) is a protocol error at once: not
