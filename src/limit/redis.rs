@@ -69,6 +69,10 @@ pub struct RedisLimiter {
 
 impl RedisLimiter {
     pub fn new(store: Arc<RedisStore>) -> Self {
+        // The fallback's count is exported from the start, at 0: a series that first appears
+        // holding an outage's whole count shows Prometheus no increase, so the fallback alert
+        // would miss a first outage short enough to fit within one scrape.
+        metrics::LIMITER_FALLBACK.with_label_values(&[store.settings().on_failure.as_str()]);
         let local = MemoryLimiter::new();
         RedisLimiter {
             store,

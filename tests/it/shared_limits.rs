@@ -246,6 +246,15 @@ fn a_redis_that_stops_answering_costs_a_request_its_timeout_not_a_hang() {
     );
     let answered = gw.post("/reset/verify", "key-web", CHEAP);
     answered.problem(400, "invalid_reset_id");
+    // The fallback's count is exported from the start, at 0: a series that first appears with
+    // an outage's whole count shows Prometheus no increase, and the fallback alert would miss a
+    // first outage short enough to fit in one scrape.
+    let text = String::from_utf8(request(gw.admin, "GET", "/metrics", &[], b"").body).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "reset_gateway_limiter_fallback_total{policy=\"local\"} 0"),
+        "no fallback series before the first fallback"
+    );
     redis.pause();
     for _ in 0..3 {
         let started = Instant::now();
