@@ -43,6 +43,14 @@ impl Secret {
     }
 }
 
+/// The value is wiped from memory when dropped: a secret read for a check or a reload leaves no
+/// copy behind in freed memory for a core dump or a later allocation to show.
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 /// What stands in for a secret the gateway removed from text it passes on (a vendor's message) or
 /// from a request's `Debug` form.
 pub const REDACTED: &str = "[redacted]";

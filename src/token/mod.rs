@@ -168,10 +168,14 @@ impl TokenKeys {
                 .split_once(':')
                 .ok_or_else(|| format!("token key #{} is not of the form kid:base64key", n + 1))?;
             check_key_id(id).map_err(|why| format!("token key #{}: {why}", n + 1))?;
-            let raw = STANDARD
-                .decode(b64)
-                .or_else(|_| URL_SAFE_NO_PAD.decode(b64))
-                .map_err(|_| format!("token key {id}: the key is not base64"))?;
+            // Wiped when dropped, as the key it becomes is (`Key`): the decoded bytes are freed
+            // once copied into it.
+            let raw = zeroize::Zeroizing::new(
+                STANDARD
+                    .decode(b64)
+                    .or_else(|_| URL_SAFE_NO_PAD.decode(b64))
+                    .map_err(|_| format!("token key {id}: the key is not base64"))?,
+            );
             if raw.len() != 32 {
                 return Err(format!(
                     "token key {id}: the key must be 32 bytes, not {}",
@@ -182,6 +186,7 @@ impl TokenKeys {
                 return Err(format!("token key {id} appears twice"));
             }
             let raw: [u8; 32] = raw
+                .as_slice()
                 .try_into()
                 .map_err(|_| format!("token key {id}: unusable key"))?;
             // One byte 32 times ("AAAA...A=" is all zeros) is a placeholder copied from an
