@@ -49,3 +49,48 @@ fn json_logs_have_one_line_per_request_with_its_facts() {
         "no reset id in the logs"
     );
 }
+
+#[test]
+fn a_vendor_call_the_steps_deadline_cut_off_is_in_the_lines_vendor_time() {
+    // The vendor takes 2 s; the step may take 500 ms. The call was under way for all of them,
+    // and the line says so, as the vendor metrics do.
+    let sandbox = Sandbox::start_with_delay(2_000);
+    let timeouts = VendorTimeouts {
+        read_ms: 4000,
+        write_ms: 4000,
+        total_ms: 500,
+        ..VendorTimeouts::default()
+    };
+    let config = format!(
+        "[log]\nformat = \"json\"\n{}",
+        cbss_config_timed(&sandbox, timeouts, "")
+    );
+    let gw = Gateway::start(&config, CBSS_ENV);
+    gw.post_with(
+        "/reset",
+        "key-json",
+        &start_body("email", EMAIL),
+        &[("X-Request-Id", "cut-off-1")],
+    )
+    .problem(504, "upstream_timeout");
+    let mut line = None;
+    for _ in 0..50 {
+        line = gw
+            .proc
+            .logs()
+            .lines()
+            .find(|l| l.contains("cut-off-1"))
+            .map(str::to_string);
+        if line.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let line = line.expect("a log line for the request");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("the line is JSON");
+    let upstream_us = v["fields"]["upstream_us"].as_u64().unwrap();
+    assert!(
+        (400_000..2_000_000).contains(&upstream_us),
+        "upstream_us {upstream_us}: {line}"
+    );
+}
