@@ -3,6 +3,19 @@
 
 use crate::harness::*;
 
+/// The JSON log line of the request whose id is `request_id`, as text and parsed, waited for
+/// (the line is written as the answer goes out, not before).
+fn request_line(gw: &Gateway, request_id: &str) -> (String, serde_json::Value) {
+    for _ in 0..50 {
+        if let Some(line) = gw.proc.logs().lines().find(|l| l.contains(request_id)) {
+            let v = serde_json::from_str(line).expect("the line is JSON");
+            return (line.to_string(), v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("no log line for the request {request_id}");
+}
+
 #[test]
 fn json_logs_have_one_line_per_request_with_its_facts() {
     let sandbox = Sandbox::start();
@@ -16,21 +29,7 @@ fn json_logs_have_one_line_per_request_with_its_facts() {
     );
     assert_eq!(r.status, 202);
     let reset_id = r.json()["reset_id"].as_str().unwrap().to_string();
-    let mut line = None;
-    for _ in 0..50 {
-        line = gw
-            .proc
-            .logs()
-            .lines()
-            .find(|l| l.contains("log-test-1"))
-            .map(str::to_string);
-        if line.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let line = line.expect("a log line for the request");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("the line is JSON");
+    let (_, v) = request_line(&gw, "log-test-1");
     let f = &v["fields"];
     assert_eq!(f["message"], "request");
     assert_eq!(f["request_id"], "log-test-1");
@@ -73,21 +72,7 @@ fn a_vendor_call_the_steps_deadline_cut_off_is_in_the_lines_vendor_time() {
         &[("X-Request-Id", "cut-off-1")],
     )
     .problem(504, "upstream_timeout");
-    let mut line = None;
-    for _ in 0..50 {
-        line = gw
-            .proc
-            .logs()
-            .lines()
-            .find(|l| l.contains("cut-off-1"))
-            .map(str::to_string);
-        if line.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let line = line.expect("a log line for the request");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("the line is JSON");
+    let (line, v) = request_line(&gw, "cut-off-1");
     let upstream_us = v["fields"]["upstream_us"].as_u64().unwrap();
     assert!(
         (400_000..2_000_000).contains(&upstream_us),
