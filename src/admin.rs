@@ -118,8 +118,9 @@ impl Handler for Admin {
 }
 
 /// Whether `peer` is this host's loopback, IPv4 or IPv6 (an IPv4 address mapped into IPv6, as a
-/// dual-stack socket reports it, included).
-fn is_loopback(peer: SocketAddr) -> bool {
+/// dual-stack socket reports it, included): the only callers the sandbox's controls answer, here
+/// and on the sandbox's own listener.
+pub(crate) fn is_loopback(peer: SocketAddr) -> bool {
     match peer.ip() {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => v6

@@ -416,9 +416,15 @@ impl Sandbox {
 }
 
 impl Handler for Sandbox {
-    async fn handle(&self, request: &mut Request<'_>, _peer: Option<SocketAddr>) -> Reply {
+    async fn handle(&self, request: &mut Request<'_>, peer: Option<SocketAddr>) -> Reply {
         let path = request.path().to_string();
         let method = request.method().to_string();
+        // The controls hand out the codes that reset the demo accounts (the outbox, reset codes)
+        // and steer what the vendors answer: loopback callers only, as on the admin listener,
+        // whatever address the sandbox listens on. The vendor APIs answer anyone, as a vendor's do.
+        if path.starts_with("/sandbox/") && !peer.is_some_and(crate::admin::is_loopback) {
+            return Reply::text(403, "the sandbox's controls answer loopback callers only\n");
+        }
         if path == "/sandbox/outbox" && method == "GET" {
             return Reply::json(200, self.outbox.to_json());
         }

@@ -436,3 +436,59 @@ fn token_keys_left_empty_are_refused_and_unset_ones_warned_of() {
         assert!(out.stdout.is_empty(), "{bad:?}");
     }
 }
+
+/// This host's address on the interface a route out would leave by (no packet is sent): a
+/// caller that is not loopback, without a second host.
+fn non_loopback_address() -> std::net::IpAddr {
+    for (bind, peer) in [
+        ("0.0.0.0:0", "203.0.113.1:9"),
+        ("[::]:0", "[2001:db8::1]:9"),
+    ] {
+        if let Ok(socket) = std::net::UdpSocket::bind(bind) {
+            if socket.connect(peer).is_ok() {
+                let ip = socket.local_addr().unwrap().ip();
+                if !ip.is_loopback() && !ip.is_unspecified() {
+                    return ip;
+                }
+            }
+        }
+    }
+    panic!("this host has no address but loopback to call from")
+}
+
+#[test]
+fn the_sandboxs_controls_answer_loopback_callers_only_on_any_address() {
+    // Listening on every address, as `--listen 0.0.0.0:9100` would: the vendor APIs answer any
+    // caller, as a vendor's do, but the controls hand out the codes that reset the demo
+    // accounts, and answer this host's loopback only.
+    let sandbox = Sandbox::start_on("0.0.0.0:0", &[]);
+    let port = sandbox.addr.port();
+    let outside = std::net::SocketAddr::new(non_loopback_address(), port);
+    let issue = br#"{"identifier":"somchai"}"#;
+    for (method, path, body) in [
+        ("GET", "/sandbox/outbox", &b""[..]),
+        ("GET", "/sandbox/calls", b""),
+        ("POST", "/sandbox/amsalem/reset-codes", issue),
+        ("POST", "/sandbox/faults", br#"{"fault":"html","count":1}"#),
+    ] {
+        let r = request(outside, method, path, &[], body);
+        assert_eq!(r.status, 403, "{method} {path} from {outside}");
+    }
+    // A vendor API answers from outside as from inside (Amsalem refuses this unsigned call in
+    // its own words, not with the controls' 403).
+    let vendor = request(outside, "POST", "/amsalem/api/ForgotPassword", &[], b"{}");
+    assert_ne!(vendor.status, 403);
+    // From loopback the controls answer.
+    let inside = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let issued = request(inside, "POST", "/sandbox/amsalem/reset-codes", &[], issue);
+    assert_eq!(
+        issued.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&issued.body)
+    );
+    assert_eq!(
+        request(inside, "GET", "/sandbox/outbox", &[], b"").status,
+        200
+    );
+}

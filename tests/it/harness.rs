@@ -127,8 +127,13 @@ impl Sandbox {
 
     /// Starts the sandbox with extra command-line flags.
     pub fn start_with(flags: &[&str]) -> Sandbox {
+        Sandbox::start_on("127.0.0.1:0", flags)
+    }
+
+    /// Starts the sandbox listening on `listen`, with extra command-line flags.
+    pub fn start_on(listen: &str, flags: &[&str]) -> Sandbox {
         let mut cmd = Command::new(BIN);
-        cmd.args(["sandbox", "--listen", "127.0.0.1:0"]).args(flags);
+        cmd.args(["sandbox", "--listen", listen]).args(flags);
         let (proc, line) = Proc::spawn(cmd, "reset-gateway sandbox listening");
         let addr = addr_after(&line, "http://");
         Sandbox { proc, addr }
