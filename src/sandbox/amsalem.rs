@@ -70,16 +70,17 @@ impl AmsalemSandbox {
     }
 
     /// Issues a key for a customer (by user name or e-mail) and "e-mails" it to the outbox.
-    pub fn issue_key(&self, identifier: &str) -> Option<String> {
+    pub fn issue_key(&self, identifier: &str) -> Result<String, super::NotIssued> {
         let mut state = self.state.lock().expect("amsalem sandbox lock");
         let customer = state
             .customers
             .iter()
-            .position(|c| c.username == identifier || c.email == identifier)?;
+            .position(|c| c.username == identifier || c.email == identifier)
+            .ok_or(super::NotIssued::NoSuchCustomer)?;
         let now = Instant::now();
         state.keys.retain(|_, k| k.expires > now);
         if state.keys.len() >= MAX_KEYS {
-            return None;
+            return Err(super::NotIssued::Full);
         }
         let key: String = rand::thread_rng()
             .sample_iter(&Alphanumeric)
@@ -95,7 +96,7 @@ impl AmsalemSandbox {
         );
         self.outbox
             .push("amsalem", state.customers[customer].email, &key);
-        Some(key)
+        Ok(key)
     }
 
     pub fn handle(&self, rest: &str, content_type: &str, body: &[u8]) -> Reply {
@@ -289,6 +290,33 @@ mod tests {
   </User>
   <UserNewPassword>sample string 1</UserNewPassword>
 </ChangePasswordRequest>"#;
+
+    #[test]
+    fn a_full_key_store_is_told_from_an_unknown_customer() {
+        let sandbox = AmsalemSandbox::new(Arc::new(Outbox::default()));
+        assert_eq!(
+            sandbox.issue_key("nobody"),
+            Err(crate::sandbox::NotIssued::NoSuchCustomer)
+        );
+        assert!(sandbox.issue_key("somchai").is_ok());
+        {
+            let mut state = sandbox.state.lock().unwrap();
+            let expires = Instant::now() + KEY_LIFETIME;
+            for n in state.keys.len()..MAX_KEYS {
+                state.keys.insert(
+                    format!("filler-{n}"),
+                    IssuedKey {
+                        customer: 0,
+                        expires,
+                    },
+                );
+            }
+        }
+        assert_eq!(
+            sandbox.issue_key("somchai"),
+            Err(crate::sandbox::NotIssued::Full)
+        );
+    }
 
     #[test]
     fn the_documented_xml_sample_is_read() {

@@ -87,16 +87,17 @@ impl HepsiburadaSandbox {
     }
 
     /// Issues a change request for a customer (by e-mail or user name), as a reset link would.
-    pub fn issue_change_request(&self, identifier: &str) -> Option<String> {
+    pub fn issue_change_request(&self, identifier: &str) -> Result<String, super::NotIssued> {
         let mut state = self.state.lock().expect("hepsiburada sandbox lock");
         let customer = state
             .customers
             .iter()
-            .position(|c| c.email == identifier || c.username == identifier)?;
+            .position(|c| c.email == identifier || c.username == identifier)
+            .ok_or(super::NotIssued::NoSuchCustomer)?;
         let now = Instant::now();
         state.requests.retain(|_, r| r.expires > now);
         if state.requests.len() >= MAX_REQUESTS {
-            return None;
+            return Err(super::NotIssued::Full);
         }
         let r = crate::request_id::generate();
         let id = format!(
@@ -116,7 +117,7 @@ impl HepsiburadaSandbox {
         );
         self.outbox
             .push("hepsiburada", state.customers[customer].email, &id);
-        Some(id)
+        Ok(id)
     }
 
     /// The address, user agent and session id of the last change received.

@@ -241,6 +241,16 @@ impl Fault {
     }
 }
 
+/// Why a code-flow sandbox issued no reset code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotIssued {
+    /// No demo customer goes by that identifier.
+    NoSuchCustomer,
+    /// As many codes as the sandbox keeps are alive: refused until some expire, rather than
+    /// answered as though the customer did not exist.
+    Full,
+}
+
 /// All sandbox vendors behind one listener, each under its own path prefix (`/cbss/...`).
 pub struct Sandbox {
     pub outbox: Arc<Outbox>,
@@ -374,12 +384,16 @@ impl Sandbox {
                     self.hepsiburada.issue_change_request(&identifier)
                 };
                 match code {
-                    Some(code) => Reply::json(
+                    Ok(code) => Reply::json(
                         200,
                         serde_json::to_vec(&serde_json::json!({ "reset_code": code }))
                             .unwrap_or_default(),
                     ),
-                    None => Reply::text(404, "no such customer\n"),
+                    Err(NotIssued::NoSuchCustomer) => Reply::text(404, "no such customer\n"),
+                    Err(NotIssued::Full) => Reply::text(
+                        503,
+                        "too many live reset codes: try again when some have expired\n",
+                    ),
                 }
             }
             ("GET", _) if path.ends_with("/last-request") => {
