@@ -21,6 +21,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The fewest characters `hash-key` takes without a warning: 22 base64 characters hold 128 bits.
 const STRONG_API_KEY_CHARS: usize = 22;
 
+/// The longest the sandbox's lifetimes and windows may be set to, in seconds (a year): far past
+/// any test or demo, and short of the overflow a time that far ahead would be.
+const YEAR_SECS: u64 = 365 * 24 * 3600;
+/// The longest the sandbox's delay and idle timeout may be set to, in milliseconds (an hour).
+const HOUR_MS: u64 = 3_600_000;
+
 /// A new API key: 32 random bytes, base64url without padding (43 characters, safe in a header and
 /// a shell), from the operating system's generator through rand's thread-local generator. One in
 /// 64 such keys begins with `-`, which command lines (`hash-key KEY`, curl's) take for an option:
@@ -82,27 +88,27 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: String,
         /// Delay every vendor answer by this many milliseconds (to try timeouts).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=HOUR_MS))]
         delay_ms: u64,
         /// How long a CBSS one-time code lives, in seconds.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=YEAR_SECS))]
         cbss_otp_lifetime_secs: u64,
         /// Capillary's requests per window (a minute) per API key.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         capillary_rate_limit: u32,
         /// The window of Capillary's rate limit, in seconds: never more than the limit in any
         /// window this long.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=YEAR_SECS))]
         capillary_rate_window_secs: u64,
         /// How long a Capillary sessionId lives, in seconds.
-        #[arg(long, default_value_t = 900)]
+        #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=YEAR_SECS))]
         capillary_session_secs: u64,
         /// The header Capillary reads the API key from (an operator's setup names it).
         #[arg(long, default_value = reset_gateway::sandbox::capillary::API_KEY_HEADER)]
         capillary_api_key_header: String,
         /// How long a client connection may stay idle before the sandbox closes it, as vendors'
         /// servers do (the gateway must then not use it).
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=HOUR_MS))]
         idle_timeout_ms: u64,
     },
 }
@@ -192,15 +198,15 @@ fn main() -> ExitCode {
             &listen,
             SandboxOptions {
                 delay: Duration::from_millis(delay_ms),
-                cbss_otp_lifetime: Duration::from_secs(cbss_otp_lifetime_secs.max(1)),
+                cbss_otp_lifetime: Duration::from_secs(cbss_otp_lifetime_secs),
                 capillary: CapillaryOptions {
-                    rate_limit: capillary_rate_limit.max(1),
-                    rate_window: Duration::from_secs(capillary_rate_window_secs.max(1)),
-                    session_ttl: Duration::from_secs(capillary_session_secs.max(1)),
+                    rate_limit: capillary_rate_limit,
+                    rate_window: Duration::from_secs(capillary_rate_window_secs),
+                    session_ttl: Duration::from_secs(capillary_session_secs),
                     api_key_header: capillary_api_key_header,
                 },
             },
-            Duration::from_millis(idle_timeout_ms.max(1)),
+            Duration::from_millis(idle_timeout_ms),
         )),
     }
 }

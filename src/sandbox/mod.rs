@@ -411,9 +411,13 @@ impl Sandbox {
                     .get("fault")
                     .and_then(|f| f.as_str())
                     .and_then(Fault::parse);
-                let count = v.get("count").and_then(|c| c.as_u64()).unwrap_or(1) as u32;
-                match fault {
-                    Some(f) => {
+                // A count past u32 is refused rather than cut to its low bits (2^32 read as 0).
+                let count = match v.get("count") {
+                    None => Some(1),
+                    Some(c) => c.as_u64().and_then(|c| u32::try_from(c).ok()),
+                };
+                match fault.zip(count) {
+                    Some((f, count)) => {
                         *self.fault.lock().expect("fault lock") = Some((f, count));
                         Reply::json(200, &b"{}"[..])
                     }
@@ -535,6 +539,17 @@ pub fn random_otp(digits: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fault_count_past_u32_is_refused_not_cut_short() {
+        let sandbox = Sandbox::new(SandboxOptions::default());
+        let set = |body: &str| sandbox.control("POST", "/sandbox/faults", body.as_bytes());
+        assert_eq!(set(r#"{"fault":"html","count":4294967296}"#).status, 400);
+        assert_eq!(set(r#"{"fault":"html","count":-1}"#).status, 400);
+        assert_eq!(set(r#"{"fault":"html","count":4294967295}"#).status, 200);
+        assert_eq!(set(r#"{"fault":"html"}"#).status, 200);
+        assert_eq!(*sandbox.fault.lock().unwrap(), Some((Fault::Html, 1)));
+    }
 
     #[test]
     fn only_the_four_documented_media_types_name_a_format() {
