@@ -405,15 +405,14 @@ impl UpstreamClient {
             return Err(UpstreamFailure::Unsendable(name.to_string()));
         }
         let started = Instant::now();
-        let mut unfinished = Unfinished {
+        let mut call = CallCount {
             vendor: self.vendor,
             endpoint: req.endpoint,
             started,
             timing: req.timing,
-            counting: true,
+            counted: false,
         };
         let result = self.send(req, started).await;
-        unfinished.counting = false;
         let finished = Instant::now();
         let elapsed = finished.saturating_duration_since(started);
         // A connection whose exchange ended cleanly waits for the next call, idle from now.
@@ -428,10 +427,7 @@ impl UpstreamClient {
             Err(UpstreamFailure::Timeout) => "timeout",
             Err(_) => "error",
         };
-        metrics::observe_upstream(self.vendor, req.endpoint, class, elapsed.as_secs_f64());
-        if let Some(timing) = req.timing {
-            timing.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        }
+        call.count(class, elapsed);
         result
     }
 
@@ -501,28 +497,33 @@ impl UpstreamClient {
     }
 }
 
-/// A vendor call that never finished, counted when it is dropped: the step's deadline drops the
-/// step mid-call, and a call cut off so must still show in the vendor's metrics (as a timeout,
-/// with the time it took), or the alerts on a failing or slow vendor would miss exactly the
-/// calls that took longest.
-struct Unfinished<'a> {
+/// Counts one vendor call, in the vendor's metrics and the request's time at vendors, once:
+/// when it finished (`count`), or else when it is dropped unfinished. The step's deadline drops
+/// the step mid-call, and a call cut off so must still be counted (as a timeout, with the time it
+/// took), or the alerts on a failing or slow vendor would miss exactly the calls that took
+/// longest.
+struct CallCount<'a> {
     vendor: &'static str,
     endpoint: &'static str,
     started: Instant,
     timing: Option<&'a AtomicU64>,
-    /// Cleared when the call finished and is counted by `post` itself.
-    counting: bool,
+    counted: bool,
 }
 
-impl Drop for Unfinished<'_> {
-    fn drop(&mut self) {
-        if !self.counting {
-            return;
-        }
-        let elapsed = self.started.elapsed();
-        metrics::observe_upstream(self.vendor, self.endpoint, "timeout", elapsed.as_secs_f64());
+impl CallCount<'_> {
+    fn count(&mut self, class: &'static str, elapsed: Duration) {
+        self.counted = true;
+        metrics::observe_upstream(self.vendor, self.endpoint, class, elapsed.as_secs_f64());
         if let Some(timing) = self.timing {
             timing.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for CallCount<'_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.count("timeout", self.started.elapsed());
         }
     }
 }
