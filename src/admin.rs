@@ -4,7 +4,7 @@
 //! out codes that reset the demo accounts, and a pod's admin port is open to its scraper's
 //! namespace, while `kubectl port-forward` arrives from the pod's own loopback.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::http::{Handler, Reply, Request};
@@ -77,11 +77,8 @@ impl Admin {
                 metrics::render(),
             ),
             (_, p, Some(sandbox)) if p.starts_with("/sandbox/") => {
-                if !peer.is_some_and(is_loopback) {
-                    return Reply::text(
-                        403,
-                        "the sandbox's controls answer loopback callers only\n",
-                    );
+                if let Some(refusal) = crate::sandbox::refuse_a_remote_caller(peer) {
+                    return refusal;
                 }
                 match request.read_body(MAX_BODY).await {
                     Ok(()) => sandbox.control(as_method, &path, request.body()),
@@ -114,43 +111,5 @@ impl Handler for Admin {
         crate::http::plain_refusal(detail)
             .header("X-Request-Id", crate::request_id::generate())
             .header("Cache-Control", "no-store")
-    }
-}
-
-/// Whether `peer` is this host's loopback, IPv4 or IPv6 (an IPv4 address mapped into IPv6, as a
-/// dual-stack socket reports it, included): the only callers the sandbox's controls answer, here
-/// and on the sandbox's own listener.
-pub(crate) fn is_loopback(peer: SocketAddr) -> bool {
-    match peer.ip() {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_this_hosts_loopback_is_loopback() {
-        for local in [
-            "127.0.0.1:1",
-            "127.9.9.9:1",
-            "[::1]:1",
-            "[::ffff:127.0.0.1]:1",
-        ] {
-            assert!(is_loopback(local.parse().unwrap()), "{local}");
-        }
-        for remote in [
-            "10.0.0.1:1",
-            "0.0.0.0:1",
-            "[::ffff:10.0.0.1]:1",
-            "[fe80::1]:1",
-            "[::]:1",
-        ] {
-            assert!(!is_loopback(remote.parse().unwrap()), "{remote}");
-        }
     }
 }

@@ -51,7 +51,7 @@ fn datacontract_members_ok(element: &crate::xml::Element, namespace: &str) -> bo
 }
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -238,6 +238,27 @@ impl Fault {
                 reply
             }
         }
+    }
+}
+
+/// `403` to a caller of the sandbox's controls that is not this host's loopback, on whichever
+/// listener serves them (the sandbox's own, the admin listener) and whatever address it is on:
+/// the controls hand out the codes that reset the demo accounts (the outbox, reset codes) and
+/// steer what the vendors answer. A pod's admin port is open to its scraper's namespace, while
+/// `kubectl port-forward` arrives from the pod's own loopback.
+pub fn refuse_a_remote_caller(peer: Option<SocketAddr>) -> Option<Reply> {
+    (!peer.is_some_and(is_loopback))
+        .then(|| Reply::text(403, "the sandbox's controls answer loopback callers only\n"))
+}
+
+/// Whether `peer` is this host's loopback, IPv4 or IPv6 (an IPv4 address mapped into IPv6, as a
+/// dual-stack socket reports it, included).
+fn is_loopback(peer: SocketAddr) -> bool {
+    match peer.ip() {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
     }
 }
 
@@ -437,11 +458,11 @@ impl Handler for Sandbox {
     async fn handle(&self, request: &mut Request<'_>, peer: Option<SocketAddr>) -> Reply {
         let path = request.path().to_string();
         let method = request.method().to_string();
-        // The controls hand out the codes that reset the demo accounts (the outbox, reset codes)
-        // and steer what the vendors answer: loopback callers only, as on the admin listener,
-        // whatever address the sandbox listens on. The vendor APIs answer anyone, as a vendor's do.
-        if path.starts_with("/sandbox/") && !peer.is_some_and(crate::admin::is_loopback) {
-            return Reply::text(403, "the sandbox's controls answer loopback callers only\n");
+        // The vendor APIs answer anyone, as a vendor's do; the controls, loopback callers only.
+        if path.starts_with("/sandbox/") {
+            if let Some(refusal) = refuse_a_remote_caller(peer) {
+                return refusal;
+            }
         }
         if path == "/sandbox/outbox" && method == "GET" {
             return Reply::json(200, self.outbox.to_json());
@@ -539,6 +560,27 @@ pub fn random_otp(digits: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_this_hosts_loopback_is_loopback() {
+        for local in [
+            "127.0.0.1:1",
+            "127.9.9.9:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(is_loopback(local.parse().unwrap()), "{local}");
+        }
+        for remote in [
+            "10.0.0.1:1",
+            "0.0.0.0:1",
+            "[::ffff:10.0.0.1]:1",
+            "[fe80::1]:1",
+            "[::]:1",
+        ] {
+            assert!(!is_loopback(remote.parse().unwrap()), "{remote}");
+        }
+    }
 
     #[test]
     fn a_fault_count_past_u32_is_refused_not_cut_short() {
