@@ -33,16 +33,13 @@ impl Cidr {
         // A range written in IPv4-mapped form (`::ffff:10.0.0.0/104`, as a dual-stack listener
         // shows its IPv4 peers) is the IPv4 range it maps: peers are compared as IPv4
         // (`canonical`), so the IPv6 form would never match one.
-        match network {
-            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
-                Some(v4) => Ok(Cidr {
-                    network: IpAddr::V4(v4),
-                    prefix: prefix - 96,
-                }),
-                None => Ok(Cidr { network, prefix }),
-            },
-            _ => Ok(Cidr { network, prefix }),
-        }
+        let (network, prefix) = match network {
+            IpAddr::V6(v6) if prefix >= 96 => v6
+                .to_ipv4_mapped()
+                .map_or((network, prefix), |v4| (IpAddr::V4(v4), prefix - 96)),
+            _ => (network, prefix),
+        };
+        Ok(Cidr { network, prefix })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {

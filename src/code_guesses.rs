@@ -13,9 +13,10 @@ use crate::api::{ErrorCode, Problem};
 
 /// The limiter key for wrong codes against `owner` at `tenant`: a SHA-256 digest of the two, so
 /// the key names no user in the clear (a short user name could still be found from it by trying
-/// values, which is why Redis must be reachable by the gateway alone). User names are compared as loosely as a vendor's lookup might (case,
-/// and spaces around or repeated within): counting two spellings as one user is the safe side,
-/// and spellings counted apart would each get a fresh allowance.
+/// values, which is why Redis must be reachable by the gateway alone). User names are compared
+/// as loosely as a vendor's lookup might (case, and spaces around or repeated within): counting
+/// two spellings as one user is the safe side, and spellings counted apart would each get a
+/// fresh allowance.
 pub fn key(tenant: &str, owner: &str) -> String {
     let owner = owner
         .split_whitespace()
