@@ -143,6 +143,24 @@ fn two_replicas_on_redis_enforce_one_limit_and_on_memory_twice_it() {
     );
 }
 
+/// Sends a request through each of `gateways` (a gateway finds Redis back on its next call) until
+/// every one reports Redis answering: whether they all did within about 2.5 s.
+fn back_on_redis(gateways: &[&Gateway]) -> bool {
+    for _ in 0..50 {
+        for gw in gateways {
+            gw.post("/reset/verify", "key-web", CHEAP);
+        }
+        if gateways
+            .iter()
+            .all(|gw| metric(gw.admin, "reset_gateway_redis_up") == 1.0)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 /// Redis stopped mid-run under `policy`; returns what was accepted while it was down.
 fn outage(policy: &str) -> (Load, Gateway, Gateway) {
     let sandbox = Sandbox::start();
@@ -185,19 +203,8 @@ fn outage(policy: &str) -> (Load, Gateway, Gateway) {
 
     // Redis back: decisions are shared again, and no longer made by the fallback.
     redis.restart();
-    let resumed = AtomicBool::new(false);
-    for _ in 0..50 {
-        a.post("/reset/verify", "key-web", CHEAP);
-        b.post("/reset/verify", "key-web", CHEAP);
-        let up = |gw: &Gateway| metric(gw.admin, "reset_gateway_redis_up") == 1.0;
-        if up(&a) && up(&b) {
-            resumed.store(true, Ordering::Relaxed);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert!(
-        resumed.into_inner(),
+        back_on_redis(&[&a, &b]),
         "the gateways went back to Redis by themselves"
     );
     let answers = a.proc.logs().matches("Redis answers").count();
@@ -330,16 +337,10 @@ fn with_redis_down_local_a_replicas_share_refills_only_while_redis_is_away() {
     let spent_at = Instant::now();
     assert_eq!(allowed(&gw, 3), 2, "the share's burst, then refused");
     redis.restart();
-    let mut back = false;
-    for _ in 0..50 {
-        gw.post("/reset/verify", "key-web", CHEAP);
-        if metric(gw.admin, "reset_gateway_redis_up") == 1.0 {
-            back = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(back, "the gateway went back to Redis by itself");
+    assert!(
+        back_on_redis(&[&gw]),
+        "the gateway went back to Redis by itself"
+    );
     let first_outage = spent_at.elapsed();
     // Long enough for the share to refill twice by the wall clock.
     let refilled = Duration::from_millis(6_500);
