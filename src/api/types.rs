@@ -4,13 +4,12 @@
 //! come back in a problem's `detail`. Field names are echoed only when they look like field names.
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::problem::{ErrorCode, Problem};
 use crate::secret::REDACTED;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentifierKind {
     Email,
     Mobile,
@@ -18,12 +17,37 @@ pub enum IdentifierKind {
 }
 
 impl IdentifierKind {
+    const NAMES: [&'static str; 3] = ["email", "mobile", "username"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             IdentifierKind::Email => "email",
             IdentifierKind::Mobile => "mobile",
             IdentifierKind::Username => "username",
         }
+    }
+}
+
+/// Read from a JSON string only. serde's derived form for an enum also takes an object naming the
+/// variant (`{"email": null}`), which the contract's `"type": "email"` never is.
+impl<'de> Deserialize<'de> for IdentifierKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KindName;
+        impl serde::de::Visitor<'_> for KindName {
+            type Value = IdentifierKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("one of email, mobile, username")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<IdentifierKind, E> {
+                match name {
+                    "email" => Ok(IdentifierKind::Email),
+                    "mobile" => Ok(IdentifierKind::Mobile),
+                    "username" => Ok(IdentifierKind::Username),
+                    _ => Err(E::unknown_variant(name, &IdentifierKind::NAMES)),
+                }
+            }
+        }
+        deserializer.deserialize_str(KindName)
     }
 }
 
@@ -97,8 +121,42 @@ impl std::fmt::Debug for CompleteRequest {
 /// Parses a body strictly into `T`, then validates it.
 pub fn parse<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, Problem> {
     let value: T = crate::json::from_body(body).map_err(|e| describe_json_error(&e))?;
+    if let Some((line, column)) = array_outside_strings(body) {
+        return Err(invalid(format!(
+            "a field has the wrong type or value (line {line}, column {column}): the request \
+             bodies are JSON objects, with no arrays in them"
+        )));
+    }
     value.validate()?;
     Ok(value)
+}
+
+/// Where the first `[` outside a string stands in a body that parsed, as a line and a column,
+/// each counted from one. serde reads a struct from an array too, by position (`["a@b.co"]` for
+/// an object), past `deny_unknown_fields`; no request member is an array, so any array in a body
+/// that parsed was read that way. A body with no `[` byte at all, nearly every one, is passed by
+/// one search.
+fn array_outside_strings(body: &[u8]) -> Option<(usize, usize)> {
+    memchr::memchr(b'[', body)?;
+    let (mut in_string, mut escaped) = (false, false);
+    let at = body.iter().position(|&b| {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            false
+        } else {
+            in_string = b == b'"';
+            b == b'['
+        }
+    })?;
+    let before = &body[..at];
+    let line = 1 + memchr::memchr_iter(b'\n', before).count();
+    let line_start = memchr::memrchr(b'\n', before).map_or(0, |n| n + 1);
+    Some((line, at - line_start + 1))
 }
 
 pub trait Validate {
@@ -309,6 +367,60 @@ mod tests {
         assert_eq!(e.detail, "unknown field `extra`");
         let e = parse::<VerifyRequest>(br#"{"reset_id":"x"}"#).unwrap_err();
         assert_eq!(e.detail, "missing field `otp`");
+    }
+
+    #[test]
+    fn arrays_and_objects_for_strings_are_wrong_types() {
+        // serde would read each of these by position or as a variant object.
+        for body in [
+            &br#"["sealed-id","424242"]"#[..],
+            br#" [ "sealed-id" , "424242" ] "#,
+        ] {
+            let e = parse::<VerifyRequest>(body).unwrap_err();
+            assert!(
+                e.detail.starts_with("a field has the wrong type"),
+                "{}",
+                e.detail
+            );
+            assert!(!e.detail.contains("424242"), "{}", e.detail);
+        }
+        let e = parse::<StartRequest>(br#"{"identifier":["email","a@b.co"]}"#).unwrap_err();
+        assert_eq!(
+            e.detail,
+            "a field has the wrong type or value (line 1, column 15): the request bodies are \
+             JSON objects, with no arrays in them"
+        );
+        assert!(parse::<StartRequest>(br#"[{"type":"email","value":"a@b.co"}]"#).is_err());
+        assert!(parse::<CompleteRequest>(br#"[null,"code",null,null,null,"pw-123456"]"#).is_err());
+        let e =
+            parse::<StartRequest>(br#"{"identifier":{"type":{"email":null},"value":"a@b.co"}}"#)
+                .unwrap_err();
+        assert!(
+            e.detail.starts_with("a field has the wrong type"),
+            "{}",
+            e.detail
+        );
+        // An optional member sent as `null` is read as absent, as clients generated from the
+        // OpenAPI document often send unset members.
+        let absent: StartRequest =
+            parse(br#"{"identifier":{"type":"email","value":"a@b.co"},"device_id":null}"#).unwrap();
+        assert!(absent.device_id.is_none());
+        // A `[` inside a string, escaped quotes included, is a character like any other, and
+        // the unknown variant is still named as one.
+        let ok: StartRequest =
+            parse(br#"{"identifier":{"type":"username","value":"a\"[b]"},"device_id":"d-1"}"#)
+                .unwrap();
+        assert_eq!(ok.identifier.value, "a\"[b]");
+        let e =
+            parse::<StartRequest>(br#"{"identifier":{"type":"phone","value":"1"}}"#).unwrap_err();
+        assert_eq!(
+            e.detail,
+            "identifier.type must be one of: email, mobile, username"
+        );
+        assert_eq!(
+            array_outside_strings(b"{\n \"a\": \"[\",\n  \"b\": [1]}"),
+            Some((3, 8))
+        );
     }
 
     #[test]
