@@ -620,6 +620,31 @@ impl Config {
             .api_listen
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|address| !address.ip().is_loopback());
+        // A call under way when SIGTERM arrives should end as itself: cut off by the process's
+        // exit, a completion's vendor call may have changed the password while the app hears
+        // nothing, and its reset id stays claimed, refusing the user's retry. (A warning, not a
+        // refusal: a config an earlier release ran must still start.)
+        for c in &self.connections {
+            if self.server.shutdown_grace <= c.timeouts.total {
+                warnings.push(format!(
+                    "server.shutdown_grace_secs ({} s) is not longer than \
+                     connections.{}.timeouts.total_ms ({} ms): a vendor call under way at \
+                     shutdown may be cut off. Raise it above the longest total_ms.",
+                    self.server.shutdown_grace.as_secs(),
+                    c.name,
+                    c.timeouts.total.as_millis()
+                ));
+            }
+        }
+        // Each worker thread takes its share of the limit, rounded up: fewer connections than
+        // threads is one a thread, more than were asked for.
+        if self.server.max_connections < self.server.threads {
+            warnings.push(format!(
+                "server.max_connections ({}) is below the {} worker threads (server.threads): \
+                 each thread serves at least one connection, so up to {} are served at once.",
+                self.server.max_connections, self.server.threads, self.server.threads
+            ));
+        }
         if self.limits.redis.is_none() && reachable_from_elsewhere {
             warnings.push(
                 "limits.backend is \"memory\": each process keeps its own limits, its own counts \
@@ -803,6 +828,25 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         })
         .collect();
 
+    // The connections that can reach no real vendor's accounts: those signing in with the
+    // sandbox's public demo credentials, which only a sandbox takes, and those whose base_url is
+    // the built-in sandbox (Hepsiburada's needs no credentials). Only they may take the README's
+    // demo API keys.
+    let on_sandbox: HashSet<&str> = raw
+        .connections
+        .iter()
+        .filter(|(_, conn)| {
+            let demo_credentials = conn.cbss.as_ref().is_some_and(|v| v.sandbox_credentials)
+                || conn
+                    .capillary
+                    .as_ref()
+                    .is_some_and(|v| v.sandbox_credentials)
+                || conn.amsalem.as_ref().is_some_and(|v| v.sandbox_credentials);
+            demo_credentials || points_at_sandbox(&conn.base_url, sandbox.as_ref())
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+
     let mut connections = Vec::new();
     for (name, conn) in &raw.connections {
         match validate_connection(name, conn, sandbox.is_some()) {
@@ -898,6 +942,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
             };
             match decode_sha256(&key.key_sha256) {
                 Some(sha) => {
+                    if !on_sandbox.contains(t.connection.as_str()) && is_public_demo_key(&sha) {
+                        problems.push(format!(
+                            "{at}: api key `{}` is a demo key printed in the README, which anyone \
+                             may send: it is accepted only on a connection to the built-in \
+                             sandbox (`reset-gateway hash-key` makes a real key's hash)",
+                            key.name
+                        ));
+                    }
                     match key_hashes.entry(sha) {
                         std::collections::hash_map::Entry::Occupied(first) => {
                             problems.push(format!(
@@ -930,6 +982,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
                 "{at}: reset_lifetime_secs must be between 1 and 86400"
             ));
         }
+        // Out of range, the lifetime was refused above; kept in range here so that the quota
+        // below is computed without overflow for the rest of the problems to be reported.
+        let lifetime = lifetime.clamp(1, 86_400);
         tenants.push(TenantSettings {
             name: t.name.clone(),
             connection: t.connection.clone(),
@@ -1077,6 +1132,42 @@ fn validate_connection(
 /// The level words a tracing filter knows.
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
+/// The API keys of the demo tenants in gateway.toml. The README prints them, so anyone may send
+/// them: a tenant on a real vendor must never accept one.
+const PUBLIC_DEMO_KEYS: [&str; 5] = [
+    "demo-cbss-key",
+    "demo-cbss-xml-key",
+    "demo-capillary-key",
+    "demo-amsalem-key",
+    "demo-hepsiburada-key",
+];
+
+fn is_public_demo_key(sha: &[u8; 32]) -> bool {
+    use sha2::Digest;
+    PUBLIC_DEMO_KEYS
+        .iter()
+        .any(|key| sha2::Sha256::digest(key.as_bytes()).as_slice() == sha)
+}
+
+/// Whether a connection's base_url is the built-in sandbox: its address (a loopback one when it
+/// listens on every address, `localhost` when on a loopback one) and port, over plain HTTP.
+fn points_at_sandbox(base_url: &str, sandbox: Option<&SandboxSettings>) -> bool {
+    let (Some(sandbox), Ok(url)) = (sandbox, BaseUrl::parse(base_url)) else {
+        return false;
+    };
+    let Ok(listen) = sandbox.listen.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let host_is_the_sandbox = match url.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip == listen.ip() || (listen.ip().is_unspecified() && ip.is_loopback()),
+        Err(_) => {
+            url.host.eq_ignore_ascii_case("localhost")
+                && (listen.ip().is_loopback() || listen.ip().is_unspecified())
+        }
+    };
+    !url.tls && url.port == listen.port() && host_is_the_sandbox
+}
+
 /// Checks a tracing filter (`info`, `warn,reset_gateway=debug`). The filter reads a bare word
 /// that is not a level as a module name, to log at every level with everything else silenced,
 /// so a mistyped level (`warning`, `inf`) would silence the gateway. A bare directive must be a
@@ -1085,6 +1176,13 @@ const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"]
 fn check_log_filter(filter: &str) -> Result<(), String> {
     if tracing_subscriber::EnvFilter::try_new(filter).is_err() {
         return Err(format!("`{filter}` is not a log filter"));
+    }
+    // A filter with no directive at all reads as "off" and would silence every log line.
+    if filter.split(',').all(|d| d.trim().is_empty()) {
+        return Err(format!(
+            "`{filter}` names no level: give one (one of {})",
+            LOG_LEVELS.join(", ")
+        ));
     }
     let plausible = |word: &str| {
         LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word))
@@ -1228,13 +1326,33 @@ fn validate_capillary(
     if raw.brand.is_empty() || raw.brand.len() > 128 {
         problems.push(format!("{at}.brand: required, at most 128 characters"));
     }
-    let header_ok = !raw.api_key_header.is_empty()
-        && raw
-            .api_key_header
+    // A field name is an RFC 9110 token. The headers the gateway writes itself, and those that
+    // frame or route the request, would carry the key where the vendor reads something else.
+    const OWN_HEADERS: [&str; 10] = [
+        "host",
+        "content-length",
+        "content-type",
+        "accept",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "x-request-id",
+    ];
+    let name = raw.api_key_header.as_str();
+    let is_token = !name.is_empty()
+        && name.len() <= 128
+        && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if !header_ok {
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !is_token {
         problems.push(format!("{at}.api_key_header: must be a header name"));
+    } else if OWN_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        problems.push(format!(
+            "{at}.api_key_header: `{name}` is a header the gateway writes itself or that frames \
+             the request: name the one Capillary reads the key from (X-Api-Key by default)"
+        ));
     }
     if !(10..=86_400).contains(&raw.session_lifetime_secs) {
         problems.push(format!(
@@ -1371,7 +1489,7 @@ mod tests {
 
     const MINIMAL: &str = r#"
 [sandbox]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:1"
 
 [connections.c1]
 base_url = "http://127.0.0.1:1/cbss/"
@@ -1532,6 +1650,157 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
             err[0].contains("reset_lifetime_secs must be between 1 and 86400"),
             "{err:?}"
         );
+        // Past what a Duration holds once multiplied into the wrong-code quota: a problem, not
+        // a panic.
+        for huge in [
+            format!("[tokens]\nlifetime_secs = {}\n{MINIMAL}", i64::MAX),
+            MINIMAL.replace(
+                "connection = \"c1\"",
+                &format!("connection = \"c1\"\nreset_lifetime_secs = {}", i64::MAX),
+            ),
+        ] {
+            let err = Config::parse(&huge).unwrap_err();
+            assert!(
+                err[0].contains("lifetime_secs") && err[0].contains("must be between"),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_demo_keys_and_demo_credentials_work_only_on_the_sandbox() {
+        let demo_key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"demo-cbss-key"));
+        let with_demo_key = MINIMAL.replace(&"0".repeat(64), &demo_key);
+        assert!(Config::parse(&with_demo_key).is_ok());
+        // A real vendor behind the README's key: anyone could reset its users' passwords.
+        let real_vendor = with_demo_key
+            .replace("http://127.0.0.1:1/cbss/", "https://cbss.example.com/api/")
+            .replace(
+                "sandbox_credentials = true",
+                "client_code = \"ACME\"\nclient_key_env = \"K\"\nlogin_salt_env = \"L\"\nforgot_salt_env = \"F\"",
+            );
+        let err = Config::parse(&real_vendor).unwrap_err();
+        assert!(
+            err.iter().any(|e| e
+                .starts_with("tenants[0] (t1): api key `k` is a demo key printed in the README")),
+            "{err:?}"
+        );
+        // A connection on the sandbox's public credentials reaches no real account, wherever
+        // it points (a sandbox process of its own, say).
+        let own_sandbox = with_demo_key.replace("http://127.0.0.1:1/", "http://127.0.0.1:2/");
+        assert!(Config::parse(&own_sandbox).is_ok());
+        // Hepsiburada's needs no credentials: its demo key only on the built-in sandbox, at
+        // its address (or localhost, when that is loopback).
+        let hepsiburada = |base_url: &str| {
+            let demo = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                b"demo-hepsiburada-key",
+            ));
+            MINIMAL
+                .replace(&"0".repeat(64), &demo)
+                .replace("http://127.0.0.1:1/cbss/", base_url)
+                .replace(
+                    "[connections.c1.cbss]\nsandbox_credentials = true",
+                    "[connections.c1.hepsiburada]",
+                )
+        };
+        for on_it in [
+            "http://127.0.0.1:1/hepsiburada/",
+            "http://localhost:1/hepsiburada/",
+        ] {
+            assert!(Config::parse(&hepsiburada(on_it)).is_ok(), "{on_it}");
+        }
+        for off_it in [
+            "https://api.hepsiburada.example/",
+            "http://127.0.0.1:2/hepsiburada/",
+            "http://127.0.0.2:1/hepsiburada/",
+            "https://127.0.0.1:1/hepsiburada/",
+        ] {
+            let err = Config::parse(&hepsiburada(off_it)).unwrap_err();
+            assert_eq!(err.len(), 1, "{off_it}: {err:?}");
+            assert!(
+                err[0].contains("is a demo key printed in the README"),
+                "{off_it}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_capillary_key_header_is_a_token_and_not_one_the_gateway_writes() {
+        let header_problems = |name: &str| {
+            let text = MINIMAL.replace(
+                "[connections.c1.cbss]\nsandbox_credentials = true",
+                &format!(
+                    "[connections.c1.capillary]\nbrand = \"DocDemo\"\nsandbox_credentials = true\napi_key_header = \"{name}\""
+                ),
+            );
+            match Config::parse(&text) {
+                Ok(_) => Vec::new(),
+                Err(problems) => problems,
+            }
+        };
+        for good in ["X-Api-Key", "X_Cap.Key", "x-cap-key"] {
+            assert_eq!(header_problems(good), Vec::<String>::new(), "{good}");
+        }
+        for framing in [
+            "Content-Length",
+            "host",
+            "Transfer-Encoding",
+            "Connection",
+            "X-Request-Id",
+        ] {
+            let problems = header_problems(framing);
+            assert!(
+                problems.len() == 1
+                    && problems[0].contains("is a header the gateway writes itself"),
+                "{framing}: {problems:?}"
+            );
+        }
+        for malformed in ["", "X Api", "X:Key", "X-Ключ"] {
+            let problems = header_problems(malformed);
+            assert_eq!(
+                problems,
+                ["connections.c1.capillary.api_key_header: must be a header name"],
+                "{malformed}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_that_cannot_hold_are_warned_of() {
+        let warnings = |server: &str| {
+            Config::parse(&format!("[server]\n{server}\n{MINIMAL}"))
+                .unwrap()
+                .warnings()
+        };
+        let below = warnings("threads = 4\nmax_connections = 3");
+        assert!(
+            below.iter().any(|w| w.starts_with(
+                "server.max_connections (3) is below the 4 worker threads (server.threads)"
+            )),
+            "{below:?}"
+        );
+        assert!(!warnings("threads = 4\nmax_connections = 4")
+            .iter()
+            .any(|w| w.contains("max_connections")));
+        // A vendor call still under way when the grace ends would be cut off.
+        let grace = |secs: u64, total_ms: u64| {
+            Config::parse(&format!(
+                "[server]\nshutdown_grace_secs = {secs}\n{MINIMAL}\n[connections.c1.timeouts]\ntotal_ms = {total_ms}\n"
+            ))
+            .unwrap()
+            .warnings()
+            .into_iter()
+            .filter(|w| w.contains("shutdown_grace_secs"))
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(grace(11, 10_000), Vec::<String>::new());
+        let cut_off = grace(10, 10_000);
+        assert_eq!(cut_off.len(), 1);
+        assert!(
+            cut_off[0].starts_with("server.shutdown_grace_secs (10 s) is not longer than connections.c1.timeouts.total_ms (10000 ms)"),
+            "{cut_off:?}"
+        );
+        assert_eq!(grace(0, 1).len(), 1);
     }
 
     #[test]
@@ -1547,7 +1816,16 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
         ] {
             assert_eq!(check_log_filter(good), Ok(()), "{good}");
         }
-        for bad in ["warning", "inf", "verbose", "info,debugg"] {
+        for bad in [
+            "warning",
+            "inf",
+            "verbose",
+            "info,debugg",
+            "",
+            " ",
+            ",",
+            " , ",
+        ] {
             assert!(check_log_filter(bad).is_err(), "{bad}");
         }
     }

@@ -114,12 +114,24 @@ impl BaseUrl {
                 None if after.is_empty() => default_port,
                 None => return Err("has a bad authority".into()),
             };
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err("has a bad IPv6 address".into());
+            }
             (h.to_string(), port)
         } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), port_of(p)?),
-                None => (authority.to_string(), default_port),
+            let (h, port) = match authority.rsplit_once(':') {
+                Some((h, p)) => (h, port_of(p)?),
+                None => (authority, default_port),
+            };
+            // A name or an IPv4 address: an unbracketed IPv6 address (`http://::1/`) or a
+            // second colon would otherwise be read as a host with a colon in it.
+            let name_like = h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            if !name_like {
+                return Err("has a bad host (an IPv6 address goes in brackets: [::1])".into());
             }
+            (h.to_string(), port)
         };
         if host.is_empty() {
             return Err("must name a host".into());
@@ -724,6 +736,19 @@ mod tests {
         assert!(!bad_port.contains("S3cret"), "{bad_port}");
         assert!(BaseUrl::parse("http://exa mple.com/").is_err());
         assert!(BaseUrl::parse("http://x:0/").is_err());
+        for bad in [
+            "http://::1/",
+            "http://h:1:2/",
+            "http://[::1/",
+            "http://[vendor]:80/",
+        ] {
+            assert!(BaseUrl::parse(bad).is_err(), "{bad}");
+        }
+        let b = BaseUrl::parse("http://vendor_api.example-1.com:8443/").unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port),
+            ("vendor_api.example-1.com", 8443)
+        );
         assert!(BaseUrl::parse("http://x/?token=t")
             .unwrap_err()
             .find("token")

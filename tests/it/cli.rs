@@ -378,7 +378,7 @@ fn cbss_languages_must_be_in_its_form() {
     // On the sandbox's demo client, only what the sandbox takes: anything else fails every reset.
     let on_sandbox = |languages: &str| {
         format!(
-            "[sandbox]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
+            "[sandbox]\nenabled = true\nlisten = \"127.0.0.1:1\"\n\
              [connections.c]\nbase_url = \"http://127.0.0.1:1/\"\n\
              [connections.c.cbss]\nsandbox_credentials = true\nlanguages = {languages}\n\
              [[tenants]]\nname = \"t\"\nconnection = \"c\"\n\
