@@ -338,18 +338,27 @@ impl RedisStore {
         .map_err(CallError::Failed)
     }
 
-    /// A cheap round trip, for `/readyz`.
+    /// A cheap round trip, for `/readyz`, on the admin thread's own connection. It reports, and
+    /// records nothing but a first finding that Redis answers (so that a replica no request has
+    /// reached yet shows `redis_up` 1): a failed or slow probe (a first connect, a throttled pod)
+    /// must not put every worker into the rest after a failure, and a good one must not mark
+    /// Redis up while the workers' own calls fail.
     pub async fn ping(&self) -> bool {
-        self.bounded(async {
-            let cmd = redis::cmd("PING");
-            match self.conn().await? {
-                Conn::Single(mut c) => cmd.query_async::<String>(&mut c).await,
-                Conn::Cluster(mut c) => cmd.query_async::<String>(&mut c).await,
-            }
-            .map_err(|e| e.to_string())
-        })
-        .await
-        .is_ok()
+        let up = self
+            .within_timeout(async {
+                let cmd = redis::cmd("PING");
+                match self.conn().await? {
+                    Conn::Single(mut c) => cmd.query_async::<String>(&mut c).await,
+                    Conn::Cluster(mut c) => cmd.query_async::<String>(&mut c).await,
+                }
+                .map_err(|e| e.to_string())
+            })
+            .await
+            .is_ok();
+        if up && self.state.load(Ordering::Relaxed) == NOT_YET_CALLED {
+            self.record(Ok(()));
+        }
+        up
     }
 
     /// Runs one call to Redis within the timeout, and records how it went (the store's up or
@@ -358,12 +367,19 @@ impl RedisStore {
         &self,
         call: impl std::future::Future<Output = Result<T, String>>,
     ) -> Result<T, String> {
-        let result = match tokio::time::timeout(self.settings.timeout, call).await {
-            Ok(r) => r,
-            Err(_) => Err("timed out".to_string()),
-        };
+        let result = self.within_timeout(call).await;
         self.record(result.as_ref().map(|_| ()).map_err(String::as_str));
         result
+    }
+
+    async fn within_timeout<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".to_string()),
+        }
     }
 
     /// `prefix:{key}`: the hash tag keeps each decision on one cluster slot.
@@ -375,6 +391,29 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_readiness_ping_rests_nothing_and_marks_nothing() {
+        // A port nothing listens on: the ping fails at once.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let store = RedisStore::new(RedisSettings {
+            url,
+            cluster_nodes: Vec::new(),
+            password: None,
+            timeout: Duration::from_millis(200),
+            on_failure: FailurePolicy::Local,
+            replicas: 1,
+            key_prefix: "t".into(),
+        })
+        .unwrap();
+        assert!(!store.ping().await);
+        // The workers' calls are still tried (no rest), and no outage began.
+        assert!(!store.resting());
+        assert_eq!(store.state.load(Ordering::Relaxed), NOT_YET_CALLED);
+        assert_eq!(store.time_away(), Duration::ZERO);
+    }
 
     #[test]
     fn the_away_clock_runs_only_while_redis_is_not_answering() {
