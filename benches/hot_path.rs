@@ -138,6 +138,7 @@ fn hot_path(c: &mut Criterion) {
         step: Step::Verify,
         expires_at: 1_900_000_000,
         concealed: false,
+        state_width: 0,
         vendor: serde_json::json!({"id": 1000}),
     };
     c.bench_function("reset id seal", |b| {

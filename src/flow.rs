@@ -142,6 +142,16 @@ fn push_subject(out: &mut String, tenant: &str, identifier: &Identifier) {
     // Borrowed unless lowering changes something: most identifiers arrive as they are stored.
     let normalized: std::borrow::Cow<'_, str> = match identifier.kind {
         IdentifierKind::Mobile => value.trim_start_matches('+').into(),
+        // Spaces around a user name or repeated within it are folded, as `code_guesses::key`
+        // folds them: a vendor whose lookup trims them would otherwise see one user where each
+        // spelling got a fresh allowance of starts and wrong codes. A name with at most single
+        // spaces inside folds to itself, so its key is as before.
+        IdentifierKind::Username if value.chars().any(char::is_whitespace) => value
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+            .into(),
         _ if value
             .bytes()
             .all(|b| b.is_ascii() && !b.is_ascii_uppercase()) =>
@@ -265,7 +275,7 @@ pub async fn start(
     })?;
     spend_outbound(env, tenant, CanonicalStep::Start).await?;
 
-    let state_width = tenant.adapter.start_state_width(&input);
+    let state_width = crate::vendors::start_state_width(&input);
     // The reset's lifetime counts from before the vendor's first call, where the vendor's own
     // session (Capillary's fifteen minutes) starts: a reset never outlives it.
     let issued_at = now_secs();
@@ -372,7 +382,11 @@ pub async fn verify(
         Err(p) if !tenant.settings.reveal_unknown_identifiers => Err(concealed(tenant, &claims, p)),
         other => other,
     };
-    if gives_its_cell_back(&result) {
+    let unjudged = match &result {
+        Err(p) => tenant.adapter.refused_before_the_code(p),
+        Ok(_) => false,
+    };
+    if unjudged || gives_its_cell_back(&result) {
         give_the_guess_back(env, &otp_key, otp_quota);
     }
     let vendor = result?;
@@ -381,8 +395,9 @@ pub async fn verify(
         vendor,
         ..claims
     };
-    // Decoys never get this far: no width to keep.
-    Ok(progress(env.keys, &next.to_seal(), 0, 200))
+    // The start's width, kept: the next reset id is as long whichever vendor serves the tenant.
+    let width = next.state_width;
+    Ok(progress(env.keys, &next.to_seal(), width, 200))
 }
 
 pub async fn complete(
@@ -542,6 +557,18 @@ mod tests {
             of(IdentifierKind::Username, "Somchai"),
             of(IdentifierKind::Username, "somchai")
         );
+        // Spaces around a user name, or repeated or other than a space within it, are one
+        // spelling; a single space inside is kept, and keeps the name's key.
+        let username = |v| of(IdentifierKind::Username, v);
+        for spelling in ["somchai ", " somchai", "\tSomchai\u{a0}", "somchai  "] {
+            assert_eq!(username(spelling), username("somchai"), "{spelling:?}");
+        }
+        assert_eq!(username("som  chai "), username("som chai"));
+        assert_ne!(username("som chai"), username("somchai"));
+        let plain = crate::signing::sha256_parts(&[b"t\0username\0som chai"]);
+        crate::signing::with_hex_lower(&plain[..16], |hex| {
+            assert_eq!(username("som chai"), hex);
+        });
         // The kind and the tenant are part of the name.
         assert_ne!(of(email, "a@b.co"), of(IdentifierKind::Username, "a@b.co"));
         assert_ne!(of(email, "a@b.co"), subject("u", &id(email, "a@b.co")));

@@ -571,11 +571,14 @@ impl Handler for Gateway {
                     Err((problem, show_vendor, close)) => {
                         outcome.code = Some(problem.code.as_str());
                         let reply = problem_reply(&problem, &request_id, show_vendor, close);
-                        rate_limit_headers(
-                            reply,
-                            outcome.per_key,
-                            problem.limit.as_deref().copied(),
-                        )
+                        // The outbound budget's quota is the vendor's own (Capillary's 1000 a
+                        // minute): a tenant that hides its vendor shows only Retry-After for it.
+                        let hit = problem
+                            .limit
+                            .as_deref()
+                            .copied()
+                            .filter(|l| show_vendor || l.name != LimitName::Outbound);
+                        rate_limit_headers(reply, outcome.per_key, hit)
                     }
                 }
             }

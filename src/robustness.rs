@@ -104,6 +104,7 @@ mod tests {
             step: crate::token::Step::Verify,
             expires_at: 1,
             concealed: false,
+            state_width: 0,
             vendor: serde_json::json!({"id": 1}),
         };
         let token = keys.seal(&claims);

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::limit::LimitState;
+use crate::limit::{LimitName, LimitState};
 
 /// The stable machine codes of the canonical contract, each with its HTTP status and title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,6 +128,28 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The one detail a tenant with `vendor_details = false` gets for a code whose detail each
+    /// vendor's adapter words its own way ("the vendor says the password is invalid" against
+    /// "does not meet the vendor's policy", or naming a vendor's own settings): with the vendor's
+    /// name taken out, the wording would still tell the vendors apart. `None` for codes whose
+    /// details the gateway writes alike for every vendor. (A refusal by one of the gateway's own
+    /// limits keeps its detail: it is worded alike for every vendor.)
+    pub fn vendor_neutral_detail(self) -> Option<&'static str> {
+        Some(match self {
+            ErrorCode::ResetExpired => "the one-time code or the reset has expired; start again",
+            ErrorCode::IdentifierNotFound => "no account has this identifier",
+            ErrorCode::PasswordRejected => "the new password does not meet the password policy",
+            ErrorCode::PasswordReused => "the new password was used before",
+            ErrorCode::UpstreamError => {
+                "the vendor answered unexpectedly: the gateway's operators can find what it said \
+                 by the request_id"
+            }
+            _ => return None,
+        })
+    }
+}
+
 /// What the vendor said, carried in the problem's `vendor` member for support staff.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct VendorDetail {
@@ -209,11 +231,23 @@ impl Problem {
             code: self.code.as_str(),
             detail: &if include_vendor {
                 std::borrow::Cow::Borrowed(self.detail.as_str())
+            } else if let Some(neutral) = self
+                .code
+                .vendor_neutral_detail()
+                .filter(|_| self.limit.is_none())
+            {
+                std::borrow::Cow::Borrowed(neutral)
             } else {
                 conceal_vendor_names(&self.detail)
             },
             request_id,
-            limit: self.limit.as_ref().map(|l| l.name.as_str()),
+            // The outbound budget is sized by the vendor's own limit: named only to a tenant
+            // that shows its vendor.
+            limit: self
+                .limit
+                .as_ref()
+                .filter(|l| include_vendor || l.name != LimitName::Outbound)
+                .map(|l| l.name.as_str()),
             vendor: if include_vendor {
                 self.vendor.as_deref()
             } else {
@@ -279,6 +313,54 @@ impl std::error::Error for Problem {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_concealed_detail_is_worded_alike_whichever_vendor_spoke() {
+        let body = |code, detail: &str| {
+            let json = Problem::new(code, detail).to_json("r-1", false);
+            serde_json::from_slice::<serde_json::Value>(&json).unwrap()["detail"].clone()
+        };
+        for (code, wordings) in [
+            (
+                ErrorCode::PasswordRejected,
+                [
+                    "Capillary says the password is invalid",
+                    "the new password does not meet CBSS's policy",
+                ],
+            ),
+            (
+                ErrorCode::PasswordReused,
+                [
+                    "the new password equals the old one",
+                    "the new password was used before",
+                ],
+            ),
+            (
+                ErrorCode::UpstreamError,
+                [
+                    "Capillary refused the gateway's API key: check the connection's api_key_env",
+                    "cbss accepted the request but returned no CustomerForgotUsernamePasswordID",
+                ],
+            ),
+            (
+                ErrorCode::ResetExpired,
+                [
+                    "the reset's session expired at Capillary",
+                    "the reset has expired at CBSS",
+                ],
+            ),
+        ] {
+            assert_eq!(body(code, wordings[0]), body(code, wordings[1]), "{code:?}");
+            // Shown as worded to a tenant that reveals its vendor.
+            let shown = Problem::new(code, wordings[0]).to_json("r-1", true);
+            assert!(String::from_utf8(shown).unwrap().contains(wordings[0]));
+        }
+        // The gateway's own details, alike for every vendor, are kept (vendor names aside).
+        let own = Problem::new(ErrorCode::InvalidRequest, "missing field `otp`");
+        assert!(String::from_utf8(own.to_json("r-1", false))
+            .unwrap()
+            .contains("missing field `otp`"));
+    }
 
     #[test]
     fn a_concealed_detail_names_no_vendor() {

@@ -56,6 +56,11 @@ pub struct ResetClaims {
     /// True when the vendor did not know the identifier and the tenant conceals that.
     #[serde(rename = "c", default, skip_serializing_if = "std::ops::Not::not")]
     pub concealed: bool,
+    /// How many bytes the vendor's state was padded to (`vendors::start_state_width`): the next
+    /// step's reset id is padded to the same, so that it too is as long whichever vendor serves
+    /// the tenant. 0 where nothing was padded (and in reset ids of earlier releases).
+    #[serde(rename = "w", default, skip_serializing_if = "is_zero")]
+    pub state_width: usize,
     /// The vendor adapter's own state (session ids, request ids), opaque to the flow.
     #[serde(rename = "v", default)]
     pub vendor: serde_json::Value,
@@ -97,6 +102,10 @@ impl ResetClaims {
             vendor: StateJson::Value(&self.vendor),
         }
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,7 +254,7 @@ impl TokenKeys {
 
     pub fn seal(&self, claims: &ResetClaims) -> String {
         self.sealed_text(|plaintext| {
-            write_claims(plaintext, &claims.to_seal(), 0);
+            write_claims(plaintext, &claims.to_seal(), claims.state_width);
         })
     }
 
@@ -351,7 +360,8 @@ impl TokenKeys {
 /// Two things keep a decoy's length equal to a real reset's: the concealed flag is always
 /// written and as wide either way (`true ` with a space, `false`), and the vendor's state is
 /// followed by spaces up to `state_width` bytes, so a decoy's `null` takes the room a real state
-/// would. JSON ignores the spaces; earlier releases read these claims too.
+/// would. JSON ignores the spaces; earlier releases read these claims too. The width is written
+/// too (`w`, when not 0), for the next step's reset id to keep.
 ///
 /// Returns whether the state fit in `state_width`.
 fn write_claims(out: &mut Vec<u8>, claims: &ClaimsToSeal<'_>, state_width: usize) -> bool {
@@ -370,6 +380,10 @@ fn write_claims(out: &mut Vec<u8>, claims: &ClaimsToSeal<'_>, state_width: usize
         true => b",\"c\":true ",
         false => b",\"c\":false",
     });
+    if state_width > 0 {
+        out.extend_from_slice(b",\"w\":");
+        out.extend_from_slice(itoa::Buffer::new().format(state_width).as_bytes());
+    }
     out.extend_from_slice(b",\"v\":");
     let state_start = out.len();
     match claims.vendor {
@@ -400,6 +414,7 @@ mod tests {
             step: Step::Verify,
             expires_at: 1_795_000_000,
             concealed: false,
+            state_width: 0,
             vendor: serde_json::json!({"f": 1, "s": "a\"b\\c\u{1}\u{7f}é"}),
         };
         let variants = [
@@ -422,6 +437,11 @@ mod tests {
                 let mut written = Vec::new();
                 write_claims(&mut written, &claims.to_seal(), width);
                 let read: ResetClaims = serde_json::from_slice(&written).unwrap();
+                // The width is written with the claims, for the next step to keep.
+                let claims = ResetClaims {
+                    state_width: width,
+                    ..claims.clone()
+                };
                 assert_eq!(read, claims, "width {width}");
                 // What serde writes, but for the flag (always there, as wide either way) and the
                 // state's padding.
@@ -452,6 +472,7 @@ mod tests {
             step: Step::Verify,
             expires_at: 1_900_000_000,
             concealed: false,
+            state_width: 0,
             vendor: serde_json::json!({"id": 7}),
         }
     }
@@ -587,6 +608,10 @@ mod tests {
             let fit = keys.seal_into(&claims.to_seal(), width, &mut out);
             (out, fit)
         };
+        let with_width = |claims: ResetClaims| ResetClaims {
+            state_width: 27,
+            ..claims
+        };
         for tenant_len in 0..300 {
             for id in [7, u64::MAX] {
                 let real = ResetClaims {
@@ -608,7 +633,7 @@ mod tests {
                     "tenant of {tenant_len}, id {id}"
                 );
                 let opened = keys.open(std::str::from_utf8(&decoy_id).unwrap()).unwrap();
-                assert_eq!(opened, decoy);
+                assert_eq!(opened, with_width(decoy));
             }
         }
         // A state an adapter wrote as text seals as the same value would.
@@ -621,7 +646,14 @@ mod tests {
         let mut out = Vec::new();
         assert!(keys.seal_into(&as_text, 27, &mut out));
         assert_eq!(out.len(), sealed(&real, 27).0.len());
-        assert_eq!(keys.open(std::str::from_utf8(&out).unwrap()).unwrap(), real);
+        assert_eq!(
+            keys.open(std::str::from_utf8(&out).unwrap()).unwrap(),
+            with_width(real.clone())
+        );
+        // Opened and sealed again with the width it carries (a verification's next id), a
+        // reset id is as long as it was.
+        let opened = keys.open(std::str::from_utf8(&out).unwrap()).unwrap();
+        assert_eq!(keys.seal(&opened).len(), out.len());
         // A state wider than its room is sealed whole, and said to be.
         let (_, fit) = sealed(&claims(), 5);
         assert!(!fit);

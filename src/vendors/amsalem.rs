@@ -12,7 +12,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    exchange, refusal, unreadable, vendor_said, CanonicalStep, CodeInput, StartInput, StepContext,
+    exchange, refusal, unreadable, vendor_said, CanonicalStep, CodeInput, StepContext,
     VendorAdapter, WireFormat,
 };
 use crate::api::types::IdentifierKind;
@@ -266,11 +266,6 @@ impl VendorAdapter for Amsalem {
 
     fn session_lifetime(&self) -> Option<Duration> {
         None
-    }
-
-    fn start_state_width(&self, _input: &StartInput) -> usize {
-        // It has no OTP start, so no decoy to match.
-        0
     }
 
     fn check_code(&self, _ctx: &StepContext, input: &CodeInput) -> Result<(), Problem> {

@@ -118,7 +118,7 @@ const GENERATED_DEVICE_ID: usize = 32;
 /// device id and identifier at twice their length (every character escaped, at worst;
 /// validation admits no control characters, which would take six). Those two the caller sent,
 /// so a width sized by them tells the caller nothing.
-fn state_width(input: &StartInput) -> usize {
+pub fn start_state_width(input: &StartInput) -> usize {
     let device = input
         .device_id
         .as_ref()
@@ -259,6 +259,10 @@ fn parse(status: u16, body: &[u8]) -> Result<Answer, Problem> {
 /// `Retry-After`, as Capillary names no time.
 const OTP_LIMIT_WINDOW_SECS: u64 = 3600;
 
+/// Capillary's refusal of the gateway's API key, which comes before it looks at any code.
+const API_KEY_REFUSED: &str =
+    "Capillary refused the gateway's API key: check the connection's api_key_env";
+
 /// A successful answer, or the canonical problem its status code means.
 fn judge(status: u16, answer: Answer, never_echo: &[&str]) -> Result<Answer, Problem> {
     if answer.status.success && (200..300).contains(&status) {
@@ -266,7 +270,7 @@ fn judge(status: u16, answer: Answer, never_echo: &[&str]) -> Result<Answer, Pro
     }
     let code = answer.status.code.as_ref().and_then(|c| match c {
         serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
     });
     let detail = vendor_said(
@@ -283,11 +287,12 @@ fn judge(status: u16, answer: Answer, never_echo: &[&str]) -> Result<Answer, Pro
             .with_vendor(detail)
             .with_retry_after(OTP_LIMIT_WINDOW_SECS),
         Some((canonical, text)) => Problem::new(canonical, text).with_vendor(detail),
-        None if matches!(status, 401 | 403) => Problem::new(
-            ErrorCode::UpstreamError,
-            "Capillary refused the gateway's API key: check the connection's api_key_env",
-        )
-        .with_vendor(detail),
+        // The key refused: 401 or 403 with no code of its own, or the status repeated as the code
+        // (as Capillary's gateway answers). Any other code under them is one the gateway does not
+        // know, which could hide a wrong code.
+        None if matches!(status, 401 | 403) && code.is_none_or(|c| c == u32::from(status)) => {
+            Problem::new(ErrorCode::UpstreamError, API_KEY_REFUSED).with_vendor(detail)
+        }
         None => Problem::new(
             ErrorCode::UpstreamError,
             "capillary refused the request with a status the gateway does not know",
@@ -450,8 +455,8 @@ impl VendorAdapter for Capillary {
         }
     }
 
-    fn start_state_width(&self, input: &StartInput) -> usize {
-        state_width(input)
+    fn refused_before_the_code(&self, problem: &Problem) -> bool {
+        problem.detail == API_KEY_REFUSED
     }
 
     async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<StartState, Problem> {
@@ -476,7 +481,7 @@ impl VendorAdapter for Capillary {
             .and_then(|u| u.session_id)
             // Capillary's are `P-` and a UUID. One that JSON would have to escape (quotes,
             // backslashes, control characters) is not one of theirs, and would make this reset's
-            // id longer than a decoy's (`state_width` counts session ids unescaped).
+            // id longer than a decoy's (`start_state_width` counts session ids unescaped).
             .filter(|s| {
                 !s.is_empty()
                     && s.len() <= 256
@@ -566,7 +571,7 @@ mod tests {
                 identifier_value: input.identifier.value.clone(),
             };
             let json = serde_json::to_string(&state).unwrap();
-            assert!(json.len() <= state_width(&input), "{json}");
+            assert!(json.len() <= start_state_width(&input), "{json}");
         }
         // The bound is tight: a state whose every identifier character is escaped, with the
         // longest type, a made device id and the longest session id sized for, fills it exactly.
@@ -578,7 +583,7 @@ mod tests {
             identifier_value: quotes.clone(),
         };
         let json = serde_json::to_string(&state).unwrap();
-        let width = state_width(&input(IdentifierKind::Email, &quotes, None));
+        let width = start_state_width(&input(IdentifierKind::Email, &quotes, None));
         assert_eq!(json.len(), width, "{json}");
     }
 
@@ -593,6 +598,21 @@ mod tests {
         assert_eq!(problem_for_code(1506).unwrap().0, ErrorCode::InvalidOtp);
         assert_eq!(problem_for_code(1527).unwrap().0, ErrorCode::PasswordReused);
         assert!(problem_for_code(1999).is_none());
+    }
+
+    #[test]
+    fn a_status_code_is_read_as_a_number_or_as_text_with_spaces_around() {
+        for code in [r#"1506"#, r#""1506""#, r#"" 1506 ""#] {
+            let text = format!(r#"{{"status":{{"success":false,"code":{code},"message":"m"}}}}"#);
+            let answer: Answer = serde_json::from_str(&text).unwrap();
+            let problem = judge(400, answer, &[]).err().unwrap();
+            assert_eq!(problem.code, ErrorCode::InvalidOtp, "{code}");
+            assert_eq!(
+                problem.vendor.unwrap().code.as_deref(),
+                Some("1506"),
+                "{code}"
+            );
+        }
     }
 
     #[test]

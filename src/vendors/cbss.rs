@@ -30,6 +30,9 @@ const NS_APP_CODE: &str = "http://schemas.datacontract.org/2004/07/CBSS_API.App_
 const NS_FORMS: &str =
     "http://schemas.datacontract.org/2004/07/CBSS_API.Forms.Customers.ForgotUsernamePasswords";
 
+/// The most JSON a start's state takes: `{"id":18446744073709551615}`, the longest forgot id.
+pub const START_STATE_WIDTH: usize = 27;
+
 /// A validated CBSS connection.
 #[derive(Debug, Clone)]
 pub struct CbssSettings {
@@ -207,6 +210,14 @@ struct JsonMessage {
     message: Option<String>,
 }
 
+/// CBSS's refusals of the gateway's own request, which come before it looks at the code.
+const REFUSED_BEFORE_THE_CODE: &[&str] = &[
+    "INVALID_SIGNATURE",
+    "INVALID_CLIENT",
+    "INVALID_DATETIME",
+    "INVALID_REQUEST",
+];
+
 /// CBSS's message codes (assumed: the excerpts do not list them) and what each means canonically.
 const MESSAGE_CODES: &[(&str, ErrorCode, &str)] = &[
     (
@@ -257,12 +268,12 @@ const MESSAGE_CODES: &[(&str, ErrorCode, &str)] = &[
     (
         "INVALID_SIGNATURE",
         ErrorCode::UpstreamError,
-        "CBSS refused the gateway's request signature: check the tenant's client_key and salts",
+        "CBSS refused the gateway's request signature: check the connection's cbss.client_key_env and salt variables",
     ),
     (
         "INVALID_CLIENT",
         ErrorCode::UpstreamError,
-        "CBSS does not know the gateway's client code: check the tenant's client_code",
+        "CBSS does not know the gateway's client code: check the connection's cbss.client_code",
     ),
     (
         "INVALID_DATETIME",
@@ -599,9 +610,13 @@ impl VendorAdapter for Cbss {
         }
     }
 
-    fn start_state_width(&self, _input: &StartInput) -> usize {
-        // `{"id":18446744073709551615}`, the longest request id a start keeps.
-        27
+    fn refused_before_the_code(&self, problem: &Problem) -> bool {
+        // Decided by the detail the message code mapped to, not by the code shown in the
+        // `vendor` member: that is scrubbed of what the caller sent, and an OTP of "INVALID"
+        // would change it.
+        MESSAGE_CODES.iter().any(|(code, _, detail)| {
+            REFUSED_BEFORE_THE_CODE.contains(code) && problem.detail == *detail
+        })
     }
 
     async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<StartState, Problem> {

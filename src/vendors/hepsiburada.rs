@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    exchange, unreadable, vendor_said, CanonicalStep, CodeInput, StartInput, StepContext,
-    VendorAdapter, WireFormat,
+    exchange, unreadable, vendor_said, CanonicalStep, CodeInput, StepContext, VendorAdapter,
+    WireFormat,
 };
 use crate::api::{ErrorCode, Problem};
 use crate::upstream::{UpstreamClient, UpstreamRequest};
@@ -214,11 +214,6 @@ impl VendorAdapter for Hepsiburada {
 
     fn session_lifetime(&self) -> Option<Duration> {
         None
-    }
-
-    fn start_state_width(&self, _input: &StartInput) -> usize {
-        // It has no OTP start, so no decoy to match.
-        0
     }
 
     fn check_code(&self, ctx: &StepContext, _input: &CodeInput) -> Result<(), Problem> {

@@ -95,6 +95,16 @@ impl CanonicalStep {
 /// The vendor's state for one reset, carried sealed inside the reset id.
 pub type VendorState = serde_json::Value;
 
+/// How many bytes of JSON a start's state is padded to in its reset id, for this `input`: the
+/// most any vendor with a start (CBSS, Capillary) may take, the same whichever vendor serves the
+/// tenant. So a reset id's length tells neither a known identifier from an unknown one (a decoy
+/// carries no state, padded to the same) nor one vendor from another. It depends only on what
+/// the caller sent (which tells the caller nothing), never on what the vendor answered. The
+/// verification's reset id keeps the width (the claims carry it).
+pub fn start_state_width(input: &StartInput) -> usize {
+    cbss::START_STATE_WIDTH.max(capillary::start_state_width(input))
+}
+
 /// What an adapter's start leaves for the later steps, as the reset id will carry it. Written
 /// into the sealed claims as JSON text, never built as a `VendorState` (a map, and a string for
 /// each member, on every start); the later steps read it back as one.
@@ -149,14 +159,6 @@ pub trait VendorAdapter: Send + Sync {
     /// once, so a step is never left half done for want of budget. 0 for a step it does not have.
     fn vendor_calls(&self, step: CanonicalStep) -> u32;
 
-    /// How many bytes of JSON the state a start returns may take, at most, for this `input`: the
-    /// sealed state is padded with whitespace to it, and a decoy (an identifier the vendor does
-    /// not know, which carries no state) to the same, so a reset id's length does not tell a
-    /// known identifier from an unknown one. It may depend on what the caller sent (which tells
-    /// the caller nothing), never on what the vendor answered. 0 for adapters whose start never
-    /// conceals an unknown identifier. No default: an adapter that conceals must size it.
-    fn start_state_width(&self, input: &StartInput) -> usize;
-
     /// The languages the vendor's `Language` takes, for a vendor that takes a fixed set (the
     /// first is its fallback); `None` for one that takes any `ll_RR` or none at all.
     fn languages(&self) -> Option<&[&'static str]> {
@@ -189,10 +191,11 @@ pub trait VendorAdapter: Send + Sync {
         None
     }
 
-    /// Whether a code-flow refusal came before the vendor looked at the reset code (its checks of
-    /// the gateway's own request: credentials, digest, salt, framing). Such a refusal judged no
-    /// code, so the user's cell comes back: a misconfigured connection must not use up every
-    /// user's wrong-code allowance.
+    /// Whether a refusal came before the vendor looked at the code, a one-time code at
+    /// verification or a reset code in the code flow (its checks of the gateway's own request:
+    /// credentials, signature or digest, clock, salt, framing). Such a refusal judged no code, so
+    /// the user's cell comes back: a misconfigured connection (a rotated key, a drifting clock)
+    /// must not use up every user's wrong-code allowance.
     fn refused_before_the_code(&self, _problem: &Problem) -> bool {
         false
     }

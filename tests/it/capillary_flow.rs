@@ -164,9 +164,14 @@ fn a_tenant_without_vendor_details_gets_its_problems_without_the_vendor_member()
             .contains("Invalid password for the customer"),
         "{hidden}"
     );
-    // Only the vendor member and the vendor's name in the detail differ (and the request id).
+    // Only the vendor member and the detail differ (and the request id): the concealed detail
+    // is the one every vendor's refusal gets, not Capillary's own wording with its name taken
+    // out.
     assert_eq!(shown["detail"], "Capillary says the password is invalid");
-    assert_eq!(hidden["detail"], "the vendor says the password is invalid");
+    assert_eq!(
+        hidden["detail"],
+        "the new password does not meet the password policy"
+    );
     let without = |mut body: serde_json::Value, members: &[&str]| {
         for member in members {
             body.as_object_mut().unwrap().remove(*member);
@@ -678,4 +683,32 @@ fn the_capillary_sandbox_requires_the_documented_members() {
         let message = r.json()["status"]["message"].clone();
         assert_eq!(message, format!("{missing} is mandatory"));
     }
+}
+
+#[test]
+fn a_refusal_of_the_gateways_own_request_at_verify_costs_no_wrong_code() {
+    // Capillary refusing the gateway's API key (rotated, say) judged no code: more such
+    // refusals than the reset's allowance of wrong codes (5) leave the user's allowance whole.
+    let sandbox = Sandbox::start();
+    let gw = Gateway::start(&capillary_config(&sandbox, ""), CAPILLARY_ENV);
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    let otp = sandbox.last_otp(EMAIL);
+    for _ in 0..7 {
+        sandbox.force_capillary_status_under(401, 401);
+        let refused = verify(&gw, "key-web", &reset_id, &otp);
+        refused.problem(502, "upstream_error");
+    }
+    // A code the gateway does not know under 401 could hide a wrong code: it keeps its cell.
+    sandbox.force_capillary_status_under(9999, 401);
+    verify(&gw, "key-web", &reset_id, &otp).problem(502, "upstream_error");
+    let v = verify(&gw, "key-web", &reset_id, &otp);
+    assert_eq!(v.status, 200, "{}", String::from_utf8_lossy(&v.body));
+    // A wrong code still spends a cell.
+    let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
+    // The unknown code kept one cell: four wrong codes spend the rest, and the fifth guess is
+    // refused unasked.
+    for _ in 0..4 {
+        verify(&gw, "key-web", &reset_id, "000000").problem(422, "invalid_otp");
+    }
+    verify(&gw, "key-web", &reset_id, "000000").problem(429, "attempts_exceeded");
 }

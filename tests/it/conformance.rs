@@ -296,3 +296,36 @@ fn hepsiburada_conforms() {
         run(&CASES[3], format);
     }
 }
+
+#[test]
+fn reset_ids_are_as_long_whichever_vendor_serves_the_tenant() {
+    // Tenants `web` (Capillary) and `abc` (CBSS), named alike in length: a CBSS reset carries a
+    // forgot id, a Capillary one a session, device and identifier, and the app must not tell
+    // which from its reset ids, at either step, for identifiers of any length.
+    let sandbox = Sandbox::start();
+    let abc = format!(
+        "[[tenants]]\nname = \"abc\"\nconnection = \"json\"\n\
+         api_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sha256_hex("key-abc")
+    );
+    let config = capillary_config(&sandbox, &cbss_config(&sandbox, &abc));
+    let env: Vec<(&str, &str)> = CAPILLARY_ENV.iter().chain(CBSS_ENV).copied().collect();
+    let gw = Gateway::start(&config, &env);
+    // Two customers of the sandbox vendors (an unknown one would get a decoy, and no code),
+    // their addresses of different lengths.
+    for email in [EMAIL, "mei@example.com"] {
+        let lengths: Vec<(usize, usize)> = ["key-web", "key-abc"]
+            .iter()
+            .map(|key| {
+                let started = start_reset(&gw, key, "email", email);
+                let v = verify(&gw, key, &started, &sandbox.last_otp(email));
+                assert_eq!(v.status, 200, "{}", String::from_utf8_lossy(&v.body));
+                (started.len(), v.json()["reset_id"].as_str().unwrap().len())
+            })
+            .collect();
+        assert_eq!(
+            lengths[0], lengths[1],
+            "{email}: (start, verify) lengths, Capillary then CBSS"
+        );
+    }
+}

@@ -283,7 +283,13 @@ fn concurrent_guesses_at_one_reset_cannot_share_its_last_codes() {
 #[test]
 fn the_outbound_budget_refuses_without_calling_the_vendor() {
     let sandbox = Sandbox::start();
-    let config = with_outbound_limit(&capillary_config(&sandbox, ""), "web", 30, 600);
+    // Tenant `quiet` is on the same connection, and hides its vendor.
+    let quiet = format!(
+        "[[tenants]]\nname = \"quiet\"\nconnection = \"web\"\nvendor_details = false\n\
+         api_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+        sha256_hex("key-quiet")
+    );
+    let config = with_outbound_limit(&capillary_config(&sandbox, &quiet), "web", 30, 600);
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     // The budget bursts a tenth of the limit, 3 calls, and then one call every 22.4 s (27 over
     // 600 s and a 6 s margin): never more than 30 in any 600 s.
@@ -311,6 +317,24 @@ fn the_outbound_budget_refuses_without_calling_the_vendor() {
     // Capillary counts as one: it spends the same budget, though it sets no limit of its own.
     let r = gw.post("/reset", "key-mobile", &start_body("email", EMAIL));
     assert_eq!(r.problem(503, "upstream_unavailable")["limit"], "outbound");
+    let policy = r.header("RateLimit-Policy").unwrap_or_default();
+    assert!(policy.contains("\"outbound\";q="), "{policy}");
+    assert_eq!(sandbox.calls("capillary"), 3);
+    // The budget's quota is the vendor's own: a tenant that hides its vendor is told when to
+    // come back, and neither the limit's name nor its quota.
+    let r = gw.post("/reset", "key-quiet", &start_body("email", EMAIL));
+    let p = r.problem(503, "upstream_unavailable");
+    assert!(p.get("limit").is_none(), "{p}");
+    assert!(r.header("Retry-After").is_some());
+    let policy = r.header("RateLimit-Policy").unwrap_or_default();
+    assert!(
+        policy.contains("per-key") && !policy.contains("outbound"),
+        "{policy}"
+    );
+    assert!(!r
+        .header("RateLimit")
+        .unwrap_or_default()
+        .contains("outbound"));
     assert_eq!(sandbox.calls("capillary"), 3);
 }
 
