@@ -12,7 +12,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    exchange, refusal, unreadable, vendor_said, CanonicalStep, CodeInput, StepContext,
+    exchange, refusal, unreadable, vendor_said, CanonicalStep, CodeInput, StartInput, StepContext,
     VendorAdapter, WireFormat,
 };
 use crate::api::types::IdentifierKind;
@@ -109,6 +109,16 @@ const REFUSED_BEFORE_THE_KEY: &[&str] = &[
     "SALT_REUSED",
     "INVALID_REQUEST",
 ];
+
+/// Whether Amsalem refused the gateway's own request, before looking at the key. Assumed, as the
+/// sandbox does: the authentication block and the request's form are checked first. Decided by
+/// the detail the code mapped to, not by the code shown in the `vendor` member: that is scrubbed
+/// of what the caller sent, so a new password of "INVALID" would hide INVALID_DIGEST.
+fn refused_before_the_key(problem: &Problem) -> bool {
+    CODES
+        .iter()
+        .any(|(code, _, detail)| REFUSED_BEFORE_THE_KEY.contains(code) && problem.detail == *detail)
+}
 
 /// The user whose password changes: Amsalem's key belongs to one user name.
 fn user_name(input: &CodeInput) -> Result<&str, Problem> {
@@ -277,13 +287,12 @@ impl VendorAdapter for Amsalem {
     }
 
     fn refused_before_the_code(&self, problem: &Problem) -> bool {
-        // Assumed, as the sandbox does: the authentication block and the request's form are
-        // checked before the key.
-        problem
-            .vendor
-            .as_ref()
-            .and_then(|v| v.code.as_deref())
-            .is_some_and(|code| REFUSED_BEFORE_THE_KEY.contains(&code))
+        refused_before_the_key(problem)
+    }
+
+    fn start_state_width(&self, _input: &StartInput) -> usize {
+        // It has no OTP start, so no decoy to match.
+        0
     }
 
     fn vendor_calls(&self, step: CanonicalStep) -> u32 {
@@ -340,6 +349,29 @@ mod tests {
         assert!(int32.iter().all(|&s| i32::try_from(s).is_ok()));
         // The default's salts are past int's range, which is why the choice exists.
         assert!(fresh_salt(SaltWidth::Int64) > i32::MAX as u64);
+    }
+
+    #[test]
+    fn a_refusal_of_the_gateways_own_request_is_known_whatever_the_caller_sent() {
+        let refused = |code: &str, never_echo: &[&str]| {
+            let body = format!(r#"{{"Success":false,"Message":"No.","Extra1":"{code}"}}"#);
+            read_answer(200, body.as_bytes(), never_echo).unwrap_err()
+        };
+        for code in REFUSED_BEFORE_THE_KEY {
+            // A new password of "INVALID" is scrubbed from what the vendor said, code and all.
+            let p = refused(code, &["INVALID"]);
+            let shown = p.vendor.as_ref().unwrap().code.as_deref();
+            assert_eq!(shown == Some(*code), !code.contains("INVALID"), "{shown:?}");
+            assert!(refused_before_the_key(&p), "{code}");
+        }
+        for code in [
+            "INVALID_KEY",
+            "USER_MISMATCH",
+            "KEY_EXPIRED",
+            "SOMETHING_NEW",
+        ] {
+            assert!(!refused_before_the_key(&refused(code, &[])), "{code}");
+        }
     }
 
     #[test]
