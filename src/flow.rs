@@ -275,7 +275,12 @@ pub async fn start(
     })?;
     spend_outbound(env, tenant, CanonicalStep::Start).await?;
 
-    let state_width = crate::vendors::start_state_width(&input);
+    // A tenant that hides its vendor pads to the widest state of any vendor, so its reset ids
+    // are as long whichever serves it; one that names its vendor in every problem, to its own.
+    let state_width = match tenant.settings.vendor_details {
+        true => tenant.adapter.start_state_width(&input),
+        false => crate::vendors::widest_start_state(&input),
+    };
     // The reset's lifetime counts from before the vendor's first call, where the vendor's own
     // session (Capillary's fifteen minutes) starts: a reset never outlives it.
     let issued_at = now_secs();
@@ -395,7 +400,8 @@ pub async fn verify(
         vendor,
         ..claims
     };
-    // The start's width, kept: the next reset id is as long whichever vendor serves the tenant.
+    // The start's width, kept: a decoy never gets here, but the next reset id is as long
+    // whichever vendor serves a tenant that hides it.
     let width = next.state_width;
     Ok(progress(env.keys, &next.to_seal(), width, 200))
 }

@@ -455,6 +455,10 @@ impl VendorAdapter for Capillary {
         }
     }
 
+    fn start_state_width(&self, input: &StartInput) -> usize {
+        start_state_width(input)
+    }
+
     fn refused_before_the_code(&self, problem: &Problem) -> bool {
         problem.detail == API_KEY_REFUSED
     }

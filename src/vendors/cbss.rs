@@ -610,6 +610,10 @@ impl VendorAdapter for Cbss {
         }
     }
 
+    fn start_state_width(&self, _input: &StartInput) -> usize {
+        START_STATE_WIDTH
+    }
+
     fn refused_before_the_code(&self, problem: &Problem) -> bool {
         // Decided by the detail the message code mapped to, not by the code shown in the
         // `vendor` member: that is scrubbed of what the caller sent, and an OTP of "INVALID"

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    exchange, unreadable, vendor_said, CanonicalStep, CodeInput, StepContext, VendorAdapter,
-    WireFormat,
+    exchange, unreadable, vendor_said, CanonicalStep, CodeInput, StartInput, StepContext,
+    VendorAdapter, WireFormat,
 };
 use crate::api::{ErrorCode, Problem};
 use crate::upstream::{UpstreamClient, UpstreamRequest};
@@ -218,6 +218,11 @@ impl VendorAdapter for Hepsiburada {
 
     fn check_code(&self, ctx: &StepContext, _input: &CodeInput) -> Result<(), Problem> {
         end_users_agent(ctx).map(|_| ())
+    }
+
+    fn start_state_width(&self, _input: &StartInput) -> usize {
+        // It has no OTP start, so no decoy to match.
+        0
     }
 
     fn vendor_calls(&self, step: CanonicalStep) -> u32 {

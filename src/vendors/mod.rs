@@ -95,13 +95,12 @@ impl CanonicalStep {
 /// The vendor's state for one reset, carried sealed inside the reset id.
 pub type VendorState = serde_json::Value;
 
-/// How many bytes of JSON a start's state is padded to in its reset id, for this `input`: the
-/// most any vendor with a start (CBSS, Capillary) may take, the same whichever vendor serves the
-/// tenant. So a reset id's length tells neither a known identifier from an unknown one (a decoy
-/// carries no state, padded to the same) nor one vendor from another. It depends only on what
-/// the caller sent (which tells the caller nothing), never on what the vendor answered. The
-/// verification's reset id keeps the width (the claims carry it).
-pub fn start_state_width(input: &StartInput) -> usize {
+/// The most bytes of JSON the state of any vendor with a start (CBSS, Capillary) may take for
+/// this `input`: what a start's state is padded to for a tenant that hides its vendor
+/// (`vendor_details = false`), so that its reset ids are as long whichever vendor serves it.
+/// (A tenant that shows its vendor names it in every problem: its ids are padded only to its own
+/// adapter's `start_state_width`, which costs less to seal.)
+pub fn widest_start_state(input: &StartInput) -> usize {
     cbss::START_STATE_WIDTH.max(capillary::start_state_width(input))
 }
 
@@ -158,6 +157,15 @@ pub trait VendorAdapter: Send + Sync {
     /// How many vendor calls `step` makes: the outbound budget is spent before the first, all at
     /// once, so a step is never left half done for want of budget. 0 for a step it does not have.
     fn vendor_calls(&self, step: CanonicalStep) -> u32;
+
+    /// How many bytes of JSON the state a start returns may take, at most, for this `input`: the
+    /// sealed state is padded with whitespace to it, and a decoy (an identifier the vendor does
+    /// not know, which carries no state) to the same, so a reset id's length does not tell a
+    /// known identifier from an unknown one. It may depend on what the caller sent (which tells
+    /// the caller nothing), never on what the vendor answered. 0 for adapters whose start never
+    /// conceals an unknown identifier. The verification's reset id keeps the width (the claims
+    /// carry it).
+    fn start_state_width(&self, input: &StartInput) -> usize;
 
     /// The languages the vendor's `Language` takes, for a vendor that takes a fixed set (the
     /// first is its fallback); `None` for one that takes any `ll_RR` or none at all.

@@ -298,34 +298,49 @@ fn hepsiburada_conforms() {
 }
 
 #[test]
-fn reset_ids_are_as_long_whichever_vendor_serves_the_tenant() {
-    // Tenants `web` (Capillary) and `abc` (CBSS), named alike in length: a CBSS reset carries a
-    // forgot id, a Capillary one a session, device and identifier, and the app must not tell
-    // which from its reset ids, at either step, for identifiers of any length.
+fn reset_ids_are_as_long_whichever_vendor_serves_a_tenant_that_hides_it() {
+    // Tenants `cap` (Capillary) and `cbs` (CBSS) hide their vendor (`vendor_details = false`),
+    // `web` (Capillary) and `abc` (CBSS) name it. A CBSS reset carries a forgot id, a Capillary
+    // one a session, device and identifier: an app of a hiding tenant must not tell which from its
+    // reset ids, at either step, for identifiers of any length.
     let sandbox = Sandbox::start();
-    let abc = format!(
-        "[[tenants]]\nname = \"abc\"\nconnection = \"json\"\n\
-         api_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
-        sha256_hex("key-abc")
-    );
-    let config = capillary_config(&sandbox, &cbss_config(&sandbox, &abc));
+    let tenant = |name: &str, connection: &str, hides: bool| {
+        format!(
+            "[[tenants]]\nname = \"{name}\"\nconnection = \"{connection}\"\n\
+             vendor_details = {}\napi_keys = [{{ name = \"k\", key_sha256 = \"{}\" }}]\n",
+            !hides,
+            sha256_hex(&format!("key-{name}"))
+        )
+    };
+    let tenants = [
+        tenant("cap", "web", true),
+        tenant("cbs", "json", true),
+        tenant("abc", "json", false),
+    ]
+    .concat();
+    let config = capillary_config(&sandbox, &cbss_config(&sandbox, &tenants));
     let env: Vec<(&str, &str)> = CAPILLARY_ENV.iter().chain(CBSS_ENV).copied().collect();
     let gw = Gateway::start(&config, &env);
-    // Two customers of the sandbox vendors (an unknown one would get a decoy, and no code),
-    // their addresses of different lengths.
-    for email in [EMAIL, "mei@example.com"] {
-        let lengths: Vec<(usize, usize)> = ["key-web", "key-abc"]
-            .iter()
+    let lengths = |email: &str, keys: [&str; 2]| -> Vec<(usize, usize)> {
+        keys.iter()
             .map(|key| {
                 let started = start_reset(&gw, key, "email", email);
                 let v = verify(&gw, key, &started, &sandbox.last_otp(email));
                 assert_eq!(v.status, 200, "{}", String::from_utf8_lossy(&v.body));
                 (started.len(), v.json()["reset_id"].as_str().unwrap().len())
             })
-            .collect();
+            .collect()
+    };
+    // Two customers of the sandbox vendors (an unknown one would get a decoy, and no code),
+    // their addresses of different lengths.
+    for email in [EMAIL, "mei@example.com"] {
+        let hidden = lengths(email, ["key-cap", "key-cbs"]);
         assert_eq!(
-            lengths[0], lengths[1],
+            hidden[0], hidden[1],
             "{email}: (start, verify) lengths, Capillary then CBSS"
         );
     }
+    // Tenants that name their vendor keep the shorter ids their own vendor's state needs.
+    let shown = lengths("mei@example.com", ["key-web", "key-abc"]);
+    assert!(shown[1].0 < shown[0].0, "{shown:?}");
 }
