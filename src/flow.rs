@@ -400,9 +400,12 @@ pub async fn verify(
         vendor,
         ..claims
     };
-    // The start's width, kept: a decoy never gets here, but the next reset id is as long
-    // whichever vendor serves a tenant that hides it.
-    let width = next.state_width;
+    // The start's width, kept where the tenant hides its vendor, so that the next reset id is as
+    // long whichever vendor serves it (a decoy never gets here: no other reason to pad).
+    let width = match tenant.settings.vendor_details {
+        true => 0,
+        false => next.state_width,
+    };
     Ok(progress(env.keys, &next.to_seal(), width, 200))
 }
 

@@ -228,19 +228,23 @@ impl RedisStore {
             let answering = self.state.load(Ordering::Relaxed) == ANSWERING;
             away.note(answering, Instant::now());
             drop(away);
-            match outcome {
-                Ok(()) => tracing::info!("Redis answers: limits are shared by every replica"),
-                Err(error) => tracing::warn!(
-                    error,
-                    on_failure = self.settings.on_failure.as_str(),
-                    "Redis is not answering: limits follow limits.redis.on_failure, and a reset's \
-                     codes and single use cannot be checked (503) until it answers again"
-                ),
-            }
+            self.log_change(outcome);
         }
         if !ok {
             let retry_at = self.now_ms() + RETRY_AFTER_FAILURE.as_millis() as u64;
             self.retry_at_ms.store(retry_at, Ordering::Relaxed);
+        }
+    }
+
+    fn log_change(&self, outcome: Result<(), &str>) {
+        match outcome {
+            Ok(()) => tracing::info!("Redis answers: limits are shared by every replica"),
+            Err(error) => tracing::warn!(
+                error,
+                on_failure = self.settings.on_failure.as_str(),
+                "Redis is not answering: limits follow limits.redis.on_failure, and a reset's \
+                 codes and single use cannot be checked (503) until it answers again"
+            ),
         }
     }
 
@@ -355,8 +359,21 @@ impl RedisStore {
             })
             .await
             .is_ok();
-        if up && self.state.load(Ordering::Relaxed) == NOT_YET_CALLED {
-            self.record(Ok(()));
+        // Only from "not yet called", in one step: a worker's failure recorded meanwhile stands.
+        // (The away clock has not started, so it has nothing to note.)
+        let first = || {
+            self.state
+                .compare_exchange(
+                    NOT_YET_CALLED,
+                    ANSWERING,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        };
+        if up && first() {
+            metrics::REDIS_UP.set(1);
+            self.log_change(Ok(()));
         }
         up
     }

@@ -218,6 +218,15 @@ const REFUSED_BEFORE_THE_CODE: &[&str] = &[
     "INVALID_REQUEST",
 ];
 
+/// Whether CBSS refused the gateway's own request, before looking at the code. Decided by the
+/// detail the message code mapped to, not by the code shown in the `vendor` member: that is
+/// scrubbed of what the caller sent, and an OTP of "INVALID" would change it.
+fn refused_before_the_code(problem: &Problem) -> bool {
+    MESSAGE_CODES.iter().any(|(code, _, detail)| {
+        REFUSED_BEFORE_THE_CODE.contains(code) && problem.detail == *detail
+    })
+}
+
 /// CBSS's message codes (assumed: the excerpts do not list them) and what each means canonically.
 const MESSAGE_CODES: &[(&str, ErrorCode, &str)] = &[
     (
@@ -615,12 +624,7 @@ impl VendorAdapter for Cbss {
     }
 
     fn refused_before_the_code(&self, problem: &Problem) -> bool {
-        // Decided by the detail the message code mapped to, not by the code shown in the
-        // `vendor` member: that is scrubbed of what the caller sent, and an OTP of "INVALID"
-        // would change it.
-        MESSAGE_CODES.iter().any(|(code, _, detail)| {
-            REFUSED_BEFORE_THE_CODE.contains(code) && problem.detail == *detail
-        })
+        refused_before_the_code(problem)
     }
 
     async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<StartState, Problem> {
@@ -821,6 +825,29 @@ mod tests {
                  <Message>{message}</Message></Message></Messages></OTPVerification>"
             )
             .into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_of_the_gateways_own_request_is_known_whatever_the_caller_sent() {
+        let refused = |code: &str, never_echo: &[&str]| {
+            let body = refusal_body(WireFormat::Json, code, "Said by CBSS.");
+            read_answer(400, &body, never_echo).unwrap_err()
+        };
+        for code in REFUSED_BEFORE_THE_CODE {
+            // An OTP of "INVALID" is scrubbed from what the vendor said, code and all.
+            assert!(
+                refused_before_the_code(&refused(code, &["INVALID"])),
+                "{code}"
+            );
+        }
+        for code in [
+            "INVALID_OTP",
+            "OTP_EXPIRED",
+            "OTP_ATTEMPTS_EXCEEDED",
+            "SOMETHING_NEW",
+        ] {
+            assert!(!refused_before_the_code(&refused(code, &[])), "{code}");
         }
     }
 
