@@ -147,10 +147,13 @@ struct RawTokens {
     lifetime_secs: u64,
 }
 
+/// The variable the reset-id keys are read from unless `tokens.keys_env` names another.
+const DEFAULT_TOKEN_KEYS_ENV: &str = "GATEWAY_TOKEN_KEYS";
+
 impl Default for RawTokens {
     fn default() -> Self {
         RawTokens {
-            keys_env: "GATEWAY_TOKEN_KEYS".into(),
+            keys_env: DEFAULT_TOKEN_KEYS_ENV.into(),
             lifetime_secs: 600,
         }
     }
@@ -734,7 +737,19 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         // Unset: a random key per process, so that the demo runs with no set-up (`warnings`
         // says what that costs). Set but empty is a Secret left unfilled: with more than one
         // replica, random keys would fail most resets at their next step.
-        Err(std::env::VarError::NotPresent) => Some(TokenKeys::ephemeral()),
+        Err(std::env::VarError::NotPresent) if keys_env == DEFAULT_TOKEN_KEYS_ENV => {
+            Some(TokenKeys::ephemeral())
+        }
+        // A variable of the operator's own naming that is not set is a misspelt name or a
+        // Secret left out, not the demo: random keys would fail resets across replicas.
+        Err(std::env::VarError::NotPresent) => {
+            problems.push(format!(
+                "tokens.keys_env: {keys_env} is not set: give it keys (`reset-gateway \
+                 gen-token-key k1`); only the default, {DEFAULT_TOKEN_KEYS_ENV}, may be left \
+                 unset for a random key per process"
+            ));
+            None
+        }
         Err(std::env::VarError::NotUnicode(_)) => {
             problems.push(format!("tokens.keys_env: {keys_env} is not valid UTF-8"));
             None

@@ -396,9 +396,10 @@ fn cbss_languages_must_be_in_its_form() {
 }
 
 /// Unset token keys are the demo's random key, with a warning; set but empty is a Secret left
-/// unfilled, which across replicas would break resets, and is refused.
+/// unfilled, which across replicas would break resets, and is refused, as is a variable of the
+/// operator's own naming left unset.
 #[test]
-fn token_keys_left_empty_are_refused_and_unset_ones_warned_of() {
+fn token_keys_left_empty_or_unset_under_an_own_name_are_refused_and_unset_ones_warned_of() {
     let config = capillary_config("", "");
     let (passed, err) = check_config_with_env(&config, &[("IT_CAPILLARY_KEY", "k")]);
     assert!(passed, "{err}");
@@ -424,6 +425,20 @@ fn token_keys_left_empty_are_refused_and_unset_ones_warned_of() {
             ("IT_CAPILLARY_KEY", "k"),
             ("GATEWAY_TOKEN_KEYS", spec.trim()),
         ],
+    );
+    assert!(passed && !err.contains("warning"), "{err}");
+    // A variable of the operator's own naming, left unset, is a misspelt name or a Secret left
+    // out, never the demo's random key.
+    let own = format!("[tokens]\nkeys_env = \"ACME_TOKEN_KEYS\"\n{config}");
+    let (passed, err) = check_config_with_env(&own, &[("IT_CAPILLARY_KEY", "k")]);
+    assert!(!passed);
+    assert!(
+        err.contains("tokens.keys_env: ACME_TOKEN_KEYS is not set"),
+        "{err}"
+    );
+    let (passed, err) = check_config_with_env(
+        &own,
+        &[("IT_CAPILLARY_KEY", "k"), ("ACME_TOKEN_KEYS", spec.trim())],
     );
     assert!(passed && !err.contains("warning"), "{err}");
     // An id the gateway would refuse is refused when the key is made, not when pods start.
