@@ -18,11 +18,7 @@ use crate::api::{ErrorCode, Problem};
 /// two spellings as one user is the safe side, and spellings counted apart would each get a
 /// fresh allowance.
 pub fn key(tenant: &str, owner: &str) -> String {
-    let owner = owner
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
+    let owner = folded_user_name(owner);
     let digest =
         crate::signing::sha256_parts(&[tenant.as_bytes(), b"\0code-owner\0", owner.as_bytes()]);
     let mut key = String::with_capacity(64);
@@ -31,6 +27,16 @@ pub fn key(tenant: &str, owner: &str) -> String {
     key.push(':');
     crate::signing::with_hex_lower(&digest[..16], |hex| key.push_str(hex));
     key
+}
+
+/// A user name as loosely as a vendor's lookup might compare it: lower case, with the whitespace
+/// around it dropped and any run of it within written as one space. The per-identifier limit's
+/// subject folds usernames the same way.
+pub fn folded_user_name(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// Whether a completion gives back the cell its code held: the code was not shown wrong (it

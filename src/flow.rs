@@ -143,15 +143,12 @@ fn push_subject(out: &mut String, tenant: &str, identifier: &Identifier) {
     let normalized: std::borrow::Cow<'_, str> = match identifier.kind {
         IdentifierKind::Mobile => value.trim_start_matches('+').into(),
         // Spaces around a user name or repeated within it are folded, as `code_guesses::key`
-        // folds them: a vendor whose lookup trims them would otherwise see one user where each
-        // spelling got a fresh allowance of starts and wrong codes. A name with at most single
+        // folds them (`folded_user_name`): a vendor whose lookup trims them would otherwise see
+        // one user where each spelling got a fresh allowance of starts and wrong codes. A name with at most single
         // spaces inside folds to itself, so its key is as before.
-        IdentifierKind::Username if value.chars().any(char::is_whitespace) => value
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-            .into(),
+        IdentifierKind::Username if value.chars().any(char::is_whitespace) => {
+            crate::code_guesses::folded_user_name(value).into()
+        }
         _ if value
             .bytes()
             .all(|b| b.is_ascii() && !b.is_ascii_uppercase()) =>
@@ -387,11 +384,7 @@ pub async fn verify(
         Err(p) if !tenant.settings.reveal_unknown_identifiers => Err(concealed(tenant, &claims, p)),
         other => other,
     };
-    let unjudged = match &result {
-        Err(p) => tenant.adapter.refused_before_the_code(p),
-        Ok(_) => false,
-    };
-    if unjudged || gives_its_cell_back(&result) {
+    if refused_before_the_code(tenant, &result) || gives_its_cell_back(&result) {
         give_the_guess_back(env, &otp_key, otp_quota);
     }
     let vendor = result?;
@@ -407,6 +400,15 @@ pub async fn verify(
         false => next.state_width,
     };
     Ok(progress(env.keys, &next.to_seal(), width, 200))
+}
+
+/// Whether the vendor refused the step before it looked at the code (its adapter says so), so no
+/// code was judged and the user's wrong-code cell comes back.
+fn refused_before_the_code<T>(tenant: &Tenant, result: &Result<T, Problem>) -> bool {
+    result
+        .as_ref()
+        .err()
+        .is_some_and(|p| tenant.adapter.refused_before_the_code(p))
 }
 
 pub async fn complete(
@@ -492,11 +494,8 @@ pub async fn complete(
                 tenant.adapter.complete_with_code(ctx, &input).await
             }
             .await;
-            let unjudged = match &result {
-                Err(p) => tenant.adapter.refused_before_the_code(p),
-                Ok(()) => false,
-            };
-            let back = unjudged || crate::code_guesses::gives_its_cell_back(&result);
+            let back = refused_before_the_code(tenant, &result)
+                || crate::code_guesses::gives_its_cell_back(&result);
             if let (Some(key), true) = (&key, back) {
                 give_the_guess_back(env, key, quota);
             }

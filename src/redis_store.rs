@@ -361,8 +361,9 @@ impl RedisStore {
             .is_ok();
         // Only from "not yet called", in one step: a worker's failure recorded meanwhile stands.
         // (The away clock has not started, so it has nothing to note.)
-        let first = || {
-            self.state
+        if up
+            && self
+                .state
                 .compare_exchange(
                     NOT_YET_CALLED,
                     ANSWERING,
@@ -370,8 +371,7 @@ impl RedisStore {
                     Ordering::Relaxed,
                 )
                 .is_ok()
-        };
-        if up && first() {
+        {
             metrics::REDIS_UP.set(1);
             self.log_change(Ok(()));
         }

@@ -110,16 +110,6 @@ const REFUSED_BEFORE_THE_KEY: &[&str] = &[
     "INVALID_REQUEST",
 ];
 
-/// Whether Amsalem refused the gateway's own request, before looking at the key. Assumed, as the
-/// sandbox does: the authentication block and the request's form are checked first. Decided by
-/// the detail the code mapped to, not by the code shown in the `vendor` member: that is scrubbed
-/// of what the caller sent, so a new password of "INVALID" would hide INVALID_DIGEST.
-fn refused_before_the_key(problem: &Problem) -> bool {
-    CODES
-        .iter()
-        .any(|(code, _, detail)| REFUSED_BEFORE_THE_KEY.contains(code) && problem.detail == *detail)
-}
-
 /// The user whose password changes: Amsalem's key belongs to one user name.
 fn user_name(input: &CodeInput) -> Result<&str, Problem> {
     match &input.identifier {
@@ -287,7 +277,9 @@ impl VendorAdapter for Amsalem {
     }
 
     fn refused_before_the_code(&self, problem: &Problem) -> bool {
-        refused_before_the_key(problem)
+        // Assumed, as the sandbox does: the authentication block and the request's form are
+        // checked before the key.
+        super::refused_for_one_of(CODES, REFUSED_BEFORE_THE_KEY, problem)
     }
 
     fn start_state_width(&self, _input: &StartInput) -> usize {
@@ -353,6 +345,8 @@ mod tests {
 
     #[test]
     fn a_refusal_of_the_gateways_own_request_is_known_whatever_the_caller_sent() {
+        let refused_before_the_key =
+            |p: &Problem| crate::vendors::refused_for_one_of(CODES, REFUSED_BEFORE_THE_KEY, p);
         let refused = |code: &str, never_echo: &[&str]| {
             let body = format!(r#"{{"Success":false,"Message":"No.","Extra1":"{code}"}}"#);
             read_answer(200, body.as_bytes(), never_echo).unwrap_err()

@@ -210,22 +210,14 @@ struct JsonMessage {
     message: Option<String>,
 }
 
-/// CBSS's refusals of the gateway's own request, which come before it looks at the code.
+/// CBSS's refusals of the gateway's own request, which come before it looks at the code (known by
+/// `vendors::refused_for_one_of`).
 const REFUSED_BEFORE_THE_CODE: &[&str] = &[
     "INVALID_SIGNATURE",
     "INVALID_CLIENT",
     "INVALID_DATETIME",
     "INVALID_REQUEST",
 ];
-
-/// Whether CBSS refused the gateway's own request, before looking at the code. Decided by the
-/// detail the message code mapped to, not by the code shown in the `vendor` member: that is
-/// scrubbed of what the caller sent, and an OTP of "INVALID" would change it.
-fn refused_before_the_code(problem: &Problem) -> bool {
-    MESSAGE_CODES.iter().any(|(code, _, detail)| {
-        REFUSED_BEFORE_THE_CODE.contains(code) && problem.detail == *detail
-    })
-}
 
 /// CBSS's message codes (assumed: the excerpts do not list them) and what each means canonically.
 const MESSAGE_CODES: &[(&str, ErrorCode, &str)] = &[
@@ -624,7 +616,7 @@ impl VendorAdapter for Cbss {
     }
 
     fn refused_before_the_code(&self, problem: &Problem) -> bool {
-        refused_before_the_code(problem)
+        super::refused_for_one_of(MESSAGE_CODES, REFUSED_BEFORE_THE_CODE, problem)
     }
 
     async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<StartState, Problem> {
@@ -832,14 +824,12 @@ mod tests {
     fn a_refusal_of_the_gateways_own_request_is_known_whatever_the_caller_sent() {
         let refused = |code: &str, never_echo: &[&str]| {
             let body = refusal_body(WireFormat::Json, code, "Said by CBSS.");
-            read_answer(400, &body, never_echo).unwrap_err()
+            let p = read_answer(400, &body, never_echo).unwrap_err();
+            crate::vendors::refused_for_one_of(MESSAGE_CODES, REFUSED_BEFORE_THE_CODE, &p)
         };
         for code in REFUSED_BEFORE_THE_CODE {
             // An OTP of "INVALID" is scrubbed from what the vendor said, code and all.
-            assert!(
-                refused_before_the_code(&refused(code, &["INVALID"])),
-                "{code}"
-            );
+            assert!(refused(code, &["INVALID"]), "{code}");
         }
         for code in [
             "INVALID_OTP",
@@ -847,7 +837,7 @@ mod tests {
             "OTP_ATTEMPTS_EXCEEDED",
             "SOMETHING_NEW",
         ] {
-            assert!(!refused_before_the_code(&refused(code, &[])), "{code}");
+            assert!(!refused(code, &[]), "{code}");
         }
     }
 

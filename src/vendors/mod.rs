@@ -163,8 +163,8 @@ pub trait VendorAdapter: Send + Sync {
     /// not know, which carries no state) to the same, so a reset id's length does not tell a
     /// known identifier from an unknown one. It may depend on what the caller sent (which tells
     /// the caller nothing), never on what the vendor answered. 0 for adapters whose start never
-    /// conceals an unknown identifier. The verification's reset id keeps the width (the claims
-    /// carry it).
+    /// conceals an unknown identifier. (A tenant that hides its vendor pads to
+    /// `widest_start_state` instead, and its verification's reset id keeps that width.)
     fn start_state_width(&self, input: &StartInput) -> usize;
 
     /// The languages the vendor's `Language` takes, for a vendor that takes a fixed set (the
@@ -314,6 +314,19 @@ pub fn refusal(
         None => Problem::new(ErrorCode::UpstreamError, unknown),
     }
     .with_vendor(said)
+}
+
+/// Whether `problem` is what `refusal` made from `table` for one of `codes`. Decided by the detail
+/// the code mapped to, not by the code shown in the `vendor` member: that is scrubbed of what the
+/// caller sent, so an OTP or a new password of "INVALID" would change INVALID_SIGNATURE.
+pub fn refused_for_one_of(
+    table: &[(&str, ErrorCode, &'static str)],
+    codes: &[&str],
+    problem: &Problem,
+) -> bool {
+    table
+        .iter()
+        .any(|(code, _, detail)| codes.contains(code) && problem.detail == *detail)
 }
 
 /// Maps a failed call to its canonical problem. The detail names the vendor, not its address.
