@@ -261,6 +261,8 @@ struct RawConnection {
     base_url: String,
     #[serde(default)]
     timeouts: RawTimeouts,
+    /// The most connections the gateway holds open to the vendor (`DEFAULT_MAX_CONNECTIONS`).
+    max_connections: Option<usize>,
     /// The vendor's limit for this account, which the gateway's calls never pass in any window
     /// (limit/vendor_budget.rs); defaults to the vendor's own limit where it is documented
     /// (Capillary: 1000 per minute).
@@ -531,6 +533,9 @@ pub struct ConnectionSettings {
     pub name: String,
     pub base_url: BaseUrl,
     pub timeouts: Timeouts,
+    /// The most connections open to the vendor at once, over all worker threads (each holds its
+    /// share, rounded up); a call finding them all busy waits up to `connect_ms` for one.
+    pub max_connections: usize,
     /// The gateway's budget of calls to this vendor account, if any.
     pub outbound: Option<Quota>,
     pub vendor: VendorSettings,
@@ -647,6 +652,16 @@ impl Config {
                  each thread serves at least one connection, so up to {} are served at once.",
                 self.server.max_connections, self.server.threads, self.server.threads
             ));
+        }
+        for c in &self.connections {
+            if c.max_connections < self.server.threads {
+                warnings.push(format!(
+                    "connections.{}.max_connections ({}) is below the {} worker threads \
+                     (server.threads): each thread holds at least one connection to the vendor, \
+                     so up to {} are open at once.",
+                    c.name, c.max_connections, self.server.threads, self.server.threads
+                ));
+            }
         }
         if self.limits.redis.is_none() && reachable_from_elsewhere {
             warnings.push(
@@ -1083,6 +1098,14 @@ fn validate_connection(
         total: Duration::from_millis(t.total_ms),
         idle: Duration::from_millis(t.idle_ms),
     };
+    let max_connections = conn
+        .max_connections
+        .unwrap_or(crate::upstream::DEFAULT_MAX_CONNECTIONS);
+    if !(1..=MAX_VENDOR_CONNECTIONS).contains(&max_connections) {
+        problems.push(format!(
+            "{at}.max_connections: must be between 1 and {MAX_VENDOR_CONNECTIONS}"
+        ));
+    }
     let tables = [
         conn.cbss.is_some(),
         conn.capillary.is_some(),
@@ -1137,12 +1160,17 @@ fn validate_connection(
             name: name.to_string(),
             base_url,
             timeouts,
+            max_connections,
             outbound: outbound.or_else(|| vendor.default_outbound()),
             vendor,
         }),
         _ => Err(problems),
     }
 }
+
+/// The most `connections.NAME.max_connections` may be: more than the ports one address has to
+/// reach one vendor address with.
+const MAX_VENDOR_CONNECTIONS: usize = 65_536;
 
 /// The level words a tracing filter knows.
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
@@ -1543,6 +1571,44 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
                 "threads = {bad}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn vendor_connections_default_to_1024_and_take_1_to_65536() {
+        let with = |line: &str| {
+            Config::parse(
+                &MINIMAL.replace("[connections.c1]\n", &format!("[connections.c1]\n{line}\n")),
+            )
+        };
+        assert_eq!(with("").unwrap().connections[0].max_connections, 1024);
+        assert_eq!(
+            with("max_connections = 8").unwrap().connections[0].max_connections,
+            8
+        );
+        for bad in ["0", "65537"] {
+            let problems = with(&format!("max_connections = {bad}")).unwrap_err();
+            assert_eq!(
+                problems,
+                ["connections.c1.max_connections: must be between 1 and 65536"],
+                "{bad}"
+            );
+        }
+        assert!(with("max_connections = -1").is_err());
+        // Fewer than the threads: each thread still holds one, and the operator is told.
+        let warnings = Config::parse(&format!(
+            "[server]\nthreads = 4\n{}",
+            MINIMAL.replace(
+                "[connections.c1]\n",
+                "[connections.c1]\nmax_connections = 2\n"
+            )
+        ))
+        .unwrap()
+        .warnings();
+        assert!(
+            warnings.iter().any(|w| w
+                .starts_with("connections.c1.max_connections (2) is below the 4 worker threads")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

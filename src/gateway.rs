@@ -192,7 +192,8 @@ impl Gateway {
         let mut adapters = Vec::new();
         for (conn, outbound) in config.connections.iter().zip(budgets) {
             let client =
-                UpstreamClient::new(conn.vendor.name(), conn.base_url.clone(), conn.timeouts);
+                UpstreamClient::new(conn.vendor.name(), conn.base_url.clone(), conn.timeouts)
+                    .with_max_connections(conn.max_connections, config.server.threads);
             let adapter: Arc<dyn VendorAdapter> = match &conn.vendor {
                 VendorSettings::Cbss(settings) => Arc::new(Cbss::new(settings.clone(), client)),
                 VendorSettings::Capillary(settings) => {

@@ -9,6 +9,14 @@
 //! keeps its idle connections in a plain list, checks one is still open (a non-blocking read)
 //! when it takes it, and a sweeper per thread closes those idle too long or closed by the vendor.
 //!
+//! Each thread holds at most its share of the connection's `max_connections` open to the vendor:
+//! a call takes one of the thread's permits for its whole exchange, and a new connection is only
+//! made when the thread has no idle one, so connections open (in use or idle) never outnumber the
+//! permits. A call that finds every permit taken waits for one, first come first served, for at
+//! most `connect_ms`, then gives up without calling (`UpstreamFailure::Busy`). Without the bound
+//! the gateway opened one vendor connection per client connection in flight: 8,192 at the k8s
+//! config's client limit, past what a vendor's front end may accept from one client.
+//!
 //! A call either returns the vendor's whole answer (status, content type, body up to a cap) or an
 //! `UpstreamFailure` saying whether the vendor was unreachable, slow, or spoke broken HTTP. Adapters
 //! turn those into canonical problems; this module knows nothing about vendors.
@@ -22,7 +30,9 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use pingora::connectors::TransportConnector;
 use pingora::upstreams::peer::HttpPeer;
+use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::metrics;
 
@@ -34,11 +44,12 @@ use stream::VendorStream;
 /// The largest vendor answer the gateway reads; anything bigger is refused as an upstream error.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
-/// Idle connections kept per vendor connection per worker thread; the oldest go first. As many
-/// as a thread may have in use at its busiest: a smaller pool closes connections after every
-/// burst and opens them again for the next (128 gave 88% reuse at 1,000 client connections).
-/// The sweeper closes those idle longer than the connection's `idle_ms`.
-const MAX_IDLE_PER_THREAD: usize = 2048;
+/// The vendor connections a connection config may have open at once when it does not say
+/// (`max_connections`): Envoy's default for a cluster's connections. Idle ones are kept up to the
+/// same bound (a smaller pool closes connections after every burst and opens them again for the
+/// next: 128 a thread gave 88% reuse at 1,000 client connections); the sweeper closes those idle
+/// longer than the connection's `idle_ms`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Timeouts for one vendor connection. Every one is set: pingora's own defaults are "none".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +189,9 @@ pub enum UpstreamFailure {
     /// which would have ended the request's head early. (Values come from the config's secrets,
     /// refused at load, and from sanitised request ids: this is the last line, not the first.)
     Unsendable(String),
+    /// Every connection this thread may hold to the vendor stayed busy for `connect_ms`: the
+    /// request was not sent.
+    Busy,
 }
 
 /// One vendor's answer.
@@ -216,6 +230,9 @@ struct ThreadPool {
     /// Most recently used last: taken from the end, so busy connections stay warm and the
     /// oldest age out at the front.
     idle: Vec<IdleConnection>,
+    /// The thread's share of `max_connections`, one taken by each call for its exchange. An
+    /// `Arc` only because the call's future must be `Send`: no other thread touches it.
+    permits: Arc<Semaphore>,
 }
 
 thread_local! {
@@ -245,6 +262,10 @@ pub struct UpstreamClient {
     host_header: String,
     /// Makes new connections (TCP, and TLS with the platform's trusted roots).
     connector: Arc<TransportConnector>,
+    /// The connections each worker thread may have open to the vendor.
+    per_thread: usize,
+    /// Calls that waited for a connection: `[served, gave_up]`.
+    waits: [IntCounter; 2],
 }
 
 /// The one connector every client shares. Making one reads and parses the platform's trusted
@@ -259,6 +280,8 @@ fn shared_connector() -> Arc<TransportConnector> {
 }
 
 impl UpstreamClient {
+    /// A client holding up to `DEFAULT_MAX_CONNECTIONS` a thread (`with_max_connections` shares
+    /// a connection's own bound among the threads).
     pub fn new(vendor: &'static str, base: BaseUrl, timeouts: Timeouts) -> Self {
         UpstreamClient {
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
@@ -267,7 +290,16 @@ impl UpstreamClient {
             timeouts,
             vendor,
             connector: shared_connector(),
+            per_thread: DEFAULT_MAX_CONNECTIONS,
+            waits: metrics::upstream_waits(vendor),
         }
+    }
+
+    /// This client with at most `most` vendor connections open over `threads` worker threads:
+    /// each thread may hold its share, rounded up (so at least one).
+    pub fn with_max_connections(mut self, most: usize, threads: usize) -> Self {
+        self.per_thread = most.div_ceil(threads.max(1)).max(1);
+        self
     }
 
     pub fn base(&self) -> &BaseUrl {
@@ -326,6 +358,7 @@ impl UpstreamClient {
                     pools.push(ThreadPool {
                         client: self.id,
                         idle: Vec::new(),
+                        permits: Arc::new(Semaphore::new(self.per_thread)),
                     });
                     spawn_sweeper(self.id, self.timeouts.idle);
                     pools.len() - 1
@@ -352,12 +385,39 @@ impl UpstreamClient {
     /// Keeps a connection whose exchange finished cleanly for the next call on this thread, as
     /// idle since `since`.
     fn put_idle(&self, stream: VendorStream, since: Instant) {
+        // The permits bound the idle list too (each idle connection was in use under one), and
+        // the check stays as the pool's own guarantee.
+        let most = self.per_thread;
         self.with_pool(|pool| {
-            if pool.idle.len() >= MAX_IDLE_PER_THREAD {
+            if pool.idle.len() >= most {
                 pool.idle.remove(0);
             }
             pool.idle.push(IdleConnection { stream, since });
         })
+    }
+
+    /// One of this thread's permits to use a vendor connection: at once when one is free, else
+    /// the first to come free within `connect_ms` (queued calls are served in order), else
+    /// `Busy`. Waits are counted; the call that gets a permit at once counts nothing.
+    async fn connection_permit<'p>(
+        &self,
+        permits: &'p Semaphore,
+    ) -> Result<SemaphorePermit<'p>, UpstreamFailure> {
+        if let Ok(permit) = permits.try_acquire() {
+            return Ok(permit);
+        }
+        let [served, gave_up] = &self.waits;
+        match crate::deadline::timeout(self.timeouts.connect, permits.acquire()).await {
+            Ok(Ok(permit)) => {
+                served.inc();
+                Ok(permit)
+            }
+            // `Err` inside is a closed semaphore, which this module never closes.
+            Ok(Err(_)) | Err(_) => {
+                gave_up.inc();
+                Err(UpstreamFailure::Busy)
+            }
+        }
     }
 
     /// A fresh connection (TCP, and TLS for https), within the connect timeout.
@@ -416,6 +476,11 @@ impl UpstreamClient {
         {
             return Err(UpstreamFailure::Unsendable(name.to_string()));
         }
+        // Taken before the call is counted or timed: a call that never got a connection never
+        // reached the vendor, and its wait is the gateway's, not the vendor's. Held until the
+        // connection is back in the pool, for the next queued call to find there.
+        let permits = self.with_pool(|pool| Arc::clone(&pool.permits));
+        let _in_use = self.connection_permit(&permits).await?;
         let started = Instant::now();
         let mut call = CallCount {
             vendor: self.vendor,

@@ -349,6 +349,13 @@ pub fn failure_problem(vendor: &'static str, failure: UpstreamFailure) -> Proble
             ErrorCode::UpstreamError,
             format!("{vendor} answered with an oversized body"),
         ),
+        UpstreamFailure::Busy => Problem::new(
+            ErrorCode::UpstreamUnavailable,
+            format!(
+                "every connection the gateway may open to {vendor} stayed busy; try again shortly"
+            ),
+        )
+        .with_retry_after(1),
         UpstreamFailure::Unsendable(header) => Problem::new(
             ErrorCode::UpstreamError,
             format!(

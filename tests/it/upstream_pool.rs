@@ -161,3 +161,92 @@ fn the_sandbox_sends_chunks_only_to_http_1_1_callers() {
     assert!(!whole.body.is_empty());
     assert_eq!(whole.status, chunked.status);
 }
+
+/// `config` with connection `json` holding at most `most` connections to its vendor.
+fn with_max_connections(config: &str, most: usize) -> String {
+    let header = "[connections.json]\n";
+    assert!(config.contains(header));
+    config.replacen(header, &format!("{header}max_connections = {most}\n"), 1)
+}
+
+fn waits(gw: &Gateway, outcome: &str) -> f64 {
+    sample(
+        gw.admin,
+        "reset_gateway_upstream_waits_total",
+        &[("vendor", "cbss"), ("outcome", outcome)],
+    )
+}
+
+#[test]
+fn calls_past_max_connections_wait_for_a_connection_and_share_it() {
+    // Each answer takes 200 ms. Three starts at once on a connection allowed one vendor
+    // connection: the first opens it, the others wait their turn (well within connect_ms) and go
+    // out on it after the one before, so the vendor sees one connection, not three.
+    let sandbox = Sandbox::start_with_delay(200);
+    let timeouts = VendorTimeouts {
+        connect_ms: 2000,
+        total_ms: 5000,
+        ..VendorTimeouts::default()
+    };
+    let config = cbss_config_timed(
+        &sandbox,
+        timeouts,
+        "[limits]\nper_identifier = { count = 100, period_secs = 60 }",
+    );
+    let gw = Gateway::start(&with_max_connections(&config, 1), CBSS_ENV);
+    assert_eq!(waits(&gw, "served"), 0.0, "counted from zero");
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| start(&gw));
+        }
+    });
+    assert_eq!(connections(&gw, "false"), 1.0, "one connection was made");
+    assert_eq!(connections(&gw, "true"), 2.0, "and carried the other two");
+    assert_eq!(waits(&gw, "served"), 2.0, "two calls waited for it");
+    assert_eq!(waits(&gw, "gave_up"), 0.0);
+    assert_eq!(sandbox.calls("cbss"), 3);
+}
+
+#[test]
+fn a_call_that_finds_every_connection_busy_past_connect_ms_is_not_sent() {
+    // The one connection allowed is busy for 800 ms; a second start waits connect_ms (200 ms)
+    // for it, then answers 503 to retry without having called the vendor.
+    let sandbox = Sandbox::start_with_delay(800);
+    let timeouts = VendorTimeouts {
+        connect_ms: 200,
+        total_ms: 3000,
+        ..VendorTimeouts::default()
+    };
+    let config = cbss_config_timed(
+        &sandbox,
+        timeouts,
+        "[limits]\nper_identifier = { count = 100, period_secs = 60 }",
+    );
+    let gw = Gateway::start(&with_max_connections(&config, 1), CBSS_ENV);
+    let busy = std::thread::scope(|s| {
+        let first = s.spawn(|| start(&gw));
+        std::thread::sleep(Duration::from_millis(150));
+        let busy = gw.post("/reset", "key-json", &start_body("email", EMAIL));
+        first.join().unwrap();
+        busy
+    });
+    let body = busy.problem(503, "upstream_unavailable");
+    assert_eq!(busy.header("Retry-After"), Some("1"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("every connection the gateway may open to cbss stayed busy"),
+        "{body}"
+    );
+    assert_eq!(
+        sandbox.calls("cbss"),
+        1,
+        "the second start never reached it"
+    );
+    assert_eq!(waits(&gw, "gave_up"), 1.0);
+    assert_eq!(waits(&gw, "served"), 0.0);
+    // Once the connection is free again, the next start goes out on it.
+    start(&gw);
+    assert_eq!(connections(&gw, "false"), 1.0);
+}
