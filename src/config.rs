@@ -654,6 +654,16 @@ impl Config {
             ));
         }
         for c in &self.connections {
+            if c.timeouts.connect >= c.timeouts.total {
+                warnings.push(format!(
+                    "connections.{}.timeouts.connect_ms ({} ms) is not shorter than its total_ms \
+                     ({} ms): a step that must connect, or wait for a free vendor connection, \
+                     may run out of time before it calls the vendor.",
+                    c.name,
+                    c.timeouts.connect.as_millis(),
+                    c.timeouts.total.as_millis()
+                ));
+            }
             if c.max_connections < self.server.threads {
                 warnings.push(format!(
                     "connections.{}.max_connections ({}) is below the {} worker threads \
@@ -1609,6 +1619,25 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
                 .starts_with("connections.c1.max_connections (2) is below the 4 worker threads")),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_connect_timeout_not_shorter_than_the_step_is_warned_of() {
+        let warnings = |connect_ms: u64| {
+            Config::parse(&format!(
+                "{MINIMAL}\n[connections.c1.timeouts]\nconnect_ms = {connect_ms}\ntotal_ms = 1000\n"
+            ))
+            .unwrap()
+            .warnings()
+        };
+        let equal = warnings(1000);
+        assert!(
+            equal.iter().any(|w| w.starts_with(
+                "connections.c1.timeouts.connect_ms (1000 ms) is not shorter than its total_ms (1000 ms)"
+            )),
+            "{equal:?}"
+        );
+        assert!(!warnings(999).iter().any(|w| w.contains("connect_ms")));
     }
 
     #[test]

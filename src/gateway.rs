@@ -193,7 +193,7 @@ impl Gateway {
         for (conn, outbound) in config.connections.iter().zip(budgets) {
             let client =
                 UpstreamClient::new(conn.vendor.name(), conn.base_url.clone(), conn.timeouts)
-                    .with_max_connections(conn.max_connections, config.server.threads);
+                    .for_connection(&conn.name, conn.max_connections, config.server.threads);
             let adapter: Arc<dyn VendorAdapter> = match &conn.vendor {
                 VendorSettings::Cbss(settings) => Arc::new(Cbss::new(settings.clone(), client)),
                 VendorSettings::Capillary(settings) => {
@@ -380,6 +380,11 @@ impl Gateway {
             }
         }
         let body = request.body();
+        // Read afresh when the request waited for anything since it began (its body may have
+        // taken up to the body timeout to arrive, and the limits the step checks govern what it
+        // is about to send to the vendor); else its start is as good as now.
+        let checked_at = if waited { Instant::now() } else { arrived };
+        let deadline = checked_at.checked_add(tenant.step_timeout);
 
         let ctx = StepContext {
             request_id: *request_id,
@@ -402,16 +407,14 @@ impl Gateway {
                 }),
             upstream_us: AtomicU64::new(0),
             reveals_unknown_identifiers: tenant.settings.reveal_unknown_identifiers,
+            deadline,
         };
         let env = flow::Env {
             keys: &self.token_keys,
             limiter: &self.limiter,
             used: self.used.as_ref(),
             per_identifier: self.per_identifier,
-            // Read afresh when the request waited for anything since it began (its body may
-            // have taken up to the body timeout to arrive, and the limits the step checks
-            // govern what it is about to send to the vendor); else its start is as good as now.
-            checked_at: if waited { Instant::now() } else { arrived },
+            checked_at,
         };
         // In a block of its own, so that a step the deadline cut off is dropped (and a vendor
         // call it left unfinished has added its time to `ctx.upstream_us`) before the time is
@@ -439,7 +442,7 @@ impl Gateway {
             });
             // Counted from the limits' time, which is as good as now here: no clock read of its
             // own.
-            match env.checked_at.checked_add(tenant.step_timeout) {
+            match deadline {
                 Some(deadline) => crate::deadline::timeout_at(deadline, work).await,
                 None => crate::deadline::timeout(tenant.step_timeout, work).await,
             }

@@ -50,23 +50,36 @@ fn pingora_server(threads: usize) -> Server {
     server
 }
 
-/// File descriptors kept beyond the client connections: vendor and Redis connections, listeners,
-/// the admin listener's clients, the process's own files.
-const SPARE_FILES: u64 = 4096;
+/// File descriptors kept beyond the client and vendor connections: the admin listener's 1,024
+/// clients, Redis connections, listeners, the process's own files.
+const SPARE_FILES: u64 = 2048;
 
-/// Warns when the process may not open enough files for `server.max_connections` and the
-/// connections beside them: past the limit, accepting fails and so do calls to vendors.
-fn warn_if_too_few_files(max_connections: usize) {
+/// The files the process may need open at once: `server.max_connections` clients, every
+/// connection's vendor connections (each thread's share, rounded up), and `SPARE_FILES`.
+fn files_wanted(config: &Config) -> u64 {
+    let threads = config.server.threads;
+    let vendor: usize = config
+        .connections
+        .iter()
+        .map(|c| crate::upstream::per_thread_share(c.max_connections, threads) * threads)
+        .sum();
+    (config.server.max_connections + vendor) as u64 + SPARE_FILES
+}
+
+/// Warns when the process may not open enough files for its client and vendor connections:
+/// past the limit, accepting fails and so do calls to vendors.
+fn warn_if_too_few_files(config: &Config) {
     let Some(limit) = open_files_limit() else {
         return;
     };
-    let wanted = max_connections as u64 + SPARE_FILES;
+    let wanted = files_wanted(config);
     if limit < wanted {
         tracing::warn!(
             open_files_limit = limit,
-            max_connections,
-            "the open-files limit (ulimit -n) is below server.max_connections plus {SPARE_FILES} \
-             for vendor connections: raise it to {wanted}, or lower server.max_connections"
+            max_connections = config.server.max_connections,
+            "the open-files limit (ulimit -n) is below server.max_connections plus every \
+             connection's max_connections plus {SPARE_FILES}: raise it to {wanted}, or lower \
+             those limits"
         );
     }
 }
@@ -156,7 +169,7 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     // evenly over the group's sockets).
     let max_connections = config.server.max_connections;
     let per_thread = max_connections.div_ceil(config.server.threads);
-    warn_if_too_few_files(max_connections);
+    warn_if_too_few_files(&config);
     for (i, listener) in api_group.into_iter().enumerate() {
         server.add_service(
             HttpService::new(&format!("api-{i}"), listener, gateway.clone())

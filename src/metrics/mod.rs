@@ -74,24 +74,25 @@ pub static UPSTREAM_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// Vendor calls that found all of their connection's vendor connections busy
-/// (`connections.NAME.max_connections`) and waited, by vendor and how the wait ended: `served`
-/// (a connection came free) or `gave_up` (none did within `connect_ms`: answered 503 without
-/// calling). Both are made, at 0, when the connection is loaded, so that `rate()` sees the first
-/// wait.
+/// Vendor calls that found their worker thread's share of the connection's `max_connections`
+/// all busy and waited, by connection, vendor and how the wait ended: `served` (a connection came
+/// free) or `gave_up` (none did within `connect_ms` or before the step's deadline: answered 503
+/// without calling). Both are made, at 0, when the connection is loaded, so that `rate()` sees
+/// the first wait.
 pub static UPSTREAM_WAITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "reset_gateway_upstream_waits_total",
-        "Vendor calls that waited for one of the connection's max_connections, by vendor and outcome (served or gave_up).",
-        &["vendor", "outcome"]
+        "Vendor calls that waited for a connection (max_connections), by connection, vendor and outcome (served or gave_up).",
+        &["connection", "vendor", "outcome"]
     )
     .expect("metric registers once")
 });
 
-/// The counters of one vendor's waits for a connection: `[served, gave_up]`, looked up once per
-/// client so that a saturated gateway does not look them up on every call.
-pub fn upstream_waits(vendor: &str) -> [IntCounter; 2] {
-    ["served", "gave_up"].map(|outcome| UPSTREAM_WAITS.with_label_values(&[vendor, outcome]))
+/// The counters of one connection's waits for a vendor connection, `[served, gave_up]`, looked
+/// up once per client so that a saturated gateway does not look them up on every call.
+pub fn upstream_waits(connection: &str, vendor: &str) -> [IntCounter; 2] {
+    ["served", "gave_up"]
+        .map(|outcome| UPSTREAM_WAITS.with_label_values(&[connection, vendor, outcome]))
 }
 
 /// Limiter decisions by limit (per-key, per-identifier, per-reset, outbound) and result.

@@ -13,7 +13,9 @@
 //! a call takes one of the thread's permits for its whole exchange, and a new connection is only
 //! made when the thread has no idle one, so connections open (in use or idle) never outnumber the
 //! permits. A call that finds every permit taken waits for one, first come first served, for at
-//! most `connect_ms`, then gives up without calling (`UpstreamFailure::Busy`). Without the bound
+//! most `connect_ms` (and never past its step's deadline), then gives up without calling
+//! (`UpstreamFailure::Busy`). A step of several calls takes one permit for all of them
+//! (`reserve`), so it is never left half done for want of a connection. Without the bound
 //! the gateway opened one vendor connection per client connection in flight: 8,192 at the k8s
 //! config's client limit, past what a vendor's front end may accept from one client.
 //!
@@ -32,7 +34,7 @@ use pingora::connectors::TransportConnector;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics;
 
@@ -214,6 +216,17 @@ pub struct UpstreamRequest<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// Where to add the call's duration (the request's total time at vendors), if anywhere.
     pub timing: Option<&'a AtomicU64>,
+    /// When the step ends: a wait for a connection gives up by then.
+    pub deadline: Option<Instant>,
+    /// The connection the step holds for all its calls (`UpstreamClient::reserve`), if it does;
+    /// else the call takes one of its own.
+    pub reserved: Option<&'a Reserved>,
+}
+
+/// One of a worker thread's vendor connections (a permit: at most its share of
+/// `max_connections` are open), held by a step for all its calls. Used on the thread that made it.
+pub struct Reserved {
+    _permit: OwnedSemaphorePermit,
 }
 
 static NEXT_CLIENT_ID: AtomicUsize = AtomicUsize::new(0);
@@ -264,8 +277,9 @@ pub struct UpstreamClient {
     connector: Arc<TransportConnector>,
     /// The connections each worker thread may have open to the vendor.
     per_thread: usize,
-    /// Calls that waited for a connection: `[served, gave_up]`.
-    waits: [IntCounter; 2],
+    /// Calls that waited for a connection, `[served, gave_up]`: none for a client made outside a
+    /// configured connection (tests), which would export a series no config names.
+    waits: Option<[IntCounter; 2]>,
 }
 
 /// The one connector every client shares. Making one reads and parses the platform's trusted
@@ -280,8 +294,8 @@ fn shared_connector() -> Arc<TransportConnector> {
 }
 
 impl UpstreamClient {
-    /// A client holding up to `DEFAULT_MAX_CONNECTIONS` a thread (`with_max_connections` shares
-    /// a connection's own bound among the threads).
+    /// A client holding up to `DEFAULT_MAX_CONNECTIONS` a thread (`for_connection` shares a
+    /// connection's own bound among the threads).
     pub fn new(vendor: &'static str, base: BaseUrl, timeouts: Timeouts) -> Self {
         UpstreamClient {
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
@@ -291,14 +305,16 @@ impl UpstreamClient {
             vendor,
             connector: shared_connector(),
             per_thread: DEFAULT_MAX_CONNECTIONS,
-            waits: metrics::upstream_waits(vendor),
+            waits: None,
         }
     }
 
-    /// This client with at most `most` vendor connections open over `threads` worker threads:
-    /// each thread may hold its share, rounded up (so at least one).
-    pub fn with_max_connections(mut self, most: usize, threads: usize) -> Self {
-        self.per_thread = most.div_ceil(threads.max(1)).max(1);
+    /// This client as configured connection `name`: at most `most` vendor connections open over
+    /// `threads` worker threads, each holding its share rounded up (so at least one), and its
+    /// waits counted under its name.
+    pub fn for_connection(mut self, name: &str, most: usize, threads: usize) -> Self {
+        self.per_thread = per_thread_share(most, threads);
+        self.waits = Some(metrics::upstream_waits(name, self.vendor));
         self
     }
 
@@ -396,25 +412,40 @@ impl UpstreamClient {
         })
     }
 
+    /// One of this thread's vendor connections, held until the returned guard is dropped, for
+    /// a step that makes several calls: each passes it in `UpstreamRequest::reserved`.
+    pub async fn reserve(&self, deadline: Option<Instant>) -> Result<Reserved, UpstreamFailure> {
+        self.connection_permit(deadline)
+            .await
+            .map(|permit| Reserved { _permit: permit })
+    }
+
     /// One of this thread's permits to use a vendor connection: at once when one is free, else
-    /// the first to come free within `connect_ms` (queued calls are served in order), else
-    /// `Busy`. Waits are counted; the call that gets a permit at once counts nothing.
-    async fn connection_permit<'p>(
+    /// the first to come free within `connect_ms` and before `deadline` (queued calls are served
+    /// in order), else `Busy`. Waits are counted; a call that gets a permit at once counts
+    /// nothing.
+    async fn connection_permit(
         &self,
-        permits: &'p Semaphore,
-    ) -> Result<SemaphorePermit<'p>, UpstreamFailure> {
-        if let Ok(permit) = permits.try_acquire() {
+        deadline: Option<Instant>,
+    ) -> Result<OwnedSemaphorePermit, UpstreamFailure> {
+        let permits = self.with_pool(|pool| Arc::clone(&pool.permits));
+        if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
             return Ok(permit);
         }
-        let [served, gave_up] = &self.waits;
-        match crate::deadline::timeout(self.timeouts.connect, permits.acquire()).await {
+        let most = Instant::now() + self.timeouts.connect;
+        let until = deadline.map_or(most, |deadline| deadline.min(most));
+        let mut wait = WaitCount {
+            waits: self.waits.as_ref(),
+            outcome: None,
+        };
+        match crate::deadline::timeout_at(until, permits.acquire_owned()).await {
             Ok(Ok(permit)) => {
-                served.inc();
+                wait.outcome = Some(Waited::Served);
                 Ok(permit)
             }
             // `Err` inside is a closed semaphore, which this module never closes.
             Ok(Err(_)) | Err(_) => {
-                gave_up.inc();
+                wait.outcome = Some(Waited::GaveUp);
                 Err(UpstreamFailure::Busy)
             }
         }
@@ -479,8 +510,10 @@ impl UpstreamClient {
         // Taken before the call is counted or timed: a call that never got a connection never
         // reached the vendor, and its wait is the gateway's, not the vendor's. Held until the
         // connection is back in the pool, for the next queued call to find there.
-        let permits = self.with_pool(|pool| Arc::clone(&pool.permits));
-        let _in_use = self.connection_permit(&permits).await?;
+        let _own_permit = match req.reserved {
+            Some(_) => None,
+            None => Some(self.connection_permit(req.deadline).await?),
+        };
         let started = Instant::now();
         let mut call = CallCount {
             vendor: self.vendor,
@@ -571,6 +604,37 @@ impl UpstreamClient {
         };
         let (answer, reusable) = read_answer(&mut stream, &mut wait).await?;
         Ok((answer, reusable.then_some(stream)))
+    }
+}
+
+/// The share of `most` connections each of `threads` worker threads holds: rounded up, so every
+/// thread holds at least one.
+pub fn per_thread_share(most: usize, threads: usize) -> usize {
+    most.div_ceil(threads.max(1)).max(1)
+}
+
+/// How a wait for a connection ended.
+#[derive(Clone, Copy)]
+enum Waited {
+    Served,
+    GaveUp,
+}
+
+/// Counts one wait for a connection when it ends, however it ends: a wait dropped unfinished
+/// (its request cut off by something other than its own limits) counts as given up.
+struct WaitCount<'a> {
+    waits: Option<&'a [IntCounter; 2]>,
+    outcome: Option<Waited>,
+}
+
+impl Drop for WaitCount<'_> {
+    fn drop(&mut self) {
+        if let Some([served, gave_up]) = self.waits {
+            match self.outcome {
+                Some(Waited::Served) => served.inc(),
+                Some(Waited::GaveUp) | None => gave_up.inc(),
+            }
+        }
     }
 }
 
@@ -822,6 +886,123 @@ mod tests {
         assert!(BaseUrl::parse("http://:80/").is_err());
     }
 
+    #[test]
+    fn each_thread_holds_its_share_of_max_connections_rounded_up() {
+        assert_eq!(per_thread_share(1024, 2), 512);
+        assert_eq!(per_thread_share(1024, 3), 342);
+        assert_eq!(per_thread_share(2, 4), 1);
+        assert_eq!(per_thread_share(1, 1), 1);
+        assert_eq!(per_thread_share(5, 0), 5);
+    }
+
+    /// A vendor on loopback that answers every request on every connection with `{}`, and
+    /// counts the connections it accepted.
+    async fn answering_vendor() -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        // Requests carry `{}` after their head: one answer per request.
+                        while let Some(end) = seen.windows(6).position(|w| w == b"\r\n\r\n{}") {
+                            seen.drain(..end + 6);
+                            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+                            if socket.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn request(deadline: Option<Instant>, reserved: Option<&Reserved>) -> UpstreamRequest<'_> {
+        UpstreamRequest {
+            endpoint: "test",
+            path_and_query: "/x",
+            content_type: "application/json",
+            body: b"{}",
+            headers: &[],
+            timing: None,
+            deadline,
+            reserved,
+        }
+    }
+
+    /// With its one connection held, a call waits no longer than its step's deadline, far
+    /// short of `connect_ms`, and is not sent; once the connection is free, calls go out again.
+    #[tokio::test]
+    async fn a_call_finding_every_connection_busy_gives_up_by_its_deadline() {
+        let (port, accepted) = answering_vendor().await;
+        let client = UpstreamClient::new(
+            "test",
+            BaseUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap(),
+            Timeouts {
+                connect: Duration::from_secs(30),
+                ..Timeouts::default()
+            },
+        )
+        .for_connection("unit-busy", 1, 1);
+        let held = client.reserve(None).await.expect("the one connection");
+        let asked = Instant::now();
+        let busy = client
+            .post(&request(Some(asked + Duration::from_millis(100)), None))
+            .await;
+        assert_eq!(busy.unwrap_err(), UpstreamFailure::Busy);
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "it waited for connect_ms, not the deadline"
+        );
+        assert_eq!(accepted.load(Ordering::Relaxed), 0, "nothing was sent");
+        let [served, gave_up] = client.waits.as_ref().unwrap();
+        assert_eq!((served.get(), gave_up.get()), (0, 1));
+        drop(held);
+        let answer = client.post(&request(None, None)).await.expect("an answer");
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            served.get(),
+            0,
+            "a free connection is taken without waiting"
+        );
+    }
+
+    /// A step holding its thread's only connection makes each of its calls on it, without
+    /// waiting for a second one.
+    #[tokio::test]
+    async fn a_reserved_connection_carries_every_call_of_its_step() {
+        let (port, accepted) = answering_vendor().await;
+        let client = UpstreamClient::new(
+            "test",
+            BaseUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap(),
+            Timeouts::default(),
+        )
+        .for_connection("unit-reserved", 1, 1);
+        let held = client.reserve(None).await.expect("the one connection");
+        let soon = Instant::now() + Duration::from_millis(200);
+        for _ in 0..2 {
+            let answer = client.post(&request(Some(soon), Some(&held))).await;
+            assert_eq!(answer.expect("an answer").status, 200);
+        }
+        assert_eq!(accepted.load(Ordering::Relaxed), 1, "both went out on one");
+        let [served, gave_up] = client.waits.as_ref().unwrap();
+        assert_eq!((served.get(), gave_up.get()), (0, 0));
+    }
+
     /// A new connection's handshake (DNS, TCP, TLS: up to twice `connect_ms`) must not come out
     /// of the vendor's `read_ms` to answer. The exchange here is begun 450 ms before it is sent,
     /// as though connecting had taken that long, and the vendor answers 100 ms after the request:
@@ -864,6 +1045,8 @@ mod tests {
             body: b"{}",
             headers: &[],
             timing: None,
+            deadline: None,
+            reserved: None,
         };
         let begun = Instant::now() - Duration::from_millis(450);
         let (answer, _) = client.send(&req, begun).await.expect("the vendor's answer");

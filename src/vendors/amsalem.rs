@@ -311,6 +311,8 @@ impl VendorAdapter for Amsalem {
                 body: &body,
                 headers: &[("X-Request-Id", ctx.request_id.as_str())],
                 timing: Some(&ctx.upstream_us),
+                deadline: ctx.deadline,
+                reserved: None,
             },
         )
         .await?;

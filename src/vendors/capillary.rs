@@ -11,13 +11,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    exchange, unreadable, vendor_said, CanonicalStep, StartInput, StartState, StepContext,
-    VendorAdapter, VendorState,
+    exchange, failure_problem, unreadable, vendor_said, CanonicalStep, StartInput, StartState,
+    StepContext, VendorAdapter, VendorState,
 };
 use crate::api::types::IdentifierKind;
 use crate::api::{ErrorCode, Problem};
 use crate::secret::Secret;
-use crate::upstream::{UpstreamClient, UpstreamRequest};
+use crate::upstream::{Reserved, UpstreamClient, UpstreamRequest};
 
 const VENDOR: &str = "capillary";
 
@@ -375,9 +375,12 @@ impl Capillary {
         Capillary { settings, client }
     }
 
+    /// One call, on `connection` when the step holds one for all its calls, else on one taken
+    /// for this call alone.
     async fn call(
         &self,
         ctx: &StepContext,
+        connection: Option<&Reserved>,
         endpoint: Endpoint,
         body: &Body<'_>,
         caller_secret: Option<&str>,
@@ -399,6 +402,8 @@ impl Capillary {
                     ("X-Request-Id", ctx.request_id.as_str()),
                 ],
                 timing: Some(&ctx.upstream_us),
+                deadline: ctx.deadline,
+                reserved: connection,
             },
         )
         .await?;
@@ -466,13 +471,27 @@ impl VendorAdapter for Capillary {
     async fn start(&self, ctx: &StepContext, input: &StartInput) -> Result<StartState, Problem> {
         let who = StartIdentity::of(input);
         let mut body = who.body(&self.settings);
+        // Both calls on one vendor connection, taken before the first: a start that waited for
+        // its second call's could give up between the two (a token made and no code sent), and
+        // only a known identifier's start gets that far, so its 503 would tell it from an
+        // unknown one's.
+        let connection = self
+            .client
+            .reserve(ctx.deadline)
+            .await
+            .map_err(|f| failure_problem(VENDOR, f))?;
         let asked = std::time::Instant::now();
-        let token = match self.call(ctx, Endpoint::TokenGenerate, &body, None).await {
+        let token = match self
+            .call(ctx, Some(&connection), Endpoint::TokenGenerate, &body, None)
+            .await
+        {
             Err(p) if p.code == ErrorCode::IdentifierNotFound => {
                 // A known identifier's start goes on to a second call (otp/generate); an
                 // unknown one's ends here. Waiting as long again as this call took, about what
                 // the second would have, keeps the answer's timing from telling them apart
-                // (unless the tenant reveals unknown identifiers anyway).
+                // (unless the tenant reveals unknown identifiers anyway). The connection is
+                // free for other calls meanwhile.
+                drop(connection);
                 if !ctx.reveals_unknown_identifiers {
                     tokio::time::sleep(asked.elapsed()).await;
                 }
@@ -498,7 +517,8 @@ impl VendorAdapter for Capillary {
                 )
             })?;
         body.session_id = Some(&session_id);
-        self.call(ctx, Endpoint::OtpGenerate, &body, None).await?;
+        self.call(ctx, Some(&connection), Endpoint::OtpGenerate, &body, None)
+            .await?;
         let state = State {
             session_id: session_id.clone(),
             device_id: who.device_id,
@@ -521,7 +541,7 @@ impl VendorAdapter for Capillary {
             otp: Some(otp),
             ..self.body(&open)
         };
-        self.call(ctx, Endpoint::OtpValidate, &body, Some(otp))
+        self.call(ctx, None, Endpoint::OtpValidate, &body, Some(otp))
             .await?;
         Ok(state.clone())
     }
@@ -538,8 +558,14 @@ impl VendorAdapter for Capillary {
             confirm_password: Some(new_password),
             ..self.body(&open)
         };
-        self.call(ctx, Endpoint::PasswordForget, &body, Some(new_password))
-            .await?;
+        self.call(
+            ctx,
+            None,
+            Endpoint::PasswordForget,
+            &body,
+            Some(new_password),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -384,6 +384,8 @@ impl Cbss {
                 body: &body,
                 headers: &[("X-Request-Id", ctx.request_id.as_str())],
                 timing: Some(&ctx.upstream_us),
+                deadline: ctx.deadline,
+                reserved: None,
             },
         )
         .await?;

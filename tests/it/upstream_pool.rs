@@ -173,31 +173,47 @@ fn waits(gw: &Gateway, outcome: &str) -> f64 {
     sample(
         gw.admin,
         "reset_gateway_upstream_waits_total",
-        &[("vendor", "cbss"), ("outcome", outcome)],
+        &[
+            ("connection", "json"),
+            ("vendor", "cbss"),
+            ("outcome", outcome),
+        ],
     )
 }
 
-#[test]
-fn calls_past_max_connections_wait_for_a_connection_and_share_it() {
-    // Each answer takes 200 ms. Three starts at once on a connection allowed one vendor
-    // connection: the first opens it, the others wait their turn (well within connect_ms) and go
-    // out on it after the one before, so the vendor sees one connection, not three.
-    let sandbox = Sandbox::start_with_delay(200);
-    let timeouts = VendorTimeouts {
-        connect_ms: 2000,
-        total_ms: 5000,
-        ..VendorTimeouts::default()
-    };
+/// A gateway whose connection `json` may hold one vendor connection, on a sandbox that takes
+/// `delay_ms` to answer, with `timeouts` and limits out of the way.
+fn one_connection_gateway(delay_ms: u64, timeouts: VendorTimeouts) -> (Sandbox, Gateway) {
+    let sandbox = Sandbox::start_with_delay(delay_ms);
     let config = cbss_config_timed(
         &sandbox,
         timeouts,
         "[limits]\nper_identifier = { count = 100, period_secs = 60 }",
     );
     let gw = Gateway::start(&with_max_connections(&config, 1), CBSS_ENV);
+    (sandbox, gw)
+}
+
+#[test]
+fn calls_past_max_connections_wait_for_a_connection_and_share_it() {
+    // Each answer takes 500 ms. Three starts at once on a connection allowed one vendor
+    // connection: the first opens it, the others wait their turn (within connect_ms) and go out
+    // on it after the one before, so the vendor sees one connection, not three.
+    let timeouts = VendorTimeouts {
+        connect_ms: 4000,
+        read_ms: 3000,
+        total_ms: 8000,
+        ..VendorTimeouts::default()
+    };
+    let (sandbox, gw) = one_connection_gateway(500, timeouts);
     assert_eq!(waits(&gw, "served"), 0.0, "counted from zero");
+    let all_ready = std::sync::Barrier::new(3);
     std::thread::scope(|s| {
         for _ in 0..3 {
-            s.spawn(|| start(&gw));
+            s.spawn(|| {
+                all_ready.wait();
+                start(&gw);
+            });
         }
     });
     assert_eq!(connections(&gw, "false"), 1.0, "one connection was made");
@@ -207,26 +223,35 @@ fn calls_past_max_connections_wait_for_a_connection_and_share_it() {
     assert_eq!(sandbox.calls("cbss"), 3);
 }
 
+/// Sends a start once another is in flight and has had time to take the connection (its step
+/// takes no time before its vendor call: the in-memory limits answer at once).
+fn start_while_another_is_in_flight(gw: &Gateway) -> Response {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sample(gw.admin, "reset_gateway_inflight_requests", &[]) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first start never began"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    gw.post("/reset", "key-json", &start_body("email", EMAIL))
+}
+
 #[test]
 fn a_call_that_finds_every_connection_busy_past_connect_ms_is_not_sent() {
-    // The one connection allowed is busy for 800 ms; a second start waits connect_ms (200 ms)
-    // for it, then answers 503 to retry without having called the vendor.
-    let sandbox = Sandbox::start_with_delay(800);
+    // The one connection allowed is busy for 2 s; a second start waits connect_ms (300 ms) for
+    // it, then answers 503 to retry without having called the vendor.
     let timeouts = VendorTimeouts {
-        connect_ms: 200,
-        total_ms: 3000,
+        connect_ms: 300,
+        read_ms: 4000,
+        total_ms: 6000,
         ..VendorTimeouts::default()
     };
-    let config = cbss_config_timed(
-        &sandbox,
-        timeouts,
-        "[limits]\nper_identifier = { count = 100, period_secs = 60 }",
-    );
-    let gw = Gateway::start(&with_max_connections(&config, 1), CBSS_ENV);
+    let (sandbox, gw) = one_connection_gateway(2000, timeouts);
     let busy = std::thread::scope(|s| {
         let first = s.spawn(|| start(&gw));
-        std::thread::sleep(Duration::from_millis(150));
-        let busy = gw.post("/reset", "key-json", &start_body("email", EMAIL));
+        let busy = start_while_another_is_in_flight(&gw);
         first.join().unwrap();
         busy
     });
@@ -249,4 +274,84 @@ fn a_call_that_finds_every_connection_busy_past_connect_ms_is_not_sent() {
     // Once the connection is free again, the next start goes out on it.
     start(&gw);
     assert_eq!(connections(&gw, "false"), 1.0);
+}
+
+#[test]
+fn a_call_cut_off_by_its_step_frees_its_connection() {
+    // Each answer takes 1.5 s, past the step's 500 ms: the start is cut off mid-call, and the
+    // connection it held must be free for the next start at once (which waits for nothing and
+    // reaches the vendor), not held until connect_ms says busy.
+    let timeouts = VendorTimeouts {
+        connect_ms: 400,
+        read_ms: 3000,
+        total_ms: 500,
+        ..VendorTimeouts::default()
+    };
+    let (_sandbox, gw) = one_connection_gateway(1500, timeouts);
+    for _ in 0..2 {
+        let r = gw.post("/reset", "key-json", &start_body("email", EMAIL));
+        r.problem(504, "upstream_timeout");
+    }
+    assert_eq!(
+        waits(&gw, "gave_up") + waits(&gw, "served"),
+        0.0,
+        "the second start found the connection free"
+    );
+    assert_eq!(
+        connections(&gw, "false"),
+        2.0,
+        "each start made a connection (one cut off mid-answer is not reused)"
+    );
+}
+
+#[test]
+fn a_step_of_two_calls_holds_one_connection_for_both() {
+    // Capillary's start is two calls (token, then OTP), each answered after 300 ms, on a
+    // connection allowed one vendor connection. Two starts at once: the second waits once, for
+    // the whole of the first, and then makes both its calls. Had each call queued for the
+    // connection on its own, the first start's second call would have waited behind the
+    // second start's first, and the second's behind that: three waits, and a start could give
+    // up between its token and its code.
+    let sandbox = Sandbox::start_with_delay(300);
+    let config = capillary_config(&sandbox, "").replace(
+        "timeouts = { connect_ms = 500, read_ms = 2000, write_ms = 2000, total_ms = 3000 }",
+        "max_connections = 1\n\
+         timeouts = { connect_ms = 3000, read_ms = 2000, write_ms = 2000, total_ms = 6000 }",
+    );
+    assert!(config.contains("max_connections = 1"));
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    let all_ready = std::sync::Barrier::new(2);
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    all_ready.wait();
+                    gw.post("/reset", "key-web", &start_body("email", EMAIL))
+                })
+            })
+            .collect();
+        starts.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for answer in &answers {
+        assert_eq!(
+            answer.status,
+            202,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    let waits = |outcome: &str| {
+        sample(
+            gw.admin,
+            "reset_gateway_upstream_waits_total",
+            &[
+                ("connection", "web"),
+                ("vendor", "capillary"),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(waits("served"), 1.0, "one start waited, once");
+    assert_eq!(waits("gave_up"), 0.0);
+    assert_eq!(sandbox.calls("capillary"), 4);
 }
