@@ -84,6 +84,10 @@ pub(super) async fn spend_outbound(
     if !state.decision.fallback {
         budget.gauge.record(&state.decision, at);
     }
+    // Every allowed call counts, a fallback's too: the vendor receives it all the same.
+    if decision.is_ok() {
+        budget.gauge.spent(calls);
+    }
     decision.map(|_| ()).map_err(|state| {
         Problem::limited(
             ErrorCode::UpstreamUnavailable,

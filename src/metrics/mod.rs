@@ -7,9 +7,9 @@
 use std::sync::LazyLock;
 
 use pingora_prometheus::prometheus::{
-    self, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge, register_int_gauge_vec, Encoder, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, TextEncoder,
+    self, register_gauge_vec, register_histogram_vec, register_int_counter,
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, Encoder, GaugeVec,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 
 use crate::limit::LimitName;
@@ -119,6 +119,28 @@ static OUTBOUND_QUOTA: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "reset_gateway_outbound_budget_quota",
         "The connection's outbound budget: vendor calls allowed per its period (the burst).",
+        &["connection", "vendor"]
+    )
+    .expect("metric registers once")
+});
+
+/// The rate the outbound budget refills at: the most calls a second it allows for long. Against
+/// `OUTBOUND_SPENT`'s rate, it says how near the vendor's limit the account runs, long before
+/// the burst left (`OUTBOUND_REMAINING`) starts to fall.
+static OUTBOUND_RATE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "reset_gateway_outbound_budget_rate",
+        "Vendor calls a second the connection's outbound budget refills at: the most it allows for long.",
+        &["connection", "vendor"]
+    )
+    .expect("metric registers once")
+});
+
+/// Vendor calls the outbound budget allowed (spent from it before a step's first call).
+static OUTBOUND_SPENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "reset_gateway_outbound_budget_spent_total",
+        "Vendor calls the connection's outbound budget allowed (every connection on one vendor account counts the account's).",
         &["connection", "vendor"]
     )
     .expect("metric registers once")
@@ -253,6 +275,8 @@ pub fn init() {
     LazyLock::force(&LIMITER_DECISIONS);
     LazyLock::force(&OUTBOUND_REMAINING);
     LazyLock::force(&OUTBOUND_QUOTA);
+    LazyLock::force(&OUTBOUND_RATE);
+    LazyLock::force(&OUTBOUND_SPENT);
     LazyLock::force(&INFLIGHT);
     LazyLock::force(&LIMITER_FALLBACK);
     LazyLock::force(&TLS_HANDSHAKE_FAILURES);

@@ -1,4 +1,5 @@
-//! The outbound budget gauges (`reset_gateway_outbound_budget_remaining` and `_quota`).
+//! The outbound budget's metrics: what is left (`reset_gateway_outbound_budget_remaining`), the
+//! burst (`_quota`), the refill rate (`_rate`) and the calls it allowed (`_spent_total`).
 //!
 //! A budget refills while nothing spends it, so what is left is worked out when `/metrics` is
 //! rendered, from the latest decision and the budget's rate. A gauge set only at each decision
@@ -12,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Instant;
 
-use pingora_prometheus::prometheus::IntGauge;
+use pingora_prometheus::prometheus::{IntCounter, IntGauge};
 
 use crate::limit::{Decision, Quota};
 
-use super::{OUTBOUND_QUOTA, OUTBOUND_REMAINING};
+use super::{OUTBOUND_QUOTA, OUTBOUND_RATE, OUTBOUND_REMAINING, OUTBOUND_SPENT};
 
 /// The instant the budgets' times are counted from.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -33,24 +34,33 @@ pub struct OutboundGauge {
     whole_at_ns: AtomicU64,
     /// The `remaining` gauge of each connection that spends this budget.
     remaining: Vec<IntGauge>,
+    /// The `spent` counter of each connection that spends this budget.
+    spent: Vec<IntCounter>,
 }
 
 impl OutboundGauge {
     /// A budget of `quota` spent by `connections` (name and vendor), whole to begin with.
     pub fn register(quota: Quota, connections: &[(&str, &str)]) -> Arc<OutboundGauge> {
-        let remaining = connections
+        let per_second = f64::from(quota.count) / quota.period.as_secs_f64().max(f64::MIN_POSITIVE);
+        let (remaining, spent) = connections
             .iter()
             .map(|(connection, vendor)| {
+                let labels = [*connection, *vendor];
                 OUTBOUND_QUOTA
-                    .with_label_values(&[connection, vendor])
+                    .with_label_values(&labels)
                     .set(i64::from(quota.count));
-                OUTBOUND_REMAINING.with_label_values(&[connection, vendor])
+                OUTBOUND_RATE.with_label_values(&labels).set(per_second);
+                (
+                    OUTBOUND_REMAINING.with_label_values(&labels),
+                    OUTBOUND_SPENT.with_label_values(&labels),
+                )
             })
-            .collect();
+            .unzip();
         let gauge = Arc::new(OutboundGauge {
             quota,
             whole_at_ns: AtomicU64::new(0),
             remaining,
+            spent,
         });
         gauge.show(Instant::now());
         let mut budgets = BUDGETS
@@ -70,6 +80,13 @@ impl OutboundGauge {
         let whole_at =
             nanos_since_epoch(at).saturating_add(missing.saturating_mul(self.quota.interval_ns()));
         self.whole_at_ns.fetch_max(whole_at, Ordering::Relaxed);
+    }
+
+    /// Counts `calls` the budget allowed, on every connection that spends it.
+    pub fn spent(&self, calls: u32) {
+        for counter in &self.spent {
+            counter.inc_by(u64::from(calls));
+        }
     }
 
     /// Cells left at `now`: a cell counts only once it has wholly come back, as the limiter

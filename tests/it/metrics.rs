@@ -123,11 +123,27 @@ fn the_outbound_budget_gauges_follow_the_budget() {
         sample(gw.admin, "reset_gateway_outbound_budget_remaining", &labels),
         10.0
     );
+    // Its refill rate is what the alert on sustained use divides by: never faster than the
+    // vendor's 100 calls in 600 s, and not far slower (the margin for calls that land late).
+    let rate = sample(gw.admin, "reset_gateway_outbound_budget_rate", &labels);
+    assert!(
+        (0.8 * 100.0 / 600.0..=100.0 / 600.0).contains(&rate),
+        "{rate} calls a second"
+    );
+    let spent = || {
+        sample(
+            gw.admin,
+            "reset_gateway_outbound_budget_spent_total",
+            &labels,
+        )
+    };
+    assert_eq!(spent(), 0.0, "counted from zero");
     start_reset(&gw, "key-web", "email", EMAIL);
     assert_eq!(
         sample(gw.admin, "reset_gateway_outbound_budget_remaining", &labels),
         8.0
     );
+    assert_eq!(spent(), 2.0, "a Capillary start is two calls");
 }
 
 #[test]
