@@ -216,7 +216,8 @@ pub struct UpstreamRequest<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// Where to add the call's duration (the request's total time at vendors), if anywhere.
     pub timing: Option<&'a AtomicU64>,
-    /// When the step ends: a wait for a connection gives up by then.
+    /// When a wait for a connection gives up at the latest (`StepContext::connection_wait_ends`,
+    /// a little before the step's end), besides `connect_ms`.
     pub deadline: Option<Instant>,
     /// The connection the step holds for all its calls (`UpstreamClient::reserve`), if it does;
     /// else the call takes one of its own.
@@ -227,6 +228,8 @@ pub struct UpstreamRequest<'a> {
 /// `max_connections` are open), held by a step for all its calls. Used on the thread that made it.
 pub struct Reserved {
     _permit: OwnedSemaphorePermit,
+    /// The client it is one of the connections of (`UpstreamClient::id`).
+    client: usize,
 }
 
 static NEXT_CLIENT_ID: AtomicUsize = AtomicUsize::new(0);
@@ -417,7 +420,10 @@ impl UpstreamClient {
     pub async fn reserve(&self, deadline: Option<Instant>) -> Result<Reserved, UpstreamFailure> {
         self.connection_permit(deadline)
             .await
-            .map(|permit| Reserved { _permit: permit })
+            .map(|permit| Reserved {
+                _permit: permit,
+                client: self.id,
+            })
     }
 
     /// One of this thread's permits to use a vendor connection: at once when one is free, else
@@ -439,6 +445,12 @@ impl UpstreamClient {
             outcome: None,
         };
         match crate::deadline::timeout_at(until, permits.acquire_owned()).await {
+            // A timeout fires up to a sweep late: a connection that came free in that time, past
+            // the wait's end, is given up all the same, since the step has no time left for it.
+            Ok(Ok(_)) if deadline.is_some_and(|end| Instant::now() >= end) => {
+                wait.outcome = Some(Waited::GaveUp);
+                Err(UpstreamFailure::Busy)
+            }
             Ok(Ok(permit)) => {
                 wait.outcome = Some(Waited::Served);
                 Ok(permit)
@@ -511,7 +523,10 @@ impl UpstreamClient {
         // reached the vendor, and its wait is the gateway's, not the vendor's. Held until the
         // connection is back in the pool, for the next queued call to find there.
         let _own_permit = match req.reserved {
-            Some(_) => None,
+            Some(reserved) => {
+                debug_assert_eq!(reserved.client, self.id, "a connection of another client");
+                None
+            }
             None => Some(self.connection_permit(req.deadline).await?),
         };
         let started = Instant::now();

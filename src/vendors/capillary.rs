@@ -402,7 +402,7 @@ impl Capillary {
                     ("X-Request-Id", ctx.request_id.as_str()),
                 ],
                 timing: Some(&ctx.upstream_us),
-                deadline: ctx.deadline,
+                deadline: ctx.connection_wait_ends,
                 reserved: connection,
             },
         )
@@ -477,7 +477,7 @@ impl VendorAdapter for Capillary {
         // unknown one's.
         let connection = self
             .client
-            .reserve(ctx.deadline)
+            .reserve(ctx.connection_wait_ends)
             .await
             .map_err(|f| failure_problem(VENDOR, f))?;
         let asked = std::time::Instant::now();

@@ -384,7 +384,7 @@ impl Cbss {
                 body: &body,
                 headers: &[("X-Request-Id", ctx.request_id.as_str())],
                 timing: Some(&ctx.upstream_us),
-                deadline: ctx.deadline,
+                deadline: ctx.connection_wait_ends,
                 reserved: None,
             },
         )

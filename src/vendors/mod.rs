@@ -39,9 +39,10 @@ pub struct StepContext {
     /// decoy: then an adapter spends no time making that answer's timing look like a known
     /// identifier's, since the answer itself tells.
     pub reveals_unknown_identifiers: bool,
-    /// When the step's `total_ms` runs out (`None` past the clock's range): a wait for a vendor
-    /// connection ends by then, as `Busy`, rather than be cut off as though the vendor were slow.
-    pub deadline: Option<std::time::Instant>,
+    /// When a wait for a vendor connection gives up (as `Busy`, a 503): a little before the
+    /// step's `total_ms` runs out, so that the step answers that itself rather than be cut off
+    /// as though the vendor were slow (`None` past the clock's range).
+    pub connection_wait_ends: Option<std::time::Instant>,
 }
 
 /// `POST /reset` after validation.
