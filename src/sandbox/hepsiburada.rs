@@ -30,9 +30,13 @@ enum Code {
 }
 
 impl Code {
+    // A success carries the enum's lowest value, as the documentation's success sample does
+    // (`Code` 9000, `PasswordUsedBefore` in XML, beside `IsValid` and `Success` true): the
+    // service leaves the code unset, so only `Success` and `IsValid` tell a success from a
+    // reused password.
     fn number(self) -> u32 {
         match self {
-            Code::Success => 0,
+            Code::Success => 9000,
             Code::PasswordUsedBefore => 9000,
             Code::ChangeRequestNotFound => 9001,
             Code::PasswordInvalid => 9002,
@@ -41,7 +45,7 @@ impl Code {
 
     fn name(self) -> &'static str {
         match self {
-            Code::Success => "Success",
+            Code::Success => "PasswordUsedBefore",
             Code::PasswordUsedBefore => "PasswordUsedBefore",
             Code::ChangeRequestNotFound => "ChangeRequestNotFound",
             Code::PasswordInvalid => "PasswordInvalid",
