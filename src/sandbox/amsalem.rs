@@ -33,11 +33,16 @@ struct IssuedKey {
     expires: Instant,
 }
 
+/// How near the last request's salt a salt may not be.
+const SALT_NEIGHBOURHOOD: u64 = 100;
+
 struct State {
     customers: Vec<Customer>,
     keys: HashMap<String, IssuedKey>,
     salts: HashSet<u64>,
     salt_order: VecDeque<u64>,
+    /// The salt of the last change taken, against which the next must not look counted.
+    last_salt: Option<u64>,
 }
 
 pub struct AmsalemSandbox {
@@ -64,6 +69,7 @@ impl AmsalemSandbox {
                 keys: HashMap::new(),
                 salts: HashSet::new(),
                 salt_order: VecDeque::new(),
+                last_salt: None,
             }),
             outbox,
         }
@@ -156,6 +162,20 @@ impl AmsalemSandbox {
             if let Some(old) = state.salt_order.pop_front() {
                 state.salts.remove(&old);
             }
+        }
+        // A salt is a random number: one within a hundred of the last (a counter, a clock in
+        // milliseconds) is refused. Two random ones of at least 9 digits land that close about
+        // once in ten million.
+        if state
+            .last_salt
+            .replace(salt)
+            .is_some_and(|last| last.abs_diff(salt) <= SALT_NEIGHBOURHOOD)
+        {
+            return Err((
+                "INVALID_REQUEST",
+                "Salt must be a random number: this one is within 100 of the last request's."
+                    .into(),
+            ));
         }
         let Some(issued) = state.keys.get(&req.key) else {
             return Err(("INVALID_KEY", "Invalid key.".into()));

@@ -216,6 +216,43 @@ fn the_amsalem_sandbox_refuses_a_replayed_salt() {
 }
 
 #[test]
+fn the_amsalem_sandbox_refuses_a_salt_that_counts_on_from_the_last() {
+    use reset_gateway::signing::{Inputs, Recipe};
+    let sandbox = Sandbox::start();
+    // Each change with a salt one more than the last, as a counter (or a clock read in quick
+    // succession) would make: the first is taken, the next is not a random number.
+    let change = |salt: u64, password: &str| {
+        let code = issue(&sandbox, "amsalem", "somchai");
+        let digest = Recipe::amsalem_default().compute(&Inputs {
+            api_username: "sandbox-api",
+            salt,
+            key: &code,
+            new_password: password,
+            user_name: "somchai",
+            email: "",
+            secret: "sandbox-amsalem-secret",
+        });
+        let body = format!(
+            r#"{{"User":{{"UserName":"somchai","Email":"","Key":"{code}"}},"UserNewPassword":"{password}","UserName":"sandbox-api","Salt":{salt},"Digest":"{digest}"}}"#
+        );
+        request(
+            sandbox.addr,
+            "POST",
+            "/amsalem/api/Customers/ChangePassword",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .json()
+    };
+    assert_eq!(change(500_000_000_000, "Counted-1234")["Success"], true);
+    let next = change(500_000_000_001, "Counted-5678");
+    assert_eq!(next["Success"], false);
+    assert_eq!(next["Extra1"], "INVALID_REQUEST");
+    // A salt far from the last is taken.
+    assert_eq!(change(731_902_448_116, "Random-9012")["Success"], true);
+}
+
+#[test]
 fn guessing_a_users_reset_code_is_bounded_like_guessing_an_otp() {
     // Five wrong codes for one user (wrong_otps_per_reset's default), then that user's
     // completions are refused without calling the vendor, the right code's included; a right
