@@ -1053,16 +1053,7 @@ mod tests {
                 ..Timeouts::default()
             },
         );
-        let req = UpstreamRequest {
-            endpoint: "test",
-            path_and_query: "/x",
-            content_type: "application/json",
-            body: b"{}",
-            headers: &[],
-            timing: None,
-            deadline: None,
-            reserved: None,
-        };
+        let req = request(None, None);
         let begun = Instant::now() - Duration::from_millis(450);
         let (answer, _) = client.send(&req, begun).await.expect("the vendor's answer");
         assert_eq!((answer.status, answer.body.as_slice()), (200, &b"{}"[..]));

@@ -181,34 +181,42 @@ fn amsalem_keys_belong_to_one_user_and_the_identifier_is_required() {
     amsalem_change(&gw, &code, "somchai").problem(422, "invalid_otp");
 }
 
-#[test]
-fn the_amsalem_sandbox_refuses_a_replayed_salt() {
+/// Sends the Amsalem sandbox a change of somchai's password under `code`, signed by the sandbox's
+/// API user with `salt`, as an adapter would; its JSON answer.
+fn amsalem_sandbox_change(
+    sandbox: &Sandbox,
+    code: &str,
+    salt: u64,
+    password: &str,
+) -> serde_json::Value {
     use reset_gateway::signing::{Inputs, Recipe};
-    let sandbox = Sandbox::start();
-    let code = issue(&sandbox, "amsalem", "somchai");
-    let salt = 987_654_321_012u64;
     let digest = Recipe::amsalem_default().compute(&Inputs {
         api_username: "sandbox-api",
         salt,
-        key: &code,
-        new_password: "Replay-1234",
+        key: code,
+        new_password: password,
         user_name: "somchai",
         email: "",
         secret: "sandbox-amsalem-secret",
     });
     let body = format!(
-        r#"{{"User":{{"UserName":"somchai","Email":"","Key":"{code}"}},"UserNewPassword":"Replay-1234","UserName":"sandbox-api","Salt":{salt},"Digest":"{digest}"}}"#
+        r#"{{"User":{{"UserName":"somchai","Email":"","Key":"{code}"}},"UserNewPassword":"{password}","UserName":"sandbox-api","Salt":{salt},"Digest":"{digest}"}}"#
     );
-    let send = || {
-        request(
-            sandbox.addr,
-            "POST",
-            "/amsalem/api/Customers/ChangePassword",
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-        .json()
-    };
+    request(
+        sandbox.addr,
+        "POST",
+        "/amsalem/api/Customers/ChangePassword",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .json()
+}
+
+#[test]
+fn the_amsalem_sandbox_refuses_a_replayed_salt() {
+    let sandbox = Sandbox::start();
+    let code = issue(&sandbox, "amsalem", "somchai");
+    let send = || amsalem_sandbox_change(&sandbox, &code, 987_654_321_012, "Replay-1234");
     assert_eq!(send()["Success"], true);
     let replay = send();
     assert_eq!(replay["Success"], false);
@@ -217,32 +225,12 @@ fn the_amsalem_sandbox_refuses_a_replayed_salt() {
 
 #[test]
 fn the_amsalem_sandbox_refuses_a_salt_that_counts_on_from_the_last() {
-    use reset_gateway::signing::{Inputs, Recipe};
     let sandbox = Sandbox::start();
     // Each change with a salt one more than the last, as a counter (or a clock read in quick
     // succession) would make: the first is taken, the next is not a random number.
     let change = |salt: u64, password: &str| {
         let code = issue(&sandbox, "amsalem", "somchai");
-        let digest = Recipe::amsalem_default().compute(&Inputs {
-            api_username: "sandbox-api",
-            salt,
-            key: &code,
-            new_password: password,
-            user_name: "somchai",
-            email: "",
-            secret: "sandbox-amsalem-secret",
-        });
-        let body = format!(
-            r#"{{"User":{{"UserName":"somchai","Email":"","Key":"{code}"}},"UserNewPassword":"{password}","UserName":"sandbox-api","Salt":{salt},"Digest":"{digest}"}}"#
-        );
-        request(
-            sandbox.addr,
-            "POST",
-            "/amsalem/api/Customers/ChangePassword",
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-        .json()
+        amsalem_sandbox_change(&sandbox, &code, salt, password)
     };
     assert_eq!(change(500_000_000_000, "Counted-1234")["Success"], true);
     let next = change(500_000_000_001, "Counted-5678");
