@@ -31,6 +31,7 @@ pub mod shutdown;
 pub mod signing;
 pub mod single_use;
 mod swar;
+pub mod task_room;
 pub mod timestamp;
 pub mod tls;
 pub mod token;

@@ -12,13 +12,14 @@
 //! password change.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use crate::redis_store::{CallError, RedisStore, RETRY_AFTER_FAILURE};
+use crate::task_room::TaskRoom;
 
 /// What a claim found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,9 +134,9 @@ const LONGEST_RELEASE_WAIT: Duration = Duration::from_secs(4);
 /// load holds bounded memory and tasks.
 const MOST_PENDING_RELEASES: usize = 1024;
 
-static PENDING_RELEASES: AtomicUsize = AtomicUsize::new(0);
+static PENDING_RELEASES: TaskRoom = TaskRoom::new(MOST_PENDING_RELEASES);
 
-/// Whether releases were dropped for want of room since the pending count was last low: the
+/// Whether releases were dropped for want of room since the room was last at most half full: the
 /// warning is logged once per such spell, not once per release.
 static RELEASES_DROPPED: AtomicBool = AtomicBool::new(false);
 
@@ -181,8 +182,7 @@ fn release_until_answered(
     key: String,
     token: ClaimToken,
 ) {
-    if PENDING_RELEASES.fetch_add(1, Ordering::Relaxed) >= MOST_PENDING_RELEASES {
-        PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed);
+    let Some(place) = PENDING_RELEASES.take() else {
         if !RELEASES_DROPPED.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 most = MOST_PENDING_RELEASES,
@@ -192,17 +192,14 @@ fn release_until_answered(
             );
         }
         return;
+    };
+    // A spell of dropped releases ends once no more than half the room is taken: the next
+    // release dropped after that warns again.
+    if PENDING_RELEASES.at_most_half_full() {
+        RELEASES_DROPPED.store(false, Ordering::Relaxed);
     }
     tokio::spawn(async move {
-        struct Pending;
-        impl Drop for Pending {
-            fn drop(&mut self) {
-                if PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed) <= MOST_PENDING_RELEASES / 2 {
-                    RELEASES_DROPPED.store(false, Ordering::Relaxed);
-                }
-            }
-        }
-        let _pending = Pending;
+        let _place = place;
         let token = token.to_hex();
         let give_up = Instant::now() + RELEASE_RETRIED_FOR;
         // The first send must not wait for the store's rest: it is what follows the claim on

@@ -2,13 +2,13 @@
 //! decisions (the per-key limit is checked in `Gateway::step`), and the wrong-code cell a
 //! verification or code-flow completion holds while its code is checked.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::api::{ErrorCode, Problem};
 use crate::gateway::Tenant;
 use crate::limit::{LimitName, LimitState, Mode, Quota};
+use crate::task_room::TaskRoom;
 use crate::vendors::CanonicalStep;
 
 use super::Env;
@@ -133,13 +133,11 @@ pub(super) async fn hold_a_guess(
         .map_err(|state| Problem::limited(ErrorCode::AttemptsExceeded, exceeded, state))
 }
 
-/// Refunds sent to a limiter that must wait (Redis) and not yet answered.
-static PENDING_REFUNDS: AtomicUsize = AtomicUsize::new(0);
-
-/// The most refunds waiting at once: a Redis that stalls under load would otherwise gather one
-/// task per verification. One dropped keeps its cell until the cell comes back by itself (one
-/// reset lifetime): it costs the user a try, never gives a guesser one.
-const MOST_PENDING_REFUNDS: usize = 4096;
+/// Refunds sent to a limiter that must wait (Redis) and not yet answered: at most 4,096 at once,
+/// as a Redis that stalls under load would otherwise gather one task per verification. One
+/// dropped keeps its cell until the cell comes back by itself (one reset lifetime): it costs the
+/// user a try, never gives a guesser one.
+static PENDING_REFUNDS: TaskRoom = TaskRoom::new(4096);
 
 /// Gives back the cell `hold_a_guess` took, for a code that was not shown wrong. The vendor has
 /// answered by now, and what it did must be what the caller is told: an in-memory limiter gives
@@ -155,21 +153,12 @@ pub(super) fn give_the_guess_back(env: &Env<'_>, key: &str, quota: Quota) {
     {
         return;
     }
-    if PENDING_REFUNDS.fetch_add(1, Ordering::Relaxed) >= MOST_PENDING_REFUNDS {
-        PENDING_REFUNDS.fetch_sub(1, Ordering::Relaxed);
+    let Some(place) = PENDING_REFUNDS.take() else {
         return;
-    }
-    // Counted out however the task ends, dropped unpolled by a runtime shutting down included.
-    struct Pending;
-    impl Drop for Pending {
-        fn drop(&mut self) {
-            PENDING_REFUNDS.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-    let pending = Pending;
+    };
     let (limiter, key) = (Arc::clone(env.limiter), key.to_owned());
     tokio::spawn(async move {
-        let _pending = pending;
+        let _place = place;
         limiter.check(&key, quota, refund).await;
     });
 }
