@@ -609,6 +609,19 @@ impl Config {
         validate(raw)
     }
 
+    /// How long before its step's deadline a wait for a vendor connection gives up: room for
+    /// what the step still does after a call that was never sent (giving a used reset id back
+    /// takes a Redis round trip), so that it answers that 503 itself rather than be cut off as
+    /// a 504. Two of the deadline sweeper's 5 ms passes beside the Redis bound, as the wait and
+    /// the step may be woken on successive passes.
+    pub fn connection_wait_margin(&self) -> Duration {
+        self.limits
+            .redis
+            .as_ref()
+            .map_or(Duration::ZERO, |redis| redis.timeout)
+            + Duration::from_millis(10)
+    }
+
     /// What a valid config still costs, in words for an operator: `run` logs each as a warning
     /// and `check-config` prints them.
     pub fn warnings(&self) -> Vec<String> {
@@ -662,6 +675,17 @@ impl Config {
                     c.name,
                     c.timeouts.connect.as_millis(),
                     c.timeouts.total.as_millis()
+                ));
+            }
+            let wait_margin = self.connection_wait_margin();
+            if c.timeouts.total <= wait_margin {
+                warnings.push(format!(
+                    "connections.{}.timeouts.total_ms ({} ms) leaves no time to wait for a busy \
+                     vendor connection (a wait ends {} ms before the step's end, for the step to \
+                     answer): a call that finds every connection busy is answered 503 at once.",
+                    c.name,
+                    c.timeouts.total.as_millis(),
+                    wait_margin.as_millis()
                 ));
             }
             if c.max_connections < self.server.threads {
@@ -1638,6 +1662,19 @@ api_keys = [{ name = "k", key_sha256 = "0000000000000000000000000000000000000000
             "{equal:?}"
         );
         assert!(!warnings(999).iter().any(|w| w.contains("connect_ms")));
+        // A step no longer than the margin a wait for a vendor connection leaves it.
+        let short = Config::parse(&format!(
+            "{MINIMAL}\n[connections.c1.timeouts]\nconnect_ms = 5\ntotal_ms = 10\n"
+        ))
+        .unwrap()
+        .warnings();
+        assert!(
+            short.iter().any(|w| w.starts_with(
+                "connections.c1.timeouts.total_ms (10 ms) leaves no time to wait for a busy vendor connection"
+            )),
+            "{short:?}"
+        );
+        assert!(!warnings(999).iter().any(|w| w.contains("leaves no time")));
     }
 
     #[test]

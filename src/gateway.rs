@@ -103,10 +103,8 @@ pub struct Gateway {
     trusted_proxies: Vec<Cidr>,
     max_body_bytes: usize,
     openapi: Bytes,
-    /// How long before its step's deadline a wait for a vendor connection gives up: room for what
-    /// the step still does after a call that was never sent (giving a used reset id back takes a
-    /// Redis round trip), so that it answers that 503 itself rather than be cut off as a 504,
-    /// which tells the client its reset id may be spent.
+    /// How long before its step's deadline a wait for a vendor connection gives up
+    /// (`Config::connection_wait_margin`).
     wait_margin: Duration,
 }
 
@@ -260,14 +258,7 @@ impl Gateway {
             per_identifier: config.limits.per_identifier,
             trusted_proxies: config.server.trusted_proxies.clone(),
             max_body_bytes: config.server.max_body_bytes,
-            // Two of the deadline sweeper's 5 ms passes beside the Redis bound, as the wait and
-            // the step may be woken on successive passes.
-            wait_margin: config
-                .limits
-                .redis
-                .as_ref()
-                .map_or(Duration::ZERO, |redis| redis.timeout)
-                + Duration::from_millis(10),
+            wait_margin: config.connection_wait_margin(),
             openapi: Bytes::from(openapi::document(config.server.max_body_bytes)),
         }
     }

@@ -84,7 +84,7 @@ pub(super) async fn spend_outbound(
     if !state.decision.fallback {
         budget.gauge.record(&state.decision, at);
     }
-    // Every allowed call counts, a fallback's too: the vendor receives it all the same.
+    // Every call the budget allowed counts, a fallback's too: it is spent all the same.
     if decision.is_ok() {
         budget.gauge.spent(calls);
     }

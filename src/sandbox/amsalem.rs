@@ -41,7 +41,8 @@ struct State {
     keys: HashMap<String, IssuedKey>,
     salts: HashSet<u64>,
     salt_order: VecDeque<u64>,
-    /// The salt of the last change taken, against which the next must not look counted.
+    /// The salt of the last request that passed the digest and reuse checks, against which the
+    /// next must not look counted.
     last_salt: Option<u64>,
 }
 

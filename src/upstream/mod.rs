@@ -191,8 +191,8 @@ pub enum UpstreamFailure {
     /// which would have ended the request's head early. (Values come from the config's secrets,
     /// refused at load, and from sanitised request ids: this is the last line, not the first.)
     Unsendable(String),
-    /// Every connection this thread may hold to the vendor stayed busy for `connect_ms`: the
-    /// request was not sent.
+    /// Every connection this thread may hold to the vendor stayed busy until `connect_ms` or the
+    /// wait's end before the step's deadline: the request was not sent.
     Busy,
 }
 
