@@ -293,6 +293,17 @@ mod tests {
         assert_eq!(failure(&spent).0, ErrorCode::InvalidOtp);
     }
 
+    /// The vendor's documented success samples carry Code 9000 (PasswordUsedBefore), the enum's
+    /// lowest value, beside Success and IsValid true: a success, not a reused password.
+    #[test]
+    fn the_documented_success_samples_are_successes_whatever_their_code() {
+        let json =
+            br#"{"Email":"e","Code":9000,"ExceptionMessageList":[],"IsValid":true,"Success":true}"#;
+        assert!(read_answer(200, json, &[]).is_ok());
+        let xml = br#"<PasswordChangeResponse xmlns="urn:x"><Code>PasswordUsedBefore</Code><ExceptionMessageList xmlns:d2p1="urn:a"/><IsValid>true</IsValid><Success>true</Success></PasswordChangeResponse>"#;
+        assert!(read_answer(200, xml, &[]).is_ok());
+    }
+
     #[test]
     fn json_requests_use_the_documented_names() {
         let r = JsonRequest {
