@@ -283,28 +283,63 @@ fn answer(
     } else {
         vec![message]
     };
+    // Every member of the documented answer, as a DataContract service writes them: the user's
+    // fields for a success, their defaults otherwise (a Guid and the numbers and flags are value
+    // types, never null; the strings the sandbox does not know are null).
+    let user_id = email.map_or_else(
+        || "00000000-0000-0000-0000-000000000000".to_string(),
+        guid_of,
+    );
+    let user_type = u8::from(email.is_some());
     if xml_format {
         let list = errors
             .iter()
             .map(|m| format!("<d2p1:string>{}</d2p1:string>", xml::escape(m)))
             .collect::<String>();
         let arrays = "http://schemas.microsoft.com/2003/10/Serialization/Arrays";
+        let email = match email {
+            Some(email) => format!("<Email>{}</Email>", xml::escape(email)),
+            None => "<Email i:nil=\"true\"/>".to_string(),
+        };
+        // In DataContract's order: by name.
         let body = format!(
             "<PasswordChangeResponse xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns=\"{NS_RESPONSE}\">\
-             <Code>{}</Code><Email>{}</Email><ExceptionMessageList xmlns:d2p1=\"{arrays}\">{list}</ExceptionMessageList>\
-             <IsValid>{is_valid}</IsValid><Success>{success}</Success></PasswordChangeResponse>",
+             <Code>{}</Code>{email}<ExceptionMessageList xmlns:d2p1=\"{arrays}\">{list}</ExceptionMessageList>\
+             <FirstName i:nil=\"true\"/><Gender>0</Gender>\
+             <InformationMessageList xmlns:d2p1=\"{arrays}\"/><IsLazy>false</IsLazy>\
+             <IsValid>{is_valid}</IsValid><LastName i:nil=\"true\"/>\
+             <RedirectionKey i:nil=\"true\"/><ReturnUrl i:nil=\"true\"/>\
+             <SharedDataPermission>false</SharedDataPermission><Success>{success}</Success>\
+             <Title i:nil=\"true\"/><UserId>{user_id}</UserId><UserType>{user_type}</UserType>\
+             <WarningMessageList xmlns:d2p1=\"{arrays}\"/></PasswordChangeResponse>",
             code.name(),
-            email.unwrap_or_default(),
         );
         Reply::new(200, "application/xml; charset=utf-8", body)
     } else {
         let body = json!({
-            "Email": email, "UserId": null, "Code": code.number(),
-            "ExceptionMessageList": errors, "IsValid": is_valid, "Success": success,
+            "Email": email, "UserId": user_id, "FirstName": null, "LastName": null,
+            "Title": null, "IsLazy": false, "UserType": user_type,
+            "SharedDataPermission": false, "Gender": 0, "Code": code.number(),
+            "ExceptionMessageList": errors, "RedirectionKey": null, "ReturnUrl": null,
+            "IsValid": is_valid, "Success": success,
             "InformationMessageList": [], "WarningMessageList": [],
         });
         Reply::json(200, serde_json::to_vec(&body).expect("json"))
     }
+}
+
+/// A customer's UserId: a GUID made from their e-mail address, the same on every answer.
+fn guid_of(email: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hex = hex::encode(&Sha256::digest(email.as_bytes())[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 #[cfg(test)]
