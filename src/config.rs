@@ -666,6 +666,7 @@ impl Config {
                 self.server.max_connections, self.server.threads, self.server.threads
             ));
         }
+        let wait_margin = self.connection_wait_margin();
         for c in &self.connections {
             if c.timeouts.connect >= c.timeouts.total {
                 warnings.push(format!(
@@ -677,7 +678,6 @@ impl Config {
                     c.timeouts.total.as_millis()
                 ));
             }
-            let wait_margin = self.connection_wait_margin();
             if c.timeouts.total <= wait_margin {
                 warnings.push(format!(
                     "connections.{}.timeouts.total_ms ({} ms) leaves no time to wait for a busy \

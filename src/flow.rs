@@ -144,8 +144,8 @@ fn push_subject(out: &mut String, tenant: &str, identifier: &Identifier) {
         IdentifierKind::Mobile => value.trim_start_matches('+').into(),
         // Spaces around a user name or repeated within it are folded, as `code_guesses::key`
         // folds them (`folded_user_name`): a vendor whose lookup trims them would otherwise see
-        // one user where each spelling got a fresh allowance of starts and wrong codes. A name with at most single
-        // spaces inside folds to itself, so its key is as before.
+        // one user where each spelling got a fresh allowance of starts and wrong codes. A name
+        // with at most single spaces inside folds to itself, so its key is as before.
         IdentifierKind::Username if value.chars().any(char::is_whitespace) => {
             crate::code_guesses::folded_user_name(value).into()
         }

@@ -168,7 +168,7 @@ pub fn gateway(config_path: &str) -> Result<(), String> {
     // Each thread's listener serves its share of the limit (the kernel spreads connections
     // evenly over the group's sockets).
     let max_connections = config.server.max_connections;
-    let per_thread = max_connections.div_ceil(config.server.threads);
+    let per_thread = crate::upstream::per_thread_share(max_connections, config.server.threads);
     warn_if_too_few_files(&config);
     for (i, listener) in api_group.into_iter().enumerate() {
         server.add_service(

@@ -36,8 +36,7 @@ impl Code {
     // reused password.
     fn number(self) -> u32 {
         match self {
-            Code::Success => 9000,
-            Code::PasswordUsedBefore => 9000,
+            Code::Success | Code::PasswordUsedBefore => 9000,
             Code::ChangeRequestNotFound => 9001,
             Code::PasswordInvalid => 9002,
         }
@@ -45,8 +44,7 @@ impl Code {
 
     fn name(self) -> &'static str {
         match self {
-            Code::Success => "PasswordUsedBefore",
-            Code::PasswordUsedBefore => "PasswordUsedBefore",
+            Code::Success | Code::PasswordUsedBefore => "PasswordUsedBefore",
             Code::ChangeRequestNotFound => "ChangeRequestNotFound",
             Code::PasswordInvalid => "PasswordInvalid",
         }

@@ -444,19 +444,17 @@ impl UpstreamClient {
             waits: self.waits.as_ref(),
             outcome: None,
         };
-        match crate::deadline::timeout_at(until, permits.acquire_owned()).await {
-            // A timeout fires up to a sweep late: a connection that came free in that time, past
-            // the wait's end, is given up all the same, since the step has no time left for it.
-            Ok(Ok(_)) if deadline.is_some_and(|end| Instant::now() >= end) => {
-                wait.outcome = Some(Waited::GaveUp);
-                Err(UpstreamFailure::Busy)
-            }
-            Ok(Ok(permit)) => {
+        let acquired = crate::deadline::timeout_at(until, permits.acquire_owned()).await;
+        // A timeout fires up to a sweep late: a connection that came free in that time, past the
+        // wait's end, is given up all the same, since the step has no time left for it. (An
+        // `Err` inside is a closed semaphore, which this module never closes.)
+        let in_time = deadline.is_none_or(|end| Instant::now() < end);
+        match acquired {
+            Ok(Ok(permit)) if in_time => {
                 wait.outcome = Some(Waited::Served);
                 Ok(permit)
             }
-            // `Err` inside is a closed semaphore, which this module never closes.
-            Ok(Err(_)) | Err(_) => {
+            _ => {
                 wait.outcome = Some(Waited::GaveUp);
                 Err(UpstreamFailure::Busy)
             }
@@ -622,8 +620,8 @@ impl UpstreamClient {
     }
 }
 
-/// The share of `most` connections each of `threads` worker threads holds: rounded up, so every
-/// thread holds at least one.
+/// The share of `most` connections each of `threads` worker threads holds, client or vendor
+/// connections alike: rounded up, so every thread holds at least one.
 pub fn per_thread_share(most: usize, threads: usize) -> usize {
     most.div_ceil(threads.max(1)).max(1)
 }
@@ -946,6 +944,12 @@ mod tests {
         (port, accepted)
     }
 
+    /// A client of a vendor on loopback `port`.
+    fn loopback_client(port: u16, timeouts: Timeouts) -> UpstreamClient {
+        let base = BaseUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        UpstreamClient::new("test", base, timeouts)
+    }
+
     fn request(deadline: Option<Instant>, reserved: Option<&Reserved>) -> UpstreamRequest<'_> {
         UpstreamRequest {
             endpoint: "test",
@@ -964,15 +968,11 @@ mod tests {
     #[tokio::test]
     async fn a_call_finding_every_connection_busy_gives_up_by_its_deadline() {
         let (port, accepted) = answering_vendor().await;
-        let client = UpstreamClient::new(
-            "test",
-            BaseUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap(),
-            Timeouts {
-                connect: Duration::from_secs(30),
-                ..Timeouts::default()
-            },
-        )
-        .for_connection("unit-busy", 1, 1);
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(30),
+            ..Timeouts::default()
+        };
+        let client = loopback_client(port, timeouts).for_connection("unit-busy", 1, 1);
         let held = client.reserve(None).await.expect("the one connection");
         let asked = Instant::now();
         let busy = client
@@ -1001,12 +1001,8 @@ mod tests {
     #[tokio::test]
     async fn a_reserved_connection_carries_every_call_of_its_step() {
         let (port, accepted) = answering_vendor().await;
-        let client = UpstreamClient::new(
-            "test",
-            BaseUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap(),
-            Timeouts::default(),
-        )
-        .for_connection("unit-reserved", 1, 1);
+        let client =
+            loopback_client(port, Timeouts::default()).for_connection("unit-reserved", 1, 1);
         let held = client.reserve(None).await.expect("the one connection");
         let soon = Instant::now() + Duration::from_millis(200);
         for _ in 0..2 {
@@ -1045,14 +1041,11 @@ mod tests {
             // Held open until the client has read the answer.
             let _ = socket.read(&mut buf).await;
         });
-        let client = UpstreamClient::new(
-            "test",
-            BaseUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap(),
-            Timeouts {
-                read: Duration::from_millis(500),
-                ..Timeouts::default()
-            },
-        );
+        let timeouts = Timeouts {
+            read: Duration::from_millis(500),
+            ..Timeouts::default()
+        };
+        let client = loopback_client(port, timeouts);
         let req = request(None, None);
         let begun = Instant::now() - Duration::from_millis(450);
         let (answer, _) = client.send(&req, begun).await.expect("the vendor's answer");

@@ -461,13 +461,18 @@ api_keys = [{{ name = "k", key_sha256 = "{xml}" }}]
 
 /// `config` with connection `name`'s `outbound_limit` set to `count` calls per `period_secs`.
 pub fn with_outbound_limit(config: &str, name: &str, count: u32, period_secs: u64) -> String {
+    let limit = format!("outbound_limit = {{ count = {count}, period_secs = {period_secs} }}");
+    with_connection_setting(config, name, &limit)
+}
+
+/// `config` with `setting` (one TOML line) added to connection `name`'s table.
+pub fn with_connection_setting(config: &str, name: &str, setting: &str) -> String {
     let header = format!("[connections.{name}]\n");
     assert!(
         config.contains(&header),
         "the config has no connection {name}"
     );
-    let limit = format!("outbound_limit = {{ count = {count}, period_secs = {period_secs} }}\n");
-    config.replacen(&header, &format!("{header}{limit}"), 1)
+    config.replacen(&header, &format!("{header}{setting}\n"), 1)
 }
 
 /// An Amsalem connection `a` on `sandbox` for tenant `a` (key-a), the sandbox's API user, and

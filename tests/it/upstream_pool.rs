@@ -162,23 +162,22 @@ fn the_sandbox_sends_chunks_only_to_http_1_1_callers() {
     assert_eq!(whole.status, chunked.status);
 }
 
-/// `config` with connection `json` holding at most `most` connections to its vendor.
-fn with_max_connections(config: &str, most: usize) -> String {
-    let header = "[connections.json]\n";
-    assert!(config.contains(header));
-    config.replacen(header, &format!("{header}max_connections = {most}\n"), 1)
-}
-
-fn waits(gw: &Gateway, outcome: &str) -> f64 {
+/// The calls on `connection` (of `vendor`) that waited for a vendor connection, by `outcome`.
+fn connection_waits(gw: &Gateway, connection: &str, vendor: &str, outcome: &str) -> f64 {
     sample(
         gw.admin,
         "reset_gateway_upstream_waits_total",
         &[
-            ("connection", "json"),
-            ("vendor", "cbss"),
+            ("connection", connection),
+            ("vendor", vendor),
             ("outcome", outcome),
         ],
     )
+}
+
+/// `connection_waits` on the CBSS connection `json`.
+fn waits(gw: &Gateway, outcome: &str) -> f64 {
+    connection_waits(gw, "json", "cbss", outcome)
 }
 
 /// A gateway whose connection `json` may hold one vendor connection, on a sandbox that takes
@@ -190,7 +189,8 @@ fn one_connection_gateway(delay_ms: u64, timeouts: VendorTimeouts) -> (Sandbox, 
         timeouts,
         "[limits]\nper_identifier = { count = 100, period_secs = 60 }",
     );
-    let gw = Gateway::start(&with_max_connections(&config, 1), CBSS_ENV);
+    let config = with_connection_setting(&config, "json", "max_connections = 1");
+    let gw = Gateway::start(&config, CBSS_ENV);
     (sandbox, gw)
 }
 
@@ -315,10 +315,10 @@ fn a_step_of_two_calls_holds_one_connection_for_both() {
     let sandbox = Sandbox::start_with_delay(300);
     let config = capillary_config(&sandbox, "").replace(
         "timeouts = { connect_ms = 500, read_ms = 2000, write_ms = 2000, total_ms = 3000 }",
-        "max_connections = 1\n\
-         timeouts = { connect_ms = 3000, read_ms = 2000, write_ms = 2000, total_ms = 6000 }",
+        "timeouts = { connect_ms = 3000, read_ms = 2000, write_ms = 2000, total_ms = 6000 }",
     );
-    assert!(config.contains("max_connections = 1"));
+    assert!(config.contains("connect_ms = 3000"));
+    let config = with_connection_setting(&config, "web", "max_connections = 1");
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     let all_ready = std::sync::Barrier::new(2);
     let answers: Vec<Response> = std::thread::scope(|s| {
@@ -340,17 +340,7 @@ fn a_step_of_two_calls_holds_one_connection_for_both() {
             String::from_utf8_lossy(&answer.body)
         );
     }
-    let waits = |outcome: &str| {
-        sample(
-            gw.admin,
-            "reset_gateway_upstream_waits_total",
-            &[
-                ("connection", "web"),
-                ("vendor", "capillary"),
-                ("outcome", outcome),
-            ],
-        )
-    };
+    let waits = |outcome: &str| connection_waits(&gw, "web", "capillary", outcome);
     assert_eq!(waits("served"), 1.0, "one start waited, once");
     assert_eq!(waits("gave_up"), 0.0);
     assert_eq!(sandbox.calls("capillary"), 4);
