@@ -2,7 +2,10 @@
 //!
 //! It builds a tree of elements by local name, each with the namespace its prefix (or the default
 //! namespace in scope) resolves to: readers look children up by local name, as DataContract XML
-//! puts namespaces everywhere, and a strict reader (the sandbox's) can check them too. It refuses
+//! puts namespaces everywhere, and a strict reader (the sandbox's) can check them too. Attributes
+//! keep their namespace as well (none when unprefixed: a default namespace does not apply to
+//! them), so `attribute` finds only an unqualified one and `is_nil` only XML Schema's own `nil`;
+//! a prefix declared nowhere in scope makes the document malformed, as it is to .NET's readers. It refuses
 //! DOCTYPE declarations and any entity beyond XML's five predefined ones
 //! (so nothing is ever expanded), and stops at fixed depth and size limits. What it keeps grows
 //! with the document and no faster: a namespace is held once, however many elements are in it,
@@ -26,10 +29,25 @@ pub struct Element {
     /// The namespace the element's name is in (empty for none, or for an undeclared prefix):
     /// shared with the declaration, so a long one in scope of many elements is stored once.
     pub namespace: Arc<str>,
-    pub attributes: Vec<(String, String)>,
+    pub attributes: Vec<Attribute>,
     pub children: Vec<Element>,
     pub text: String,
 }
+
+/// One attribute of an element (namespace declarations are not attributes here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attribute {
+    /// The namespace its prefix resolves to; empty for an unprefixed attribute.
+    pub namespace: Arc<str>,
+    pub name: String,
+    pub value: String,
+}
+
+/// XML Schema's instance namespace, where `nil` is DataContract's and XmlSerializer's null.
+pub const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+/// The namespace the `xml` prefix is bound to without a declaration.
+const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
 
 impl Element {
     /// The first child with this local name.
@@ -48,16 +66,24 @@ impl Element {
         self.child(name).map(|c| c.text.as_str())
     }
 
+    /// The value of the unqualified attribute with this name: `p:Salt` is another attribute
+    /// than `Salt`, whatever `p` is bound to.
     pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.attribute_in("", name)
     }
 
-    /// True when the element carries `i:nil="true"` (DataContract's null).
+    /// The value of the attribute with this name in this namespace.
+    pub fn attribute_in(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|a| a.name == name && &*a.namespace == namespace)
+            .map(|a| a.value.as_str())
+    }
+
+    /// True when the element carries XML Schema's `nil="true"` (written `i:nil` by
+    /// DataContract, `xsi:nil` by XmlSerializer): a `nil` in any other namespace is not null.
     pub fn is_nil(&self) -> bool {
-        self.attribute("nil") == Some("true")
+        self.attribute_in(XSI, "nil") == Some("true")
     }
 }
 
@@ -79,32 +105,45 @@ pub enum XmlError {
     Empty,
 }
 
-fn local(name: &[u8]) -> String {
-    let name = match name.iter().rposition(|&b| b == b':') {
-        Some(i) => &name[i + 1..],
-        None => name,
-    };
-    String::from_utf8_lossy(name).into_owned()
-}
-
 /// The namespace declarations in scope, innermost last: `(prefix, namespace)`, the default
 /// namespace under the empty prefix.
 type Scope = Vec<(String, Arc<str>)>;
 
+/// Splits a qualified name at its colon: `(prefix, local)`, the prefix empty when there is none.
+fn split(qualified: &[u8]) -> (&[u8], &[u8]) {
+    match qualified.iter().position(|&b| b == b':') {
+        Some(i) => (&qualified[..i], &qualified[i + 1..]),
+        None => (&[][..], qualified),
+    }
+}
+
+/// The namespace `prefix` is bound to in `scope` (the empty prefix: the default namespace, or
+/// none), or `None` for a prefix declared nowhere in scope.
+fn resolve(scope: &Scope, prefix: &[u8]) -> Option<Arc<str>> {
+    if prefix == b"xml" {
+        return Some(Arc::from(XML_NAMESPACE));
+    }
+    match scope.iter().rev().find(|(p, _)| p.as_bytes() == prefix) {
+        Some((_, ns)) => Some(Arc::clone(ns)),
+        None if prefix.is_empty() => Some(Arc::default()),
+        None => None,
+    }
+}
+
 /// Opens an element: its namespace declarations join `scope` (the caller takes them off again
-/// when the element ends), then its name's prefix is resolved in it.
+/// when the element ends), then its name's prefix and its attributes' are resolved in it. An
+/// element may declare a prefix after an attribute that uses it, so attributes are resolved only
+/// once all its declarations are in.
 fn open(e: &quick_xml::events::BytesStart<'_>, scope: &mut Scope) -> Result<Element, XmlError> {
+    const UNDECLARED: XmlError = XmlError::Malformed("an undeclared namespace prefix");
     let qualified = e.name();
-    let mut el = Element {
-        name: local(qualified.as_ref()),
-        ..Element::default()
-    };
+    let mut qualified_attributes: Vec<(&[u8], String, String)> = Vec::new();
     for (index, attr) in e.attributes().enumerate() {
         if index == MAX_ATTRIBUTES {
             return Err(XmlError::TooManyAttributes);
         }
         let attr = attr.map_err(|_| XmlError::Malformed("a malformed attribute"))?;
-        let key = attr.key.as_ref();
+        let key = attr.key.into_inner();
         let value = attr
             .unescape_value()
             .map_err(|_| XmlError::Malformed("an unknown entity or character reference"))?;
@@ -116,20 +155,38 @@ fn open(e: &quick_xml::events::BytesStart<'_>, scope: &mut Scope) -> Result<Elem
                 Arc::from(value.as_ref()),
             ));
         } else {
-            el.attributes.push((local(key), value.into_owned()));
+            let (prefix, name) = split(key);
+            qualified_attributes.push((
+                prefix,
+                String::from_utf8_lossy(name).into_owned(),
+                value.into_owned(),
+            ));
         }
     }
-    let name = qualified.as_ref();
-    let prefix = match name.iter().position(|&b| b == b':') {
-        Some(i) => &name[..i],
-        None => &[][..],
+    let (prefix, name) = split(qualified.as_ref());
+    let mut el = Element {
+        name: String::from_utf8_lossy(name).into_owned(),
+        namespace: resolve(scope, prefix).ok_or(UNDECLARED)?,
+        ..Element::default()
     };
-    el.namespace = scope
-        .iter()
-        .rev()
-        .find(|(p, _)| p.as_bytes() == prefix)
-        .map(|(_, ns)| Arc::clone(ns))
-        .unwrap_or_default();
+    for (prefix, name, value) in qualified_attributes {
+        // Unprefixed, an attribute is in no namespace: the default one is for element names.
+        let namespace = if prefix.is_empty() {
+            Arc::default()
+        } else {
+            resolve(scope, prefix).ok_or(UNDECLARED)?
+        };
+        // Two prefixes bound to one namespace make `a:x` and `b:x` one attribute twice, which
+        // the parser's check of the names as written cannot see.
+        if el.attribute_in(&namespace, &name).is_some() {
+            return Err(XmlError::Malformed("an attribute given twice"));
+        }
+        el.attributes.push(Attribute {
+            namespace,
+            name,
+            value,
+        });
+    }
     Ok(el)
 }
 
@@ -255,7 +312,7 @@ mod tests {
     fn each_element_knows_its_namespace() {
         let doc = br#"<a xmlns="urn:a" xmlns:p="urn:p">
   <b xmlns="urn:b"><p:c/><d/></b>
-  <e/><p:f xmlns:p="urn:q"/><g:h/>
+  <e/><p:f xmlns:p="urn:q"/><xml:h/>
 </a>"#;
         let root = parse(doc).unwrap();
         let ns = |el: &Element| el.namespace.to_string();
@@ -267,8 +324,52 @@ mod tests {
         // b's default namespace ended with b; a prefix redeclared on an element holds there.
         assert_eq!(ns(root.child("e").unwrap()), "urn:a");
         assert_eq!(ns(root.child("f").unwrap()), "urn:q");
-        assert_eq!(ns(root.child("h").unwrap()), "");
+        assert_eq!(ns(root.child("h").unwrap()), XML_NAMESPACE);
         assert_eq!(&*parse(b"<x/>").unwrap().namespace, "");
+    }
+
+    #[test]
+    fn a_prefix_declared_nowhere_in_scope_is_malformed() {
+        let undeclared = Err(XmlError::Malformed("an undeclared namespace prefix"));
+        assert_eq!(parse(b"<a><g:h/></a>"), undeclared);
+        assert_eq!(parse(b"<a g:x=\"1\"/>"), undeclared);
+        // A declaration holds only within its element.
+        assert_eq!(parse(b"<a><b xmlns:g=\"urn:g\"/><g:h/></a>"), undeclared);
+        // Declared on the same element, before or after the attribute that uses it.
+        assert!(parse(b"<a g:x=\"1\" xmlns:g=\"urn:g\"><g:h/></a>").is_ok());
+    }
+
+    #[test]
+    fn attributes_are_found_by_namespace_and_name() {
+        let doc = br#"<r xmlns="urn:d" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:p="urn:p" Salt="1" p:Salt="2" xsi:nil="true">
+  <a xsi:Salt="3"/><b p:nil="true"/><c nil="true"/>
+</r>"#;
+        let root = parse(doc).unwrap();
+        // The default namespace is for element names: an unprefixed attribute is in none.
+        assert_eq!(root.attribute("Salt"), Some("1"));
+        assert_eq!(root.attribute_in("urn:p", "Salt"), Some("2"));
+        assert!(root.is_nil());
+        let a = root.child("a").unwrap();
+        assert_eq!(
+            a.attribute("Salt"),
+            None,
+            "a prefixed attribute is another one"
+        );
+        assert_eq!(a.attribute_in(XSI, "Salt"), Some("3"));
+        assert!(
+            !root.child("b").unwrap().is_nil(),
+            "nil outside XML Schema's namespace"
+        );
+        assert!(!root.child("c").unwrap().is_nil(), "nil in no namespace");
+    }
+
+    #[test]
+    fn one_attribute_under_two_prefixes_is_malformed() {
+        let doc = br#"<r xmlns:a="urn:x" xmlns:b="urn:x" a:k="1" b:k="2"/>"#;
+        assert_eq!(
+            parse(doc),
+            Err(XmlError::Malformed("an attribute given twice"))
+        );
     }
 
     #[test]

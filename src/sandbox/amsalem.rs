@@ -369,4 +369,21 @@ mod tests {
             assert!(read_xml(doc.as_bytes()).is_none(), "{doc}");
         }
     }
+
+    #[test]
+    fn the_authentication_attributes_are_read_unqualified_only() {
+        // XmlSerializer reads `Salt`, not `xsi:Salt`: an adapter writing the attributes in a
+        // namespace sends a request with none, which the vendor refuses.
+        let qualified = SAMPLE
+            .replace(" UserName=", " xsi:UserName=")
+            .replace(" Salt=", " xsi:Salt=")
+            .replace(" Digest=", " xsi:Digest=");
+        let req = read_xml(qualified.as_bytes()).unwrap();
+        assert_eq!(req.api_username, "");
+        assert_eq!(req.salt, None);
+        assert_eq!(req.digest, "");
+        // A member under a prefix declared nowhere is no XML at all to the vendor.
+        let undeclared = SAMPLE.replace("<Key>sample string 3</Key>", "<a:Key>k</a:Key>");
+        assert!(read_xml(undeclared.as_bytes()).is_none());
+    }
 }
