@@ -201,8 +201,10 @@ impl CapillarySandbox {
         ) {
             return Reply::text(404, "no such Capillary resource\n");
         }
-        // Capillary's API takes JSON only, declared as such.
-        if !content_type.trim_start().starts_with("application/json") {
+        // Capillary's API takes JSON only, declared as such: the media type exactly (any case,
+        // as media types are), so `application/jsonl` or a `+json` type is not taken for it.
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        if !media_type.eq_ignore_ascii_case("application/json") {
             return status(415, 415, "Content-Type must be application/json");
         }
         let key_ok = api_key.is_some_and(|k| bool::from(k.ct_eq(DEMO_API_KEY.as_bytes())));

@@ -538,8 +538,13 @@ fn the_capillary_sandbox_takes_json_only() {
     };
     assert_eq!(send("text/plain").status, 415);
     assert_eq!(send("application/xml").status, 415);
-    let json = send("application/json");
-    assert_eq!(json.status, 200, "{}", String::from_utf8_lossy(&json.body));
+    // Only JSON's own media type: not one that merely begins like it.
+    assert_eq!(send("application/jsonl").status, 415);
+    assert_eq!(send("application/json-patch+json").status, 415);
+    for json_type in ["application/json", "Application/JSON; charset=utf-8"] {
+        let json = send(json_type);
+        assert_eq!(json.status, 200, "{}", String::from_utf8_lossy(&json.body));
+    }
 }
 
 #[test]
