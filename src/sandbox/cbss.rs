@@ -105,6 +105,8 @@ impl Step {
 }
 
 struct Pending {
+    /// The client that started it: request ids are per client, as each account's own.
+    client: &'static str,
     customer: usize,
     otp: String,
     otp_expires: Instant,
@@ -218,14 +220,19 @@ impl CbssSandbox {
         }
         let mut state = self.state.lock().expect("cbss sandbox lock");
         let outcome = match step {
-            Step::One => self.request_otp(&mut state, &request.content),
-            Step::Two => verify_otp(&mut state, &request.content),
-            Step::Three => change_password(&mut state, &request.content),
+            Step::One => self.request_otp(&mut state, client, &request.content),
+            Step::Two => verify_otp(&mut state, client, &request.content),
+            Step::Three => change_password(&mut state, client, &request.content),
         };
         (Some(client), outcome)
     }
 
-    fn request_otp(&self, state: &mut State, content: &HashMap<String, String>) -> Outcome {
+    fn request_otp(
+        &self,
+        state: &mut State,
+        client: &DemoClient,
+        content: &HashMap<String, String>,
+    ) -> Outcome {
         let email = content.get("EmailAddress").filter(|v| !v.is_empty());
         let mobile = content.get("MobilePhoneNumber").filter(|v| !v.is_empty());
         let (found, to) = match (email, mobile) {
@@ -257,6 +264,7 @@ impl CbssSandbox {
         state.pending.insert(
             id,
             Pending {
+                client: client.client_code,
                 customer,
                 otp,
                 otp_expires: now + self.otp_lifetime,
@@ -287,7 +295,11 @@ fn request_format(content_type: &str) -> Option<Format> {
     })
 }
 
-fn verify_otp(state: &mut State, content: &HashMap<String, String>) -> Outcome {
+fn verify_otp(
+    state: &mut State,
+    client: &DemoClient,
+    content: &HashMap<String, String>,
+) -> Outcome {
     let (Some(id), Some(otp)) = (pending_id(content), content.get("OTP")) else {
         return fail(
             400,
@@ -295,7 +307,11 @@ fn verify_otp(state: &mut State, content: &HashMap<String, String>) -> Outcome {
             "CustomerForgotUsernamePasswordID and OTP are required.",
         );
     };
-    let Some(p) = state.pending.get_mut(&id) else {
+    let Some(p) = state
+        .pending
+        .get_mut(&id)
+        .filter(|p| p.client == client.client_code)
+    else {
         return fail(200, "REQUEST_NOT_FOUND", "Unknown request.");
     };
     // The request's own lifetime bounds its code's too (`--cbss-otp-lifetime-secs` may be set
@@ -317,7 +333,11 @@ fn verify_otp(state: &mut State, content: &HashMap<String, String>) -> Outcome {
     Outcome::Ok(None)
 }
 
-fn change_password(state: &mut State, content: &HashMap<String, String>) -> Outcome {
+fn change_password(
+    state: &mut State,
+    client: &DemoClient,
+    content: &HashMap<String, String>,
+) -> Outcome {
     let (Some(id), Some(password)) = (pending_id(content), content.get("NewPassword")) else {
         return fail(
             400,
@@ -325,7 +345,12 @@ fn change_password(state: &mut State, content: &HashMap<String, String>) -> Outc
             "CustomerForgotUsernamePasswordID and NewPassword are required.",
         );
     };
-    let Some(p) = state.pending.get(&id) else {
+    // Another client's request is not one this client has.
+    let Some(p) = state
+        .pending
+        .get(&id)
+        .filter(|p| p.client == client.client_code)
+    else {
         return fail(200, "REQUEST_NOT_FOUND", "Unknown request.");
     };
     if Instant::now() > p.request_expires {
@@ -523,6 +548,7 @@ mod tests {
     fn a_code_is_refused_once_its_request_has_expired() {
         let now = Instant::now();
         let pending = |request_expires| Pending {
+            client: DEMO_CLIENT.client_code,
             customer: 0,
             otp: "123456".into(),
             otp_expires: now + Duration::from_secs(3600),
@@ -547,14 +573,31 @@ mod tests {
                 ("OTP".to_string(), "123456".to_string()),
             ])
         };
-        match verify_otp(&mut state, &content("1")) {
+        match verify_otp(&mut state, &DEMO_CLIENT, &content("1")) {
             Outcome::Fail(200, code, _) => assert_eq!(code, "REQUEST_EXPIRED"),
             _ => panic!("a code for an expired request was accepted"),
         }
+        // Request ids are per client: another client's code for it finds no such request, and
+        // takes none of its attempts.
+        match verify_otp(&mut state, &DEMO_CLIENT_UPPER, &content("2")) {
+            Outcome::Fail(200, code, _) => assert_eq!(code, "REQUEST_NOT_FOUND"),
+            _ => panic!("a request was completed by another client"),
+        }
         assert!(matches!(
-            verify_otp(&mut state, &content("2")),
+            verify_otp(&mut state, &DEMO_CLIENT, &content("2")),
             Outcome::Ok(None)
         ));
+        let password = HashMap::from([
+            (
+                "CustomerForgotUsernamePasswordID".to_string(),
+                "2".to_string(),
+            ),
+            ("NewPassword".to_string(), "N3w-passw0rd".to_string()),
+        ]);
+        match change_password(&mut state, &DEMO_CLIENT_UPPER, &password) {
+            Outcome::Fail(200, code, _) => assert_eq!(code, "REQUEST_NOT_FOUND"),
+            _ => panic!("a password was changed by another client"),
+        }
     }
 
     const IN_ORDER: &str = "<d2p1:EmailAddress>sample string 2</d2p1:EmailAddress>\n    <d2p1:MobilePhoneNumber>sample string 1</d2p1:MobilePhoneNumber>";
