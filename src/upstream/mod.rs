@@ -230,6 +230,9 @@ pub struct Reserved {
     _permit: OwnedSemaphorePermit,
     /// The client it is one of the connections of (`UpstreamClient::id`).
     client: usize,
+    /// The thread whose share it is: a call on another thread would use that thread's pool
+    /// without holding one of its permits.
+    thread: std::thread::ThreadId,
 }
 
 static NEXT_CLIENT_ID: AtomicUsize = AtomicUsize::new(0);
@@ -423,6 +426,7 @@ impl UpstreamClient {
             .map(|permit| Reserved {
                 _permit: permit,
                 client: self.id,
+                thread: std::thread::current().id(),
             })
     }
 
@@ -523,6 +527,11 @@ impl UpstreamClient {
         let _own_permit = match req.reserved {
             Some(reserved) => {
                 debug_assert_eq!(reserved.client, self.id, "a connection of another client");
+                debug_assert_eq!(
+                    reserved.thread,
+                    std::thread::current().id(),
+                    "a connection of another thread"
+                );
                 None
             }
             None => Some(self.connection_permit(req.deadline).await?),
