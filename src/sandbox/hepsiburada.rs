@@ -165,7 +165,12 @@ impl HepsiburadaSandbox {
             "PermanentSessionId": req.permanent_session_id,
             "RequestFromIdentityServer": req.from_identity_server,
         }));
-        let ip_ok = req.ip_address.parse::<std::net::IpAddr>().is_ok();
+        // The end user's address: an address, and one a user can be at (not 0.0.0.0 or ::, which
+        // an adapter that lost the user's address might send in its place).
+        let ip_ok = req
+            .ip_address
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.is_unspecified());
         if req.from_identity_server.is_none() || !ip_ok || req.user_agent.is_empty() {
             return None;
         }
@@ -353,6 +358,26 @@ mod tests {
   <RequestFromIdentityServer>true</RequestFromIdentityServer>
   <UserAgent>sample string 5</UserAgent>
 </PasswordChangeRequest>"#;
+
+    #[test]
+    fn a_change_from_no_address_is_refused_as_invalid() {
+        let sandbox = HepsiburadaSandbox::new(Arc::new(Outbox::default()));
+        let from = |ip: &str| Request {
+            from_identity_server: Some(true),
+            password: "N3w-passw0rd".into(),
+            change_request_id: "no-such-request".into(),
+            ip_address: ip.into(),
+            user_agent: "Mozilla/5.0".into(),
+            permanent_session_id: "s1".into(),
+        };
+        for nobody in ["0.0.0.0", "::", "", "localhost"] {
+            assert!(sandbox.change(from(nobody)).is_none(), "{nobody:?}");
+        }
+        for somebody in ["203.0.113.7", "2001:db8::7", "127.0.0.1"] {
+            let (code, ..) = sandbox.change(from(somebody)).expect(somebody);
+            assert!(matches!(code, Code::ChangeRequestNotFound), "{somebody}");
+        }
+    }
 
     #[test]
     fn the_documented_xml_sample_is_read() {
