@@ -454,7 +454,17 @@ pub async fn complete(
                 if vendor_surely_did_nothing(&p) {
                     env.used.release(&claims.id, claim).await;
                 }
-                return Err(p);
+                // A tenant that conceals unknown identifiers never answers 404: a customer the
+                // vendor no longer finds (an account gone since its reset began) is told to
+                // start again, as for an expired reset.
+                return Err(match p.code {
+                    ErrorCode::IdentifierNotFound
+                        if !tenant.settings.reveal_unknown_identifiers =>
+                    {
+                        expired_code()
+                    }
+                    _ => p,
+                });
             }
         }
         (None, Some(reset_code)) => {

@@ -62,13 +62,22 @@ pub(super) fn concealed(tenant: &Tenant, claims: &ResetClaims, p: Problem) -> Pr
         // past the vendor's code lifetime an expired one (which gives its cell back, as a
         // decoy's does). A wrong code keeps its cell, so the gateway's own limit then refuses
         // both alike.
-        ErrorCode::AttemptsExceeded if p.limit.is_none() => {
-            match decoy_code_expired(tenant, claims) {
-                true => expired_code(),
-                false => wrong_code(),
-            }
-        }
+        //
+        // A vendor that no longer finds the customer (an account gone since its reset began)
+        // is answered so too: a concealing tenant never answers 404, and a decoy's verification
+        // says only what its age says.
+        ErrorCode::AttemptsExceeded if p.limit.is_none() => decoy_answer(tenant, claims),
+        ErrorCode::IdentifierNotFound => decoy_answer(tenant, claims),
         _ => p,
+    }
+}
+
+/// What a decoy's verification of a code its age allows answers: a wrong code, or past the
+/// vendor's code lifetime an expired one.
+fn decoy_answer(tenant: &Tenant, claims: &ResetClaims) -> Problem {
+    match decoy_code_expired(tenant, claims) {
+        true => expired_code(),
+        false => wrong_code(),
     }
 }
 

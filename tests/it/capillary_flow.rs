@@ -311,11 +311,14 @@ fn every_documented_status_code_maps_to_its_canonical_problem() {
     }
     // A tenant that conceals unknown identifiers answers what a decoy's verification could meet
     // as a decoy does: a wrong or expired code without the vendor's answer, and the vendor's
-    // own lockout as a wrong code (a decoy is never locked out by the vendor).
+    // own lockout as a wrong code (a decoy is never locked out by the vendor). A customer
+    // Capillary no longer finds (1515: an account gone since its reset began) is never a 404
+    // there: a decoy's verification could not tell one.
     for (code, status, canonical) in [
         (1506, 422, "invalid_otp"),
         (1505, 410, "reset_expired"),
         (1518, 422, "invalid_otp"),
+        (1515, 422, "invalid_otp"),
     ] {
         let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
         sandbox.force_capillary_status(code);
@@ -345,6 +348,38 @@ fn every_documented_status_code_maps_to_its_canonical_problem() {
         calls + 1,
         "the decoy's verification never reaches Capillary"
     );
+}
+
+/// A customer Capillary no longer finds at the completion (1515: an account gone since its
+/// reset began) is told so only by a tenant that reveals unknown identifiers; a concealing one
+/// never answers 404, and tells the caller to start again.
+#[test]
+fn a_customer_gone_by_the_completion_is_a_404_only_where_unknown_identifiers_are_revealed() {
+    let sandbox = Sandbox::start();
+    let config = capillary_config(&sandbox, "").replace(
+        "name = \"mobile\"\nconnection = \"mobile\"\n",
+        "name = \"mobile\"\nconnection = \"mobile\"\nreveal_unknown_identifiers = true\n",
+    );
+    assert!(config.contains("reveal_unknown_identifiers = true"));
+    let gw = Gateway::start(&config, CAPILLARY_ENV);
+    for (key, status, canonical) in [
+        ("key-mobile", 404, "identifier_not_found"),
+        ("key-web", 410, "reset_expired"),
+    ] {
+        let reset_id = start_reset(&gw, key, "email", EMAIL);
+        let otp = sandbox.last_otp(EMAIL);
+        let verified = verify(&gw, key, &reset_id, &otp);
+        assert_eq!(
+            verified.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&verified.body)
+        );
+        let next = verified.json()["reset_id"].as_str().unwrap().to_string();
+        sandbox.force_capillary_status(1515);
+        let p = complete(&gw, key, &next, "Capillary-n3w").problem(status, canonical);
+        assert_eq!(p.get("vendor").is_some(), key == "key-mobile", "{key}: {p}");
+    }
 }
 
 /// Capillary ties a session to a device: its deviceId is the app's `device_id` at every step,
