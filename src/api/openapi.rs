@@ -154,13 +154,13 @@ pub fn document(max_body_bytes: usize) -> Vec<u8> {
                 "Verify the one-time code",
                 "VerifyRequest", "200", "Progress",
                 &[ErrorCode::InvalidResetId, ErrorCode::WrongStep, ErrorCode::ResetExpired,
-                  ErrorCode::InvalidOtp, ErrorCode::RateLimited])},
+                  ErrorCode::InvalidOtp, ErrorCode::IdentifierNotFound, ErrorCode::RateLimited])},
             "/reset/complete": {"post": operation(
                 "Set the new password, with a verified reset_id or a vendor-issued reset_code",
                 "CompleteRequest", "200", "Completed",
                 &[ErrorCode::InvalidResetId, ErrorCode::WrongStep, ErrorCode::ResetExpired,
                   ErrorCode::InvalidOtp, ErrorCode::PasswordRejected, ErrorCode::PasswordReused,
-                  ErrorCode::RateLimited])},
+                  ErrorCode::IdentifierNotFound, ErrorCode::RateLimited])},
             "/openapi.json": {"get": {
                 "summary": "This document",
                 "responses": {"200": {"description": "The OpenAPI document",
