@@ -26,7 +26,7 @@ const MAX_ATTRIBUTES: usize = 64;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Element {
     pub name: String,
-    /// The namespace the element's name is in (empty for none, or for an undeclared prefix):
+    /// The namespace the element's name is in (empty for none):
     /// shared with the declaration, so a long one in scope of many elements is stored once.
     pub namespace: Arc<str>,
     pub attributes: Vec<Attribute>,
@@ -110,19 +110,42 @@ pub enum XmlError {
 type Scope = Vec<(String, Arc<str>)>;
 
 /// Splits a qualified name at its colon: `(prefix, local)`, the prefix empty when there is none.
-fn split(qualified: &[u8]) -> (&[u8], &[u8]) {
-    match qualified.iter().position(|&b| b == b':') {
+/// A name with an empty prefix or local part, or a second colon, is no qualified name.
+fn split(qualified: &[u8]) -> Result<(&[u8], &[u8]), XmlError> {
+    let (prefix, local) = match qualified.iter().position(|&b| b == b':') {
         Some(i) => (&qualified[..i], &qualified[i + 1..]),
         None => (&[][..], qualified),
+    };
+    let colon_at_an_end = local.is_empty() || (prefix.is_empty() && local.len() < qualified.len());
+    if colon_at_an_end || local.contains(&b':') {
+        return Err(XmlError::Malformed("a name that is not a qualified name"));
     }
+    Ok((prefix, local))
+}
+
+/// The scope every document starts with: the `xml` prefix, bound without a declaration.
+fn initial_scope() -> Scope {
+    vec![("xml".to_string(), Arc::from(XML_NAMESPACE))]
+}
+
+/// Adds a declaration of `prefix` (empty: the default namespace) to `scope`. A prefix may not be
+/// bound to no namespace (only the default namespace may be undeclared so), `xmlns` may not be
+/// declared, and `xml` only to its own namespace.
+fn declare(scope: &mut Scope, prefix: &[u8], namespace: &str) -> Result<(), XmlError> {
+    let reserved = prefix == b"xmlns" || (prefix == b"xml") != (namespace == XML_NAMESPACE);
+    if reserved || (!prefix.is_empty() && namespace.is_empty()) {
+        return Err(XmlError::Malformed("a namespace declaration XML forbids"));
+    }
+    scope.push((
+        String::from_utf8_lossy(prefix).into_owned(),
+        Arc::from(namespace),
+    ));
+    Ok(())
 }
 
 /// The namespace `prefix` is bound to in `scope` (the empty prefix: the default namespace, or
 /// none), or `None` for a prefix declared nowhere in scope.
 fn resolve(scope: &Scope, prefix: &[u8]) -> Option<Arc<str>> {
-    if prefix == b"xml" {
-        return Some(Arc::from(XML_NAMESPACE));
-    }
     match scope.iter().rev().find(|(p, _)| p.as_bytes() == prefix) {
         Some((_, ns)) => Some(Arc::clone(ns)),
         None if prefix.is_empty() => Some(Arc::default()),
@@ -148,14 +171,15 @@ fn open(e: &quick_xml::events::BytesStart<'_>, scope: &mut Scope) -> Result<Elem
             .unescape_value()
             .map_err(|_| XmlError::Malformed("an unknown entity or character reference"))?;
         if key == b"xmlns" {
-            scope.push((String::new(), Arc::from(value.as_ref())));
+            declare(scope, b"", &value)?;
         } else if let Some(prefix) = key.strip_prefix(b"xmlns:") {
-            scope.push((
-                String::from_utf8_lossy(prefix).into_owned(),
-                Arc::from(value.as_ref()),
-            ));
+            // `xmlns:` with nothing after it, or `xmlns:a:b`, declares no prefix.
+            match split(prefix)? {
+                (b"", prefix) => declare(scope, prefix, &value)?,
+                _ => return Err(XmlError::Malformed("a name that is not a qualified name")),
+            }
         } else {
-            let (prefix, name) = split(key);
+            let (prefix, name) = split(key)?;
             qualified_attributes.push((
                 prefix,
                 String::from_utf8_lossy(name).into_owned(),
@@ -163,7 +187,7 @@ fn open(e: &quick_xml::events::BytesStart<'_>, scope: &mut Scope) -> Result<Elem
             ));
         }
     }
-    let (prefix, name) = split(qualified.as_ref());
+    let (prefix, name) = split(qualified.as_ref())?;
     let mut el = Element {
         name: String::from_utf8_lossy(name).into_owned(),
         namespace: resolve(scope, prefix).ok_or(UNDECLARED)?,
@@ -208,7 +232,7 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Element> = Vec::new();
     // The length `scope` had before each open element's declarations joined it.
-    let mut scope: Scope = Vec::new();
+    let mut scope: Scope = initial_scope();
     let mut scope_marks: Vec<usize> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0usize;
@@ -361,6 +385,39 @@ mod tests {
             "nil outside XML Schema's namespace"
         );
         assert!(!root.child("c").unwrap().is_nil(), "nil in no namespace");
+    }
+
+    #[test]
+    fn declarations_and_names_xml_forbids_are_malformed() {
+        let forbidden = Err(XmlError::Malformed("a namespace declaration XML forbids"));
+        // A prefix bound to no namespace (XML 1.1's undeclaring), `xmlns` declared, `xml`
+        // bound elsewhere or another prefix (or the default) bound to `xml`'s namespace.
+        for doc in [
+            r#"<r xmlns:p="" p:Salt="3"/>"#,
+            r#"<r xmlns:p="urn:p"><p:Key xmlns:p=""/></r>"#,
+            r#"<r xmlns:xmlns="urn:x"/>"#,
+            r#"<r xmlns:xml="urn:x"/>"#,
+            r#"<r xmlns:x="http://www.w3.org/XML/1998/namespace"/>"#,
+            r#"<r xmlns="http://www.w3.org/XML/1998/namespace"/>"#,
+        ] {
+            assert_eq!(parse(doc.as_bytes()), forbidden, "{doc}");
+        }
+        let not_qualified = Err(XmlError::Malformed("a name that is not a qualified name"));
+        for doc in [
+            r#"<r xmlns:="urn:x"/>"#,
+            r#"<r xmlns:a:b="urn:x"/>"#,
+            r#"<r :Salt="3"/>"#,
+            r#"<r a:b:c="3" xmlns:a="urn:a"/>"#,
+            r#"<a:b:c xmlns:a="urn:a"/>"#,
+        ] {
+            assert_eq!(parse(doc.as_bytes()), not_qualified, "{doc}");
+        }
+        // What XML allows: the default namespace undeclared, `xml` declared as itself.
+        let allowed = r#"<r xmlns="urn:d" xmlns:xml="http://www.w3.org/XML/1998/namespace"><c xmlns="" xml:lang="th"/></r>"#;
+        let root = parse(allowed.as_bytes()).unwrap();
+        let child = root.child("c").unwrap();
+        assert_eq!(&*child.namespace, "");
+        assert_eq!(child.attribute_in(XML_NAMESPACE, "lang"), Some("th"));
     }
 
     #[test]
