@@ -236,7 +236,9 @@ impl Validate for CompleteRequest {
             }
             (None, Some(code)) => {
                 if code.is_empty() || code.len() > 512 || code.chars().any(char::is_control) {
-                    return Err(invalid("reset_code must be 1 to 512 printable characters"));
+                    return Err(invalid(
+                        "reset_code must be 1 to 512 bytes with no control characters",
+                    ));
                 }
                 if let Some(identifier) = &self.identifier {
                     identifier.validate()?;
