@@ -231,7 +231,8 @@ pub struct Reserved {
     /// The client it is one of the connections of (`UpstreamClient::id`).
     client: usize,
     /// The thread whose share it is: a call on another thread would use that thread's pool
-    /// without holding one of its permits.
+    /// without holding one of its permits. Kept for the debug check in `post` only.
+    #[cfg(debug_assertions)]
     thread: std::thread::ThreadId,
 }
 
@@ -426,6 +427,7 @@ impl UpstreamClient {
             .map(|permit| Reserved {
                 _permit: permit,
                 client: self.id,
+                #[cfg(debug_assertions)]
                 thread: std::thread::current().id(),
             })
     }
@@ -527,7 +529,8 @@ impl UpstreamClient {
         let _own_permit = match req.reserved {
             Some(reserved) => {
                 debug_assert_eq!(reserved.client, self.id, "a connection of another client");
-                debug_assert_eq!(
+                #[cfg(debug_assertions)]
+                assert_eq!(
                     reserved.thread,
                     std::thread::current().id(),
                     "a connection of another thread"
