@@ -201,12 +201,7 @@ fn a_tenant_that_reveals_gets_its_404_without_the_decoy_wait() {
     // again after token/generate (the test above); a tenant that reveals unknown identifiers
     // gets its 404 after the one call, with nothing to hide by waiting.
     let sandbox = Sandbox::start_with_delay(1_000);
-    let config = capillary_config(&sandbox, "").replacen(
-        "name = \"web\"",
-        "name = \"web\"\nreveal_unknown_identifiers = true",
-        1,
-    );
-    assert!(config.contains("reveal_unknown_identifiers = true"));
+    let config = revealing_unknown_identifiers(&capillary_config(&sandbox, ""), "web");
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     let started = std::time::Instant::now();
     let r = gw.post(
@@ -238,13 +233,7 @@ fn a_brand_without_passwords_is_unsupported_step() {
 fn an_expired_or_lost_session_is_reset_expired() {
     // A tenant that reveals unknown identifiers, so that the vendor member shows which: one that
     // conceals shows none on an expired code (as a decoy's cannot).
-    let revealing = |config: String| {
-        config.replacen(
-            "name = \"web\"",
-            "name = \"web\"\nreveal_unknown_identifiers = true",
-            1,
-        )
-    };
+    let revealing = |config: String| revealing_unknown_identifiers(&config, "web");
     let sandbox = Sandbox::start_with(&["--capillary-session-secs", "1"]);
     let gw = Gateway::start(&revealing(capillary_config(&sandbox, "")), CAPILLARY_ENV);
     let reset_id = start_reset(&gw, "key-web", "email", EMAIL);
@@ -275,10 +264,7 @@ fn every_documented_status_code_maps_to_its_canonical_problem() {
     let more_starts = "[limits]\nper_identifier = { count = 100, period_secs = 60 }\n";
     // The table on a tenant that reveals unknown identifiers, which sees each vendor answer as
     // it is; the concealing tenant's differences are checked after it.
-    let config = capillary_config(&sandbox, more_starts).replace(
-        "name = \"mobile\"\nconnection = \"mobile\"\n",
-        "name = \"mobile\"\nconnection = \"mobile\"\nreveal_unknown_identifiers = true\n",
-    );
+    let config = revealing_unknown_identifiers(&capillary_config(&sandbox, more_starts), "mobile");
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     let expected: &[(u32, u16, &str)] = &[
         (1505, 410, "reset_expired"),
@@ -356,11 +342,7 @@ fn every_documented_status_code_maps_to_its_canonical_problem() {
 #[test]
 fn a_customer_gone_by_the_completion_is_a_404_only_where_unknown_identifiers_are_revealed() {
     let sandbox = Sandbox::start();
-    let config = capillary_config(&sandbox, "").replace(
-        "name = \"mobile\"\nconnection = \"mobile\"\n",
-        "name = \"mobile\"\nconnection = \"mobile\"\nreveal_unknown_identifiers = true\n",
-    );
-    assert!(config.contains("reveal_unknown_identifiers = true"));
+    let config = revealing_unknown_identifiers(&capillary_config(&sandbox, ""), "mobile");
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     for (key, status, canonical) in [
         ("key-mobile", 404, "identifier_not_found"),
@@ -472,12 +454,7 @@ fn a_customer_capillary_sends_no_more_codes_to_is_concealed_too() {
     // its verification fails as a wrong code); a tenant that reveals says 429.
     let sandbox = Sandbox::start();
     let more_starts = "[limits]\nper_identifier = { count = 100, period_secs = 60 }\n";
-    let config = capillary_config(&sandbox, more_starts).replacen(
-        "name = \"mobile\"",
-        "name = \"mobile\"\nreveal_unknown_identifiers = true",
-        1,
-    );
-    assert!(config.contains("reveal_unknown_identifiers = true"));
+    let config = revealing_unknown_identifiers(&capillary_config(&sandbox, more_starts), "mobile");
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     for _ in 0..10 {
         start_reset(&gw, "key-web", "email", EMAIL);
@@ -676,12 +653,7 @@ fn an_unknown_brand_is_a_clear_upstream_error() {
 #[test]
 fn a_business_code_under_another_http_status_maps_as_under_200() {
     let sandbox = Sandbox::start();
-    let config = capillary_config(&sandbox, "").replacen(
-        "name = \"mobile\"",
-        "name = \"mobile\"\nreveal_unknown_identifiers = true",
-        1,
-    );
-    assert!(config.contains("reveal_unknown_identifiers = true"));
+    let config = revealing_unknown_identifiers(&capillary_config(&sandbox, ""), "mobile");
     let gw = Gateway::start(&config, CAPILLARY_ENV);
     for (code, http, status, canonical) in [
         (1546, 400, 400, "invalid_request"),

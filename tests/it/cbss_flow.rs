@@ -193,12 +193,10 @@ fn the_vendors_attempt_limit_is_attempts_exceeded() {
     // OTP_ATTEMPTS_EXCEEDED even for the right code. A tenant that reveals what the vendor said
     // (a concealing one answers as a decoy would: a wrong code) gets 429 attempts_exceeded.
     let sandbox = Sandbox::start();
-    let config = cbss_config(&sandbox, "[limits]\nwrong_otps_per_reset = 10\n").replacen(
-        "name = \"json\"\n",
-        "name = \"json\"\nreveal_unknown_identifiers = true\n",
-        1,
+    let config = revealing_unknown_identifiers(
+        &cbss_config(&sandbox, "[limits]\nwrong_otps_per_reset = 10\n"),
+        "json",
     );
-    assert!(config.contains("reveal_unknown_identifiers = true"));
     let gw = Gateway::start(&config, CBSS_ENV);
     let (reset_id, otp) = a_reset_after_five_wrong_codes(&gw, &sandbox);
     let calls = sandbox.calls("cbss");

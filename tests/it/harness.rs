@@ -475,6 +475,18 @@ pub fn with_connection_setting(config: &str, name: &str, setting: &str) -> Strin
     config.replacen(&header, &format!("{header}{setting}\n"), 1)
 }
 
+/// `config` with `setting` (one TOML line) added to tenant `name`'s table.
+pub fn with_tenant_setting(config: &str, name: &str, setting: &str) -> String {
+    let header = format!("[[tenants]]\nname = \"{name}\"\n");
+    assert!(config.contains(&header), "the config has no tenant {name}");
+    config.replacen(&header, &format!("{header}{setting}\n"), 1)
+}
+
+/// `config` with tenant `name` revealing unknown identifiers (`404 identifier_not_found`).
+pub fn revealing_unknown_identifiers(config: &str, name: &str) -> String {
+    with_tenant_setting(config, name, "reveal_unknown_identifiers = true")
+}
+
 /// An Amsalem connection `a` on `sandbox` for tenant `a` (key-a), the sandbox's API user, and
 /// any extra TOML appended.
 pub fn amsalem_config(sandbox: &Sandbox, extra: &str) -> String {
