@@ -5,7 +5,8 @@
 //! puts namespaces everywhere, and a strict reader (the sandbox's) can check them too. Attributes
 //! keep their namespace as well (none when unprefixed: a default namespace does not apply to
 //! them), so `attribute` finds only an unqualified one and `is_nil` only XML Schema's own `nil`;
-//! a prefix declared nowhere in scope makes the document malformed, as it is to .NET's readers. It refuses
+//! a prefix declared nowhere in scope, a declaration the namespaces rules forbid or a name that
+//! is not a qualified name makes the document malformed, as it is to .NET's readers. It refuses
 //! DOCTYPE declarations and any entity beyond XML's five predefined ones
 //! (so nothing is ever expanded), and stops at fixed depth and size limits. What it keeps grows
 //! with the document and no faster: a namespace is held once, however many elements are in it,
@@ -109,16 +110,18 @@ pub enum XmlError {
 /// namespace under the empty prefix.
 type Scope = Vec<(String, Arc<str>)>;
 
+const NOT_QUALIFIED: XmlError = XmlError::Malformed("a name that is not a qualified name");
+
 /// Splits a qualified name at its colon: `(prefix, local)`, the prefix empty when there is none.
 /// A name with an empty prefix or local part, or a second colon, is no qualified name.
 fn split(qualified: &[u8]) -> Result<(&[u8], &[u8]), XmlError> {
     let (prefix, local) = match qualified.iter().position(|&b| b == b':') {
+        Some(0) => return Err(NOT_QUALIFIED),
         Some(i) => (&qualified[..i], &qualified[i + 1..]),
         None => (&[][..], qualified),
     };
-    let colon_at_an_end = local.is_empty() || (prefix.is_empty() && local.len() < qualified.len());
-    if colon_at_an_end || local.contains(&b':') {
-        return Err(XmlError::Malformed("a name that is not a qualified name"));
+    if local.is_empty() || local.contains(&b':') {
+        return Err(NOT_QUALIFIED);
     }
     Ok((prefix, local))
 }
@@ -174,10 +177,10 @@ fn open(e: &quick_xml::events::BytesStart<'_>, scope: &mut Scope) -> Result<Elem
             declare(scope, b"", &value)?;
         } else if let Some(prefix) = key.strip_prefix(b"xmlns:") {
             // `xmlns:` with nothing after it, or `xmlns:a:b`, declares no prefix.
-            match split(prefix)? {
-                (b"", prefix) => declare(scope, prefix, &value)?,
-                _ => return Err(XmlError::Malformed("a name that is not a qualified name")),
+            if prefix.is_empty() || prefix.contains(&b':') {
+                return Err(NOT_QUALIFIED);
             }
+            declare(scope, prefix, &value)?;
         } else {
             let (prefix, name) = split(key)?;
             qualified_attributes.push((
